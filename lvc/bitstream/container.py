@@ -1,0 +1,179 @@
+"""``.lvc`` files: a sequence header followed by self-delimiting frame units.
+
+Writing goes to a temporary file that is renamed into place only when complete, so a
+failed encode never leaves a half-written output. Reading is streaming: units are read
+and checked one by one, so frames can be decoded before the file is fully read.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from lvc.bitstream import syntax
+from lvc.bitstream.syntax import FRAME_HEADER, MAGIC, SEQUENCE_HEADER, VERSION_MAJOR
+from lvc.errors import BitstreamError, InputError, OutputError
+
+FRAME_I, FRAME_P = 0, 1
+
+
+@dataclass(frozen=True)
+class SequenceHeader:
+    model_name: str
+    weights_hash: bytes
+    width: int
+    height: int
+    fps: Fraction
+    frame_count: int
+    intra_period: int
+    version: tuple[int, int] = (VERSION_MAJOR, syntax.VERSION_MINOR)
+
+    def pack(self) -> bytes:
+        values = dict(magic=MAGIC, version_major=self.version[0], version_minor=self.version[1],
+                      model_name=self.model_name, weights_hash=self.weights_hash, width=self.width,
+                      height=self.height, fps_num=self.fps.numerator, fps_den=self.fps.denominator,
+                      frame_count=self.frame_count, colour_format=0, intra_period=self.intra_period, header_crc=0)
+        body = syntax.pack(SEQUENCE_HEADER[:-1], values)
+        return body + syntax.pack(SEQUENCE_HEADER[-1:], {"header_crc": zlib.crc32(body)})
+
+
+@dataclass(frozen=True)
+class FrameUnit:
+    index: int
+    frame_type: int
+    quality: int
+    payload: bytes
+    size: int  # bytes of the whole unit, header included
+
+
+def pack_frame(frame_type: int, quality: int, payload: bytes) -> bytes:
+    head = syntax.pack(FRAME_HEADER, dict(frame_type=frame_type, quality=quality, payload_length=len(payload),
+                                          payload_crc=zlib.crc32(payload)))
+    return head + payload
+
+
+class LvcWriter:
+    """Atomic writer: ``write_frame`` appends units; ``commit`` fixes the count and renames."""
+
+    def __init__(self, path: str | os.PathLike, header: SequenceHeader) -> None:
+        self.path = Path(path)
+        self.header = header
+        self.frames = 0
+        self.bytes_written = 0
+        parent = self.path.parent if str(self.path.parent) else Path(".")
+        if self.path.is_dir():
+            raise OutputError("output is a folder", str(self.path), "give a file name ending in .lvc")
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=parent)
+        except OSError as e:
+            raise OutputError(f"cannot write here ({e.strerror})", str(parent), "choose a writable folder") from None
+        self._tmp = Path(tmp)
+        self._f = os.fdopen(fd, "wb")
+        self._write(header.pack())
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self._f.write(data)
+        except OSError as e:
+            self.abort()
+            raise OutputError(f"write failed ({e.strerror})", str(self.path)) from None
+        self.bytes_written += len(data)
+
+    def write_frame(self, frame_type: int, quality: int, payload: bytes) -> int:
+        unit = pack_frame(frame_type, quality, payload)
+        self._write(unit)
+        self.frames += 1
+        return len(unit)
+
+    def commit(self) -> None:
+        if self.frames == 0:
+            self.abort()
+            raise InputError("no frames to write", str(self.path), "the input has zero frames")
+        header = SequenceHeader(**{**self.header.__dict__, "frame_count": self.frames})
+        self._f.seek(0)
+        self._f.write(header.pack())
+        self._f.close()
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> LvcWriter:
+        return self
+
+    def __exit__(self, exc_type, *rest) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+class LvcReader:
+    """Parses the header on open; :meth:`units` yields checked frame units lazily."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        where = str(self.path)
+        try:
+            self._f = open(self.path, "rb")
+        except FileNotFoundError:
+            raise InputError("no such file", where, "check the path") from None
+        except OSError as e:
+            raise InputError(f"cannot open ({e.strerror})", where) from None
+        head = self._f.read(4 + 2 + 1 + 64 + 8 + 4 + 4 + 8 + 4 + 1 + 2 + 4)
+        if head[:4] != MAGIC:
+            self._f.close()
+            raise BitstreamError("not an .lvc file (bad magic)", where, "pass a file written by 'lvc encode'")
+        if len(head) > 4 and head[4] != VERSION_MAJOR:
+            self._f.close()
+            raise BitstreamError(f"format version {head[4]} is not supported (this lvc reads {VERSION_MAJOR})",
+                                 where, "use the lvc release that wrote the file")
+        values, pos = syntax.unpack(SEQUENCE_HEADER, head, 0, where)
+        if zlib.crc32(head[: pos - 4]) != values["header_crc"]:
+            self._f.close()
+            raise BitstreamError("sequence header CRC mismatch", where, "the file is corrupted")
+        if values["width"] * values["height"] > syntax.MAX_PIXELS_PER_FRAME:
+            self._f.close()
+            raise BitstreamError(f"frame size {values['width']}x{values['height']} exceeds the limit", where,
+                                 "the file is corrupted")
+        self.header = SequenceHeader(
+            values["model_name"], values["weights_hash"], values["width"], values["height"],
+            Fraction(values["fps_num"], values["fps_den"]), values["frame_count"], values["intra_period"],
+            (values["version_major"], values["version_minor"]))
+        self.header_size = pos
+        self._f.seek(pos)
+
+    def units(self) -> Iterator[FrameUnit]:
+        where = str(self.path)
+        for i in range(self.header.frame_count):
+            fwhere = f"{where}: frame {i}"
+            head = self._f.read(1 + 2 + 4 + 4)
+            if not head:
+                raise BitstreamError(f"file ends after {i} of {self.header.frame_count} frames", where,
+                                     "the file is truncated")
+            values, pos = syntax.unpack(FRAME_HEADER, head, 0, fwhere)
+            self._f.seek(pos - len(head), os.SEEK_CUR)
+            payload = self._f.read(values["payload_length"])
+            if len(payload) != values["payload_length"]:
+                raise BitstreamError("frame unit is truncated", fwhere, "the file is incomplete")
+            if zlib.crc32(payload) != values["payload_crc"]:
+                raise BitstreamError("payload CRC mismatch", fwhere, "the file is corrupted")
+            if values["payload_length"] % 4:
+                raise BitstreamError("payload length is not a multiple of 4", fwhere, "the file is corrupted")
+            yield FrameUnit(i, values["frame_type"], values["quality"], payload, pos + len(payload))
+        if self._f.read(1):
+            raise BitstreamError("trailing bytes after the last frame", where, "the file is corrupted")
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> LvcReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

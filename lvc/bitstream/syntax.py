@@ -1,0 +1,150 @@
+"""The ``.lvc`` syntax, declared once as data: named fields with widths and ranges.
+
+Packing and parsing are generic over these declarations, every value is range-checked
+in both directions, and docs/bitstream.md is generated from (and tested against) them.
+All integers are little-endian.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from lvc.errors import BitstreamError
+
+MAGIC = b"LVC\x1a"
+VERSION_MAJOR = 1
+VERSION_MINOR = 0
+
+_FIXED = {"u8": "<B", "u16": "<H", "u32": "<I"}
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    kind: str  # u8 | u16 | u32 | varint | bytes:N | str8
+    lo: int | None = None
+    hi: int | None = None
+    doc: str = ""
+
+    @property
+    def width(self) -> str:
+        if self.kind in _FIXED:
+            return f"{struct.calcsize(_FIXED[self.kind]) * 8} bits"
+        if self.kind == "varint":
+            return "1-4 bytes (LEB128)"
+        if self.kind.startswith("bytes:"):
+            return f"{self.kind.split(':')[1]} bytes"
+        return "u8 length + UTF-8"
+
+
+SEQUENCE_HEADER: tuple[Field, ...] = (
+    Field("magic", "bytes:4", doc='`4C 56 43 1A` ("LVC" + 0x1A)'),
+    Field("version_major", "u8", VERSION_MAJOR, VERSION_MAJOR, "incompatible changes bump it"),
+    Field("version_minor", "u8", 0, 255, "compatible additions; decoders accept any"),
+    Field("model_name", "str8", 1, 64, "stable model name, e.g. `lvc-hp64`"),
+    Field("weights_hash", "bytes:8", doc="first 8 bytes of the model file's SHA-256"),
+    Field("width", "u16", 16, 16384, "luma width in pixels, exact (no padding)"),
+    Field("height", "u16", 16, 16384, "luma height in pixels, exact"),
+    Field("fps_num", "u32", 1, 1_000_000, "frame rate numerator"),
+    Field("fps_den", "u32", 1, 1_000_000, "frame rate denominator"),
+    Field("frame_count", "u32", 1, 1 << 24, "number of frame units that follow"),
+    Field("colour_format", "u8", 0, 0, "0: 8-bit RGB coded, shown as BT.601 limited-range YUV 4:2:0"),
+    Field("intra_period", "u16", 0, 65535, "frames per group of pictures; 0: only the first frame is intra"),
+    Field("header_crc", "u32", doc="CRC-32 of all preceding header bytes"),
+)
+
+FRAME_HEADER: tuple[Field, ...] = (
+    Field("frame_type", "u8", 0, 1, "0: I (intra), 1: P (predicted from the previous frame)"),
+    Field("quality", "u16", 0, 65535, "quality q = value / 65535"),
+    Field("payload_length", "varint", 4, 1 << 28, "bytes of payload, a multiple of 4"),
+    Field("payload_crc", "u32", doc="CRC-32 of the payload"),
+)
+
+MAX_PIXELS_PER_FRAME = 1 << 26  # 8192 x 8192; a header claiming more is refused before allocating
+
+
+def pack(fields: tuple[Field, ...], values: dict) -> bytes:
+    out = bytearray()
+    for f in fields:
+        v = values[f.name]
+        _check(f, v, "writing")
+        if f.kind in _FIXED:
+            out += struct.pack(_FIXED[f.kind], v)
+        elif f.kind == "varint":
+            while True:
+                byte, v = v & 0x7F, v >> 7
+                out.append(byte | (0x80 if v else 0))
+                if not v:
+                    break
+        elif f.kind.startswith("bytes:"):
+            if len(v) != int(f.kind.split(":")[1]):
+                raise ValueError(f"{f.name}: expected {f.kind}")
+            out += v
+        else:  # str8
+            raw = v.encode()
+            out += bytes([len(raw)]) + raw
+    return bytes(out)
+
+
+def unpack(fields: tuple[Field, ...], buf: bytes, pos: int, where: str) -> tuple[dict, int]:
+    """Parse ``fields`` from ``buf`` at ``pos``; raise BitstreamError naming ``where`` on any fault."""
+    values: dict = {}
+    for f in fields:
+        try:
+            if f.kind in _FIXED:
+                (v,) = struct.unpack_from(_FIXED[f.kind], buf, pos)
+                pos += struct.calcsize(_FIXED[f.kind])
+            elif f.kind == "varint":
+                v, shift = 0, 0
+                while True:
+                    byte = buf[pos]
+                    pos += 1
+                    v |= (byte & 0x7F) << shift
+                    shift += 7
+                    if not byte & 0x80:
+                        break
+                    if shift >= 28:
+                        raise BitstreamError(f"{f.name} varint is too long", where, "the file is corrupted")
+            elif f.kind.startswith("bytes:"):
+                n = int(f.kind.split(":")[1])
+                v = bytes(buf[pos: pos + n])
+                if len(v) != n:
+                    raise IndexError
+                pos += n
+            else:
+                n = buf[pos]
+                raw = bytes(buf[pos + 1: pos + 1 + n])
+                if len(raw) != n:
+                    raise IndexError
+                v = raw.decode()
+                pos += 1 + n
+        except (IndexError, struct.error):
+            raise BitstreamError(f"truncated while reading {f.name}", where, "the file is incomplete") from None
+        except UnicodeDecodeError:
+            raise BitstreamError(f"{f.name} is not valid UTF-8", where, "the file is corrupted") from None
+        _check(f, v, "reading", where)
+        values[f.name] = v
+    return values, pos
+
+
+def _check(f: Field, v, action: str, where: str | None = None) -> None:
+    n = len(v) if f.kind == "str8" else v
+    if f.kind.startswith("bytes:") or n is None:
+        return
+    if (f.lo is not None and n < f.lo) or (f.hi is not None and n > f.hi):
+        msg = f"{f.name}={v!r} outside [{f.lo}, {f.hi}]"
+        if action == "writing":
+            raise ValueError(msg)
+        raise BitstreamError(msg, where, "the file is corrupted or from an incompatible lvc")
+
+
+def markdown_table(fields: tuple[Field, ...]) -> str:
+    """The syntax table as it appears in docs/bitstream.md."""
+    rows = ["| field | coding | range | meaning |", "|---|---|---|---|"]
+    for f in fields:
+        rng = f"{f.lo}..{f.hi}" if f.lo is not None else "-"
+        if f.kind == "str8":
+            rng = f"length {rng}"
+        rows.append(f"| `{f.name}` | {f.width} | {rng} | {f.doc} |")
+    return "\n".join(rows)

@@ -1,0 +1,42 @@
+"""The ``lvc`` command: a thin layer over the library API.
+
+Every subcommand reports failures of type :class:`lvc.errors.LvcError` as one line on
+stderr with a non-zero exit code; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lvc import __version__
+from lvc.errors import LvcError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lvc", description="lvc — learned video codec toolkit")
+    parser.add_argument("--version", action="version", version=f"lvc {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from lvc.codec import cli as codec_cli
+    from lvc.train import cli as train_cli
+
+    codec_cli.add_parsers(sub)
+    train_cli.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except LvcError as e:
+        print(f"lvc {args.command}: error: {e.message()}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"lvc {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

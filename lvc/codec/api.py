@@ -1,0 +1,174 @@
+"""Typed library API mirroring the CLI: :func:`encode`, :func:`decode`, :func:`info`."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+
+import numpy as np
+import torch
+
+from lvc.bitstream.container import FRAME_I, LvcReader, LvcWriter, SequenceHeader
+from lvc.codec.sequence import SequenceDecoder, SequenceEncoder, quality_to_int
+from lvc.errors import InputError
+from lvc.io.reader import open_video
+from lvc.io.writer import FrameWriter, output_kind
+from lvc.metrics import MetricAccumulator
+from lvc.models.registry import load_model, model_for_stream
+
+PathLike = str | os.PathLike
+
+
+@dataclass
+class EncodeResult:
+    frames: int
+    width: int
+    height: int
+    fps: float
+    bytes: int
+    estimated_bits: float
+    seconds: float
+    metrics: dict[str, float] = field(default_factory=dict)  # encoder's reconstruction vs input
+
+    @property
+    def bpp(self) -> float:
+        return self.bytes * 8 / (self.frames * self.width * self.height)
+
+    @property
+    def kbps(self) -> float:
+        return self.bytes * 8 * self.fps / self.frames / 1000
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "bpp": self.bpp, "kbps": self.kbps, "encode_fps": self.frames / self.seconds}
+
+
+@dataclass
+class DecodeResult:
+    frames: int
+    seconds: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "decode_fps": self.frames / self.seconds}
+
+
+def _progress(total: int | None, desc: str, enabled: bool | None):
+    from tqdm import tqdm
+
+    if enabled is None:
+        enabled = sys.stdout.isatty() and sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, unit="frame", disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+def _threads(n: int | None) -> None:
+    if n is not None:
+        if n < 1:
+            raise InputError(f"--threads must be >= 1 (got {n})")
+        torch.set_num_threads(n)
+
+
+def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str | None = None,
+           intra_period: int = 32, threads: int | None = None, max_frames: int | None = None,
+           fps: Fraction | None = None, progress: bool | None = None, metrics: bool = True) -> EncodeResult:
+    """Encode a video/image/PNG folder to an ``.lvc`` file (written atomically)."""
+    if not 0.0 <= quality <= 1.0:
+        raise InputError(f"quality {quality} is outside [0, 1]", None, "pass --quality between 0 and 1")
+    if intra_period < -1 or intra_period > 65535:
+        raise InputError(f"intra period {intra_period} is invalid", None, "use -1 (first frame only) or 0..65535")
+    _threads(threads)
+    fm = load_model(model)
+    q = quality_to_int(quality)
+    acc = MetricAccumulator() if metrics else None
+    est = 0.0
+    t0 = time.perf_counter()
+    with open_video(input, fps) as src:
+        info = src.info
+        header = SequenceHeader(fm.name, fm.weights_hash, info.width, info.height, info.fps, 1,
+                                max(intra_period, 0))
+        enc = SequenceEncoder(fm, q, intra_period)
+        total = min(x for x in (info.frame_count, max_frames) if x) if (info.frame_count or max_frames) else None
+        with LvcWriter(output, header) as w, _progress(total, "encode", progress) as bar:
+            for i, frame in enumerate(src.frames()):
+                if max_frames is not None and i >= max_frames:
+                    break
+                coded = enc.encode(frame)
+                w.write_frame(coded.frame_type, coded.quality, coded.payload)
+                est += coded.estimated_bits
+                if acc is not None:
+                    acc.add(frame, coded.recon)
+                bar.update(1)
+            w.commit()
+            size = w.bytes_written
+    seconds = time.perf_counter() - t0
+    return EncodeResult(w.frames, info.width, info.height, float(info.fps), size, est, seconds,
+                        acc.mean() if acc else {})
+
+
+def iter_decode(input: PathLike, model: str | None = None) -> Iterator[np.ndarray]:
+    """Decoded RGB frames, streamed: each comes out as soon as its unit is read."""
+    with LvcReader(input) as r:
+        h = r.header
+        fm = model_for_stream(h.model_name, h.weights_hash, model, str(input))
+        dec = SequenceDecoder(fm, h.width, h.height, str(input))
+        for unit in r.units():
+            yield dec.decode(unit)
+
+
+def decode(input: PathLike, output: PathLike | None = None, model: str | None = None, threads: int | None = None,
+           reference: PathLike | None = None, progress: bool | None = None) -> DecodeResult:
+    """Decode an ``.lvc`` file to y4m/mp4/png/folder; optionally score it against ``reference``."""
+    _threads(threads)
+    if output is not None:
+        output_kind(output)  # fail on a bad output name before any work
+    with LvcReader(input) as r:
+        h = r.header
+    acc = MetricAccumulator() if reference is not None else None
+    ref_iter = open_video(reference) if reference is not None else None
+    ref_frames = ref_iter.frames() if ref_iter is not None else None
+    writer = FrameWriter(output, h.width, h.height, h.fps) if output is not None else None
+    n = 0
+    t0 = time.perf_counter()
+    try:
+        with _progress(h.frame_count, "decode", progress) as bar:
+            for frame in iter_decode(input, model):
+                if writer is not None:
+                    writer.write(frame)
+                if ref_frames is not None:
+                    ref = next(ref_frames, None)
+                    if ref is None or ref.shape != frame.shape:
+                        raise InputError("reference does not match the decoded video", str(reference),
+                                         "pass the video that was encoded")
+                    acc.add(ref, frame)
+                n += 1
+                bar.update(1)
+        if writer is not None:
+            writer.commit()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        if ref_iter is not None:
+            ref_iter.close()
+    return DecodeResult(n, time.perf_counter() - t0, acc.mean() if acc else {})
+
+
+def info(input: PathLike) -> dict:
+    """Header fields and per-frame unit sizes, without decoding any frame."""
+    with LvcReader(input) as r:
+        h = r.header
+        units = [{"index": u.index, "type": "I" if u.frame_type == FRAME_I else "P",
+                  "quality": round(u.quality / 65535, 5), "bytes": u.size} for u in r.units()]
+        header_bytes = r.header_size
+    total = header_bytes + sum(u["bytes"] for u in units)
+    return {
+        "version": f"{h.version[0]}.{h.version[1]}", "model": h.model_name, "weights_hash": h.weights_hash.hex(),
+        "width": h.width, "height": h.height, "fps": f"{h.fps.numerator}/{h.fps.denominator}",
+        "frame_count": h.frame_count, "intra_period": h.intra_period, "bytes": total,
+        "bpp": total * 8 / (h.frame_count * h.width * h.height),
+        "kbps": total * 8 * float(h.fps) / h.frame_count / 1000, "frames": units,
+    }

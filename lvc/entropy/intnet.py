@@ -1,0 +1,90 @@
+"""Integer hyper-synthesis: the decoder's probability path in exact integer arithmetic.
+
+A float network can give different results across processes, thread counts or CPUs,
+and one flipped scale index desynchronises the range decoder. Following Ballé et al.,
+"Integer networks for data compression with latent-variable models" (2019), the
+trained float hyper-synthesis is converted to fixed point: int64 weights, int64
+activations, floor-division rescaling, ReLU. Integer sums are exact in any order, so
+the outputs (mean and log-scale in fixed point) are identical everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lvc.entropy.tables import LOG_FRAC_BITS
+
+WEIGHT_FRAC_BITS = 12
+ACT_FRAC_BITS = LOG_FRAC_BITS
+ACT_LIMIT = 1 << 30  # activations are clamped here; keeps every sum far below 2**63
+
+
+@dataclass(frozen=True)
+class IntLayer:
+    weight: torch.Tensor  # int64
+    bias: torch.Tensor  # int64, scaled by 2**(ACT_FRAC_BITS + WEIGHT_FRAC_BITS)
+    transposed: bool
+    stride: int
+    padding: int
+    output_padding: int
+    relu: bool
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.transposed:
+            acc = F.conv_transpose2d(x, self.weight, None, self.stride, self.padding, self.output_padding)
+        else:
+            acc = F.conv2d(x, self.weight, None, self.stride, self.padding)
+        acc = acc + self.bias[None, :, None, None]
+        out = torch.div(acc, 1 << WEIGHT_FRAC_BITS, rounding_mode="floor")
+        if self.relu:
+            out = out.clamp_min(0)
+        return out.clamp(-ACT_LIMIT, ACT_LIMIT)
+
+
+class IntSynthesis:
+    """Frozen integer version of a ``Sequential`` of convs / transposed convs and ReLUs."""
+
+    def __init__(self, layers: list[IntLayer]) -> None:
+        self.layers = tuple(layers)
+
+    @classmethod
+    def from_float(cls, seq: nn.Sequential) -> IntSynthesis:
+        mods = list(seq)
+        layers = []
+        for i, m in enumerate(mods):
+            if not isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                continue
+            relu = i + 1 < len(mods) and isinstance(mods[i + 1], nn.ReLU)
+            w = torch.round(m.weight.detach().double() * (1 << WEIGHT_FRAC_BITS)).long()
+            b = torch.round(m.bias.detach().double() * (1 << (WEIGHT_FRAC_BITS + ACT_FRAC_BITS))).long()
+            transposed = isinstance(m, nn.ConvTranspose2d)
+            layers.append(IntLayer(w, b, transposed, m.stride[0], m.padding[0],
+                                   m.output_padding[0] if transposed else 0, relu))
+        return cls(layers)
+
+    def __call__(self, z_hat: torch.Tensor) -> torch.Tensor:
+        """Fixed-point output (``ACT_FRAC_BITS`` fraction bits) for integer input ``z_hat``."""
+        x = z_hat.long() << ACT_FRAC_BITS
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def to_state(self) -> list[dict]:
+        """Compact form for model files (int32 weights; checked to fit)."""
+        out = []
+        for layer in self.layers:
+            if layer.weight.abs().max() >= 2**31:
+                raise ValueError("integer weight does not fit in int32")
+            out.append(dict(weight=layer.weight.int(), bias=layer.bias, transposed=layer.transposed,
+                            stride=layer.stride, padding=layer.padding, output_padding=layer.output_padding,
+                            relu=layer.relu))
+        return out
+
+    @classmethod
+    def from_state(cls, state: list[dict]) -> IntSynthesis:
+        return cls([IntLayer(**{k: (v.long() if isinstance(v, torch.Tensor) else v) for k, v in d.items()})
+                    for d in state])

@@ -1,0 +1,131 @@
+"""Frozen coding tables: integer frequencies that encoder and decoder share exactly.
+
+A table row covers the symbols ``offset .. offset + n - 2``; its last bin is an escape
+for values outside that range (coded separately, see :mod:`lvc.entropy.coder`). Rows
+are built once from the learned priors (floating point, machine dependent) and then
+stored as integers with the model, so no machine ever recomputes them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+PROB_BITS = 16
+PROB_TOTAL = 1 << PROB_BITS
+
+# Scale table for the Gaussian conditional, defined in fixed point so that the scale
+# index is an exact integer function of the (integer) log-scale the prior predicts.
+LOG_FRAC_BITS = 10  # fixed-point fraction bits of log-scales and means
+SCALE_LOG0 = round(math.log(0.11) * (1 << LOG_FRAC_BITS))  # log(sigma_0) in fixed point
+SCALE_LOG_STEP = 126  # log-ratio between neighbouring scales (about 0.123) in fixed point
+SCALE_LEVELS = 64
+TAIL_SIGMAS = 7.0  # table support in standard deviations; beyond it values escape
+
+
+def table_scales() -> np.ndarray:
+    k = np.arange(SCALE_LEVELS, dtype=np.float64)
+    return np.exp((SCALE_LOG0 + k * SCALE_LOG_STEP) / (1 << LOG_FRAC_BITS))
+
+
+def scale_index(log_scale_fixed: torch.Tensor) -> torch.Tensor:
+    """Exact integer map from fixed-point log-scale to the nearest table index."""
+    idx = torch.div(log_scale_fixed - SCALE_LOG0 + SCALE_LOG_STEP // 2, SCALE_LOG_STEP, rounding_mode="floor")
+    return idx.clamp(0, SCALE_LEVELS - 1)
+
+
+def quantize_pmf(pmf: np.ndarray, escape: float) -> np.ndarray:
+    """Integer frequencies summing to ``PROB_TOTAL``, every bin (escape last) at least 1."""
+    p = np.append(np.asarray(pmf, dtype=np.float64), max(escape, 0.0))
+    p = np.maximum(p, 0.0) / p.sum()
+    freq = np.maximum(1, np.round(p * (PROB_TOTAL - len(p))).astype(np.int64) + 0)
+    freq[np.argmax(freq)] += PROB_TOTAL - freq.sum()
+    if freq.min() < 1:
+        raise ValueError("probability table cannot be quantized: too many bins")
+    return freq
+
+
+@dataclass(frozen=True)
+class CdfTables:
+    """Immutable integer tables: ``freqs[i, :lengths[i]]`` with offsets ``offsets[i]``."""
+
+    freqs: np.ndarray  # (T, Lmax) int64, zero padded
+    lengths: np.ndarray  # (T,) int64, including the escape bin
+    offsets: np.ndarray  # (T,) int64, the symbol of bin 0
+
+    @classmethod
+    def from_rows(cls, rows: list[np.ndarray], offsets: list[int]) -> CdfTables:
+        lmax = max(len(r) for r in rows)
+        freqs = np.zeros((len(rows), lmax), dtype=np.int64)
+        for i, r in enumerate(rows):
+            freqs[i, : len(r)] = r
+        return cls.from_arrays(freqs, np.array([len(r) for r in rows]), np.asarray(offsets))
+
+    @classmethod
+    def from_arrays(cls, freqs: np.ndarray, lengths: np.ndarray, offsets: np.ndarray) -> CdfTables:
+        arrays = [np.array(a, dtype=np.int64, copy=True) for a in (freqs, lengths, offsets)]
+        for a in arrays:
+            a.setflags(write=False)
+        t = cls(*arrays)
+        t.validate()
+        return t
+
+    def validate(self) -> None:
+        for i, n in enumerate(self.lengths):
+            row = self.freqs[i, :n]
+            if n < 2 or row.min() < 1 or row.sum() != PROB_TOTAL:
+                raise ValueError(f"coding table {i} is invalid")
+
+    def to_state(self) -> dict[str, torch.Tensor]:
+        """Compact form for model files: rows concatenated, int32."""
+        flat = np.concatenate([self.freqs[i, :n] for i, n in enumerate(self.lengths)])
+        return {"flat": torch.from_numpy(flat.astype(np.int32)),
+                "lengths": torch.from_numpy(self.lengths.astype(np.int32)),
+                "offsets": torch.from_numpy(self.offsets.astype(np.int32))}
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor]) -> CdfTables:
+        flat = state["flat"].numpy().astype(np.int64)
+        lengths = state["lengths"].numpy().astype(np.int64)
+        ends = np.cumsum(lengths)
+        rows = [flat[e - n: e] for n, e in zip(lengths, ends)]
+        return cls.from_rows(rows, list(state["offsets"].numpy()))
+
+    def bits(self, table: np.ndarray, symbols: np.ndarray) -> float:
+        """Information content in bits of ``symbols`` under rows ``table`` (escapes: +16 bits)."""
+        n = self.lengths[table]
+        b = symbols - self.offsets[table]
+        esc = (b < 0) | (b >= n - 1)
+        b = np.where(esc, n - 1, b)
+        f = self.freqs[table, b]
+        return float(np.sum(PROB_BITS - np.log2(f)) + 16 * esc.sum())
+
+
+def gaussian_tables() -> CdfTables:
+    """One row per table scale: zero-mean discretised Gaussian on [-K, K] plus escape."""
+    rows, offsets = [], []
+    for s in table_scales():
+        k = max(1, math.ceil(TAIL_SIGMAS * s))
+        v = torch.arange(-k, k + 1, dtype=torch.float64)
+        inv = 1.0 / (s * math.sqrt(2.0))
+        pmf = 0.5 * (torch.erfc((v.abs() - 0.5) * inv) - torch.erfc((v.abs() + 0.5) * inv))
+        tail = float(torch.erfc(torch.tensor((k + 0.5) * inv, dtype=torch.float64)))
+        rows.append(quantize_pmf(pmf.numpy(), tail))
+        offsets.append(-k)
+    return CdfTables.from_rows(rows, offsets)
+
+
+def factorized_tables(density, tail_mass: float = 1e-6) -> CdfTables:
+    """Per-channel rows of a learned :class:`FactorizedDensity`, over its fitted quantile range."""
+    q = density.quantiles.detach()[:, 0, :]
+    rows, offsets = [], []
+    for c in range(density.channels):
+        lo, hi = math.floor(float(q[c, 0])), math.ceil(float(q[c, 2]))
+        lo, hi = min(lo, -1), max(hi, 1)
+        pmf = density.pmf(lo, hi)[c].numpy()
+        rows.append(quantize_pmf(pmf, max(tail_mass, 1.0 - pmf.sum())))
+        offsets.append(lo)
+    return CdfTables.from_rows(rows, offsets)

@@ -1,0 +1,145 @@
+"""Streaming video input through PyAV.
+
+Every source — container files, raw H.264/H.265 elementary streams, y4m, single images
+and numbered PNG sequences — becomes a :class:`VideoSource`: exact size, rational frame
+rate and an iterator of RGB frames. Frames are decoded one at a time, so memory does not
+grow with the length of the video.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from lvc.errors import InputError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+MIN_SIDE = 16
+DEFAULT_SEQUENCE_FPS = Fraction(25)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the codec needs to know about a source before the first frame."""
+
+    width: int
+    height: int
+    fps: Fraction
+    frame_count: int | None  # None when the container does not say; counted while streaming
+    kind: str  # "video", "image" or "sequence"
+
+
+def _natural_key(p: Path) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
+
+
+def _sequence_files(path: Path) -> list[Path]:
+    files = sorted((p for p in path.iterdir() if p.suffix.lower() == ".png"), key=_natural_key)
+    if not files:
+        raise InputError("folder holds no PNG frames", str(path),
+                         "pass a video file, an image or a folder of numbered PNGs")
+    return files
+
+
+def _load_image(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as e:
+        raise InputError(f"cannot read image ({e.__class__.__name__})", str(path),
+                         "check that it is a valid PNG/JPEG") from None
+
+
+def _check_size(w: int, h: int, where: str) -> None:
+    if w < MIN_SIDE or h < MIN_SIDE:
+        raise InputError(f"frame size {w}x{h} is below the minimum {MIN_SIDE}x{MIN_SIDE}", where,
+                         "upscale or pad the input")
+
+
+class VideoSource:
+    """An opened input. Use as a context manager; iterate ``frames()`` once."""
+
+    def __init__(self, path: str | os.PathLike, fps: Fraction | None = None) -> None:
+        self.path = Path(path)
+        where = str(self.path)
+        if not self.path.exists():
+            raise InputError("no such file or folder", where, "check the path")
+        self._container = None
+        if self.path.is_dir():
+            self._files = _sequence_files(self.path)
+            first = _load_image(self._files[0])
+            h, w = first.shape[:2]
+            self.info = VideoInfo(w, h, fps or DEFAULT_SEQUENCE_FPS, len(self._files), "sequence")
+        elif self.path.suffix.lower() in IMAGE_SUFFIXES:
+            self._files = [self.path]
+            h, w = _load_image(self.path).shape[:2]
+            self.info = VideoInfo(w, h, fps or Fraction(1), 1, "image")
+        else:
+            self._files = []
+            self.info = self._open_container(where, fps)
+        _check_size(self.info.width, self.info.height, where)
+
+    def _open_container(self, where: str, fps: Fraction | None) -> VideoInfo:
+        try:
+            self._container = av.open(str(self.path))
+        except (av.FFmpegError, UnicodeDecodeError, ValueError) as e:
+            raise InputError(f"not a readable video ({e.__class__.__name__})", where,
+                             "pass a video, image or PNG folder") from None
+        if not self._container.streams.video:
+            self._container.close()
+            raise InputError("file has no video stream", where, "pass a file with video")
+        stream = self._container.streams.video[0]
+        stream.thread_type = "AUTO"
+        rate = fps or stream.average_rate or stream.guessed_rate or DEFAULT_SEQUENCE_FPS
+        count = stream.frames or None
+        cc = stream.codec_context
+        if not cc.width or not cc.height:
+            raise InputError("video stream has no frame size", where, "the file may be damaged")
+        return VideoInfo(cc.width, cc.height, Fraction(rate), count, "video")
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """RGB frames (H, W, 3) uint8, in display order, decoded lazily."""
+        if self._container is None:
+            for f in self._files:
+                img = _load_image(f)
+                if img.shape[:2] != (self.info.height, self.info.width):
+                    raise InputError(f"frame size {img.shape[1]}x{img.shape[0]} differs from the first frame",
+                                     str(f), "all frames of a sequence must have one size")
+                yield img
+            return
+        n = 0
+        try:
+            for frame in self._container.decode(video=0):
+                if (frame.width, frame.height) != (self.info.width, self.info.height):
+                    raise InputError(f"frame {n} changes size to {frame.width}x{frame.height}", str(self.path),
+                                     "resize the video to one size first")
+                yield frame.to_ndarray(format="rgb24")
+                n += 1
+        except av.FFmpegError as e:
+            raise InputError(f"decoding failed at frame {n} ({e.__class__.__name__})", str(self.path),
+                             "the file may be truncated or damaged") from None
+        if n == 0:
+            raise InputError("video has zero frames", str(self.path), "pass a video with at least one frame")
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+    def __enter__(self) -> VideoSource:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_video(path: str | os.PathLike, fps: Fraction | None = None) -> VideoSource:
+    return VideoSource(path, fps)

@@ -1,0 +1,73 @@
+"""Quality metrics on 8-bit RGB frames: PSNR (RGB, Y, YUV 6:1:1) and MS-SSIM.
+
+Sequence figures are averages of per-frame values, as in codec test conditions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+# BT.601 limited range, the matrix lvc uses for its YUV views.
+_RGB2YUV = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]) / 255.0
+_YUV_OFF = np.array([16.0, 128.0, 128.0])
+
+
+def psnr(mse: float, peak: float = 255.0) -> float:
+    return 100.0 if mse <= 1e-10 else 10.0 * math.log10(peak * peak / mse)
+
+
+def rgb_to_yuv420(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Float Y (full size), U, V (2x2 averaged, odd edges kept) in BT.601 limited range."""
+    yuv = rgb.astype(np.float64) @ _RGB2YUV.T + _YUV_OFF
+    h, w = rgb.shape[:2]
+    ph, pw = h % 2, w % 2
+    c = np.pad(yuv[..., 1:], ((0, ph), (0, pw), (0, 0)), mode="edge")
+    c = c.reshape((h + ph) // 2, 2, (w + pw) // 2, 2, 2).mean(axis=(1, 3))
+    return yuv[..., 0], c[..., 0], c[..., 1]
+
+
+def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """MS-SSIM on RGB (pytorch-msssim); plain SSIM where the frame is too small for 5 scales."""
+    from pytorch_msssim import ms_ssim as _ms
+    from pytorch_msssim import ssim as _ss
+
+    ta = torch.from_numpy(a).permute(2, 0, 1)[None].float()
+    tb = torch.from_numpy(b).permute(2, 0, 1)[None].float()
+    if min(a.shape[:2]) > 160:
+        return float(_ms(ta, tb, data_range=255.0))
+    win = 7 if min(a.shape[:2]) >= 7 else 3
+    return float(_ss(ta, tb, data_range=255.0, win_size=win))
+
+
+def frame_metrics(ref: np.ndarray, test: np.ndarray, with_ms_ssim: bool = True) -> dict[str, float]:
+    d = ref.astype(np.float64) - test.astype(np.float64)
+    out = {"psnr_rgb": psnr(float(np.mean(d * d)))}
+    ry, ru, rv = rgb_to_yuv420(ref)
+    ty, tu, tv = rgb_to_yuv420(test)
+    py, pu, pv = (psnr(float(np.mean((x - y) ** 2))) for x, y in ((ry, ty), (ru, tu), (rv, tv)))
+    out.update(psnr_y=py, psnr_yuv=(6 * py + pu + pv) / 8)
+    if with_ms_ssim:
+        out["ms_ssim"] = ms_ssim(ref, test)
+    return out
+
+
+@dataclass
+class MetricAccumulator:
+    """Per-frame metrics, averaged per sequence."""
+
+    with_ms_ssim: bool = True
+    frames: list[dict[str, float]] = field(default_factory=list)
+
+    def add(self, ref: np.ndarray, test: np.ndarray) -> dict[str, float]:
+        m = frame_metrics(ref, test, self.with_ms_ssim)
+        self.frames.append(m)
+        return m
+
+    def mean(self) -> dict[str, float]:
+        if not self.frames:
+            return {}
+        return {k: float(np.mean([f[k] for f in self.frames])) for k in self.frames[0]}

@@ -1,0 +1,139 @@
+"""Freezing: a trained :class:`LatentModel` becomes an immutable coding model.
+
+``freeze`` is the one explicit step that converts everything the decoder's probability
+path needs into integers (coding tables, integer hyper-synthesis, fixed-point static
+priors). The result is saved as a ``.lvcm`` file; its SHA-256 identifies it in
+bitstreams, and loading it never recomputes a table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lvc.entropy.intnet import IntSynthesis
+from lvc.entropy.tables import LOG_FRAC_BITS, CdfTables, factorized_tables, gaussian_tables
+from lvc.errors import ModelError
+from lvc.models.latent import LatentModel, ModelConfig
+
+FILE_FORMAT = "lvc-model/1"
+QUALITY_MAX = 65535  # qualities travel as 16-bit integers
+
+
+@dataclass(frozen=True)
+class FrozenModel:
+    """Everything the codec needs; immutable once built."""
+
+    name: str
+    config: ModelConfig
+    g_a: nn.Module
+    g_s: nn.Module
+    h_a: nn.Module | None
+    log_gain: torch.Tensor  # (levels, M) float
+    log_inv_gain: torch.Tensor
+    hyper: IntSynthesis | None  # integer hyper-synthesis (hyperprior arch)
+    z_tables: CdfTables | None
+    y_tables: CdfTables
+    static_mean: torch.Tensor | None  # (levels, M) int64 fixed point (factorized arch)
+    static_log_scale: torch.Tensor | None
+    sha256: str = ""
+    data: bytes = field(default=b"", repr=False)  # the serialised file this model was read from
+
+    @property
+    def weights_hash(self) -> bytes:
+        """First 8 bytes of the file's SHA-256, as recorded in bitstreams."""
+        return bytes.fromhex(self.sha256[:16])
+
+
+def freeze(model: LatentModel, name: str) -> FrozenModel:
+    """Build the integer coding state of ``model`` (explicit, once, before saving).
+
+    The result is what loading the saved file gives, byte for byte: transforms are
+    stored in float16 and the model is re-read from its own serialisation.
+    """
+    model = model.eval()
+    cfg = model.cfg
+    one = 1 << LOG_FRAC_BITS
+    frozen: dict = {"hyper": None, "z_tables": None, "static_mean": None, "static_log_scale": None}
+    with torch.no_grad():
+        if cfg.arch == "hyperprior":
+            frozen["hyper"] = IntSynthesis.from_float(model.h_s).to_state()
+            frozen["z_tables"] = factorized_tables(model.z_density).to_state()
+        else:
+            frozen["static_mean"] = torch.round(model.y_mean.detach().double() * one).int()
+            frozen["static_log_scale"] = torch.round(model.y_log_scale.detach().double() * one).int()
+    frozen["y_tables"] = gaussian_tables().to_state()
+    half = {k: _half(getattr(model, k).state_dict()) if hasattr(model, k) else None for k in ("g_a", "g_s", "h_a")}
+    state = {"format": FILE_FORMAT, "name": name, "config": cfg.to_dict(),
+             "float": {**half, "log_gain": model.log_gain.detach().clone(),
+                       "log_inv_gain": model.log_inv_gain.detach().clone()},
+             "frozen": frozen}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return from_bytes(buf.getvalue(), name)
+
+
+def _half(sd: dict) -> dict:
+    return {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
+
+
+def _full(sd: dict) -> dict:
+    return {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+
+
+def save_frozen(fm: FrozenModel, path: str | os.PathLike) -> str:
+    """Write the model file atomically; returns its SHA-256 (the model's identity)."""
+    data = fm.data
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_frozen(path: str | os.PathLike, expect_sha256: str | None = None) -> FrozenModel:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ModelError(f"cannot read model file ({e.strerror})", str(path)) from None
+    digest = hashlib.sha256(data).hexdigest()
+    if expect_sha256 and digest != expect_sha256:
+        raise ModelError(f"model file hash {digest[:16]} differs from the expected {expect_sha256[:16]}",
+                         str(path), "reinstall lvc; the weights file is damaged")
+    return from_bytes(data, str(path))
+
+
+def from_bytes(data: bytes, where: str) -> FrozenModel:
+    """Parse a serialised model file (as written by :func:`save_frozen`)."""
+    path = where
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a model file"
+        raise ModelError(f"not an lvc model file ({e.__class__.__name__})", str(path)) from None
+    if not isinstance(state, dict) or state.get("format") != FILE_FORMAT:
+        raise ModelError("not an lvc model file (format tag missing)", str(path))
+    cfg = ModelConfig.from_dict(state["config"])
+    model = LatentModel(cfg)
+    model.g_a.load_state_dict(_full(state["float"]["g_a"]))
+    model.g_s.load_state_dict(_full(state["float"]["g_s"]))
+    if cfg.arch == "hyperprior":
+        model.h_a.load_state_dict(_full(state["float"]["h_a"]))
+    fr = state["frozen"]
+    fm = FrozenModel(
+        state["name"], cfg, model.g_a.eval(), model.g_s.eval(), model.h_a.eval() if cfg.arch == "hyperprior" else None,
+        state["float"]["log_gain"], state["float"]["log_inv_gain"],
+        IntSynthesis.from_state(fr["hyper"]) if fr["hyper"] else None,
+        CdfTables.from_state(fr["z_tables"]) if fr["z_tables"] else None,
+        CdfTables.from_state(fr["y_tables"]),
+        fr["static_mean"].long() if fr["static_mean"] is not None else None,
+        fr["static_log_scale"].long() if fr["static_log_scale"] is not None else None,
+        hashlib.sha256(data).hexdigest(), data,
+    )
+    return fm

@@ -1,0 +1,63 @@
+"""Model lookup by stable name (shipped weights) or by path, with hash checks.
+
+Bitstreams name their model and carry the first 8 bytes of its weights' SHA-256, so a
+decoder can refuse a file whose model it does not have instead of decoding garbage.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from lvc.errors import ModelError
+from lvc.models.frozen import FrozenModel, load_frozen
+
+DEFAULT_MODEL = "lvc-hp64"
+SUFFIX = ".lvcm"
+
+
+def _weights_dir() -> Path:
+    return Path(str(resources.files("lvc") / "weights"))
+
+
+def manifest() -> dict[str, str]:
+    """Shipped model name -> SHA-256 of its weights file."""
+    path = _weights_dir() / "MANIFEST.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def available() -> list[str]:
+    return sorted(manifest())
+
+
+@lru_cache(maxsize=8)
+def _load_cached(path: str, sha: str | None) -> FrozenModel:
+    return load_frozen(path, expect_sha256=sha)
+
+
+def load_model(name_or_path: str | None = None) -> FrozenModel:
+    """A shipped model by name (default: :data:`DEFAULT_MODEL`) or a ``.lvcm`` file by path."""
+    key = name_or_path or DEFAULT_MODEL
+    if key.endswith(SUFFIX) or "/" in key:
+        if not Path(key).is_file():
+            raise ModelError("model file not found", key, "pass a .lvcm file or one of: " + ", ".join(available()))
+        return _load_cached(str(Path(key).resolve()), None)
+    shipped = manifest()
+    if key not in shipped:
+        raise ModelError(f"unknown model {key!r}", None, "available: " + (", ".join(available()) or "none"))
+    return _load_cached(str(_weights_dir() / f"{key}{SUFFIX}"), shipped[key])
+
+
+def model_for_stream(name: str, weights_hash: bytes, override: str | None, where: str) -> FrozenModel:
+    """The model a bitstream needs; ``override`` (name or path) replaces the lookup by name."""
+    try:
+        model = load_model(override or name)
+    except ModelError as e:
+        raise ModelError(f"stream needs model {name!r} ({weights_hash.hex()}): {e.what}", where,
+                         e.hint or "pass --model PATH to the weights it was encoded with") from None
+    if model.weights_hash != weights_hash:
+        raise ModelError(f"stream was encoded with {name!r} weights {weights_hash.hex()}, but the model found has "
+                         f"{model.weights_hash.hex()}", where, "pass --model PATH to the matching weights")
+    return model

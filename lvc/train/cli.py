@@ -1,0 +1,71 @@
+"""Argument parsing for ``lvc train`` (kept beside the trainer it configures)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+from lvc.errors import ModelError
+from lvc.models.frozen import freeze, save_frozen
+from lvc.models.latent import LatentModel, ModelConfig
+from lvc.train.trainer import TrainConfig, train
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a latent model on folders of images and/or videos",
+                       description="Rate-distortion training; one model covers every --quality.")
+    p.add_argument("data", nargs="+", help="image/video files or folders (searched recursively)")
+    p.add_argument("--out", required=True, help="run folder: checkpoints, log.csv, progress.png, cache")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--arch", choices=["hyperprior", "factorized"], default="hyperprior")
+    for f in fields(ModelConfig):
+        if f.name != "arch":
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    for f in fields(TrainConfig):
+        if f.name in ("data", "out"):
+            continue
+        if f.name == "val":
+            p.add_argument("--val", nargs="*", default=[], help="validation images/folders (real encoder)")
+        elif f.type == "bool" or isinstance(f.default, bool):
+            p.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    p.set_defaults(func=run)
+
+    e = sub.add_parser("export", help="freeze a training checkpoint into a .lvcm model file",
+                       description="Builds the integer coding tables once and writes NAME.lvcm; with "
+                                   "--manifest, records its SHA-256 in that MANIFEST.json.")
+    e.add_argument("checkpoint")
+    e.add_argument("--name", required=True, help="stable model name recorded in bitstreams")
+    e.add_argument("-o", "--output", required=True, help="output .lvcm file")
+    e.add_argument("--manifest", help="MANIFEST.json to update (e.g. lvc/weights/MANIFEST.json)")
+    e.set_defaults(func=export)
+
+
+def run(args: argparse.Namespace) -> int:
+    mcfg = ModelConfig(**{f.name: getattr(args, f.name) for f in fields(ModelConfig)})
+    tcfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    last = train(tcfg, mcfg, resume=args.resume)
+    print(f"last checkpoint: {last}")
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    try:
+        state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+        model = LatentModel(ModelConfig.from_dict(state["model_config"]))
+        model.load_state_dict(state["model"])
+    except (OSError, KeyError, RuntimeError) as e:
+        raise ModelError(f"not a usable lvc checkpoint ({e.__class__.__name__})", args.checkpoint) from None
+    sha = save_frozen(freeze(model, args.name), args.output)
+    if args.manifest:
+        path = Path(args.manifest)
+        entries = json.loads(path.read_text()) if path.exists() else {}
+        entries[args.name] = sha
+        path.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+    print(f"{args.output}: {args.name} sha256 {sha} (step {state.get('step')})")
+    return 0

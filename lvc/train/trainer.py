@@ -1,0 +1,189 @@
+"""Rate–distortion training with self-describing, resumable checkpoints.
+
+Loss: ``lambda(q) * 255**2 * MSE + bpp`` with ``q`` drawn per sample over [0, 1], so a
+single model learns every quality. Transforms may run under bf16 autocast; likelihoods
+and the entropy model always stay in float32. Runs alone or under ``torchrun`` (DDP on
+gloo); only rank 0 writes checkpoints and logs.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import distributed as dist
+
+import lvc
+from lvc.models.latent import LatentModel, ModelConfig
+from lvc.train.data import CropSampler, FrameCache, collect_sources
+
+CKPT_FORMAT = "lvc-checkpoint/1"
+
+
+@dataclass
+class TrainConfig:
+    data: list[str]
+    out: str
+    steps: int = 40000
+    batch: int = 8
+    crop: int = 256
+    lr: float = 2e-4
+    lr_final: float = 1e-5
+    decay_start: float = 0.75  # fraction of steps after which the learning rate decays (cosine)
+    aux_lr: float = 1e-3
+    bf16: bool = True
+    seed: int = 0
+    ckpt_every: int = 500
+    keep: int = 3
+    val_every: int = 2000
+    val: list[str] = field(default_factory=list)
+    threads: int = 0
+    frames_per_video: int = 24
+
+    def lr_at(self, step: int) -> float:
+        start = int(self.decay_start * self.steps)
+        if step < start:
+            return self.lr
+        t = min(1.0, (step - start) / max(1, self.steps - start))
+        return self.lr_final + 0.5 * (self.lr - self.lr_final) * (1 + math.cos(math.pi * t))
+
+
+def _world() -> tuple[int, int]:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _optimizers(model: LatentModel, cfg: TrainConfig):
+    aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
+    main = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
+    opt = torch.optim.Adam(main, lr=cfg.lr)
+    aux_opt = torch.optim.Adam(aux, lr=cfg.aux_lr) if aux else None
+    return opt, aux_opt
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    ckpts = sorted(out.glob("ckpt-*.pt"))
+    return ckpts[-1] if ckpts else None
+
+
+def save_checkpoint(path: Path, **payload) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Train (or resume) and return the path of the last checkpoint written."""
+    rank, world = _world()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = latest_checkpoint(out) if resume else None
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path else None
+    if state is not None:
+        model_cfg = ModelConfig.from_dict(state["model_config"])
+    torch.manual_seed(cfg.seed)
+    model = LatentModel(model_cfg)
+    opt, aux_opt = _optimizers(model, cfg)
+    cache = FrameCache.build(collect_sources(cfg.data), out / "cache", cfg.crop, cfg.frames_per_video, cfg.seed)
+    sampler = CropSampler(cache, cfg.crop, seed=cfg.seed * 1000 + rank)
+    step = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if aux_opt is not None and state.get("aux_optimizer"):
+            aux_opt.load_state_dict(state["aux_optimizer"])
+        step = state["step"]
+        rng = state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0]
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        sampler.set_state(rng["sampler"])
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model)
+    log_path = out / "log.csv"
+    new_log = not log_path.exists()
+    log = open(log_path, "a", newline="") if rank == 0 else None
+    writer = csv.writer(log) if log else None
+    if writer and new_log:
+        writer.writerow(["step", "time", "lr", "loss", "bpp", "mse", "psnr", "aux"])
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=step, desc="train", dynamic_ncols=True, mininterval=5)
+    t0 = time.time()
+    last = ckpt_path
+    model.train()
+    while step < cfg.steps:
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr_at(step)
+        x = sampler.batch(cfg.batch)
+        q = torch.rand(cfg.batch)
+        out_ = net(x, q, bf16=cfg.bf16)
+        mse = ((out_["x_hat"].float() - x) ** 2).flatten(1).mean(1)
+        loss = (model.lmbda(q) * 255**2 * mse + out_["bpp"]).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        aux = model.aux_loss()
+        if aux_opt is not None:
+            aux_opt.zero_grad(set_to_none=True)
+            aux.backward()
+            aux_opt.step()
+        step += 1
+        if writer and step % 20 == 0:
+            psnr = (-10 * torch.log10(mse.clamp_min(1e-10))).mean().item()
+            writer.writerow([step, f"{time.time() - t0:.1f}", f"{cfg.lr_at(step):.3g}", f"{loss.item():.4f}",
+                             f"{out_['bpp'].mean().item():.4f}", f"{mse.mean().item():.6f}", f"{psnr:.2f}",
+                             f"{aux.item():.2f}"])
+            log.flush()
+        if bar:
+            bar.update(1)
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}", bpp=f"{out_['bpp'].mean().item():.3f}")
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            last = _checkpoint(out, model, opt, aux_opt, sampler, cfg, step, rank, world)
+            if rank == 0 and cfg.val and (step % cfg.val_every == 0 or step == cfg.steps):
+                from lvc.train.validate import validate_and_log
+
+                validate_and_log(model, cfg.val, out, step)
+                model.train()
+    if bar:
+        bar.close()
+    if log:
+        log.close()
+    return last
+
+
+def _checkpoint(out: Path, model, opt, aux_opt, sampler, cfg: TrainConfig, step: int, rank: int, world: int) -> Path:
+    rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+           "sampler": sampler.state()}
+    rngs = [rng]
+    if world > 1:
+        rngs = [None] * world
+        dist.all_gather_object(rngs, rng)
+    path = out / f"ckpt-{step:08d}.pt"
+    if rank == 0:
+        save_checkpoint(path, format=CKPT_FORMAT, code_version=lvc.__version__, model_config=model.cfg.to_dict(),
+                        train_config=asdict(cfg), step=step, model=model.state_dict(), optimizer=opt.state_dict(),
+                        aux_optimizer=aux_opt.state_dict() if aux_opt else None, rng=rngs)
+        for old in sorted(out.glob("ckpt-*.pt"))[: -cfg.keep]:
+            old.unlink()
+        from lvc.train.plot import plot_log
+
+        plot_log(out / "log.csv", out / "progress.png")
+    return path
