@@ -18,6 +18,7 @@ from pathlib import Path
 from lvc.bitstream import syntax
 from lvc.bitstream.syntax import FRAME_HEADER, MAGIC, SEQUENCE_HEADER, VERSION_MAJOR
 from lvc.errors import BitstreamError, InputError, OutputError
+from lvc.io.writer import default_mode
 
 FRAME_I, FRAME_P = 0, 1
 
@@ -98,6 +99,7 @@ class LvcWriter:
         self._f.seek(0)
         self._f.write(header.pack())
         self._f.close()
+        default_mode(self._tmp, 0o666)
         os.replace(self._tmp, self.path)
 
     def abort(self) -> None:

@@ -87,7 +87,9 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
     t0 = time.perf_counter()
     with open_video(input, fps) as src:
         info = src.info
-        header = SequenceHeader(fm.name, fm.weights_hash, info.width, info.height, info.fps, 1,
+        rate = info.fps if max(info.fps.numerator, info.fps.denominator) <= 1_000_000 else \
+            info.fps.limit_denominator(10_000)
+        header = SequenceHeader(fm.name, fm.weights_hash, info.width, info.height, rate, 1,
                                 max(intra_period, 0))
         enc = SequenceEncoder(fm, q, intra_period)
         total = min(x for x in (info.frame_count, max_frames) if x) if (info.frame_count or max_frames) else None
@@ -162,7 +164,8 @@ def info(input: PathLike) -> dict:
     with LvcReader(input) as r:
         h = r.header
         units = [{"index": u.index, "type": "I" if u.frame_type == FRAME_I else "P",
-                  "quality": round(u.quality / 65535, 5), "bytes": u.size} for u in r.units()]
+                  "quality": round(u.quality / 65535, 5), "bytes": u.size, "payload_bytes": len(u.payload)}
+                 for u in r.units()]
         header_bytes = r.header_size
     total = header_bytes + sum(u["bytes"] for u in units)
     return {

@@ -33,7 +33,7 @@ class IntraResult:
 
 
 def to_tensor(frame: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float().div_(255.0)
+    return torch.from_numpy(np.array(frame, dtype=np.uint8)).permute(2, 0, 1)[None].float().div_(255.0)
 
 
 def to_uint8(x: torch.Tensor, h: int, w: int) -> np.ndarray:

@@ -119,13 +119,22 @@ def gaussian_tables() -> CdfTables:
 
 
 def factorized_tables(density, tail_mass: float = 1e-6) -> CdfTables:
-    """Per-channel rows of a learned :class:`FactorizedDensity`, over its fitted quantile range."""
+    """Per-channel rows of a learned :class:`FactorizedDensity`.
+
+    The range starts from the fitted quantiles, widened, and is then trimmed to where the
+    density has mass, so an under-trained quantile estimate cannot force many escapes.
+    """
     q = density.quantiles.detach()[:, 0, :]
+    r = max(64, math.ceil(float(q.abs().max())) + 16)
+    pmf_all = density.pmf(-r, r).numpy()
     rows, offsets = [], []
     for c in range(density.channels):
-        lo, hi = math.floor(float(q[c, 0])), math.ceil(float(q[c, 2]))
-        lo, hi = min(lo, -1), max(hi, 1)
-        pmf = density.pmf(lo, hi)[c].numpy()
-        rows.append(quantize_pmf(pmf, max(tail_mass, 1.0 - pmf.sum())))
-        offsets.append(lo)
+        pmf = pmf_all[c]
+        cdf = np.cumsum(pmf)
+        lo = int(np.searchsorted(cdf, tail_mass / 2))
+        hi = int(np.searchsorted(cdf, cdf[-1] - tail_mass / 2))
+        lo, hi = min(lo, r - 1), max(hi, r + 1)
+        body = pmf[lo: hi + 1]
+        rows.append(quantize_pmf(body, max(tail_mass, 1.0 - body.sum())))
+        offsets.append(lo - r)
     return CdfTables.from_rows(rows, offsets)

@@ -32,6 +32,13 @@ def output_kind(path: str | os.PathLike) -> str:
                       "use .y4m, .mp4, .png or a folder ending in /")
 
 
+def default_mode(path: Path, base: int) -> None:
+    """Give a temp file/folder the permissions a plain ``open`` would have (mkstemp uses 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, base & ~umask)
+
+
 class FrameWriter:
     """Write RGB frames to ``path``; the format follows the suffix (see :func:`output_kind`)."""
 
@@ -101,6 +108,7 @@ class FrameWriter:
             self._container = None
         if self.kind == "dir" and self.path.exists():
             self.path.rmdir()
+        default_mode(self._tmp, 0o777 if self.kind == "dir" else 0o666)
         os.replace(self._tmp, self.path)
 
     def abort(self) -> None:

@@ -1,0 +1,37 @@
+"""Shared fixtures: the committed tiny model and clip (see tests/make_golden.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> str:
+    return str(DATA / "tiny.lvcm")
+
+
+@pytest.fixture(scope="session")
+def clip() -> Path:
+    return DATA / "clip.y4m"
+
+
+def frames_hash(frames) -> str:
+    h = hashlib.sha256()
+    for f in frames:
+        h.update(np.ascontiguousarray(f).tobytes())
+    return h.hexdigest()
+
+
+def run_lvc(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI in a fresh process, as a user would."""
+    return subprocess.run([sys.executable, "-m", "lvc.cli", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)

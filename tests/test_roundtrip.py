@@ -1,0 +1,134 @@
+"""decode(encode(x)) is the encoder's own reconstruction, bit for bit; encoding is deterministic."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from conftest import frames_hash
+
+from lvc.codec import api
+from lvc.codec.intra import IntraCodec
+from lvc.io.reader import open_video
+from lvc.io.writer import FrameWriter
+from lvc.models.registry import load_model
+
+
+def _recons(model: str, clip, q: int) -> list[np.ndarray]:
+    codec = IntraCodec(load_model(model))
+    with open_video(clip) as v:
+        return [codec.encode(f, q).recon for f in v.frames()]
+
+
+def test_decode_equals_encoder_reconstruction(tmp_path, tiny_model, clip):
+    out = tmp_path / "a.lvc"
+    api.encode(clip, out, quality=0.5, model=tiny_model, progress=False)
+    decoded = list(api.iter_decode(out, model=tiny_model))
+    expected = _recons(tiny_model, clip, round(0.5 * 65535))
+    assert len(decoded) == len(expected) == 6
+    for d, e in zip(decoded, expected):
+        assert d.dtype == np.uint8 and np.array_equal(d, e)
+
+
+def test_two_encodes_give_identical_bytes(tmp_path, tiny_model, clip):
+    a, b = tmp_path / "a.lvc", tmp_path / "b.lvc"
+    api.encode(clip, a, quality=0.3, model=tiny_model, progress=False)
+    api.encode(clip, b, quality=0.3, model=tiny_model, progress=False)
+    assert a.read_bytes() == b.read_bytes()
+
+
+@pytest.mark.parametrize("quality", [0.0, 0.5, 1.0])
+def test_actual_bits_cover_estimate_with_small_overhead(tmp_path, tiny_model, clip, quality):
+    out = tmp_path / "a.lvc"
+    res = api.encode(clip, out, quality=quality, model=tiny_model, progress=False)
+    info = api.info(out)
+    payload_bits = 8 * sum(u["payload_bytes"] for u in info["frames"])
+    assert payload_bits >= res.estimated_bits
+    # range coder termination costs at most a few 32-bit words per frame
+    assert payload_bits - res.estimated_bits <= 6 * 32 * res.frames
+
+
+def test_container_overhead_under_one_percent_at_416x240(tmp_path):
+    """The shipped model at 416x240: file bytes exceed the entropy estimate by < 1%."""
+    from PIL import Image
+
+    from lvc.codec.cli import sample_clip
+
+    with open_video(sample_clip()) as v:
+        frames = [np.asarray(Image.fromarray(f).resize((416, 240), Image.Resampling.BICUBIC))
+                  for _, f in zip(range(3), v.frames())]
+    src = tmp_path / "in"
+    w = FrameWriter(str(src) + "/", 416, 240, Fraction(25))
+    for f in frames:
+        w.write(f)
+    w.commit()
+    res = api.encode(src, tmp_path / "a.lvc", quality=0.5, progress=False)
+    overhead = res.bytes * 8 / res.estimated_bits - 1
+    assert 0 <= overhead < 0.01, overhead
+
+
+@pytest.mark.parametrize("size", [(17, 33), (16, 16), (33, 17)])
+def test_odd_sizes_and_one_frame(tmp_path, tiny_model, size):
+    w_, h_ = size
+    rng = np.random.default_rng(1)
+    img = (rng.random((h_, w_, 3)) * 255).astype(np.uint8)
+    img = np.cumsum(img, axis=1).astype(np.uint8)  # some structure, not just noise
+    src = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.fromarray(img).save(src)
+    out = tmp_path / "x.lvc"
+    res = api.encode(src, out, model=tiny_model, progress=False)
+    assert res.frames == 1 and (res.width, res.height) == (w_, h_)
+    dec = tmp_path / "x_dec.png"
+    api.decode(out, dec, model=tiny_model, progress=False)
+    got = np.asarray(Image.open(dec))
+    assert got.shape == (h_, w_, 3)
+    assert np.array_equal(got, _recons(tiny_model, src, round(0.5 * 65535))[0])
+
+
+def test_y4m_output_keeps_exact_size_and_frames(tmp_path, tiny_model, clip):
+    out = tmp_path / "a.lvc"
+    api.encode(clip, out, model=tiny_model, progress=False)
+    y4m = tmp_path / "a.y4m"
+    api.decode(out, y4m, model=tiny_model, progress=False)
+    with open_video(y4m) as v:
+        assert (v.info.width, v.info.height, v.info.fps) == (64, 48, Fraction(25))
+        assert sum(1 for _ in v.frames()) == 6
+
+
+def test_png_folder_input(tmp_path, tiny_model, clip):
+    folder = tmp_path / "frames"
+    api.decode(tmp_path / "a.lvc" if False else _encode(tmp_path, tiny_model, clip), str(folder) + "/",
+               model=tiny_model, progress=False)
+    assert len(list(folder.glob("*.png"))) == 6
+    res = api.encode(folder, tmp_path / "b.lvc", model=tiny_model, fps=Fraction(30000, 1001), progress=False)
+    assert res.frames == 6 and api.info(tmp_path / "b.lvc")["fps"] == "30000/1001"
+
+
+def _encode(tmp_path, model, clip):
+    out = tmp_path / "a.lvc"
+    api.encode(clip, out, model=model, progress=False)
+    return out
+
+
+def test_quality_is_monotonic_for_shipped_model(tmp_path, clip):
+    sizes, psnrs = [], []
+    for q in (0.0, 0.25, 0.5, 0.75, 1.0):
+        r = api.encode(clip, tmp_path / f"{q}.lvc", quality=q, progress=False)
+        sizes.append(r.bytes)
+        psnrs.append(r.metrics["psnr_rgb"])
+    assert sizes == sorted(sizes) and psnrs == sorted(psnrs), (sizes, psnrs)
+
+
+def test_streaming_decode_yields_before_reading_everything(tmp_path, tiny_model, clip):
+    out = _encode(tmp_path, tiny_model, clip)
+    data = out.read_bytes()
+    # Truncate inside the last frame: earlier frames still come out before the error.
+    cut = tmp_path / "cut.lvc"
+    cut.write_bytes(data[:-3])
+    it = api.iter_decode(cut, model=tiny_model)
+    first = next(it)
+    assert first.shape == (48, 64, 3)
+    assert frames_hash([first]) == frames_hash(list(api.iter_decode(out, model=tiny_model))[:1])
