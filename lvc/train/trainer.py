@@ -96,7 +96,12 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False, progre
     torch.manual_seed(cfg.seed)
     model = LatentModel(model_cfg)
     opt, aux_opt = _optimizers(model, cfg)
-    cache = FrameCache.build(collect_sources(cfg.data), out / "cache", cfg.crop, cfg.frames_per_video, cfg.seed)
+    sources = collect_sources(cfg.data)
+    if rank == 0:  # one process decodes the frame cache; the others wait, then map it
+        FrameCache.build(sources, out / "cache", cfg.crop, cfg.frames_per_video, cfg.seed)
+    if world > 1:
+        dist.barrier()
+    cache = FrameCache.build(sources, out / "cache", cfg.crop, cfg.frames_per_video, cfg.seed)
     sampler = CropSampler(cache, cfg.crop, seed=cfg.seed * 1000 + rank)
     step = 0
     if state is not None:
@@ -135,17 +140,20 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False, progre
         out_ = net(x, q, bf16=cfg.bf16)
         mse = ((out_["x_hat"].float() - x) ** 2).flatten(1).mean(1)
         loss = (model.lmbda(q) * 255**2 * mse + out_["bpp"]).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        # One backward for both losses, so DDP averages the quantiles' gradients too; the aux
+        # loss reaches only the quantiles (the density is detached inside it).
         aux = model.aux_loss()
+        opt.zero_grad(set_to_none=True)
         if aux_opt is not None:
             aux_opt.zero_grad(set_to_none=True)
-            aux.backward()
+        (loss + aux).backward()
+        # Clip only what the main optimizer updates: the quantiles' gradients belong to the aux loss.
+        torch.nn.utils.clip_grad_norm_(opt.param_groups[0]["params"], 1.0)
+        opt.step()
+        if aux_opt is not None:
             aux_opt.step()
         step += 1
-        if writer and step % 20 == 0:
+        if writer and (step % 20 == 0 or step % cfg.ckpt_every == 0):
             psnr = (-10 * torch.log10(mse.clamp_min(1e-10))).mean().item()
             writer.writerow([step, f"{time.time() - t0:.1f}", f"{cfg.lr_at(step):.3g}", f"{loss.item():.4f}",
                              f"{out_['bpp'].mean().item():.4f}", f"{mse.mean().item():.6f}", f"{psnr:.2f}",
@@ -166,7 +174,21 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False, progre
         bar.close()
     if log:
         log.close()
+    if world > 1:
+        _assert_replicas_in_sync(model, rank)
     return last
+
+
+def _assert_replicas_in_sync(model: torch.nn.Module, rank: int) -> None:
+    """Every rank must hold bit-identical weights; DDP guarantees it, this checks it."""
+    flat = torch.cat([p.detach().reshape(-1).double() for p in model.parameters()])
+    digest = (flat.sum().item(), (flat * torch.arange(flat.numel(), dtype=torch.float64)).sum().item())
+    digests = [None] * dist.get_world_size()
+    dist.all_gather_object(digests, digest)
+    if any(d != digests[0] for d in digests):
+        raise RuntimeError(f"DDP replicas diverged: {digests}")
+    if rank == 0:
+        print(f"replicas in sync across {len(digests)} processes", flush=True)
 
 
 def _checkpoint(out: Path, model, opt, aux_opt, sampler, cfg: TrainConfig, step: int, rank: int, world: int) -> Path:
