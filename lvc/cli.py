@@ -17,11 +17,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lvc", description="lvc — learned video codec toolkit")
     parser.add_argument("--version", action="version", version=f"lvc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from lvc.bench import cli as bench_cli
     from lvc.codec import cli as codec_cli
     from lvc.train import cli as train_cli
 
     codec_cli.add_parsers(sub)
     train_cli.add_parser(sub)
+    bench_cli.add_parsers(sub)
     return parser
 
 

@@ -132,3 +132,21 @@ def test_streaming_decode_yields_before_reading_everything(tmp_path, tiny_model,
     first = next(it)
     assert first.shape == (48, 64, 3)
     assert frames_hash([first]) == frames_hash(list(api.iter_decode(out, model=tiny_model))[:1])
+
+
+def test_latent_refinement_stays_bit_exact_and_lowers_rd_cost(tiny_model, clip):
+    model = load_model(tiny_model)
+    with open_video(clip) as v:
+        frame = next(v.frames())
+    q = 40000
+    lmbda = IntraCodec(model)._lambda(q)
+
+    def cost(r):
+        mse = np.mean((r.recon.astype(np.float64) - frame) ** 2) / 255**2
+        return lmbda * 255**2 * mse + r.estimated_bits / (frame.shape[0] * frame.shape[1])
+
+    plain = IntraCodec(model).encode(frame, q)
+    refined_codec = IntraCodec(model, refine_steps=8)
+    refined = refined_codec.encode(frame, q)
+    assert np.array_equal(refined_codec.decode(refined.payload, 48, 64, q), refined.recon)
+    assert cost(refined) <= cost(plain) * 1.01

@@ -73,8 +73,13 @@ def _threads(n: int | None) -> None:
 
 def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str | None = None,
            intra_period: int = 32, threads: int | None = None, max_frames: int | None = None,
-           fps: Fraction | None = None, progress: bool | None = None, metrics: bool = True) -> EncodeResult:
-    """Encode a video/image/PNG folder to an ``.lvc`` file (written atomically)."""
+           fps: Fraction | None = None, progress: bool | None = None, metrics: bool = True,
+           refine: int = 0) -> EncodeResult:
+    """Encode a video/image/PNG folder to an ``.lvc`` file (written atomically).
+
+    ``refine`` > 0 spends that many gradient steps per frame improving the latent at the
+    encoder (better rate-distortion, same decoder, slower encode).
+    """
     if not 0.0 <= quality <= 1.0:
         raise InputError(f"quality {quality} is outside [0, 1]", None, "pass --quality between 0 and 1")
     if intra_period < -1 or intra_period > 65535:
@@ -91,7 +96,9 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
             info.fps.limit_denominator(10_000)
         header = SequenceHeader(fm.name, fm.weights_hash, info.width, info.height, rate, 1,
                                 max(intra_period, 0))
-        enc = SequenceEncoder(fm, q, intra_period)
+        if refine < 0:
+            raise InputError(f"refine steps must be >= 0 (got {refine})")
+        enc = SequenceEncoder(fm, q, intra_period, refine)
         total = min(x for x in (info.frame_count, max_frames) if x) if (info.frame_count or max_frames) else None
         with LvcWriter(output, header) as w, _progress(total, "encode", progress) as bar:
             for i, frame in enumerate(src.frames()):

@@ -75,13 +75,15 @@ def _encode_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int)
     p.add_argument("--frames", type=int, help="encode at most this many frames")
     p.add_argument("--fps", type=_fraction, help="frame rate for images / PNG folders (default 25)")
+    p.add_argument("--refine", type=int, default=0,
+                   help="encoder-side latent refinement steps per frame (slower encode, better RD; default 0)")
 
 
 def _do_encode(args: argparse.Namespace, input: str, output: str) -> api.EncodeResult:
     if args.frames is not None and args.frames < 1:
         raise InputError(f"--frames must be >= 1 (got {args.frames})")
     return api.encode(input, output, quality=args.quality, model=args.model, intra_period=args.intra_period,
-                      threads=args.threads, max_frames=args.frames, fps=args.fps)
+                      threads=args.threads, max_frames=args.frames, fps=args.fps, refine=args.refine)
 
 
 def _encode(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ from it without drift.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from lvc.codec.refine import refine_latent
 from lvc.entropy import coder
 from lvc.entropy.tables import LOG_FRAC_BITS, scale_index
 from lvc.models.frozen import QUALITY_MAX, FrozenModel
@@ -59,8 +61,9 @@ def _interp_fixed(table: torch.Tensor, q: int) -> torch.Tensor:
 class IntraCodec:
     """Encode / decode single frames with one frozen model."""
 
-    def __init__(self, model: FrozenModel) -> None:
+    def __init__(self, model: FrozenModel, refine_steps: int = 0) -> None:
         self.m = model
+        self.refine_steps = refine_steps
 
     @cached_property
     def _z_coder(self) -> coder.TableCoder | None:
@@ -95,10 +98,17 @@ class IntraCodec:
     def encode(self, frame: np.ndarray, q: int) -> IntraResult:
         h, w = frame.shape[:2]
         gain, inv_gain = self._gains(q)
-        y = self.m.g_a(_pad(to_tensor(frame))) * gain
-        return self.encode_latent(y, q, inv_gain, h, w)
+        x = to_tensor(frame)
+        y = self.m.g_a(_pad(x)) * gain
+        return self.encode_latent(y, q, inv_gain, h, w, target=x)
 
-    def encode_latent(self, y: torch.Tensor, q: int, inv_gain: torch.Tensor, h: int, w: int) -> IntraResult:
+    def _lambda(self, q: int) -> float:
+        c = self.m.config
+        return math.exp(math.log(c.lambda_min) + (math.log(c.lambda_max) - math.log(c.lambda_min)) * q / QUALITY_MAX)
+
+    def encode_latent(self, y: torch.Tensor, q: int, inv_gain: torch.Tensor, h: int, w: int,
+                      target: torch.Tensor | None = None) -> IntraResult:
+        """Code ``y``; with ``refine_steps`` and a ``target`` frame, refine it first (encoder only)."""
         enc = coder.new_encoder()
         bits = 0.0
         z_hat = None
@@ -109,6 +119,8 @@ class IntraCodec:
             bits += self.m.z_tables.bits(zt.ravel(), z_hat.numpy().ravel())
         mean_fx, idx = self._prior(z_hat, q, tuple(y.shape))
         mean = mean_fx.float() / _ONE
+        if self.refine_steps and target is not None:
+            y = refine_latent(self.m.g_s, y, mean, idx, inv_gain, target, self._lambda(q), self.refine_steps)
         sym = torch.round(y - mean).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).long()
         self._y_coder.encode(enc, sym.numpy(), idx.numpy())
         bits += self.m.y_tables.bits(idx.numpy().ravel(), sym.numpy().ravel())

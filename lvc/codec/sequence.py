@@ -33,8 +33,8 @@ class CodedFrame:
 
 
 class SequenceEncoder:
-    def __init__(self, model: FrozenModel, quality: int, intra_period: int) -> None:
-        self.intra = IntraCodec(model)
+    def __init__(self, model: FrozenModel, quality: int, intra_period: int, refine_steps: int = 0) -> None:
+        self.intra = IntraCodec(model, refine_steps)
         self.quality = quality
         self.intra_period = intra_period
         self.index = 0

@@ -120,7 +120,7 @@ def from_bytes(data: bytes, where: str) -> FrozenModel:
     if not isinstance(state, dict) or state.get("format") != FILE_FORMAT:
         raise ModelError("not an lvc model file (format tag missing)", str(path))
     cfg = ModelConfig.from_dict(state["config"])
-    model = LatentModel(cfg)
+    model = LatentModel(cfg).requires_grad_(False)
     model.g_a.load_state_dict(_full(state["float"]["g_a"]))
     model.g_s.load_state_dict(_full(state["float"]["g_s"]))
     if cfg.arch == "hyperprior":

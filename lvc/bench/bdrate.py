@@ -1,0 +1,81 @@
+"""BD-rate between RD curves (the bjontegaard package, piecewise cubic interpolation)."""
+
+from __future__ import annotations
+
+import warnings
+from collections import defaultdict
+
+import numpy as np
+
+METRICS = ("psnr_rgb", "psnr_y", "psnr_yuv", "ms_ssim")
+
+
+def _curve(rows: list[dict], metric: str) -> tuple[np.ndarray, np.ndarray]:
+    pts = sorted((r["bpp"], r[metric]) for r in rows if metric in r)
+    rate, dist = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
+    if metric == "ms_ssim":  # in dB, as usual for BD computations on MS-SSIM
+        dist = -10 * np.log10(np.clip(1 - dist, 1e-10, None))
+    return rate, dist
+
+
+def bd_rate(anchor: list[dict], test: list[dict], metric: str) -> float | None:
+    """Percent rate change of ``test`` against ``anchor`` at equal quality (negative: fewer bits)."""
+    import bjontegaard
+
+    ra, da = _curve(anchor, metric)
+    rt, dt = _curve(test, metric)
+    if len(ra) < 4 or len(rt) < 4:
+        return None
+    # Keep the monotone part of each curve; interpolation needs strictly increasing quality.
+    ra, da = _monotone(ra, da)
+    rt, dt = _monotone(rt, dt)
+    if len(ra) < 4 or len(rt) < 4 or min(da.max(), dt.max()) <= max(da.min(), dt.min()):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return float(bjontegaard.bd_rate(ra, da, rt, dt, method="pchip", require_matching_points=False,
+                                             min_overlap=0.0))
+        except (ValueError, ZeroDivisionError):
+            return None
+
+
+def _monotone(rate: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    keep, best = [], -np.inf
+    for i in range(len(rate)):
+        if dist[i] > best:
+            keep.append(i)
+            best = dist[i]
+    return rate[keep], dist[keep]
+
+
+def average_curves(rows: list[dict]) -> dict[tuple[str, object], dict]:
+    """Per (codec, param): bpp and metrics averaged over sequences (dataset curve)."""
+    groups: dict = defaultdict(list)
+    for r in rows:
+        groups[(r["codec"], r["param"])].append(r)
+    out = {}
+    for key, rs in groups.items():
+        out[key] = {"codec": key[0], "param": key[1], "bpp": float(np.mean([r["bpp"] for r in rs])),
+                    "n": len(rs), **{m: float(np.mean([r[m] for r in rs])) for m in METRICS if m in rs[0]}}
+    return out
+
+
+def bd_table(rows: list[dict], pairs: list[tuple[str, str]]) -> list[dict]:
+    """BD-rate rows per sequence and for the dataset-average curve ("AVERAGE")."""
+    table = []
+    by_seq: dict = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        by_seq[r["sequence"]][r["codec"]].append(r)
+    avg: dict = defaultdict(list)
+    for r in average_curves(rows).values():
+        avg[r["codec"]].append(r)
+    for seq, codecs in [*by_seq.items(), ("AVERAGE", avg)]:
+        for test, anchor in pairs:
+            if test not in codecs or anchor not in codecs:
+                continue
+            for m in METRICS:
+                v = bd_rate(codecs[anchor], codecs[test], m)
+                if v is not None:
+                    table.append({"sequence": seq, "test": test, "anchor": anchor, "metric": m, "percent": v})
+    return table

@@ -1,0 +1,127 @@
+"""``lvc bench`` (RD against classical codecs, BD-rate) and ``lvc speed`` (fps against x264)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from lvc.errors import InputError
+
+DEFAULT_CODECS = "lvc,x264,x265,svtav1,aom,jpeg,webp,avif"
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    b = sub.add_parser("bench", help="rate-distortion of lvc against x264/x265/AV1 and JPEG/WebP/AVIF")
+    b.add_argument("inputs", nargs="+", help="videos, images, folders, or a JSON list of paths")
+    b.add_argument("--out", required=True, help="output folder (results.json, results.csv, plots, cache)")
+    b.add_argument("--codecs", default=DEFAULT_CODECS)
+    b.add_argument("--frames", type=int, default=32, help="frames per video (default 32)")
+    b.add_argument("--intra-period", type=int, default=32)
+    b.add_argument("--model", help="lvc model name or .lvcm path")
+    b.add_argument("--limit", type=int, help="use only the first N inputs")
+    b.add_argument("--no-ms-ssim", action="store_true", help="skip MS-SSIM (faster)")
+    b.set_defaults(func=_bench)
+
+    s = sub.add_parser("speed", help="encode/decode fps of lvc and x264 on one clip, medians over repeats")
+    s.add_argument("input")
+    s.add_argument("--frames", type=int, default=32)
+    s.add_argument("--repeats", type=int, default=3)
+    s.add_argument("--quality", type=float, default=0.5)
+    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_speed)
+
+
+def _select_codecs(names: list[str], model: str | None, intra_period: int) -> list:
+    from lvc.bench import codecs as C
+
+    out = []
+    for n in names:
+        if n == "lvc" or n.startswith("lvc-refine"):
+            steps = int(n.removeprefix("lvc-refine") or 0) if n != "lvc" else 0
+            out.append(C.lvc_codec(model, intra_period, steps))
+        elif n in ("jpeg", "webp", "avif"):
+            out.append(next(c for c in C.image_codecs() if c.name == n))
+        elif n in C.VIDEO_CRF:
+            c = C.ffmpeg_codec(n, intra_period)
+            if c is None:
+                print(f"lvc bench: {n} is not available (ffmpeg or its encoder missing); skipped", file=sys.stderr)
+            else:
+                out.append(c)
+        else:
+            raise InputError(f"unknown codec {n!r}", None, f"choose from {DEFAULT_CODECS}")
+    return out
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from lvc.bench.bdrate import bd_table
+    from lvc.bench.report import plot_average, write_results
+    from lvc.bench.runner import expand_inputs, load_reference, run_point
+
+    out = Path(args.out)
+    (out / "cache").mkdir(parents=True, exist_ok=True)
+    paths = expand_inputs(args.inputs)[: args.limit]
+    if not paths:
+        raise InputError("no inputs", None, "pass video/image files or folders")
+    codecs = _select_codecs(args.codecs.split(","), args.model, args.intra_period)
+    rows = []
+    tty = sys.stderr.isatty()
+    for path in tqdm(paths, desc="inputs", disable=not tty):
+        ref = load_reference(path, args.frames)
+        for codec in codecs:
+            if codec.kind not in ("any", ref.kind):
+                continue
+            for point in codec.points:
+                rows.append(run_point(ref, codec, point, out / "cache", ms_ssim=not args.no_ms_ssim))
+    ours = [c.name for c in codecs if c.name.startswith("lvc")]
+    anchors = [c.name for c in codecs if not c.name.startswith("lvc")]
+    bd = bd_table(rows, [(t, a) for t in ours for a in anchors] + [(t, ours[0]) for t in ours[1:]])
+    write_results(out, codecs, rows, bd, {"frames": args.frames, "intra_period": args.intra_period,
+                                          "inputs": [str(p) for p in paths]})
+    for m in ("psnr_rgb", "psnr_yuv", "ms_ssim"):
+        plot_average(out, rows, m)
+    for r in bd:
+        if r["sequence"] == "AVERAGE":
+            print(f"BD-rate {r['test']} vs {r['anchor']:7s} {r['metric']:9s} {r['percent']:+7.2f}%")
+    print(f"results: {out / 'results.json'}")
+    return 0
+
+
+def _speed(args: argparse.Namespace) -> int:
+    from lvc.bench import codecs as C
+    from lvc.bench.runner import load_reference
+
+    ref = load_reference(Path(args.input), args.frames)
+    lvc_c = C.lvc_codec()
+    x264 = C.ffmpeg_codec("x264", 32, threads=args.threads)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    res: dict[str, list] = {"lvc_encode": [], "lvc_decode": [], "x264_encode": [], "x264_decode": []}
+    with tempfile.TemporaryDirectory() as work:
+        for _ in range(args.repeats):
+            a = lvc_c.run(ref.frames, ref.path, args.quality, Path(work))
+            res["lvc_encode"].append(len(ref.frames) / a.encode_seconds)
+            res["lvc_decode"].append(len(ref.frames) / a.decode_seconds)
+            if x264 is not None:
+                b = x264.run(ref.frames, ref.path, 28, Path(work))
+                res["x264_encode"].append(len(ref.frames) / b.encode_seconds)
+                res["x264_decode"].append(len(ref.frames) / b.decode_seconds)
+    med = {k: statistics.median(v) for k, v in res.items() if v}
+    w, h = ref.frames[0].shape[1], ref.frames[0].shape[0]
+    report = {"input": str(ref.path), "size": f"{w}x{h}", "frames": len(ref.frames), "repeats": args.repeats,
+              "threads": args.threads, "median_fps": med}
+    if "x264_encode" in med:
+        report["ratio_to_x264"] = {"encode": med["lvc_encode"] / med["x264_encode"],
+                                   "decode": med["lvc_decode"] / med["x264_decode"]}
+    print(json.dumps(report, indent=2) if args.json else
+          "\n".join(f"{k:12s} {v:8.1f} fps" for k, v in med.items())
+          + ("\nratio to x264: encode {encode:.3f}, decode {decode:.3f}".format(**report["ratio_to_x264"])
+             if "ratio_to_x264" in report else ""))
+    return 0

@@ -1,0 +1,149 @@
+"""Codecs under test: lvc and the classical anchors, each with its exact, recorded command.
+
+Every codec turns a reference (RGB frames in memory, plus the reference file) into a
+real compressed file, and decodes it back; rates come from file sizes only.
+Video anchors write elementary streams with SEI units stripped (``filter_units``), so no
+container or encoder-banner bytes are counted.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import lvc
+from lvc.codec import api
+
+IMAGE_POINTS = {"jpeg": [10, 25, 40, 55, 70, 85, 95], "webp": [5, 20, 40, 60, 75, 90, 98],
+                "avif": [10, 25, 40, 55, 70, 85, 95]}
+LVC_POINTS = [0.0, 0.17, 0.33, 0.5, 0.67, 0.83, 1.0]
+VIDEO_CRF = {"x264": [18, 23, 28, 33, 38], "x265": [20, 25, 30, 35, 40], "svtav1": [28, 36, 44, 52, 60],
+             "aom": [28, 36, 44, 52, 60]}
+
+
+@dataclass
+class Coded:
+    bytes: int
+    frames: list[np.ndarray]
+    encode_seconds: float
+    decode_seconds: float
+    command: str
+
+
+@dataclass
+class Codec:
+    name: str
+    kind: str  # "image" (one frame, RGB) or "video" (y4m reference)
+    points: list
+    version: str
+    run: Callable[..., Coded] = field(repr=False)
+
+
+def _pillow_codec(fmt: str) -> Codec:
+    import PIL
+
+    def run(frames: list[np.ndarray], ref_path: Path, param: int, work: Path) -> Coded:
+        buf = io.BytesIO()
+        t0 = time.perf_counter()
+        opts = {"quality": param}
+        if fmt == "JPEG":
+            opts.update(subsampling="4:2:0", optimize=True)
+        if fmt == "WEBP":
+            opts.update(method=6)
+        Image.fromarray(frames[0]).save(buf, format=fmt, **opts)
+        t1 = time.perf_counter()
+        dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+        t2 = time.perf_counter()
+        return Coded(len(buf.getvalue()), [dec], t1 - t0, t2 - t1,
+                     f"PIL.Image.save(format={fmt!r}, {', '.join(f'{k}={v!r}' for k, v in opts.items())})")
+
+    return Codec(fmt.lower().replace("jpeg", "jpeg"), "image", IMAGE_POINTS[fmt.lower()], f"Pillow {PIL.__version__}",
+                 run)
+
+
+def lvc_codec(model: str | None = None, intra_period: int = 32, refine: int = 0) -> Codec:
+    def run(frames: list[np.ndarray], ref_path: Path, param: float, work: Path) -> Coded:
+        out = work / f"lvc_{param}.lvc"
+        res = api.encode(ref_path, out, quality=param, model=model, intra_period=intra_period,
+                         max_frames=len(frames), progress=False, metrics=False, refine=refine)
+        t0 = time.perf_counter()
+        dec = list(api.iter_decode(out, model=model))
+        t1 = time.perf_counter()
+        size = out.stat().st_size
+        out.unlink()
+        return Coded(size, dec, res.seconds, t1 - t0,
+                     f"lvc encode REF -o OUT.lvc --quality {param} --intra-period {intra_period}"
+                     + (f" --model {model}" if model else "") + (f" --refine {refine}" if refine else ""))
+
+    tag = f"refine{refine}" if refine else ""
+    return Codec("lvc" + (f"-{tag}" if tag else ""), "any", LVC_POINTS,
+                 f"lvc {lvc.__version__} model={model or 'default'} {tag}".strip(), run)
+
+
+def _ffmpeg_version() -> str | None:
+    exe = shutil.which("ffmpeg")
+    if not exe:
+        return None
+    out = subprocess.run([exe, "-hide_banner", "-version"], capture_output=True, text=True).stdout
+    return out.splitlines()[0] if out else None
+
+
+_FFMPEG_ENC = {
+    "x264": ("libx264", "h264", ["-preset", "medium", "-tune", "zerolatency", "-bf", "0", "-sc_threshold", "0"]),
+    "x265": ("libx265", "hevc", ["-preset", "medium", "-tune", "zerolatency", "-x265-params",
+                                 "bframes=0:scenecut=0:info=0:log-level=error"]),
+    "svtav1": ("libsvtav1", "obu", ["-preset", "8", "-svtav1-params", "scd=0:pred-struct=1"]),
+    "aom": ("libaom-av1", "obu", ["-cpu-used", "6", "-usage", "realtime", "-lag-in-frames", "0"]),
+}
+_SEI_FILTER = {"h264": "filter_units=remove_types=6", "hevc": "filter_units=remove_types=39|40"}
+
+
+def ffmpeg_codec(name: str, intra_period: int, threads: int = 1) -> Codec | None:
+    """A video anchor through the ffmpeg CLI, or None when ffmpeg or the encoder is missing."""
+    version = _ffmpeg_version()
+    lib, fmt, opts = _FFMPEG_ENC[name]
+    if version is None:
+        return None
+    encoders = subprocess.run(["ffmpeg", "-hide_banner", "-encoders"], capture_output=True, text=True).stdout
+    if f" {lib} " not in encoders:
+        return None
+    gop = ["-g", str(intra_period if intra_period > 0 else 100000)]
+    rate = "-crf" if name != "aom" else "-crf"
+
+    def run(frames: list[np.ndarray], ref_path: Path, param: int, work: Path) -> Coded:
+        out = work / f"{name}_{param}.{ 'obu' if fmt == 'obu' else fmt}"
+        cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(ref_path), "-frames:v",
+               str(len(frames)), "-an", "-c:v", lib, *opts, *gop, rate, str(param), "-threads", str(threads),
+               "-pix_fmt", "yuv420p"]
+        if fmt in _SEI_FILTER:
+            cmd += ["-bsf:v", _SEI_FILTER[fmt]]
+        cmd += ["-f", fmt, str(out)]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        t1 = time.perf_counter()
+        dec = _decode_yuv_to_rgb(out, len(frames))
+        t2 = time.perf_counter()
+        size = out.stat().st_size
+        out.unlink()
+        return Coded(size, dec, t1 - t0, t2 - t1, " ".join(cmd).replace(str(ref_path), "REF").replace(str(out), "OUT"))
+
+    return Codec(name, "video", VIDEO_CRF[name], version, run)
+
+
+def _decode_yuv_to_rgb(path: Path, n: int) -> list[np.ndarray]:
+    from lvc.io.reader import open_video
+
+    with open_video(path) as v:
+        return [f for _, f in zip(range(n), v.frames())]
+
+
+def image_codecs() -> list[Codec]:
+    return [_pillow_codec(f) for f in ("JPEG", "WEBP", "AVIF")]
