@@ -31,16 +31,32 @@ def rgb_to_yuv420(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """MS-SSIM on RGB (pytorch-msssim); plain SSIM where the frame is too small for 5 scales."""
+    """MS-SSIM of RGB (H, W, 3) or single planes (H, W) (pytorch-msssim); plain SSIM where the frame is
+    too small for 5 scales."""
     from pytorch_msssim import ms_ssim as _ms
     from pytorch_msssim import ssim as _ss
 
-    ta = torch.from_numpy(a).permute(2, 0, 1)[None].float()
-    tb = torch.from_numpy(b).permute(2, 0, 1)[None].float()
+    a, b = (x[..., None] if x.ndim == 2 else x for x in (a, b))
+    ta = torch.from_numpy(np.array(a, dtype=np.float32)).permute(2, 0, 1)[None]
+    tb = torch.from_numpy(np.array(b, dtype=np.float32)).permute(2, 0, 1)[None]
     if min(a.shape[:2]) > 160:
         return float(_ms(ta, tb, data_range=255.0))
     win = 7 if min(a.shape[:2]) >= 7 else 3
     return float(_ss(ta, tb, data_range=255.0, win_size=win))
+
+
+def _mse(a: np.ndarray, b: np.ndarray) -> float:
+    d = a.astype(np.float64) - b.astype(np.float64)
+    return float(np.mean(d * d))
+
+
+def plane_metrics(ref: tuple, test: tuple, with_ms_ssim: bool = True) -> dict[str, float]:
+    """Metrics on real yuv420p planes (video references): PSNR-Y/U/V, YUV (6:1:1), MS-SSIM on Y."""
+    py, pu, pv = (psnr(_mse(a, b)) for a, b in zip(ref, test))
+    out = {"psnr_y": py, "psnr_u": pu, "psnr_v": pv, "psnr_yuv": (6 * py + pu + pv) / 8}
+    if with_ms_ssim:
+        out["ms_ssim"] = ms_ssim(ref[0], test[0])
+    return out
 
 
 def frame_metrics(ref: np.ndarray, test: np.ndarray, with_ms_ssim: bool = True) -> dict[str, float]:

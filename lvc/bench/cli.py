@@ -73,7 +73,7 @@ def _bench(args: argparse.Namespace) -> int:
     rows = []
     tty = sys.stderr.isatty()
     for path in tqdm(paths, desc="inputs", disable=not tty):
-        ref = load_reference(path, args.frames)
+        ref = load_reference(path, args.frames, out / "refs")
         for codec in codecs:
             if codec.kind not in ("any", ref.kind):
                 continue
@@ -97,7 +97,8 @@ def _speed(args: argparse.Namespace) -> int:
     from lvc.bench import codecs as C
     from lvc.bench.runner import load_reference
 
-    ref = load_reference(Path(args.input), args.frames)
+    work_refs = Path(tempfile.mkdtemp())
+    ref = load_reference(Path(args.input), args.frames, work_refs)
     lvc_c = C.lvc_codec()
     x264 = C.ffmpeg_codec("x264", 32, threads=args.threads)
     import torch

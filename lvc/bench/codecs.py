@@ -32,10 +32,11 @@ VIDEO_CRF = {"x264": [18, 23, 28, 33, 38], "x265": [20, 25, 30, 35, 40], "svtav1
 @dataclass
 class Coded:
     bytes: int
-    frames: list[np.ndarray]
+    rgb: list[np.ndarray]  # decoded frames as RGB
     encode_seconds: float
     decode_seconds: float
     command: str
+    yuv: list | None = None  # decoded yuv420p planes, for codecs that output YUV natively
 
 
 @dataclass
@@ -129,20 +130,40 @@ def ffmpeg_codec(name: str, intra_period: int, threads: int = 1) -> Codec | None
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True)
         t1 = time.perf_counter()
-        dec = _decode_yuv_to_rgb(out, len(frames))
+        yuv = _decode_planes(out, len(frames))
         t2 = time.perf_counter()
         size = out.stat().st_size
         out.unlink()
-        return Coded(size, dec, t1 - t0, t2 - t1, " ".join(cmd).replace(str(ref_path), "REF").replace(str(out), "OUT"))
+        rgb = [planes_to_rgb(p) for p in yuv]
+        return Coded(size, rgb, t1 - t0, t2 - t1, " ".join(cmd).replace(str(ref_path), "REF").replace(str(out), "OUT"),
+                     yuv)
 
     return Codec(name, "video", VIDEO_CRF[name], version, run)
 
 
-def _decode_yuv_to_rgb(path: Path, n: int) -> list[np.ndarray]:
-    from lvc.io.reader import open_video
+def _decode_planes(path: Path, n: int) -> list:
+    import av
 
-    with open_video(path) as v:
-        return [f for _, f in zip(range(n), v.frames())]
+    from lvc.io.convert import frame_planes
+
+    with av.open(str(path)) as c:
+        return [frame_planes(f) for _, f in zip(range(n), c.decode(video=0))]
+
+
+def planes_to_rgb(planes) -> np.ndarray:
+    """RGB of yuv420p planes through swscale (BT.601), as every RGB view in lvc."""
+    import av
+
+    y, u, v = planes
+    h, w = y.shape
+    frame = av.VideoFrame(w, h, "yuv420p")
+    for plane, data in zip(frame.planes, (y, u, v)):
+        buf = np.frombuffer(plane, dtype=np.uint8).reshape(-1, plane.line_size)
+        view = np.zeros_like(buf)
+        view[: data.shape[0], : data.shape[1]] = data
+        plane.update(view.tobytes())
+    return frame.to_ndarray(format="rgb24") if w % 2 == 0 and h % 2 == 0 else \
+        frame.reformat(format="rgb24").to_ndarray()
 
 
 def image_codecs() -> list[Codec]:

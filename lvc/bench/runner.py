@@ -16,17 +16,21 @@ from pathlib import Path
 import numpy as np
 
 from lvc.bench.codecs import Codec
+from lvc.io.convert import rgb_to_planes
 from lvc.io.reader import IMAGE_SUFFIXES, open_video
-from lvc.metrics import MetricAccumulator
+from lvc.metrics import frame_metrics, plane_metrics, psnr
 
 
 @dataclass
 class Reference:
-    path: Path
+    """What every codec is scored against: RGB for images, yuv420p planes (and their RGB view) for video."""
+
+    path: Path  # the file codecs read: the image itself, or a prepared yuv420p y4m
     name: str
     kind: str  # "image" | "video"
-    frames: list[np.ndarray]
+    frames: list[np.ndarray]  # RGB
     fps: float
+    yuv: list | None = None
 
     @property
     def pixels(self) -> int:
@@ -46,12 +50,43 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return out
 
 
-def load_reference(path: Path, max_frames: int | None) -> Reference:
-    with open_video(path) as v:
-        frames = [f for _, f in zip(range(max_frames or 1 << 30), v.frames())]
-        fps = float(v.info.fps)
-    kind = "image" if path.suffix.lower() in IMAGE_SUFFIXES else "video"
-    return Reference(path, path.stem, kind, frames, fps)
+def load_reference(path: Path, max_frames: int | None, refs: Path) -> Reference:
+    """Images as RGB; videos prepared once as a yuv420p y4m (no RGB round trip) in ``refs``."""
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        with open_video(path) as v:
+            return Reference(path, path.stem, "image", [next(iter(v.frames()))], 1.0)
+    import av
+
+    from lvc.bench.codecs import planes_to_rgb
+    from lvc.io.convert import frame_planes
+
+    refs.mkdir(parents=True, exist_ok=True)
+    with open_video(path) as v:  # validates the input with lvc's own error messages
+        fps = v.info.fps
+    y4m = refs / f"{path.stem}_{max_frames or 'all'}.y4m"
+    planes = []
+    with av.open(str(path)) as src:
+        frames = (f for _, f in zip(range(max_frames or 1 << 30), src.decode(video=0)))
+        if not y4m.exists():
+            tmp = y4m.with_suffix(".tmp.y4m")
+            with av.open(str(tmp), "w", format="yuv4mpegpipe") as dst:
+                stream = None
+                for f in frames:
+                    f = f.reformat(format="yuv420p")
+                    if stream is None:
+                        stream = dst.add_stream("rawvideo", rate=fps)
+                        stream.width, stream.height, stream.pix_fmt = f.width, f.height, "yuv420p"
+                    f.pts = None
+                    for pkt in stream.encode(f):
+                        dst.mux(pkt)
+                    planes.append(frame_planes(f))
+                for pkt in stream.encode(None):
+                    dst.mux(pkt)
+            os.replace(tmp, y4m)
+    if not planes:
+        with av.open(str(y4m)) as src:
+            planes = [frame_planes(f) for f in src.decode(video=0)]
+    return Reference(y4m, path.stem, "video", [planes_to_rgb(p) for p in planes], float(fps), planes)
 
 
 def _key(ref: Reference, codec: Codec, point) -> str:
@@ -67,14 +102,23 @@ def run_point(ref: Reference, codec: Codec, point, cache: Path, ms_ssim: bool = 
         return json.loads(path.read_text())
     with tempfile.TemporaryDirectory(dir=cache) as work:
         coded = codec.run(ref.frames, ref.path, point, Path(work))
-    acc = MetricAccumulator(with_ms_ssim=ms_ssim)
-    for a, b in zip(ref.frames, coded.frames):
-        acc.add(a, b)
+    per_frame = []
+    for i, (a, b) in enumerate(zip(ref.frames, coded.rgb)):
+        if ref.yuv is None:
+            per_frame.append(frame_metrics(a, b, ms_ssim))
+        else:
+            test_yuv = coded.yuv[i] if coded.yuv is not None else rgb_to_planes(b)
+            m = plane_metrics(ref.yuv[i], test_yuv, ms_ssim)
+            m["psnr_rgb"] = psnr(float(np.mean((a.astype(np.float64) - b) ** 2)))
+            per_frame.append(m)
     n = len(ref.frames)
+    if len(coded.rgb) != n:
+        raise RuntimeError(f"{codec.name} returned {len(coded.rgb)} of {n} frames for {ref.name}")
+    mean = {k: float(np.mean([f[k] for f in per_frame])) for k in per_frame[0]}
     row = {"sequence": ref.name, "codec": codec.name, "param": point, "bytes": coded.bytes,
            "bpp": coded.bytes * 8 / ref.pixels, "kbps": coded.bytes * 8 * ref.fps / n / 1000, "frames": n,
            "encode_fps": n / coded.encode_seconds, "decode_fps": n / max(coded.decode_seconds, 1e-9),
-           "command": coded.command, **acc.mean(), "per_frame": acc.frames}
+           "command": coded.command, **mean, "per_frame": per_frame}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(row))
     os.replace(tmp, path)

@@ -1,0 +1,29 @@
+"""Colour conversion through swscale (PyAV), the same path the y4m/mp4 writers use.
+
+Planes are returned as separate arrays so odd frame sizes work (4:2:0 chroma is
+``ceil(w/2) x ceil(h/2)``).
+"""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+
+Planes = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def frame_planes(frame: av.VideoFrame) -> Planes:
+    """Y, U, V planes (uint8) of a yuv420p frame, without line padding."""
+    if frame.format.name != "yuv420p":
+        frame = frame.reformat(format="yuv420p")
+    w, h = frame.width, frame.height
+    sizes = [(h, w), ((h + 1) // 2, (w + 1) // 2), ((h + 1) // 2, (w + 1) // 2)]
+    out = []
+    for plane, (ph, pw) in zip(frame.planes, sizes):
+        buf = np.frombuffer(plane, dtype=np.uint8).reshape(-1, plane.line_size)
+        out.append(buf[:ph, :pw].copy())
+    return out[0], out[1], out[2]
+
+
+def rgb_to_planes(rgb: np.ndarray) -> Planes:
+    return frame_planes(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24"))
