@@ -8,6 +8,7 @@ from collections import defaultdict
 import numpy as np
 
 METRICS = ("psnr_rgb", "psnr_y", "psnr_yuv", "ms_ssim")
+MIN_OVERLAP = 0.5
 
 
 def _curve(rows: list[dict], metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -29,7 +30,11 @@ def bd_rate(anchor: list[dict], test: list[dict], metric: str) -> float | None:
     # Keep the monotone part of each curve; interpolation needs strictly increasing quality.
     ra, da = _monotone(ra, da)
     rt, dt = _monotone(rt, dt)
-    if len(ra) < 4 or len(rt) < 4 or min(da.max(), dt.max()) <= max(da.min(), dt.min()):
+    if len(ra) < 4 or len(rt) < 4:
+        return None
+    # Only where the quality ranges overlap by at least half the shorter one: no extrapolation.
+    overlap = min(da.max(), dt.max()) - max(da.min(), dt.min())
+    if overlap <= MIN_OVERLAP * min(da.max() - da.min(), dt.max() - dt.min()):
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -61,6 +61,7 @@ def _bench(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from lvc.bench.bdrate import bd_table
+    from lvc.bench.html import render
     from lvc.bench.report import plot_average, write_results
     from lvc.bench.runner import expand_inputs, load_reference, run_point
 
@@ -72,8 +73,10 @@ def _bench(args: argparse.Namespace) -> int:
     codecs = _select_codecs(args.codecs.split(","), args.model, args.intra_period)
     rows = []
     tty = sys.stderr.isatty()
+    first = None
     for path in tqdm(paths, desc="inputs", disable=not tty):
         ref = load_reference(path, args.frames, out / "refs")
+        first = first or ref
         for codec in codecs:
             if codec.kind not in ("any", ref.kind):
                 continue
@@ -84,13 +87,40 @@ def _bench(args: argparse.Namespace) -> int:
     bd = bd_table(rows, [(t, a) for t in ours for a in anchors] + [(t, ours[0]) for t in ours[1:]])
     write_results(out, codecs, rows, bd, {"frames": args.frames, "intra_period": args.intra_period,
                                           "inputs": [str(p) for p in paths]})
-    for m in ("psnr_rgb", "psnr_yuv", "ms_ssim"):
-        plot_average(out, rows, m)
+    plots = [plot_average(out, rows, m) for m in ("psnr_rgb", "psnr_yuv", "ms_ssim")]
+    render(out, json.loads((out / "results.json").read_text()), plots, _crops(first, codecs, rows, out))
     for r in bd:
         if r["sequence"] == "AVERAGE":
             print(f"BD-rate {r['test']} vs {r['anchor']:7s} {r['metric']:9s} {r['percent']:+7.2f}%")
     print(f"results: {out / 'results.json'}")
     return 0
+
+
+def _crops(ref, codecs: list, rows: list[dict], out: Path) -> list:
+    """Original / lvc / anchor centre crops of ``ref`` at similar bitrates."""
+    from lvc.bench.html import center_crop
+
+    ours = next((c for c in codecs if c.name.startswith("lvc")), None)
+    preferred = ("x264", "x265", "svtav1", "aom") if ref.kind == "video" else ("jpeg", "webp", "avif")
+    anchor = next((c for name in preferred for c in codecs if c.name == name), None)
+    if ours is None:
+        return []
+    mine = sorted((r for r in rows if r["sequence"] == ref.name and r["codec"] == ours.name), key=lambda r: r["bpp"])
+    if not mine:
+        return []
+    pick = mine[len(mine) // 2]
+    crops = [("original", center_crop(ref.frames[0]))]
+    chosen = [(ours, pick)]
+    if anchor is not None:
+        theirs = [r for r in rows if r["sequence"] == ref.name and r["codec"] == anchor.name]
+        if theirs:
+            chosen.append((anchor, min(theirs, key=lambda r: abs(r["bpp"] - pick["bpp"]))))
+    with tempfile.TemporaryDirectory(dir=out) as work:
+        for codec, row in chosen:
+            coded = codec.run(ref.frames[:1], ref.path, row["param"], Path(work))
+            crops.append((f"{codec.name} {row['param']}: {row['bpp']:.3f} bpp, PSNR-RGB {row['psnr_rgb']:.2f} dB",
+                          center_crop(coded.rgb[0])))
+    return crops
 
 
 def _speed(args: argparse.Namespace) -> int:

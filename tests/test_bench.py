@@ -1,0 +1,68 @@
+"""lvc bench: one results schema, BD-rate rows, resumable cache, a report that renders in Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+from conftest import run_lvc
+
+from lvc.bench.bdrate import bd_rate
+
+
+def test_bd_rate_of_a_shifted_curve():
+    anchor = [{"bpp": b, "psnr_rgb": 30 + 5 * i} for i, b in enumerate([0.1, 0.2, 0.4, 0.8])]
+    test = [{"bpp": r["bpp"] * 0.8, "psnr_rgb": r["psnr_rgb"]} for r in anchor]
+    assert bd_rate(anchor, test, "psnr_rgb") == pytest.approx(-20.0, abs=0.01)
+    far = [{"bpp": r["bpp"], "psnr_rgb": r["psnr_rgb"] + 40} for r in anchor]
+    assert bd_rate(anchor, far, "psnr_rgb") is None  # no overlap: no number, not an extrapolation
+
+
+def test_bench_video_against_x264_and_report_renders(tmp_path, clip, tiny_model):
+    assert shutil.which("ffmpeg"), "the ffmpeg CLI is needed for the anchors (scripts/run test installs it)"
+    out = tmp_path / "bench"
+    r = run_lvc("bench", clip, "--out", out, "--codecs", "lvc,x264", "--frames", "3", "--model", tiny_model,
+                "--no-ms-ssim")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["schema"] == "lvc-bench/1"
+    names = {c["name"] for c in doc["codecs"]}
+    assert names == {"lvc", "x264"}
+    for c in doc["codecs"]:
+        assert c["version"] and c["command"] and len(c["points"]) >= 5
+        for p in c["points"]:
+            assert p["bytes"] > 0 and p["psnr_yuv"] > 0 and p["encode_fps"] > 0
+    for row in doc["bd_rate"]:
+        assert set(row) == {"sequence", "test", "anchor", "metric", "percent"}
+    assert (out / "results.csv").read_text().startswith("sequence,codec,param")
+    cached = sorted(p.name for p in (out / "cache").iterdir())
+    r2 = run_lvc("bench", clip, "--out", out, "--codecs", "lvc,x264", "--frames", "3", "--model", tiny_model,
+                 "--no-ms-ssim")
+    assert r2.returncode == 0 and sorted(p.name for p in (out / "cache").iterdir()) == cached
+    assert json.loads((out / "results.json").read_text())["codecs"] == doc["codecs"]
+    _assert_renders(out / "report.html", tmp_path)
+
+
+def _assert_renders(report, tmp_path) -> None:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian's chromium is needed for this test (scripts/run test installs it)"
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=5000", "--dump-dom",
+           report.as_uri()]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    title = dom.split("<title>")[1].split("</title>")[0]
+    assert title.startswith("rendered:") and int(title.split(":")[1]) >= 5, title  # 3 plots + 3 crops
+
+
+def test_missing_encoder_is_reported_and_skipped(tmp_path, clip, tiny_model):
+    env = {"PATH": os.path.dirname(shutil.which("python") or "/usr/bin/python")}
+    r = run_lvc("bench", clip, "--out", tmp_path / "b", "--codecs", "lvc,x265", "--frames", "2", "--model",
+                tiny_model, "--no-ms-ssim", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "x265 is not available" in r.stderr
+    doc = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert [c["name"] for c in doc["codecs"]] == ["lvc"]
