@@ -36,6 +36,13 @@ def test_resume_continues_exactly(tmp_path):
     assert (tmp_path / "b" / "log.csv").exists() and (tmp_path / "b" / "progress.png").exists()
 
 
+def test_ms_ssim_distortion_trains(tmp_path):
+    cfg = _cfg(tmp_path, 2)
+    cfg.distortion = "ms-ssim"
+    last = train(cfg, TINY, progress=False)
+    assert torch.load(last, weights_only=False)["train_config"]["distortion"] == "ms-ssim"
+
+
 def test_checkpoint_describes_itself(tmp_path):
     last = train(_cfg(tmp_path, 2), TINY, progress=False)
     state = torch.load(last, weights_only=False)

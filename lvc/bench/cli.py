@@ -7,6 +7,7 @@ import json
 import statistics
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from lvc.errors import InputError
@@ -24,6 +25,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--model", help="lvc model name or .lvcm path")
     b.add_argument("--limit", type=int, help="use only the first N inputs")
     b.add_argument("--no-ms-ssim", action="store_true", help="skip MS-SSIM (faster)")
+    b.add_argument("--jobs", type=int, default=1, help="points coded in parallel (default 1; speeds are then shared)")
     b.set_defaults(func=_bench)
 
     s = sub.add_parser("speed", help="encode/decode fps of lvc and x264 on one clip, medians over repeats")
@@ -77,11 +79,10 @@ def _bench(args: argparse.Namespace) -> int:
     for path in tqdm(paths, desc="inputs", disable=not tty):
         ref = load_reference(path, args.frames, out / "refs")
         first = first or ref
-        for codec in codecs:
-            if codec.kind not in ("any", ref.kind):
-                continue
-            for point in codec.points:
-                rows.append(run_point(ref, codec, point, out / "cache", ms_ssim=not args.no_ms_ssim))
+        tasks = [(codec, point) for codec in codecs if codec.kind in ("any", ref.kind) for point in codec.points]
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:  # anchors run as subprocesses
+            rows += pool.map(lambda t, ref=ref: run_point(ref, t[0], t[1], out / "cache", not args.no_ms_ssim),
+                             tasks)
     ours = [c.name for c in codecs if c.name.startswith("lvc")]
     anchors = [c.name for c in codecs if not c.name.startswith("lvc")]
     bd = bd_table(rows, [(t, a) for t in ours for a in anchors] + [(t, ours[0]) for t in ours[1:]])

@@ -37,6 +37,27 @@ class Coded:
     decode_seconds: float
     command: str
     yuv: list | None = None  # decoded yuv420p planes, for codecs that output YUV natively
+    peak_rss_mb: float | None = None  # the encoder process's peak resident memory
+
+
+def _self_peak_rss_mb() -> float:
+    """Peak RSS of this process so far (in-process codecs: an upper bound for the codec)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _run_measured(cmd: list[str]) -> float:
+    """Run ``cmd``; return its own peak RSS in MB (os.wait4 gives per-child usage)."""
+    import os
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if proc.returncode:
+        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {err.strip()[:300]}")
+    return usage.ru_maxrss / 1024
 
 
 @dataclass
@@ -64,7 +85,8 @@ def _pillow_codec(fmt: str) -> Codec:
         dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
         t2 = time.perf_counter()
         return Coded(len(buf.getvalue()), [dec], t1 - t0, t2 - t1,
-                     f"PIL.Image.save(format={fmt!r}, {', '.join(f'{k}={v!r}' for k, v in opts.items())})")
+                     f"PIL.Image.save(format={fmt!r}, {', '.join(f'{k}={v!r}' for k, v in opts.items())})",
+                     peak_rss_mb=_self_peak_rss_mb())
 
     return Codec(fmt.lower().replace("jpeg", "jpeg"), "image", IMAGE_POINTS[fmt.lower()], f"Pillow {PIL.__version__}",
                  run)
@@ -82,7 +104,8 @@ def lvc_codec(model: str | None = None, intra_period: int = 32, refine: int = 0)
         out.unlink()
         return Coded(size, dec, res.seconds, t1 - t0,
                      f"lvc encode REF -o OUT.lvc --quality {param} --intra-period {intra_period}"
-                     + (f" --model {model}" if model else "") + (f" --refine {refine}" if refine else ""))
+                     + (f" --model {model}" if model else "") + (f" --refine {refine}" if refine else ""),
+                     peak_rss_mb=_self_peak_rss_mb())
 
     tag = f"refine{refine}" if refine else ""
     return Codec("lvc" + (f"-{tag}" if tag else ""), "any", LVC_POINTS,
@@ -128,7 +151,7 @@ def ffmpeg_codec(name: str, intra_period: int, threads: int = 1) -> Codec | None
             cmd += ["-bsf:v", _SEI_FILTER[fmt]]
         cmd += ["-f", fmt, str(out)]
         t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
+        rss = _run_measured(cmd)
         t1 = time.perf_counter()
         yuv = _decode_planes(out, len(frames))
         t2 = time.perf_counter()
@@ -136,7 +159,7 @@ def ffmpeg_codec(name: str, intra_period: int, threads: int = 1) -> Codec | None
         out.unlink()
         rgb = [planes_to_rgb(p) for p in yuv]
         return Coded(size, rgb, t1 - t0, t2 - t1, " ".join(cmd).replace(str(ref_path), "REF").replace(str(out), "OUT"),
-                     yuv)
+                     yuv, rss)
 
     return Codec(name, "video", VIDEO_CRF[name], version, run)
 

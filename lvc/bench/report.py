@@ -16,7 +16,7 @@ SCHEMA = "lvc-bench/1"
 def write_results(out: Path, codecs: list, rows: list[dict], bd: list[dict], conditions: dict) -> Path:
     by_codec = defaultdict(list)
     for r in rows:
-        by_codec[r["codec"]].append({k: v for k, v in r.items() if k != "per_frame"})
+        by_codec[r["codec"]].append(r)
     doc = {"schema": SCHEMA, "conditions": conditions,
            "codecs": [{"name": c.name, "version": c.version,
                        "command": next((r["command"] for r in rows if r["codec"] == c.name), None),
@@ -28,7 +28,8 @@ def write_results(out: Path, codecs: list, rows: list[dict], bd: list[dict], con
     tmp.write_text(json.dumps(doc, indent=1))
     os.replace(tmp, path)
     with open(out / "results.csv", "w", newline="") as f:
-        cols = ["sequence", "codec", "param", "bytes", "bpp", "kbps", *METRICS, "encode_fps", "decode_fps"]
+        cols = ["sequence", "codec", "param", "bytes", "bpp", "kbps", *METRICS, "encode_fps", "decode_fps",
+                "peak_rss_mb"]
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)

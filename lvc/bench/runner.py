@@ -38,11 +38,15 @@ class Reference:
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files, folders (images/videos inside, sorted) or a JSON list of paths."""
+    """Files, folders (images/videos inside, sorted) or a JSON/YAML list of paths."""
     out: list[Path] = []
     for item in map(Path, inputs):
         if item.suffix == ".json":
             out += expand_inputs(json.loads(item.read_text()))
+        elif item.suffix in (".yaml", ".yml"):
+            import yaml
+
+            out += expand_inputs(yaml.safe_load(item.read_text()))
         elif item.is_dir():
             out += sorted(p for p in item.iterdir() if p.is_file())
         else:
@@ -118,7 +122,7 @@ def run_point(ref: Reference, codec: Codec, point, cache: Path, ms_ssim: bool = 
     row = {"sequence": ref.name, "codec": codec.name, "param": point, "bytes": coded.bytes,
            "bpp": coded.bytes * 8 / ref.pixels, "kbps": coded.bytes * 8 * ref.fps / n / 1000, "frames": n,
            "encode_fps": n / coded.encode_seconds, "decode_fps": n / max(coded.decode_seconds, 1e-9),
-           "command": coded.command, **mean, "per_frame": per_frame}
+           "peak_rss_mb": coded.peak_rss_mb, "command": coded.command, **mean, "per_frame": per_frame}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(row))
     os.replace(tmp, path)

@@ -28,7 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     for f in fields(TrainConfig):
         if f.name in ("data", "out"):
             continue
-        if f.name == "val":
+        if f.name == "distortion":
+            p.add_argument("--distortion", choices=["mse", "ms-ssim"], default="mse")
+        elif f.name == "val":
             p.add_argument("--val", nargs="*", default=[], help="validation images/folders (real encoder)")
         elif f.type == "bool" or isinstance(f.default, bool):
             p.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=f.default)

@@ -46,6 +46,7 @@ class TrainConfig:
     val: list[str] = field(default_factory=list)
     threads: int = 0
     frames_per_video: int = 24
+    distortion: str = "mse"  # or "ms-ssim"
 
     def lr_at(self, step: int) -> float:
         start = int(self.decay_start * self.steps)
@@ -53,6 +54,26 @@ class TrainConfig:
             return self.lr
         t = min(1.0, (step - start) / max(1, self.steps - start))
         return self.lr_final + 0.5 * (self.lr - self.lr_final) * (1 + math.cos(math.pi * t))
+
+
+# 1 - MS-SSIM is weighted so that the lambda range spans a similar range of rates as MSE
+# (CompressAI's published lambdas differ by about this factor between the two).
+MS_SSIM_WEIGHT = 1300.0
+
+
+def distortion(kind: str, x_hat: torch.Tensor, x: torch.Tensor, mse: torch.Tensor) -> torch.Tensor:
+    """Per-sample distortion on the scale that ``lambda * D`` expects."""
+    if kind == "mse":
+        return 255**2 * mse
+    if kind == "ms-ssim":
+        from pytorch_msssim import ms_ssim, ssim
+
+        if min(x.shape[-2:]) > 160:
+            sim = ms_ssim(x_hat.clamp(0, 1), x, data_range=1.0, size_average=False)
+        else:
+            sim = ssim(x_hat.clamp(0, 1), x, data_range=1.0, size_average=False)
+        return MS_SSIM_WEIGHT * (1 - sim)
+    raise ValueError(f"unknown distortion {kind!r}; expected 'mse' or 'ms-ssim'")
 
 
 def _world() -> tuple[int, int]:
@@ -139,7 +160,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False, progre
         q = torch.rand(cfg.batch)
         out_ = net(x, q, bf16=cfg.bf16)
         mse = ((out_["x_hat"].float() - x) ** 2).flatten(1).mean(1)
-        loss = (model.lmbda(q) * 255**2 * mse + out_["bpp"]).mean()
+        loss = (model.lmbda(q) * distortion(cfg.distortion, out_["x_hat"].float(), x, mse) + out_["bpp"]).mean()
         # One backward for both losses, so DDP averages the quantiles' gradients too; the aux
         # loss reaches only the quantiles (the density is detached inside it).
         aux = model.aux_loss()
