@@ -152,3 +152,15 @@ def test_bad_quality_argument(work, clip):
     r = run_lvc("encode", clip, "-o", work / "a.lvc", "--quality", "1.5")
     assert r.returncode == 2 and "outside [0, 1]" in r.stderr and "Traceback" not in r.stderr
     _no_output_left(work)
+
+
+def test_garbage_payload_with_valid_crc_is_refused(work, tiny_model):
+    import numpy as np
+
+    from lvc.bitstream.container import LvcReader, pack_frame
+
+    with LvcReader(DATA / "golden.lvc") as r:
+        head = (DATA / "golden.lvc").read_bytes()[: r.header_size]
+    rng = np.random.default_rng(0)
+    units = b"".join(pack_frame(0, 30000, rng.integers(0, 256, 64, dtype=np.uint8).tobytes()) for _ in range(6))
+    _decode_fails(work, head + units, tiny_model, "frame 0", "does not decode")

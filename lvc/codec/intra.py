@@ -141,4 +141,6 @@ class IntraCodec:
             z_hat = torch.from_numpy(self._z_coder.decode(dec, self._z_table_index(z_shape)).reshape(z_shape))
         mean_fx, idx = self._prior(z_hat, q, y_shape)
         sym = torch.from_numpy(self._y_coder.decode(dec, idx.numpy()).reshape(y_shape))
+        if not dec.maybe_exhausted():
+            raise ValueError("payload holds more data than the frame needs")
         return self._synthesize(sym.float() + mean_fx.float() / _ONE, inv_gain, h, w)

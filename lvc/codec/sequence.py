@@ -58,7 +58,8 @@ class SequenceDecoder:
             raise BitstreamError("P-frames are not supported by this decoder", fwhere, "upgrade lvc")
         try:
             out = self.intra.decode(unit.payload, self.height, self.width, unit.quality)
-        except (ValueError, RuntimeError) as e:
-            raise BitstreamError(f"payload does not decode ({e})", fwhere, "the file is corrupted") from None
+        except Exception as e:  # noqa: BLE001 - any failure inside a CRC-valid payload means a bad stream
+            raise BitstreamError(f"payload does not decode ({e.__class__.__name__}: {e})", fwhere,
+                                 "the file is corrupted or was written by another encoder") from None
         self.reference = out
         return out
