@@ -113,12 +113,16 @@ def test_corrupted_header(work, tiny_model):
 
 
 def _header_with(**changes) -> bytes:
-    base = dict(model_name="lvc-test-tiny", weights_hash=b"\0" * 8, width=64, height=48,
+    import hashlib
+
+    tiny_hash = hashlib.sha256((DATA / "tiny.lvcm").read_bytes()).digest()[:8]
+    base = dict(model_name="lvc-test-tiny", weights_hash=tiny_hash, width=64, height=48,
                 fps=__import__("fractions").Fraction(25), frame_count=1, intra_period=0)
     base.update(changes)
     values = dict(magic=syntax.MAGIC, version_major=1, version_minor=0, model_name=base["model_name"],
                   weights_hash=base["weights_hash"], width=base["width"], height=base["height"], fps_num=25,
-                  fps_den=1, frame_count=base["frame_count"], colour_format=0, intra_period=0)
+                  fps_den=1, frame_count=base["frame_count"], colour_format=0, intra_period=0,
+                  extension_length=0, extensions=b"")
     body = b"".join(_field(f, values[f.name]) for f in syntax.SEQUENCE_HEADER[:-1])
     return body + struct.pack("<I", zlib.crc32(body))
 
@@ -138,6 +142,20 @@ def test_absurd_dimensions_refused_before_allocating(work, tiny_model):
 
 def test_absurd_frame_count_refused(work, tiny_model):
     _decode_fails(work, _header_with(frame_count=(1 << 24) + 1), tiny_model, "frame_count")
+
+
+def test_huge_frame_with_tiny_payload_refused(work, tiny_model):
+    from lvc.bitstream.container import pack_frame
+
+    _decode_fails(work, _header_with(width=8192, height=8192) + pack_frame(0, 100, b"\0" * 8), tiny_model,
+                  "frame 0", "too short", info_fails=False)
+
+
+def test_unknown_frame_type_is_unsupported(work, tiny_model):
+    from lvc.bitstream.container import pack_frame
+
+    _decode_fails(work, _header_with() + pack_frame(7, 100, b"\0" * 8), tiny_model, "frame type 7",
+                  "not supported", info_fails=False)
 
 
 def test_header_pack_roundtrip():
@@ -165,3 +183,9 @@ def test_garbage_payload_with_valid_crc_is_refused(work, tiny_model):
     units = b"".join(pack_frame(0, 30000, rng.integers(0, 256, 64, dtype=np.uint8).tobytes()) for _ in range(6))
     # `info` reads only the container, which is valid here; decoding must refuse the payload.
     _decode_fails(work, head + units, tiny_model, "frame 0", "does not decode", info_fails=False)
+
+
+def test_unrepresentable_frame_rate_leaves_nothing(work, clip, tiny_model):
+    r = run_lvc("encode", clip, "-o", work / "a.lvc", "--fps", "2000000", "--model", tiny_model)
+    _assert_clean_failure(r, "fps_num")
+    _no_output_left(work)

@@ -150,3 +150,11 @@ def test_latent_refinement_stays_bit_exact_and_lowers_rd_cost(tiny_model, clip):
     refined = refined_codec.encode(frame, q)
     assert np.array_equal(refined_codec.decode(refined.payload, 48, 64, q), refined.recon)
     assert cost(refined) <= cost(plain) * 1.01
+
+
+def test_roundtrip_command_with_model_path(tmp_path, clip, tiny_model):
+    from conftest import run_lvc
+
+    r = run_lvc("roundtrip", clip, "--out", tmp_path, "--model", tiny_model, "--frames", "2")
+    assert r.returncode == 0, r.stderr
+    assert "decoder output equals the encoder's reconstruction" in r.stdout

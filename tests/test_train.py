@@ -25,9 +25,14 @@ def _cfg(out, steps: int) -> TrainConfig:
 
 
 def test_resume_continues_exactly(tmp_path):
-    straight = train(_cfg(tmp_path / "a", 4), TINY, progress=False)
-    train(_cfg(tmp_path / "b", 2), TINY, progress=False)
-    resumed = train(_cfg(tmp_path / "b", 4), TINY, resume=True, progress=False)
+    def cfg(out, steps):  # with real-encoder validation at step 2, which must not disturb the RNG stream
+        c = _cfg(out, steps)
+        c.val, c.val_every = [str(sample_clip())], 2
+        return c
+
+    straight = train(cfg(tmp_path / "a", 4), TINY, progress=False)
+    train(cfg(tmp_path / "b", 2), TINY, progress=False)
+    resumed = train(cfg(tmp_path / "b", 4), TINY, resume=True, progress=False)
     sa = torch.load(straight, weights_only=False)
     sb = torch.load(resumed, weights_only=False)
     assert sa["step"] == sb["step"] == 4

@@ -67,6 +67,8 @@ def _bench(args: argparse.Namespace) -> int:
     from lvc.bench.report import plot_average, write_results
     from lvc.bench.runner import expand_inputs, load_reference, run_point
 
+    if args.frames < 1:
+        raise InputError(f"--frames must be >= 1 (got {args.frames})")
     out = Path(args.out)
     (out / "cache").mkdir(parents=True, exist_ok=True)
     paths = expand_inputs(args.inputs)[: args.limit]
@@ -125,11 +127,18 @@ def _crops(ref, codecs: list, rows: list[dict], out: Path) -> list:
 
 
 def _speed(args: argparse.Namespace) -> int:
-    from lvc.bench import codecs as C
     from lvc.bench.runner import load_reference
 
-    work_refs = Path(tempfile.mkdtemp())
-    ref = load_reference(Path(args.input), args.frames, work_refs)
+    if args.frames < 1 or args.repeats < 1:
+        raise InputError("--frames and --repeats must be >= 1")
+    with tempfile.TemporaryDirectory() as refs:
+        ref = load_reference(Path(args.input), args.frames, Path(refs))
+        return _speed_on(ref, args)
+
+
+def _speed_on(ref, args: argparse.Namespace) -> int:
+    from lvc.bench import codecs as C
+
     lvc_c = C.lvc_codec()
     x264 = C.ffmpeg_codec("x264", 32, threads=args.threads)
     import torch

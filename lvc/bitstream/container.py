@@ -21,6 +21,7 @@ from lvc.errors import BitstreamError, InputError, OutputError
 from lvc.io.writer import default_mode
 
 FRAME_I, FRAME_P = 0, 1
+MAX_HEADER_BYTES = 4 + 2 + 65 + 8 + 4 * 5 + 1 + 2 + 2 + 4096 + 4
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,8 @@ class SequenceHeader:
         values = dict(magic=MAGIC, version_major=self.version[0], version_minor=self.version[1],
                       model_name=self.model_name, weights_hash=self.weights_hash, width=self.width,
                       height=self.height, fps_num=self.fps.numerator, fps_den=self.fps.denominator,
-                      frame_count=self.frame_count, colour_format=0, intra_period=self.intra_period, header_crc=0)
+                      frame_count=self.frame_count, colour_format=0, intra_period=self.intra_period,
+                      extension_length=0, extensions=b"", header_crc=0)
         body = syntax.pack(SEQUENCE_HEADER[:-1], values)
         return body + syntax.pack(SEQUENCE_HEADER[-1:], {"header_crc": zlib.crc32(body)})
 
@@ -66,6 +68,10 @@ class LvcWriter:
         self.header = header
         self.frames = 0
         self.bytes_written = 0
+        try:
+            head = header.pack()  # range-check every field before anything touches the disk
+        except ValueError as e:
+            raise InputError(f"cannot be coded: {e}", str(self.path)) from None
         parent = self.path.parent if str(self.path.parent) else Path(".")
         if self.path.is_dir():
             raise OutputError("output is a folder", str(self.path), "give a file name ending in .lvc")
@@ -75,7 +81,7 @@ class LvcWriter:
             raise OutputError(f"cannot write here ({e.strerror})", str(parent), "choose a writable folder") from None
         self._tmp = Path(tmp)
         self._f = os.fdopen(fd, "wb")
-        self._write(header.pack())
+        self._write(head)
 
     def _write(self, data: bytes) -> None:
         try:
@@ -96,11 +102,17 @@ class LvcWriter:
             self.abort()
             raise InputError("no frames to write", str(self.path), "the input has zero frames")
         header = SequenceHeader(**{**self.header.__dict__, "frame_count": self.frames})
-        self._f.seek(0)
-        self._f.write(header.pack())
-        self._f.close()
-        default_mode(self._tmp, 0o666)
-        os.replace(self._tmp, self.path)
+        try:
+            self._f.seek(0)
+            self._f.write(header.pack())
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            default_mode(self._tmp, 0o666)
+            os.replace(self._tmp, self.path)
+        except OSError as e:
+            self.abort()
+            raise OutputError(f"cannot finish the file ({e.strerror})", str(self.path)) from None
 
     def abort(self) -> None:
         if not self._f.closed:
@@ -127,7 +139,7 @@ class LvcReader:
             raise InputError("no such file", where, "check the path") from None
         except OSError as e:
             raise InputError(f"cannot open ({e.strerror})", where) from None
-        head = self._f.read(4 + 2 + 1 + 64 + 8 + 4 + 4 + 8 + 4 + 1 + 2 + 4)
+        head = self._f.read(MAX_HEADER_BYTES)
         if head[:4] != MAGIC:
             self._f.close()
             raise BitstreamError("not an .lvc file (bad magic)", where, "pass a file written by 'lvc encode'")
@@ -135,7 +147,11 @@ class LvcReader:
             self._f.close()
             raise BitstreamError(f"format version {head[4]} is not supported (this lvc reads {VERSION_MAJOR})",
                                  where, "use the lvc release that wrote the file")
-        values, pos = syntax.unpack(SEQUENCE_HEADER, head, 0, where)
+        try:
+            values, pos = syntax.unpack(SEQUENCE_HEADER, head, 0, where)
+        except BitstreamError:
+            self._f.close()
+            raise
         if zlib.crc32(head[: pos - 4]) != values["header_crc"]:
             self._f.close()
             raise BitstreamError("sequence header CRC mismatch", where, "the file is corrupted")

@@ -22,7 +22,7 @@ _FIXED = {"u8": "<B", "u16": "<H", "u32": "<I"}
 @dataclass(frozen=True)
 class Field:
     name: str
-    kind: str  # u8 | u16 | u32 | varint | bytes:N | str8
+    kind: str  # u8 | u16 | u32 | varint | bytes:N | str8 | blob:FIELD (length given by an earlier field)
     lo: int | None = None
     hi: int | None = None
     doc: str = ""
@@ -35,6 +35,8 @@ class Field:
             return "1-4 bytes (LEB128)"
         if self.kind.startswith("bytes:"):
             return f"{self.kind.split(':')[1]} bytes"
+        if self.kind.startswith("blob:"):
+            return f"`{self.kind.split(':')[1]}` bytes"
         return "u8 length + UTF-8"
 
 
@@ -51,13 +53,15 @@ SEQUENCE_HEADER: tuple[Field, ...] = (
     Field("frame_count", "u32", 1, 1 << 24, "number of frame units that follow"),
     Field("colour_format", "u8", 0, 0, "0: 8-bit RGB coded, shown as BT.601 limited-range YUV 4:2:0"),
     Field("intra_period", "u16", 0, 65535, "frames per group of pictures; 0: only the first frame is intra"),
+    Field("extension_length", "u16", 0, 4096, "bytes of header extensions that follow (0 in version 1.0)"),
+    Field("extensions", "blob:extension_length", doc="reserved for compatible additions; skipped by readers"),
     Field("header_crc", "u32", doc="CRC-32 of all preceding header bytes"),
 )
 
 FRAME_HEADER: tuple[Field, ...] = (
-    Field("frame_type", "u8", 0, 1, "0: I (intra), 1: P (predicted from the previous frame)"),
+    Field("frame_type", "u8", 0, 255, "0: I (intra), 1: P (predicted from the previous frame); others reserved"),
     Field("quality", "u16", 0, 65535, "quality q = value / 65535"),
-    Field("payload_length", "varint", 4, 1 << 28, "bytes of payload, a multiple of 4"),
+    Field("payload_length", "varint", 4, (1 << 28) - 4, "bytes of payload, a multiple of 4"),
     Field("payload_crc", "u32", doc="CRC-32 of the payload"),
 )
 
@@ -80,6 +84,10 @@ def pack(fields: tuple[Field, ...], values: dict) -> bytes:
         elif f.kind.startswith("bytes:"):
             if len(v) != int(f.kind.split(":")[1]):
                 raise ValueError(f"{f.name}: expected {f.kind}")
+            out += v
+        elif f.kind.startswith("blob:"):
+            if len(v) != values[f.kind.split(":")[1]]:
+                raise ValueError(f"{f.name}: length differs from {f.kind.split(':')[1]}")
             out += v
         else:  # str8
             raw = v.encode()
@@ -104,10 +112,11 @@ def unpack(fields: tuple[Field, ...], buf: bytes, pos: int, where: str) -> tuple
                     shift += 7
                     if not byte & 0x80:
                         break
-                    if shift >= 28:
+                    if shift >= 28:  # 4 bytes carry 28 bits
                         raise BitstreamError(f"{f.name} varint is too long", where, "the file is corrupted")
-            elif f.kind.startswith("bytes:"):
-                n = int(f.kind.split(":")[1])
+            elif f.kind.startswith(("bytes:", "blob:")):
+                ref = f.kind.split(":")[1]
+                n = values[ref] if f.kind.startswith("blob:") else int(ref)
                 v = bytes(buf[pos: pos + n])
                 if len(v) != n:
                     raise IndexError
@@ -130,7 +139,7 @@ def unpack(fields: tuple[Field, ...], buf: bytes, pos: int, where: str) -> tuple
 
 def _check(f: Field, v, action: str, where: str | None = None) -> None:
     n = len(v) if f.kind == "str8" else v
-    if f.kind.startswith("bytes:") or n is None:
+    if f.kind.startswith(("bytes:", "blob:")) or n is None:
         return
     if (f.lo is not None and n < f.lo) or (f.hi is not None and n > f.hi):
         msg = f"{f.name}={v!r} outside [{f.lo}, {f.hi}]"

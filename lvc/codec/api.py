@@ -138,7 +138,12 @@ def decode(input: PathLike, output: PathLike | None = None, model: str | None = 
     acc = MetricAccumulator() if reference is not None else None
     ref_iter = open_video(reference) if reference is not None else None
     ref_frames = ref_iter.frames() if ref_iter is not None else None
-    writer = FrameWriter(output, h.width, h.height, h.fps) if output is not None else None
+    try:
+        writer = FrameWriter(output, h.width, h.height, h.fps) if output is not None else None
+    except BaseException:
+        if ref_iter is not None:
+            ref_iter.close()
+        raise
     n = 0
     t0 = time.perf_counter()
     try:

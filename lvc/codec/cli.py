@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from lvc.codec import api
-from lvc.errors import InputError
+from lvc.errors import InputError, OutputError
 
 SAMPLE_CLIP = "bikes.mp4"
 
@@ -123,10 +123,12 @@ def _info(args: argparse.Namespace) -> int:
 def _roundtrip(args: argparse.Namespace) -> int:
     src = Path(args.input) if args.input else sample_clip()
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise OutputError("--out is a file, not a folder", str(out), "pass a folder for the .lvc and .y4m")
     out.mkdir(parents=True, exist_ok=True)
     lvc_path, y4m_path = out / (src.stem + ".lvc"), out / (src.stem + ".y4m")
     enc = _do_encode(args, str(src), str(lvc_path))
-    dec = api.decode(lvc_path, y4m_path, threads=args.threads, reference=src)
+    dec = api.decode(lvc_path, y4m_path, model=args.model, threads=args.threads, reference=src)
     exact = all(abs(enc.metrics[k] - dec.metrics[k]) < 1e-9 for k in enc.metrics)
     report = {"input": str(src), "lvc": str(lvc_path), "decoded": str(y4m_path), **enc.to_dict(),
               "decode_fps": dec.frames / dec.seconds, "decoder_matches_encoder": exact}

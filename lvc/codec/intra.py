@@ -70,6 +70,15 @@ class IntraCodec:
         return coder.TableCoder(self.m.z_tables) if self.m.z_tables is not None else None
 
     @cached_property
+    def _min_bits_y(self) -> float:
+        """Fewest bits any symbol can cost: a floor on a valid payload's size."""
+        return self.m.y_tables.min_bits()
+
+    @cached_property
+    def _min_bits_z(self) -> float:
+        return self.m.z_tables.min_bits() if self.m.z_tables is not None else 0.0
+
+    @cached_property
     def _y_coder(self) -> coder.TableCoder:
         return coder.TableCoder(self.m.y_tables)
 
@@ -134,6 +143,10 @@ class IntraCodec:
         hp, wp = h + (-h % STRIDE), w + (-w % STRIDE)
         m = self.m.config.M
         y_shape = (1, m, hp // 16, wp // 16)
+        n_z = self.m.config.Nh * (hp // STRIDE) * (wp // STRIDE) if self.m.h_a is not None else 0
+        floor_bits = self._min_bits_y * math.prod(y_shape) + (self._min_bits_z * n_z if n_z else 0.0)
+        if len(payload) * 8 < floor_bits - 64:  # refuse before allocating anything frame-sized
+            raise ValueError(f"payload of {len(payload)} bytes is too short for a {w}x{h} frame")
         dec = coder.new_decoder(payload)
         z_hat = None
         if self.m.h_a is not None:

@@ -54,8 +54,9 @@ class SequenceDecoder:
 
     def decode(self, unit: FrameUnit) -> np.ndarray:
         fwhere = f"{self.where}: frame {unit.index}"
-        if unit.frame_type == FRAME_P:
-            raise BitstreamError("P-frames are not supported by this decoder", fwhere, "upgrade lvc")
+        if unit.frame_type != FRAME_I:
+            kind = "P-frames are" if unit.frame_type == FRAME_P else f"frame type {unit.frame_type} is"
+            raise BitstreamError(f"{kind} not supported by this decoder", fwhere, "upgrade lvc")
         try:
             out = self.intra.decode(unit.payload, self.height, self.width, unit.quality)
         except Exception as e:  # noqa: BLE001 - any failure inside a CRC-valid payload means a bad stream

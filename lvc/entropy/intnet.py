@@ -62,6 +62,10 @@ class IntSynthesis:
             w = torch.round(m.weight.detach().double() * (1 << WEIGHT_FRAC_BITS)).long()
             b = torch.round(m.bias.detach().double() * (1 << (WEIGHT_FRAC_BITS + ACT_FRAC_BITS))).long()
             transposed = isinstance(m, nn.ConvTranspose2d)
+            # Worst case |sum| must stay below 2**62: then int64 cannot overflow for any input.
+            fan = w.abs().flatten(1).sum(1) if not transposed else w.abs().transpose(0, 1).flatten(1).sum(1)
+            if int((fan * ACT_LIMIT + b.abs()).max()) >= 1 << 62:
+                raise ValueError("hyper-synthesis weights too large for exact int64 arithmetic")
             layers.append(IntLayer(w, b, transposed, m.stride[0], m.padding[0],
                                    m.output_padding[0] if transposed else 0, relu))
         return cls(layers)

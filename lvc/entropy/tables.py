@@ -94,6 +94,10 @@ class CdfTables:
         rows = [flat[e - n: e] for n, e in zip(lengths, ends)]
         return cls.from_rows(rows, list(state["offsets"].numpy()))
 
+    def min_bits(self) -> float:
+        """The cheapest symbol of any row, in bits."""
+        return float(PROB_BITS - np.log2(self.freqs.max()))
+
     def bits(self, table: np.ndarray, symbols: np.ndarray) -> float:
         """Information content in bits of ``symbols`` under rows ``table`` (escapes: +16 bits)."""
         n = self.lengths[table]

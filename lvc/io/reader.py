@@ -23,6 +23,8 @@ from lvc.errors import InputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 MIN_SIDE = 16
+MAX_SIDE = 16384
+MAX_PIXELS = 1 << 26  # what the .lvc header accepts (8192 x 8192)
 DEFAULT_SEQUENCE_FPS = Fraction(25)
 
 
@@ -53,7 +55,7 @@ def _load_image(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as e:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise InputError(f"cannot read image ({e.__class__.__name__})", str(path),
                          "check that it is a valid PNG/JPEG") from None
 
@@ -62,6 +64,9 @@ def _check_size(w: int, h: int, where: str) -> None:
     if w < MIN_SIDE or h < MIN_SIDE:
         raise InputError(f"frame size {w}x{h} is below the minimum {MIN_SIDE}x{MIN_SIDE}", where,
                          "upscale or pad the input")
+    if w > MAX_SIDE or h > MAX_SIDE or w * h > MAX_PIXELS:
+        raise InputError(f"frame size {w}x{h} is above the maximum ({MAX_SIDE} per side, {MAX_PIXELS} pixels)",
+                         where, "downscale or tile the input")
 
 
 class VideoSource:
@@ -85,7 +90,11 @@ class VideoSource:
         else:
             self._files = []
             self.info = self._open_container(where, fps)
-        _check_size(self.info.width, self.info.height, where)
+        try:
+            _check_size(self.info.width, self.info.height, where)
+        except InputError:
+            self.close()
+            raise
 
     def _open_container(self, where: str, fps: Fraction | None) -> VideoInfo:
         try:
@@ -102,6 +111,7 @@ class VideoSource:
         count = stream.frames or None
         cc = stream.codec_context
         if not cc.width or not cc.height:
+            self._container.close()
             raise InputError("video stream has no frame size", where, "the file may be damaged")
         return VideoInfo(cc.width, cc.height, Fraction(rate), count, "video")
 

@@ -59,11 +59,16 @@ class FrameWriter:
                 fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=self.path.suffix, dir=parent)
                 os.close(fd)
                 self._tmp = Path(tmp)
-        except PermissionError as e:
-            raise OutputError(f"cannot write here ({e.strerror})", str(parent), "choose a writable location") from None
+        except OSError as e:
+            raise OutputError(f"cannot write here ({e.strerror})", str(self.path),
+                              "choose a writable location") from None
         self._container = None
         if self.kind in ("y4m", "mp4"):
-            self._open_av()
+            try:
+                self._open_av()
+            except (OSError, av.FFmpegError, ValueError) as e:
+                self.abort()
+                raise OutputError(f"cannot open the {self.kind} writer ({e})", str(self.path)) from None
 
     def _open_av(self) -> None:
         fmt = "yuv4mpegpipe" if self.kind == "y4m" else "mp4"
@@ -101,15 +106,19 @@ class FrameWriter:
         self.count += 1
 
     def commit(self) -> None:
-        if self._container is not None:
-            for packet in self._stream.encode(None):
-                self._container.mux(packet)
-            self._container.close()
-            self._container = None
-        if self.kind == "dir" and self.path.exists():
-            self.path.rmdir()
-        default_mode(self._tmp, 0o777 if self.kind == "dir" else 0o666)
-        os.replace(self._tmp, self.path)
+        try:
+            if self._container is not None:
+                for packet in self._stream.encode(None):
+                    self._container.mux(packet)
+                self._container.close()
+                self._container = None
+            if self.kind == "dir" and self.path.exists():
+                self.path.rmdir()
+            default_mode(self._tmp, 0o777 if self.kind == "dir" else 0o666)
+            os.replace(self._tmp, self.path)
+        except OSError as e:
+            self.abort()
+            raise OutputError(f"cannot finish the output ({e.strerror})", str(self.path)) from None
 
     def abort(self) -> None:
         if self._container is not None:

@@ -92,8 +92,12 @@ def save_frozen(fm: FrozenModel, path: str | os.PathLike) -> str:
     data = fm.data
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise ModelError(f"cannot write the model file ({e.strerror})", str(path)) from None
     return hashlib.sha256(data).hexdigest()
 
 
@@ -119,6 +123,14 @@ def from_bytes(data: bytes, where: str) -> FrozenModel:
         raise ModelError(f"not an lvc model file ({e.__class__.__name__})", str(path)) from None
     if not isinstance(state, dict) or state.get("format") != FILE_FORMAT:
         raise ModelError("not an lvc model file (format tag missing)", str(path))
+    try:
+        return _build(state, data)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise ModelError(f"damaged lvc model file ({e.__class__.__name__})", str(path),
+                         "re-export or reinstall the model") from None
+
+
+def _build(state: dict, data: bytes) -> FrozenModel:
     cfg = ModelConfig.from_dict(state["config"])
     model = LatentModel(cfg).requires_grad_(False)
     model.g_a.load_state_dict(_full(state["float"]["g_a"]))

@@ -57,17 +57,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
+    if not 1 <= len(args.name.encode()) <= 64:
+        raise ModelError("model name must be 1..64 bytes of UTF-8", args.name)
     try:
         state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
         model = LatentModel(ModelConfig.from_dict(state["model_config"]))
         model.load_state_dict(state["model"])
-    except (OSError, KeyError, RuntimeError) as e:
+    except Exception as e:  # noqa: BLE001 - unpickling can fail in many ways; all mean "not a checkpoint"
         raise ModelError(f"not a usable lvc checkpoint ({e.__class__.__name__})", args.checkpoint) from None
     sha = save_frozen(freeze(model, args.name), args.output)
     if args.manifest:
         path = Path(args.manifest)
         entries = json.loads(path.read_text()) if path.exists() else {}
         entries[args.name] = sha
-        path.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+        tmp.replace(path)
     print(f"{args.output}: {args.name} sha256 {sha} (step {state.get('step')})")
     return 0

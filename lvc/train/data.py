@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from lvc.errors import InputError
 from lvc.io.reader import IMAGE_SUFFIXES, open_video
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".y4m", ".264", ".265", ".h264", ".hevc"}
@@ -31,7 +32,9 @@ def collect_sources(paths: list[str | os.PathLike]) -> list[Path]:
         elif p.exists():
             out.append(p)
         else:
-            raise FileNotFoundError(f"{p}: no such file or folder")
+            raise InputError("no such file or folder", str(p), "pass image/video files or folders")
+    if not out:
+        raise InputError("no images or videos found", ", ".join(map(str, paths)), "pass folders holding them")
     return out
 
 
@@ -73,6 +76,10 @@ class FrameCache:
                         f.write(img.tobytes())
                         index.append((offset, img.shape[0], img.shape[1]))
                         offset += img.size
+            if not index:
+                tmp.unlink()
+                raise InputError(f"no frame is at least {crop}x{crop}", str(sources[0].parent),
+                                 "use larger images or a smaller --crop")
             np.save(index_path, np.asarray(index, dtype=np.int64))
             os.replace(tmp, data_path)
         return cls(np.memmap(data_path, dtype=np.uint8, mode="r"), np.load(index_path))

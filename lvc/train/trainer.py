@@ -41,7 +41,7 @@ class TrainConfig:
     bf16: bool = True
     seed: int = 0
     ckpt_every: int = 500
-    keep: int = 3
+    keep: int = 3  # checkpoints kept (at least 1)
     val_every: int = 2000
     val: list[str] = field(default_factory=list)
     threads: int = 0
@@ -115,7 +115,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False, progre
     if state is not None:
         model_cfg = ModelConfig.from_dict(state["model_config"])
     torch.manual_seed(cfg.seed)
-    model = LatentModel(model_cfg)
+    model = LatentModel(model_cfg)  # same initial weights on every rank
+    torch.manual_seed(cfg.seed + 7919 * rank)  # but distinct qualities and noise per rank
     opt, aux_opt = _optimizers(model, cfg)
     sources = collect_sources(cfg.data)
     if rank == 0:  # one process decodes the frame cache; the others wait, then map it
@@ -189,7 +190,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False, progre
             if rank == 0 and cfg.val and (step % cfg.val_every == 0 or step == cfg.steps):
                 from lvc.train.validate import validate_and_log
 
-                validate_and_log(model, cfg.val, out, step)
+                with torch.random.fork_rng():  # validation must not shift the training RNG stream
+                    validate_and_log(model, cfg.val, out, step)
                 model.train()
     if bar:
         bar.close()
@@ -224,7 +226,7 @@ def _checkpoint(out: Path, model, opt, aux_opt, sampler, cfg: TrainConfig, step:
         save_checkpoint(path, format=CKPT_FORMAT, code_version=lvc.__version__, model_config=model.cfg.to_dict(),
                         train_config=asdict(cfg), step=step, model=model.state_dict(), optimizer=opt.state_dict(),
                         aux_optimizer=aux_opt.state_dict() if aux_opt else None, rng=rngs)
-        for old in sorted(out.glob("ckpt-*.pt"))[: -cfg.keep]:
+        for old in sorted(out.glob("ckpt-*.pt"))[: -max(1, cfg.keep)]:
             old.unlink()
         from lvc.train.plot import plot_log
 
