@@ -30,6 +30,18 @@ def rgb_to_yuv420(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return yuv[..., 0], c[..., 0], c[..., 1]
 
 
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Single-scale SSIM (Gaussian window 11, or smaller for tiny frames) of RGB or one plane."""
+    from pytorch_msssim import ssim as _ss
+
+    a, b = (x[..., None] if x.ndim == 2 else x for x in (a, b))
+    ta = torch.from_numpy(np.array(a, dtype=np.float32)).permute(2, 0, 1)[None]
+    tb = torch.from_numpy(np.array(b, dtype=np.float32)).permute(2, 0, 1)[None]
+    side = min(a.shape[:2])
+    win = 11 if side >= 11 else (7 if side >= 7 else 3)
+    return float(_ss(ta, tb, data_range=255.0, win_size=win))
+
+
 def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
     """MS-SSIM of RGB (H, W, 3) or single planes (H, W) (pytorch-msssim); plain SSIM where the frame is
     too small for 5 scales."""
@@ -55,6 +67,7 @@ def plane_metrics(ref: tuple, test: tuple, with_ms_ssim: bool = True) -> dict[st
     py, pu, pv = (psnr(_mse(a, b)) for a, b in zip(ref, test))
     out = {"psnr_y": py, "psnr_u": pu, "psnr_v": pv, "psnr_yuv": (6 * py + pu + pv) / 8}
     if with_ms_ssim:
+        out["ssim"] = ssim(ref[0], test[0])
         out["ms_ssim"] = ms_ssim(ref[0], test[0])
     return out
 
@@ -67,6 +80,7 @@ def frame_metrics(ref: np.ndarray, test: np.ndarray, with_ms_ssim: bool = True) 
     py, pu, pv = (psnr(float(np.mean((x - y) ** 2))) for x, y in ((ry, ty), (ru, tu), (rv, tv)))
     out.update(psnr_y=py, psnr_yuv=(6 * py + pu + pv) / 8)
     if with_ms_ssim:
+        out["ssim"] = ssim(ref, test)
         out["ms_ssim"] = ms_ssim(ref, test)
     return out
 

@@ -7,14 +7,14 @@ from collections import defaultdict
 
 import numpy as np
 
-METRICS = ("psnr_rgb", "psnr_y", "psnr_yuv", "ms_ssim")
+METRICS = ("psnr_rgb", "psnr_y", "psnr_yuv", "ssim", "ms_ssim")
 MIN_OVERLAP = 0.5
 
 
 def _curve(rows: list[dict], metric: str) -> tuple[np.ndarray, np.ndarray]:
     pts = sorted((r["bpp"], r[metric]) for r in rows if metric in r)
     rate, dist = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
-    if metric == "ms_ssim":  # in dB, as usual for BD computations on MS-SSIM
+    if metric in ("ssim", "ms_ssim"):  # in dB, as usual for BD computations on (MS-)SSIM
         dist = -10 * np.log10(np.clip(1 - dist, 1e-10, None))
     return rate, dist
 

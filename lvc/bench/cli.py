@@ -85,15 +85,14 @@ def _bench(args: argparse.Namespace) -> int:
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:  # anchors run as subprocesses
             rows += pool.map(lambda t, ref=ref: run_point(ref, t[0], t[1], out / "cache", not args.no_ms_ssim),
                              tasks)
-    ours = [c.name for c in codecs if c.name.startswith("lvc")]
-    anchors = [c.name for c in codecs if not c.name.startswith("lvc")]
-    bd = bd_table(rows, [(t, a) for t in ours for a in anchors] + [(t, ours[0]) for t in ours[1:]])
+    names = [c.name for c in codecs]
+    bd = bd_table(rows, [(t, a) for t in names for a in names if t != a])  # every codec against every other
     write_results(out, codecs, rows, bd, {"frames": args.frames, "intra_period": args.intra_period,
                                           "inputs": [str(p) for p in paths]})
     plots = [plot_average(out, rows, m) for m in ("psnr_rgb", "psnr_yuv", "ms_ssim")]
     render(out, json.loads((out / "results.json").read_text()), plots, _crops(first, codecs, rows, out))
     for r in bd:
-        if r["sequence"] == "AVERAGE":
+        if r["sequence"] == "AVERAGE" and r["test"].startswith("lvc"):
             print(f"BD-rate {r['test']} vs {r['anchor']:7s} {r['metric']:9s} {r['percent']:+7.2f}%")
     print(f"results: {out / 'results.json'}")
     return 0
