@@ -1,14 +1,18 @@
-"""Intra (I-frame) coding with a frozen model: frame <-> payload bytes.
+"""Frame coding with a frozen model: frame <-> payload bytes.
 
-The probability path (side information, scale indices, means) is integer-exact; the
-synthesis transform runs in float32 and its output is rounded to 8 bits. The encoder
-returns the very reconstruction the decoder will produce, so P-frames can predict
-from it without drift.
+An I-frame codes the latent ``y``; a P-frame codes the residual ``y - y_ref`` against the
+previous frame's decoded latent, with the same hyperprior machinery. The probability
+path (side information, scale indices, means) is integer-exact, and decoded latents
+are kept in fixed point (int64, ``LOG_FRAC_BITS`` fraction bits), so the reference a
+P-frame predicts from is identical in encoder and decoder on every machine: no drift.
+Only the synthesis transform runs in float32, after all symbols are decoded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -23,7 +27,8 @@ from lvc.models.frozen import QUALITY_MAX, FrozenModel
 from lvc.models.latent import interp_levels
 
 STRIDE = 64  # total downsampling of the hyperprior path
-SYMBOL_LIMIT = coder.ESCAPE_LIMIT // 2  # keeps |symbol + mean| * 2**LOG_FRAC_BITS exact in float32
+SYMBOL_LIMIT = coder.ESCAPE_LIMIT // 2
+LATENT_LIMIT = (1 << 23) - 1  # fixed-point latents stay exactly representable in float32
 _ONE = 1 << LOG_FRAC_BITS
 
 
@@ -32,6 +37,7 @@ class IntraResult:
     payload: bytes
     recon: np.ndarray  # (H, W, 3) uint8, exactly what the decoder produces
     estimated_bits: float  # information content under the frozen tables
+    latent: torch.Tensor  # decoded latent in fixed point (int64), the next P-frame's reference
 
 
 def to_tensor(frame: np.ndarray) -> torch.Tensor:
@@ -41,6 +47,20 @@ def to_tensor(frame: np.ndarray) -> torch.Tensor:
 def to_uint8(x: torch.Tensor, h: int, w: int) -> np.ndarray:
     x = x[0, :, :h, :w].clamp(0, 1).mul(255.0).round().to(torch.uint8)
     return x.permute(1, 2, 0).contiguous().numpy()
+
+
+@contextlib.contextmanager
+def deterministic_convolutions():
+    """Convolutions whose results do not depend on the thread count.
+
+    oneDNN (mkldnn) splits its reductions differently for 1 and 2 threads, so the same
+    latent could round to different pixels; PyTorch's native im2col + GEMM path does not
+    (checked from 4x4 to 68x120 latents). It costs about 2x in synthesis time.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.backends.mkldnn.flags(enabled=False):
+            yield
 
 
 def _pad(x: torch.Tensor) -> torch.Tensor:
@@ -100,24 +120,39 @@ class IntraCodec:
     def _z_table_index(self, shape: tuple[int, ...]) -> np.ndarray:
         return np.broadcast_to(np.arange(shape[1])[None, :, None, None], shape)
 
-    def _synthesize(self, y_hat: torch.Tensor, inv_gain: torch.Tensor, h: int, w: int) -> np.ndarray:
-        return to_uint8(self.m.g_s(y_hat * inv_gain), h, w)
+    def _synthesize(self, latent_fx: torch.Tensor, inv_gain: torch.Tensor, h: int, w: int) -> np.ndarray:
+        with deterministic_convolutions():
+            return to_uint8(self.m.g_s(latent_fx.float() / _ONE * inv_gain), h, w)
+
+    def analyse(self, frame: np.ndarray, q: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gained latent ``y`` of a frame and the padded input tensor (for refinement)."""
+        gain, _ = self._gains(q)
+        x = to_tensor(frame)
+        with torch.no_grad():
+            return self.m.g_a(_pad(x)) * gain, x
 
     @torch.no_grad()
-    def encode(self, frame: np.ndarray, q: int) -> IntraResult:
+    def encode(self, frame: np.ndarray, q: int, reference: torch.Tensor | None = None,
+               y: torch.Tensor | None = None) -> IntraResult:
+        """Code ``frame`` as an I-frame, or as a P-frame against the fixed-point latent ``reference``."""
         h, w = frame.shape[:2]
-        gain, inv_gain = self._gains(q)
-        x = to_tensor(frame)
-        y = self.m.g_a(_pad(x)) * gain
-        return self.encode_latent(y, q, inv_gain, h, w, target=x)
+        _, inv_gain = self._gains(q)
+        if y is None:
+            y, x = self.analyse(frame, q)
+        else:
+            x = to_tensor(frame)
+        return self.encode_latent(y, q, inv_gain, h, w, target=x, reference=reference)
 
     def _lambda(self, q: int) -> float:
         c = self.m.config
         return math.exp(math.log(c.lambda_min) + (math.log(c.lambda_max) - math.log(c.lambda_min)) * q / QUALITY_MAX)
 
     def encode_latent(self, y: torch.Tensor, q: int, inv_gain: torch.Tensor, h: int, w: int,
-                      target: torch.Tensor | None = None) -> IntraResult:
-        """Code ``y``; with ``refine_steps`` and a ``target`` frame, refine it first (encoder only)."""
+                      target: torch.Tensor | None = None, reference: torch.Tensor | None = None) -> IntraResult:
+        """Code ``y`` (minus ``reference``); with ``refine_steps`` and a ``target``, refine it first."""
+        base = reference.float() / _ONE if reference is not None else None
+        if base is not None:
+            y = y - base
         enc = coder.new_encoder()
         bits = 0.0
         z_hat = None
@@ -129,16 +164,26 @@ class IntraCodec:
         mean_fx, idx = self._prior(z_hat, q, tuple(y.shape))
         mean = mean_fx.float() / _ONE
         if self.refine_steps and target is not None:
-            y = refine_latent(self.m.g_s, y, mean, idx, inv_gain, target, self._lambda(q), self.refine_steps)
+            y = refine_latent(self.m.g_s, y, mean, idx, inv_gain, target, self._lambda(q), self.refine_steps,
+                              offset=base)
         sym = torch.round(y - mean).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).long()
         self._y_coder.encode(enc, sym.numpy(), idx.numpy())
         bits += self.m.y_tables.bits(idx.numpy().ravel(), sym.numpy().ravel())
-        recon = self._synthesize(sym.float() + mean, inv_gain, h, w)
-        return IntraResult(coder.finish(enc), recon, bits)
+        latent = self._latent(sym, mean_fx, reference)
+        return IntraResult(coder.finish(enc), self._synthesize(latent, inv_gain, h, w), bits, latent)
+
+    @staticmethod
+    def _latent(sym: torch.Tensor, mean_fx: torch.Tensor, reference: torch.Tensor | None) -> torch.Tensor:
+        """Decoded latent in fixed point: exact integer arithmetic, bounded so float32 stays exact."""
+        latent = sym * _ONE + mean_fx
+        if reference is not None:
+            latent = latent + reference
+        return latent.clamp(-LATENT_LIMIT, LATENT_LIMIT)
 
     @torch.no_grad()
-    def decode(self, payload: bytes, h: int, w: int, q: int) -> np.ndarray:
-        """Reconstruction of a frame; raises ``ValueError`` on a malformed payload."""
+    def decode(self, payload: bytes, h: int, w: int, q: int,
+               reference: torch.Tensor | None = None) -> tuple[np.ndarray, torch.Tensor]:
+        """Reconstruction and fixed-point latent of a frame; ``ValueError`` on a malformed payload."""
         _, inv_gain = self._gains(q)
         hp, wp = h + (-h % STRIDE), w + (-w % STRIDE)
         m = self.m.config.M
@@ -156,4 +201,7 @@ class IntraCodec:
         sym = torch.from_numpy(self._y_coder.decode(dec, idx.numpy()).reshape(y_shape))
         if not dec.maybe_exhausted():
             raise ValueError("payload holds more data than the frame needs")
-        return self._synthesize(sym.float() + mean_fx.float() / _ONE, inv_gain, h, w)
+        if reference is not None and tuple(reference.shape) != y_shape:
+            raise ValueError("reference latent does not match the frame size")
+        latent = self._latent(sym, mean_fx, reference)
+        return self._synthesize(latent, inv_gain, h, w), latent

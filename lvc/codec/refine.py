@@ -18,8 +18,11 @@ from lvc.entropy.tables import table_scales
 
 def refine_latent(g_s: torch.nn.Module, y: torch.Tensor, mean: torch.Tensor, scale_idx: torch.Tensor,
                   inv_gain: torch.Tensor, target: torch.Tensor, lmbda: float, steps: int,
-                  lr: float = 0.03) -> torch.Tensor:
-    """Refined ``y`` for the frame ``target`` (1, 3, H, W) cropped region, prior held fixed."""
+                  lr: float = 0.03, offset: torch.Tensor | None = None) -> torch.Tensor:
+    """Refined ``y`` for the frame ``target`` (1, 3, H, W) cropped region, prior held fixed.
+
+    ``offset`` is added before synthesis (a P-frame's reference latent; ``y`` is then the residual).
+    """
     scale = torch.from_numpy(table_scales()).float()[scale_idx]
     h, w = target.shape[-2:]
     pixels = h * w
@@ -29,7 +32,7 @@ def refine_latent(g_s: torch.nn.Module, y: torch.Tensor, mean: torch.Tensor, sca
     with torch.enable_grad():
         for _ in range(steps + 1):
             y_hat = ste_round(y - mean) + mean
-            x_hat = g_s(y_hat * inv_gain)[..., :h, :w]
+            x_hat = g_s((y_hat if offset is None else y_hat + offset) * inv_gain)[..., :h, :w]
             mse = torch.mean((x_hat - target) ** 2)
             bits = -torch.log2(gaussian_likelihood(y_hat, mean, scale)).sum()
             loss = lmbda * 255**2 * mse + bits / pixels

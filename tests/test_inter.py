@@ -1,0 +1,102 @@
+"""Inter coding: P-frames predict from the decoder's exact latent, so nothing drifts."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from conftest import DATA
+
+from lvc.codec import api
+from lvc.codec.cli import sample_clip
+from lvc.codec.sequence import SequenceEncoder
+from lvc.io.reader import open_video
+from lvc.io.writer import FrameWriter
+from lvc.models.registry import load_model
+
+
+def _write(path, frames) -> None:
+    w = FrameWriter(path, frames[0].shape[1], frames[0].shape[0], Fraction(25))
+    for f in frames:
+        w.write(np.ascontiguousarray(f))
+    w.commit()
+
+
+@pytest.fixture(scope="module")
+def forty(tmp_path_factory):
+    """40 real frames, 96x64 crops of the sample clip."""
+    with open_video(sample_clip()) as v:
+        frames = [f[100:164, 300:396] for _, f in zip(range(40), v.frames())]
+    path = tmp_path_factory.mktemp("inter") / "forty.y4m"
+    _write(path, frames)
+    return path, _read(path)
+
+
+def _read(path) -> list[np.ndarray]:
+    """Frames as the encoder sees them (after the y4m's 4:2:0 round trip)."""
+    with open_video(path) as v:
+        return list(v.frames())
+
+
+def _types(path) -> str:
+    return "".join(f["type"] for f in api.info(path)["frames"])
+
+
+def test_no_drift_over_a_40_frame_group(tmp_path, forty):
+    src, frames = forty
+    out = tmp_path / "a.lvc"
+    api.encode(src, out, quality=0.6, intra_period=-1, progress=False)
+    types = _types(out)
+    assert types[0] == "I" and "P" in types and len(types) == 40
+    enc = SequenceEncoder(load_model(), round(0.6 * 65535), -1)
+    expected = [enc.encode(f).recon for f in frames]
+    decoded = list(api.iter_decode(out))
+    assert all(np.array_equal(a, b) for a, b in zip(decoded, expected))
+
+
+def test_intra_period_one_codes_only_intra(tmp_path, forty):
+    src, _ = forty
+    api.encode(src, tmp_path / "a.lvc", intra_period=1, max_frames=6, progress=False)
+    assert _types(tmp_path / "a.lvc") == "IIIIII"
+
+
+def test_intra_period_forces_random_access_points(tmp_path, forty):
+    src, _ = forty
+    api.encode(src, tmp_path / "a.lvc", intra_period=4, max_frames=12, progress=False)
+    types = _types(tmp_path / "a.lvc")
+    assert types[0] == types[4] == types[8] == "I"
+    assert api.info(tmp_path / "a.lvc")["intra_period"] == 4
+
+
+def test_scene_cut_in_the_middle_of_a_group_becomes_intra(tmp_path):
+    with open_video(sample_clip()) as v:
+        a = [f[100:164, 300:396] for _, f in zip(range(5), v.frames())]
+    with open_video(DATA / "clip.y4m") as v:  # another place in the clip: a hard cut
+        b = [np.ascontiguousarray(np.pad(f, ((8, 8), (16, 16), (0, 0)), mode="edge")) for f in v.frames()][:5]
+    b = [np.ascontiguousarray(255 - f[:, ::-1]) for f in b]
+    src = tmp_path / "cut.y4m"
+    _write(src, a + b)
+    out = tmp_path / "cut.lvc"
+    api.encode(src, out, quality=0.5, intra_period=-1, progress=False)
+    types = _types(out)
+    assert types[5] == "I", types
+    decoded = list(api.iter_decode(out))
+    enc = SequenceEncoder(load_model(), round(0.5 * 65535), -1)
+    assert all(np.array_equal(d, enc.encode(f).recon) for d, f in zip(decoded, _read(src)))
+
+
+def test_decode_identical_across_threads_with_p_frames(tmp_path, forty):
+    from conftest import run_lvc
+
+    src, _ = forty
+    out = tmp_path / "a.lvc"
+    api.encode(src, out, quality=0.5, intra_period=-1, max_frames=12, progress=False)
+    assert "P" in _types(out)
+    outputs = []
+    for threads in ("1", "2"):
+        y4m = tmp_path / f"{threads}.y4m"
+        r = run_lvc("decode", out, "-o", y4m, "--threads", threads)
+        assert r.returncode == 0, r.stderr
+        outputs.append(y4m.read_bytes())
+    assert outputs[0] == outputs[1]
