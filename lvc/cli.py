@@ -7,6 +7,7 @@ stderr with a non-zero exit code; tracebacks are for bugs only.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from lvc import __version__
@@ -28,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # MKL's GEMM (used by the synthesis) gives bitwise-identical results for any thread
+    # count only in strict conditional-reproducibility mode; it must be set before MKL starts.
+    os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -100,3 +100,32 @@ def test_decode_identical_across_threads_with_p_frames(tmp_path, forty):
         assert r.returncode == 0, r.stderr
         outputs.append(y4m.read_bytes())
     assert outputs[0] == outputs[1]
+
+
+def test_intra_period_zero_and_minus_one_are_the_same(tmp_path, forty):
+    src, _ = forty
+    api.encode(src, tmp_path / "a.lvc", intra_period=0, max_frames=5, progress=False)
+    api.encode(src, tmp_path / "b.lvc", intra_period=-1, max_frames=5, progress=False)
+    assert (tmp_path / "a.lvc").read_bytes() == (tmp_path / "b.lvc").read_bytes()
+    assert api.info(tmp_path / "a.lvc")["intra_period"] == 0
+
+
+def test_p_frame_without_reference_is_refused(tmp_path, forty):
+    from conftest import run_lvc
+
+    from lvc.bitstream.container import LvcReader, SequenceHeader, pack_frame
+
+    src, _ = forty
+    full = tmp_path / "a.lvc"
+    api.encode(src, full, quality=0.6, intra_period=-1, max_frames=6, progress=False)
+    with LvcReader(full) as r:
+        h = r.header
+        units = list(r.units())
+    p_units = [u for u in units if u.frame_type == 1]
+    assert p_units, "expected P-frames in a static-ish 6-frame group"
+    head = SequenceHeader(**{**h.__dict__, "frame_count": 1}).pack()
+    bad = tmp_path / "bad.lvc"
+    bad.write_bytes(head + pack_frame(1, p_units[0].quality, p_units[0].payload))
+    r = run_lvc("decode", bad, "-o", tmp_path / "x.y4m")
+    assert r.returncode != 0 and "frame 0" in r.stderr and "P-frame without" in r.stderr
+    assert not (tmp_path / "x.y4m").exists()

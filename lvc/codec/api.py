@@ -12,7 +12,7 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from lvc.bitstream.container import FRAME_I, LvcReader, LvcWriter, SequenceHeader
+from lvc.bitstream.container import FRAME_I, FRAME_P, LvcReader, LvcWriter, SequenceHeader
 from lvc.codec.sequence import SequenceDecoder, SequenceEncoder, quality_to_int
 from lvc.errors import InputError
 from lvc.io.reader import open_video
@@ -82,6 +82,11 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
     """
     if not 0.0 <= quality <= 1.0:
         raise InputError(f"quality {quality} is outside [0, 1]", None, "pass --quality between 0 and 1")
+    for name, value in (("intra_period", intra_period), ("refine", refine), ("max_frames", max_frames or 1)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InputError(f"{name} must be an integer (got {value!r})")
+    if max_frames is not None and max_frames < 1:
+        raise InputError(f"max_frames must be >= 1 (got {max_frames})")
     if intra_period < -1 or intra_period > 65535:
         raise InputError(f"intra period {intra_period} is invalid", None, "use -1 (first frame only) or 0..65535")
     _threads(threads)
@@ -175,7 +180,7 @@ def info(input: PathLike) -> dict:
     """Header fields and per-frame unit sizes, without decoding any frame."""
     with LvcReader(input) as r:
         h = r.header
-        units = [{"index": u.index, "type": "I" if u.frame_type == FRAME_I else "P",
+        units = [{"index": u.index, "type": {FRAME_I: "I", FRAME_P: "P"}.get(u.frame_type, str(u.frame_type)),
                   "quality": round(u.quality / 65535, 5), "bytes": u.size, "payload_bytes": len(u.payload)}
                  for u in r.units()]
         header_bytes = r.header_size

@@ -72,7 +72,8 @@ def _encode_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quality", "-q", type=_quality, default=0.5, help="0 (smallest) .. 1 (best), default 0.5")
     p.add_argument("--model", help="model name or .lvcm path (default: the shipped default model)")
     p.add_argument("--intra-period", type=int, default=32,
-                   help="an I-frame every N frames (default 32); 1: intra only; -1: only the first frame")
+                   help="force an I-frame every N frames (default 32); 1: intra only; -1 or 0: only the first "
+                        "(the encoder may still choose I-frames elsewhere, e.g. at scene cuts)")
     p.add_argument("--threads", type=int)
     p.add_argument("--frames", type=int, help="encode at most this many frames")
     p.add_argument("--fps", type=_fraction, help="frame rate for images / PNG folders (default 25)")

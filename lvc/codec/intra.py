@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import warnings
 from dataclasses import dataclass
 from functools import cached_property
@@ -49,6 +50,9 @@ def to_uint8(x: torch.Tensor, h: int, w: int) -> np.ndarray:
     return x.permute(1, 2, 0).contiguous().numpy()
 
 
+_FLAGS_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def deterministic_convolutions():
     """Convolutions whose results do not depend on the thread count.
@@ -57,7 +61,7 @@ def deterministic_convolutions():
     latent could round to different pixels; PyTorch's native im2col + GEMM path does not
     (checked from 4x4 to 68x120 latents). It costs about 2x in synthesis time.
     """
-    with warnings.catch_warnings():
+    with _FLAGS_LOCK, warnings.catch_warnings():  # the flag is process-global
         warnings.simplefilter("ignore")
         with torch.backends.mkldnn.flags(enabled=False):
             yield

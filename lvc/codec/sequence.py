@@ -86,6 +86,7 @@ class SequenceDecoder:
             if unit.quality != self.reference_quality:
                 raise BitstreamError("P-frame quality differs from its reference's", fwhere, "the file is corrupted")
             reference = self.reference
+        self.reference = self.reference_quality = None  # a failed frame leaves nothing to predict from
         try:
             out, latent = self.codec.decode(unit.payload, self.height, self.width, unit.quality, reference)
         except Exception as e:  # noqa: BLE001 - any failure inside a CRC-valid payload means a bad stream
