@@ -48,6 +48,17 @@ def test_ms_ssim_distortion_trains(tmp_path):
     assert torch.load(last, weights_only=False)["train_config"]["distortion"] == "ms-ssim"
 
 
+def test_slim_checkpoint_resumes(tmp_path):
+    from lvc.train.trainer import slim_checkpoint
+
+    last = train(_cfg(tmp_path / "a", 2), TINY, progress=False)
+    (tmp_path / "b").mkdir()
+    slim_checkpoint(last, tmp_path / "b" / last.name)
+    assert (tmp_path / "b" / last.name).stat().st_size < last.stat().st_size / 2
+    resumed = train(_cfg(tmp_path / "b", 4), TINY, resume=True, progress=False)
+    assert torch.load(resumed, weights_only=False)["step"] == 4
+
+
 def test_checkpoint_describes_itself(tmp_path):
     last = train(_cfg(tmp_path, 2), TINY, progress=False)
     state = torch.load(last, weights_only=False)
