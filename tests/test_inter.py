@@ -114,18 +114,18 @@ def test_p_frame_without_reference_is_refused(tmp_path, forty):
     from conftest import run_lvc
 
     from lvc.bitstream.container import LvcReader, SequenceHeader, pack_frame
+    from lvc.codec.intra import IntraCodec
 
-    src, _ = forty
+    src, frames = forty
     full = tmp_path / "a.lvc"
-    api.encode(src, full, quality=0.6, intra_period=-1, max_frames=6, progress=False)
+    api.encode(src, full, quality=0.6, intra_period=1, max_frames=1, progress=False)
     with LvcReader(full) as r:
         h = r.header
-        units = list(r.units())
-    p_units = [u for u in units if u.frame_type == 1]
-    assert p_units, "expected P-frames in a static-ish 6-frame group"
+    codec, q = IntraCodec(load_model()), round(0.6 * 65535)
+    p_payload = codec.encode(frames[1], q, reference=codec.encode(frames[0], q).latent).payload
     head = SequenceHeader(**{**h.__dict__, "frame_count": 1}).pack()
     bad = tmp_path / "bad.lvc"
-    bad.write_bytes(head + pack_frame(1, p_units[0].quality, p_units[0].payload))
+    bad.write_bytes(head + pack_frame(1, q, p_payload))
     r = run_lvc("decode", bad, "-o", tmp_path / "x.y4m")
     assert r.returncode != 0 and "frame 0" in r.stderr and "P-frame without" in r.stderr
     assert not (tmp_path / "x.y4m").exists()
