@@ -114,14 +114,14 @@ def test_p_frame_without_reference_is_refused(tmp_path, forty):
     from conftest import run_lvc
 
     from lvc.bitstream.container import LvcReader, SequenceHeader, pack_frame
-    from lvc.codec.intra import IntraCodec
+    from lvc.codec.frame import FrameCodec
 
     src, frames = forty
     full = tmp_path / "a.lvc"
     api.encode(src, full, quality=0.6, intra_period=1, max_frames=1, progress=False)
     with LvcReader(full) as r:
         h = r.header
-    codec, q = IntraCodec(load_model()), round(0.6 * 65535)
+    codec, q = FrameCodec(load_model()), round(0.6 * 65535)
     p_payload = codec.encode(frames[1], q, reference=codec.encode(frames[0], q).latent).payload
     head = SequenceHeader(**{**h.__dict__, "frame_count": 1}).pack()
     bad = tmp_path / "bad.lvc"

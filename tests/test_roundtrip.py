@@ -9,7 +9,7 @@ import pytest
 from conftest import frames_hash
 
 from lvc.codec import api
-from lvc.codec.intra import IntraCodec
+from lvc.codec.frame import FrameCodec
 from lvc.codec.sequence import SequenceEncoder
 from lvc.io.reader import open_video
 from lvc.io.writer import FrameWriter
@@ -141,14 +141,14 @@ def test_latent_refinement_stays_bit_exact_and_lowers_rd_cost(tiny_model, clip):
     with open_video(clip) as v:
         frame = next(v.frames())
     q = 40000
-    lmbda = IntraCodec(model)._lambda(q)
+    lmbda = FrameCodec(model)._lambda(q)
 
     def cost(r):
         mse = np.mean((r.recon.astype(np.float64) - frame) ** 2) / 255**2
         return lmbda * 255**2 * mse + r.estimated_bits / (frame.shape[0] * frame.shape[1])
 
-    plain = IntraCodec(model).encode(frame, q)
-    refined_codec = IntraCodec(model, refine_steps=8)
+    plain = FrameCodec(model).encode(frame, q)
+    refined_codec = FrameCodec(model, refine_steps=8)
     refined = refined_codec.encode(frame, q)
     assert np.array_equal(refined_codec.decode(refined.payload, 48, 64, q)[0], refined.recon)
     assert cost(refined) <= cost(plain) * 1.01

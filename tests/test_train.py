@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lvc.codec.cli import sample_clip
-from lvc.codec.intra import IntraCodec
+from lvc.codec.frame import FrameCodec
 from lvc.models.frozen import freeze
 from lvc.models.latent import LatentModel, ModelConfig
 from lvc.train.trainer import TrainConfig, latest_checkpoint, train
@@ -80,7 +80,7 @@ def test_validation_uses_real_encoder(tmp_path):
 def test_both_families_code_bit_exactly(arch):
     torch.manual_seed(0)
     model = LatentModel(ModelConfig(arch=arch, N=8, M=16, Nh=8, levels=3))
-    codec = IntraCodec(freeze(model, f"t-{arch}"))
+    codec = FrameCodec(freeze(model, f"t-{arch}"))
     rng = np.random.default_rng(0)
     frame = (rng.random((40, 70, 3)) * 255).astype(np.uint8)
     for q in (0, 30000, 65535):

@@ -88,8 +88,7 @@ def _pillow_codec(fmt: str) -> Codec:
                      f"PIL.Image.save(format={fmt!r}, {', '.join(f'{k}={v!r}' for k, v in opts.items())})",
                      peak_rss_mb=_self_peak_rss_mb())
 
-    return Codec(fmt.lower().replace("jpeg", "jpeg"), "image", IMAGE_POINTS[fmt.lower()], f"Pillow {PIL.__version__}",
-                 run)
+    return Codec(fmt.lower(), "image", IMAGE_POINTS[fmt.lower()], f"Pillow {PIL.__version__}", run)
 
 
 def lvc_codec(model: str | None = None, intra_period: int = 32, refine: int = 0) -> Codec:
@@ -140,12 +139,11 @@ def ffmpeg_codec(name: str, intra_period: int, threads: int = 1) -> Codec | None
     if f" {lib} " not in encoders:
         return None
     gop = ["-g", str(intra_period if intra_period > 0 else 100000)]
-    rate = "-crf" if name != "aom" else "-crf"
 
     def run(frames: list[np.ndarray], ref_path: Path, param: int, work: Path) -> Coded:
-        out = work / f"{name}_{param}.{ 'obu' if fmt == 'obu' else fmt}"
+        out = work / f"{name}_{param}.{fmt}"
         cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(ref_path), "-frames:v",
-               str(len(frames)), "-an", "-c:v", lib, *opts, *gop, rate, str(param), "-threads", str(threads),
+               str(len(frames)), "-an", "-c:v", lib, *opts, *gop, "-crf", str(param), "-threads", str(threads),
                "-pix_fmt", "yuv420p"]
         if fmt in _SEI_FILTER:
             cmd += ["-bsf:v", _SEI_FILTER[fmt]]

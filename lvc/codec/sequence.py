@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from lvc.bitstream.container import FRAME_I, FRAME_P, FrameUnit
-from lvc.codec.intra import IntraCodec, IntraResult
+from lvc.codec.frame import FrameCodec, FrameResult
 from lvc.errors import BitstreamError
 from lvc.models.frozen import QUALITY_MAX, FrozenModel
 
@@ -39,7 +39,7 @@ class SequenceEncoder:
     """``intra_period``: N > 0 forces an I-frame every N frames; 0 or -1: only the first."""
 
     def __init__(self, model: FrozenModel, quality: int, intra_period: int, refine_steps: int = 0) -> None:
-        self.codec = IntraCodec(model, refine_steps)
+        self.codec = FrameCodec(model, refine_steps)
         self.quality = quality
         self.intra_period = intra_period
         self.index = 0
@@ -49,7 +49,7 @@ class SequenceEncoder:
     def _forced_intra(self) -> bool:
         return self.reference is None or (self.intra_period > 0 and self.index % self.intra_period == 0)
 
-    def _cost(self, frame: np.ndarray, r: IntraResult) -> float:
+    def _cost(self, frame: np.ndarray, r: FrameResult) -> float:
         mse = float(np.mean((r.recon.astype(np.float64) - frame) ** 2))
         return self.lmbda * mse + r.estimated_bits / (frame.shape[0] * frame.shape[1])
 
@@ -67,7 +67,7 @@ class SequenceEncoder:
 
 class SequenceDecoder:
     def __init__(self, model: FrozenModel, width: int, height: int, where: str) -> None:
-        self.codec = IntraCodec(model)
+        self.codec = FrameCodec(model)
         self.width, self.height = width, height
         self.where = where
         self.reference: torch.Tensor | None = None

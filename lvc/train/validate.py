@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lvc.codec.intra import IntraCodec
+from lvc.codec.frame import FrameCodec
 from lvc.io.reader import open_video
 from lvc.metrics import psnr
 from lvc.models.frozen import QUALITY_MAX, freeze
@@ -31,7 +31,7 @@ def load_images(paths: list[str], limit: int = 24) -> list[np.ndarray]:
 
 def evaluate(model: LatentModel, images: list[np.ndarray], qualities=QUALITIES) -> list[dict]:
     """Mean bpp (real payload bytes) and PSNR-RGB per quality."""
-    codec = IntraCodec(freeze(model, "validation"))
+    codec = FrameCodec(freeze(model, "validation"))
     rows = []
     for q in qualities:
         bits = pixels = 0

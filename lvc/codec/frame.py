@@ -34,7 +34,7 @@ _ONE = 1 << LOG_FRAC_BITS
 
 
 @dataclass(frozen=True)
-class IntraResult:
+class FrameResult:
     payload: bytes
     recon: np.ndarray  # (H, W, 3) uint8, exactly what the decoder produces
     estimated_bits: float  # information content under the frozen tables
@@ -82,7 +82,7 @@ def _interp_fixed(table: torch.Tensor, q: int) -> torch.Tensor:
     return torch.div(table[i] * (QUALITY_MAX - f) + table[i + 1] * f, QUALITY_MAX, rounding_mode="floor")
 
 
-class IntraCodec:
+class FrameCodec:
     """Encode / decode single frames with one frozen model."""
 
     def __init__(self, model: FrozenModel, refine_steps: int = 0) -> None:
@@ -137,7 +137,7 @@ class IntraCodec:
 
     @torch.no_grad()
     def encode(self, frame: np.ndarray, q: int, reference: torch.Tensor | None = None,
-               y: torch.Tensor | None = None) -> IntraResult:
+               y: torch.Tensor | None = None) -> FrameResult:
         """Code ``frame`` as an I-frame, or as a P-frame against the fixed-point latent ``reference``."""
         h, w = frame.shape[:2]
         _, inv_gain = self._gains(q)
@@ -152,7 +152,7 @@ class IntraCodec:
         return math.exp(math.log(c.lambda_min) + (math.log(c.lambda_max) - math.log(c.lambda_min)) * q / QUALITY_MAX)
 
     def encode_latent(self, y: torch.Tensor, q: int, inv_gain: torch.Tensor, h: int, w: int,
-                      target: torch.Tensor | None = None, reference: torch.Tensor | None = None) -> IntraResult:
+                      target: torch.Tensor | None = None, reference: torch.Tensor | None = None) -> FrameResult:
         """Code ``y`` (minus ``reference``); with ``refine_steps`` and a ``target``, refine it first."""
         base = reference.float() / _ONE if reference is not None else None
         if base is not None:
@@ -174,7 +174,7 @@ class IntraCodec:
         self._y_coder.encode(enc, sym.numpy(), idx.numpy())
         bits += self.m.y_tables.bits(idx.numpy().ravel(), sym.numpy().ravel())
         latent = self._latent(sym, mean_fx, reference)
-        return IntraResult(coder.finish(enc), self._synthesize(latent, inv_gain, h, w), bits, latent)
+        return FrameResult(coder.finish(enc), self._synthesize(latent, inv_gain, h, w), bits, latent)
 
     @staticmethod
     def _latent(sym: torch.Tensor, mean_fx: torch.Tensor, reference: torch.Tensor | None) -> torch.Tensor:
