@@ -106,9 +106,12 @@ def lvc_codec(model: str | None = None, intra_period: int = 32, refine: int = 0)
                      + (f" --model {model}" if model else "") + (f" --refine {refine}" if refine else ""),
                      peak_rss_mb=_self_peak_rss_mb())
 
+    from lvc.models.registry import load_model
+
     tag = f"refine{refine}" if refine else ""
+    fm = load_model(model)  # the weights' hash is part of the version: cached points follow the model
     return Codec("lvc" + (f"-{tag}" if tag else ""), "any", LVC_POINTS,
-                 f"lvc {lvc.__version__} model={model or 'default'} {tag}".strip(), run)
+                 f"lvc {lvc.__version__} model={fm.name}@{fm.sha256[:12]} {tag}".strip(), run)
 
 
 def _ffmpeg_version() -> str | None:
