@@ -21,6 +21,7 @@ from PIL import Image
 
 import lvc
 from lvc.codec import api
+from lvc.io.convert import planes_to_rgb
 
 IMAGE_POINTS = {"jpeg": [10, 25, 40, 55, 70, 85, 95], "webp": [5, 20, 40, 60, 75, 90, 98],
                 "avif": [10, 25, 40, 55, 70, 85, 95]}
@@ -172,22 +173,6 @@ def _decode_planes(path: Path, n: int) -> list:
 
     with av.open(str(path)) as c:
         return [frame_planes(f) for _, f in zip(range(n), c.decode(video=0))]
-
-
-def planes_to_rgb(planes) -> np.ndarray:
-    """RGB of yuv420p planes through swscale (BT.601), as every RGB view in lvc."""
-    import av
-
-    y, u, v = planes
-    h, w = y.shape
-    frame = av.VideoFrame(w, h, "yuv420p")
-    for plane, data in zip(frame.planes, (y, u, v)):
-        buf = np.frombuffer(plane, dtype=np.uint8).reshape(-1, plane.line_size)
-        view = np.zeros_like(buf)
-        view[: data.shape[0], : data.shape[1]] = data
-        plane.update(view.tobytes())
-    return frame.to_ndarray(format="rgb24") if w % 2 == 0 and h % 2 == 0 else \
-        frame.reformat(format="rgb24").to_ndarray()
 
 
 def image_codecs() -> list[Codec]:

@@ -61,8 +61,7 @@ def load_reference(path: Path, max_frames: int | None, refs: Path) -> Reference:
             return Reference(path, path.stem, "image", [next(iter(v.frames()))], 1.0)
     import av
 
-    from lvc.bench.codecs import planes_to_rgb
-    from lvc.io.convert import frame_planes
+    from lvc.io.convert import frame_planes, planes_to_rgb
 
     refs.mkdir(parents=True, exist_ok=True)
     with open_video(path) as v:  # validates the input with lvc's own error messages

@@ -27,3 +27,17 @@ def frame_planes(frame: av.VideoFrame) -> Planes:
 
 def rgb_to_planes(rgb: np.ndarray) -> Planes:
     return frame_planes(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24"))
+
+
+def planes_to_rgb(planes) -> np.ndarray:
+    """RGB of yuv420p planes through swscale (BT.601), as every RGB view in lvc."""
+    y, u, v = planes
+    h, w = y.shape
+    frame = av.VideoFrame(w, h, "yuv420p")
+    for plane, data in zip(frame.planes, (y, u, v)):
+        buf = np.frombuffer(plane, dtype=np.uint8).reshape(-1, plane.line_size)
+        view = np.zeros_like(buf)
+        view[: data.shape[0], : data.shape[1]] = data
+        plane.update(view.tobytes())
+    return frame.to_ndarray(format="rgb24") if w % 2 == 0 and h % 2 == 0 else \
+        frame.reformat(format="rgb24").to_ndarray()
