@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 from lvc import __version__
 from lvc.errors import LvcError
@@ -29,11 +30,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # MKL's GEMM (used by the synthesis) gives bitwise-identical results for any thread
-    # count only in strict conditional-reproducibility mode; it must be set before MKL starts.
+    # MKL's GEMM gives bitwise-identical results for any thread count only in strict
+    # conditional-reproducibility mode; it must be set before MKL starts.
     os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
     parser = build_parser()
     args = parser.parse_args(argv)
+
+    def note(message, category, filename, lineno, file=None, line=None) -> None:  # one line, no source
+        print(f"lvc {args.command}: note: {message}", file=sys.stderr)
+
+    warnings.showwarning = note
     try:
         return int(args.func(args) or 0)
     except LvcError as e:

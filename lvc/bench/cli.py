@@ -34,8 +34,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--repeats", type=int, default=3)
     s.add_argument("--quality", type=float, default=0.5)
     s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--preset", choices=["fast", "medium", "slow"], default="medium")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_speed)
+
+
+def _lvc_variant(C, name: str, model: str | None, intra_period: int):
+    """``lvc``, ``lvc-fast``/``-slow`` (presets), ``lvc-intra`` (every frame I), ``lvc-refineN``."""
+    variant = name.removeprefix("lvc").removeprefix("-")
+    if variant in ("", "fast", "medium", "slow"):
+        return C.lvc_codec(model, intra_period, preset=variant or "medium", name=name)
+    if variant == "intra":
+        return C.lvc_codec(model, 1, name=name)
+    if variant.startswith("refine") and variant.removeprefix("refine").isdigit():
+        return C.lvc_codec(model, intra_period, refine=int(variant.removeprefix("refine")), name=name)
+    raise InputError(f"unknown lvc variant {name!r}", None, "use lvc, lvc-fast, lvc-slow, lvc-intra or lvc-refineN")
 
 
 def _select_codecs(names: list[str], model: str | None, intra_period: int) -> list:
@@ -43,9 +56,8 @@ def _select_codecs(names: list[str], model: str | None, intra_period: int) -> li
 
     out = []
     for n in names:
-        if n == "lvc" or n.startswith("lvc-refine"):
-            steps = int(n.removeprefix("lvc-refine") or 0) if n != "lvc" else 0
-            out.append(C.lvc_codec(model, intra_period, steps))
+        if n == "lvc" or n.startswith("lvc-"):
+            out.append(_lvc_variant(C, n, model, intra_period))
         elif n in ("jpeg", "webp", "avif"):
             out.append(next(c for c in C.image_codecs() if c.name == n))
         elif n in C.VIDEO_CRF:
@@ -138,7 +150,7 @@ def _speed(args: argparse.Namespace) -> int:
 def _speed_on(ref, args: argparse.Namespace) -> int:
     from lvc.bench import codecs as C
 
-    lvc_c = C.lvc_codec()
+    lvc_c = C.lvc_codec(preset=args.preset)
     x264 = C.ffmpeg_codec("x264", 32, threads=args.threads)
     import torch
 
@@ -156,7 +168,7 @@ def _speed_on(ref, args: argparse.Namespace) -> int:
     med = {k: statistics.median(v) for k, v in res.items() if v}
     w, h = ref.frames[0].shape[1], ref.frames[0].shape[0]
     report = {"input": str(ref.path), "size": f"{w}x{h}", "frames": len(ref.frames), "repeats": args.repeats,
-              "threads": args.threads, "median_fps": med}
+              "threads": args.threads, "preset": args.preset, "median_fps": med}
     if "x264_encode" in med:
         report["ratio_to_x264"] = {"encode": med["lvc_encode"] / med["x264_encode"],
                                    "decode": med["lvc_decode"] / med["x264_decode"]}

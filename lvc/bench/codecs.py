@@ -92,27 +92,27 @@ def _pillow_codec(fmt: str) -> Codec:
     return Codec(fmt.lower(), "image", IMAGE_POINTS[fmt.lower()], f"Pillow {PIL.__version__}", run)
 
 
-def lvc_codec(model: str | None = None, intra_period: int = 32, refine: int = 0) -> Codec:
+def lvc_codec(model: str | None = None, intra_period: int = 32, refine: int | None = None,
+              preset: str = "medium", name: str = "lvc") -> Codec:
     def run(frames: list[np.ndarray], ref_path: Path, param: float, work: Path) -> Coded:
         out = work / f"lvc_{param}.lvc"
         res = api.encode(ref_path, out, quality=param, model=model, intra_period=intra_period,
-                         max_frames=len(frames), progress=False, metrics=False, refine=refine)
+                         max_frames=len(frames), progress=False, metrics=False, refine=refine, preset=preset)
         t0 = time.perf_counter()
         dec = list(api.iter_decode(out, model=model))
         t1 = time.perf_counter()
         size = out.stat().st_size
         out.unlink()
         return Coded(size, dec, res.seconds, t1 - t0,
-                     f"lvc encode REF -o OUT.lvc --quality {param} --intra-period {intra_period}"
-                     + (f" --model {model}" if model else "") + (f" --refine {refine}" if refine else ""),
+                     f"lvc encode REF -o OUT.lvc --quality {param} --intra-period {intra_period} --preset {preset}"
+                     + (f" --model {model}" if model else "") + (f" --refine {refine}" if refine is not None else ""),
                      peak_rss_mb=_self_peak_rss_mb())
 
     from lvc.models.registry import load_model
 
-    tag = f"refine{refine}" if refine else ""
     fm = load_model(model)  # the weights' hash is part of the version: cached points follow the model
-    return Codec("lvc" + (f"-{tag}" if tag else ""), "any", LVC_POINTS,
-                 f"lvc {lvc.__version__} model={fm.name}@{fm.sha256[:12]} {tag}".strip(), run)
+    tag = f"preset={preset} intra_period={intra_period}" + (f" refine={refine}" if refine is not None else "")
+    return Codec(name, "any", LVC_POINTS, f"lvc {lvc.__version__} model={fm.name}@{fm.sha256[:12]} {tag}", run)
 
 
 def _ffmpeg_version() -> str | None:
@@ -131,6 +131,7 @@ _FFMPEG_ENC = {
     "aom": ("libaom-av1", "obu", ["-cpu-used", "6", "-usage", "realtime", "-lag-in-frames", "0"]),
 }
 _SEI_FILTER = {"h264": "filter_units=remove_types=6", "hevc": "filter_units=remove_types=39|40"}
+
 
 
 def ffmpeg_codec(name: str, intra_period: int, threads: int = 1) -> Codec | None:

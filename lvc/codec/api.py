@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
+import warnings
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -12,8 +15,9 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from lvc.bitstream.container import FRAME_I, FRAME_P, LvcReader, LvcWriter, SequenceHeader
-from lvc.codec.sequence import SequenceDecoder, SequenceEncoder, quality_to_int
+from lvc.bitstream.container import FRAME_I, FRAME_P, LvcReader, LvcWriter, SequenceHeader, pack_frame
+from lvc.codec.ratecontrol import search_quality
+from lvc.codec.sequence import PRESETS, CodedFrame, SequenceDecoder, SequenceEncoder, quality_to_int
 from lvc.errors import InputError
 from lvc.io.reader import open_video
 from lvc.io.writer import FrameWriter, output_kind
@@ -33,6 +37,8 @@ class EncodeResult:
     estimated_bits: float
     seconds: float
     metrics: dict[str, float] = field(default_factory=dict)  # encoder's reconstruction vs input
+    quality: float = 0.5  # the quality used (chosen by rate control with a bitrate target)
+    rate_passes: int = 0  # encoding passes spent by rate control (the written pass not counted)
 
     @property
     def bpp(self) -> float:
@@ -74,62 +80,112 @@ def _threads(n: int | None) -> None:
 def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str | None = None,
            intra_period: int = 32, threads: int | None = None, max_frames: int | None = None,
            fps: Fraction | None = None, progress: bool | None = None, metrics: bool = True,
-           refine: int = 0) -> EncodeResult:
+           refine: int | None = None, preset: str = "medium", bitrate: float | None = None) -> EncodeResult:
     """Encode a video/image/PNG folder to an ``.lvc`` file (written atomically).
 
-    ``refine`` > 0 spends that many gradient steps per frame improving the latent at the
-    encoder (better rate-distortion, same decoder, slower encode).
+    ``preset`` (fast | medium | slow) sets the encoder's effort; ``refine`` > 0 overrides its
+    encoder-side latent refinement steps per frame. ``bitrate`` (kbps) replaces ``quality``:
+    the quality is searched with whole encoding passes so the file lands on that rate.
     """
     if not 0.0 <= quality <= 1.0:
         raise InputError(f"quality {quality} is outside [0, 1]", None, "pass --quality between 0 and 1")
-    for name, value in (("intra_period", intra_period), ("refine", refine), ("max_frames", max_frames or 1)):
+    for name, value in (("intra_period", intra_period), ("refine", refine or 0), ("max_frames", max_frames or 1)):
         if not isinstance(value, int) or isinstance(value, bool):
             raise InputError(f"{name} must be an integer (got {value!r})")
     if max_frames is not None and max_frames < 1:
         raise InputError(f"max_frames must be >= 1 (got {max_frames})")
     if intra_period < -1 or intra_period > 65535:
         raise InputError(f"intra period {intra_period} is invalid", None, "use -1 (first frame only) or 0..65535")
+    if refine is not None and refine < 0:
+        raise InputError(f"refine steps must be >= 0 (got {refine})")
+    if preset not in PRESETS:
+        raise InputError(f"unknown preset {preset!r}", None, f"use one of {', '.join(PRESETS)}")
+    if bitrate is not None and not (isinstance(bitrate, (int, float)) and math.isfinite(bitrate) and bitrate > 0):
+        raise InputError(f"bitrate {bitrate!r} is invalid", None, "pass --bitrate in kbps, > 0")
     _threads(threads)
     fm = load_model(model)
-    q = quality_to_int(quality)
-    acc = MetricAccumulator() if metrics else None
-    est = 0.0
     t0 = time.perf_counter()
     with open_video(input, fps) as src:
         info = src.info
-        rate = info.fps if max(info.fps.numerator, info.fps.denominator) <= 1_000_000 else \
-            info.fps.limit_denominator(10_000)
-        header = SequenceHeader(fm.name, fm.weights_hash, info.width, info.height, rate, 1,
-                                max(intra_period, 0))
-        if refine < 0:
-            raise InputError(f"refine steps must be >= 0 (got {refine})")
-        enc = SequenceEncoder(fm, q, intra_period, refine)
-        total = min(x for x in (info.frame_count, max_frames) if x) if (info.frame_count or max_frames) else None
-        with LvcWriter(output, header) as w, _progress(total, "encode", progress) as bar:
-            for i, frame in enumerate(src.frames()):
-                if max_frames is not None and i >= max_frames:
-                    break
-                coded = enc.encode(frame)
-                w.write_frame(coded.frame_type, coded.quality, coded.payload)
-                est += coded.estimated_bits
-                if acc is not None:
-                    acc.add(frame, coded.recon)
-                bar.update(1)
-            w.commit()
-            size = w.bytes_written
+    rate = info.fps if max(info.fps.numerator, info.fps.denominator) <= 1_000_000 else \
+        info.fps.limit_denominator(10_000)
+    header = SequenceHeader(fm.name, fm.weights_hash, info.width, info.height, rate, 1, max(intra_period, 0))
+    total = min(x for x in (info.frame_count, max_frames) if x) if (info.frame_count or max_frames) else None
+
+    def run(q: int, writer: LvcWriter | None, acc: MetricAccumulator | None, desc: str) -> tuple[int, int, float]:
+        """One encoding pass: (frames, file bytes, estimated bits)."""
+        enc = SequenceEncoder(fm, q, intra_period, refine, preset)
+        size, n, est = len(header.pack()), 0, 0.0
+        pending: deque = deque()  # reconstructions still being synthesised, scored in order
+        with open_video(input, fps) as s, _progress(total, desc, progress) as bar:
+            try:
+                for i, frame in enumerate(s.frames()):
+                    if max_frames is not None and i >= max_frames:
+                        break
+                    coded = enc.encode(frame)
+                    size += len(pack_frame(coded.frame_type, coded.quality, coded.payload))
+                    if writer is not None:
+                        writer.write_frame(coded.frame_type, coded.quality, coded.payload)
+                    est += coded.estimated_bits
+                    n += 1
+                    if acc is not None:
+                        pending.append((frame, coded))
+                        while len(pending) > enc.codec.synthesis.workers:
+                            acc.add(*_scored(pending.popleft()))
+                    bar.update(1)
+                while pending:
+                    acc.add(*_scored(pending.popleft()))
+            finally:
+                enc.codec.synthesis.close()
+        return n, size, est
+
+    q = quality_to_int(quality)
+    search = None
+    if bitrate is not None:
+        def measure(qq: int) -> float:
+            n, size, _ = run(qq, None, None, f"rate q={qq / 65535:.3f}")
+            return size * 8 * float(rate) / max(n, 1)
+
+        search = search_quality(measure, bitrate * 1000)
+        q = search.quality
+        if not search.reachable:
+            warnings.warn(f"{bitrate} kbps is outside this model's range for this input; "
+                          f"encoding at quality {q / 65535:.3f} ({search.bits / 1000:.1f} kbps)", stacklevel=2)
+    acc = MetricAccumulator() if metrics else None
+    with LvcWriter(output, header) as w:
+        frames, _, est = run(q, w, acc, "encode")
+        w.commit()
+        size = w.bytes_written
     seconds = time.perf_counter() - t0
-    return EncodeResult(w.frames, info.width, info.height, float(info.fps), size, est, seconds,
-                        acc.mean() if acc else {})
+    return EncodeResult(frames, info.width, info.height, float(info.fps), size, est, seconds,
+                        acc.mean() if acc else {}, q / 65535, len(search.probes) if search else 0)
+
+
+def _scored(item: tuple[np.ndarray, CodedFrame]) -> tuple[np.ndarray, np.ndarray]:
+    frame, coded = item
+    return frame, coded.recon
 
 
 def iter_decode(input: PathLike, model: str | None = None) -> Iterator[np.ndarray]:
-    """Decoded RGB frames, streamed: each comes out as soon as its unit is read."""
+    """Decoded RGB frames, streamed in order.
+
+    Entropy decoding runs ahead by as many frames as there are synthesis workers, so the
+    syntheses of consecutive frames overlap.
+    """
     with LvcReader(input) as r:
         h = r.header
         fm = model_for_stream(h.model_name, h.weights_hash, model, str(input))
         dec = SequenceDecoder(fm, h.width, h.height, str(input))
-        for unit in r.units():
-            yield dec.decode(unit)
+        pending: deque = deque()
+        try:
+            for unit in r.units():
+                pending.append(dec.decode_async(unit))
+                if len(pending) > dec.codec.synthesis.workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            dec.codec.synthesis.close()
 
 
 def decode(input: PathLike, output: PathLike | None = None, model: str | None = None, threads: int | None = None,

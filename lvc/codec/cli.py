@@ -39,6 +39,16 @@ def _quality(s: str) -> float:
     return q
 
 
+def _kbps(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"bitrate must be a positive number of kbps (got {s})")
+    return v
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("encode", help="encode a video, image or PNG folder to .lvc")
     e.add_argument("input")
@@ -77,15 +87,19 @@ def _encode_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int)
     p.add_argument("--frames", type=int, help="encode at most this many frames")
     p.add_argument("--fps", type=_fraction, help="frame rate for images / PNG folders (default 25)")
-    p.add_argument("--refine", type=int, default=0,
-                   help="encoder-side latent refinement steps per frame (slower encode, better RD; default 0)")
+    p.add_argument("--preset", choices=["fast", "medium", "slow"], default="medium",
+                   help="encoder effort (I/P decisions, latent refinement); decoding speed is the same")
+    p.add_argument("--bitrate", type=_kbps, help="target bitrate in kbps (replaces --quality; multi-pass)")
+    p.add_argument("--refine", type=int,
+                   help="encoder-side latent refinement steps per frame (default: the preset's; slow = 16)")
 
 
 def _do_encode(args: argparse.Namespace, input: str, output: str) -> api.EncodeResult:
     if args.frames is not None and args.frames < 1:
         raise InputError(f"--frames must be >= 1 (got {args.frames})")
     return api.encode(input, output, quality=args.quality, model=args.model, intra_period=args.intra_period,
-                      threads=args.threads, max_frames=args.frames, fps=args.fps, refine=args.refine)
+                      threads=args.threads, max_frames=args.frames, fps=args.fps, refine=args.refine,
+                      preset=args.preset, bitrate=args.bitrate)
 
 
 def _encode(args: argparse.Namespace) -> int:
@@ -96,7 +110,8 @@ def _encode(args: argparse.Namespace) -> int:
         m = res.metrics
         print(f"{args.output}: {res.frames} frames {res.width}x{res.height}, {res.bytes} bytes, "
               f"{res.bpp:.4f} bpp, {res.kbps:.1f} kbps, PSNR-RGB {m.get('psnr_rgb', 0):.2f} dB, "
-              f"{res.frames / res.seconds:.1f} fps")
+              f"{res.frames / res.seconds:.1f} fps"
+              + (f" (quality {res.quality:.4f} after {res.rate_passes} rate passes)" if res.rate_passes else ""))
     return 0
 
 
@@ -140,7 +155,7 @@ def _roundtrip(args: argparse.Namespace) -> int:
         m = enc.metrics
         print(f"input     {src} ({enc.width}x{enc.height}, {enc.frames} frames @ {enc.fps:.3f} fps)\n"
               f"encoded   {lvc_path}: {enc.bytes} bytes, {enc.bpp:.4f} bpp, {enc.kbps:.1f} kbps "
-              f"(quality {args.quality})\n"
+              f"(quality {enc.quality:.4f})\n"
               f"decoded   {y4m_path}\n"
               f"quality   PSNR-RGB {m['psnr_rgb']:.2f} dB, PSNR-Y {m['psnr_y']:.2f} dB, "
               f"PSNR-YUV(6:1:1) {m['psnr_yuv']:.2f} dB, MS-SSIM {m['ms_ssim']:.4f}\n"

@@ -3,7 +3,9 @@
 With the side information (and so every mean and scale index) fixed, the latent ``y``
 is optimised by a few Adam steps on ``lambda * 255**2 * MSE + bits``, the rounding passed
 straight through (Campos et al. 2019; Yang et al. 2020 use the same idea). Only the
-encoder pays; the bitstream and decoder are untouched.
+encoder pays; the bitstream and decoder are untouched. Adam's steps move every element
+by about ``lr``, so the rate is small: at 0.03-0.1 a few steps flip many symbols the wrong
+way and the loss rises (measured); 0.004 over 16-24 steps lowers it by 1-1.5%.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from lvc.entropy.tables import table_scales
 
 def refine_latent(g_s: torch.nn.Module, y: torch.Tensor, mean: torch.Tensor, scale_idx: torch.Tensor,
                   inv_gain: torch.Tensor, target: torch.Tensor, lmbda: float, steps: int,
-                  lr: float = 0.03, offset: torch.Tensor | None = None) -> torch.Tensor:
+                  lr: float = 0.004, offset: torch.Tensor | None = None) -> torch.Tensor:
     """Refined ``y`` for the frame ``target`` (1, 3, H, W) cropped region, prior held fixed.
 
     ``offset`` is added before synthesis (a P-frame's reference latent; ``y`` is then the residual).

@@ -1,14 +1,22 @@
 """Frame-sequence coding: frame types, groups of pictures, the decoder's reference state.
 
-P-frames code the latent residual against the previous frame's decoded latent, which
-both sides hold in exact fixed point, so decoding never drifts. The encoder codes a
-candidate frame both ways and keeps the one with the lower rate-distortion cost
-``lambda * MSE + bpp``; a scene cut therefore becomes an I-frame by itself. Frames at
-multiples of the intra period are always I-frames (random access).
+P-frames are coded against the previous frame's decoded latent, which both sides hold
+in exact fixed point, so decoding never drifts. Where a frame is not forced to be an
+I-frame (multiples of the intra period, for random access), the encoder picks I or P;
+a scene cut therefore becomes an I-frame by itself. How hard it looks is the preset:
+
+* ``fast``: P, unless the P estimate jumps well above the recent P-frames' (a likely cut);
+  then the cheaper of the two estimates;
+* ``medium``: the cheaper of the two estimated rates (no range coding, no synthesis);
+* ``slow``: both coded and synthesised, the lower ``lambda * MSE + bpp`` wins, after
+  encoder-side latent refinement.
+
+Every preset writes the same syntax; the decoder's work does not depend on it.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,24 +35,50 @@ def quality_to_int(quality: float) -> int:
 
 
 @dataclass(frozen=True)
+class Preset:
+    """Encoder effort; see the module docstring."""
+
+    decision: str  # "cut", "rate" or "rd"
+    refine_steps: int
+    bf16_analysis: bool
+
+
+PRESETS = {"fast": Preset("cut", 0, True), "medium": Preset("rate", 0, True), "slow": Preset("rd", 16, False)}
+CUT_JUMP = 1.8  # a P estimate this many times the recent mean triggers the I check (fast)
+
+
+@dataclass(frozen=True)
 class CodedFrame:
     frame_type: int
     quality: int
     payload: bytes
-    recon: np.ndarray
+    pending: Future  # the reconstruction, synthesised on a worker
     estimated_bits: float
+
+    @property
+    def recon(self) -> np.ndarray:
+        return self.pending.result()
 
 
 class SequenceEncoder:
-    """``intra_period``: N > 0 forces an I-frame every N frames; 0 or -1: only the first."""
+    """``intra_period``: N > 0 forces an I-frame every N frames; 0 or -1: only the first.
 
-    def __init__(self, model: FrozenModel, quality: int, intra_period: int, refine_steps: int = 0) -> None:
-        self.codec = FrameCodec(model, refine_steps)
+    ``refine_steps`` (if given) overrides the preset's.
+    """
+
+    def __init__(self, model: FrozenModel, quality: int, intra_period: int, refine_steps: int | None = None,
+                 preset: str = "medium") -> None:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
+        self.preset = PRESETS[preset]
+        self.codec = FrameCodec(model, self.preset.refine_steps if refine_steps is None else refine_steps,
+                                fast_analysis=self.preset.bf16_analysis)
         self.quality = quality
         self.intra_period = intra_period
         self.index = 0
         self.reference: torch.Tensor | None = None
         self.lmbda = self.codec._lambda(quality)
+        self._recent_p: list[float] = []
 
     def _forced_intra(self) -> bool:
         return self.reference is None or (self.intra_period > 0 and self.index % self.intra_period == 0)
@@ -53,16 +87,34 @@ class SequenceEncoder:
         mse = float(np.mean((r.recon.astype(np.float64) - frame) ** 2))
         return self.lmbda * mse + r.estimated_bits / (frame.shape[0] * frame.shape[1])
 
+    def _choose_intra(self, y: torch.Tensor) -> bool:
+        """I/P decision from estimated rates (``fast`` and ``medium``)."""
+        p_bits = self.codec.estimate_bits(y, self.quality, self.reference)
+        recent = self._recent_p[-4:]
+        if self.preset.decision == "cut" and recent and p_bits < CUT_JUMP * sum(recent) / len(recent):
+            intra = False
+        else:
+            intra = self.codec.estimate_bits(y, self.quality) < p_bits
+        self._recent_p = [] if intra else [*recent, p_bits]
+        return intra
+
     def encode(self, frame: np.ndarray) -> CodedFrame:
         y, _ = self.codec.analyse(frame, self.quality)
-        best, kind = self.codec.encode(frame, self.quality, y=y), FRAME_I
-        if not self._forced_intra():
+        if self._forced_intra():
+            best, kind = self.codec.encode(frame, self.quality, y=y), FRAME_I
+            self._recent_p = []
+        elif self.preset.decision == "rd":
+            best, kind = self.codec.encode(frame, self.quality, y=y), FRAME_I
             p = self.codec.encode(frame, self.quality, reference=self.reference, y=y)
             if self._cost(frame, p) < self._cost(frame, best):
                 best, kind = p, FRAME_P
+        elif self._choose_intra(y):
+            best, kind = self.codec.encode(frame, self.quality, y=y), FRAME_I
+        else:
+            best, kind = self.codec.encode(frame, self.quality, reference=self.reference, y=y), FRAME_P
         self.reference = best.latent
         self.index += 1
-        return CodedFrame(kind, self.quality, best.payload, best.recon, best.estimated_bits)
+        return CodedFrame(kind, self.quality, best.payload, best.pending, best.estimated_bits)
 
 
 class SequenceDecoder:
@@ -74,6 +126,10 @@ class SequenceDecoder:
         self.reference_quality: int | None = None
 
     def decode(self, unit: FrameUnit) -> np.ndarray:
+        return self.decode_async(unit).result()
+
+    def decode_async(self, unit: FrameUnit) -> Future:
+        """Entropy-decode ``unit`` now (errors raise here); its pixels arrive in the future."""
         fwhere = f"{self.where}: frame {unit.index}"
         if unit.frame_type not in (FRAME_I, FRAME_P):
             raise BitstreamError(f"frame type {unit.frame_type} is not supported by this decoder", fwhere,
@@ -88,7 +144,7 @@ class SequenceDecoder:
             reference = self.reference
         self.reference = self.reference_quality = None  # a failed frame leaves nothing to predict from
         try:
-            out, latent = self.codec.decode(unit.payload, self.height, self.width, unit.quality, reference)
+            out, latent = self.codec.decode_async(unit.payload, self.height, self.width, unit.quality, reference)
         except Exception as e:  # noqa: BLE001 - any failure inside a CRC-valid payload means a bad stream
             raise BitstreamError(f"payload does not decode ({e.__class__.__name__}: {e})", fwhere,
                                  "the file is corrupted or was written by another encoder") from None

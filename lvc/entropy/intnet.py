@@ -72,7 +72,11 @@ class IntSynthesis:
 
     def __call__(self, z_hat: torch.Tensor) -> torch.Tensor:
         """Fixed-point output (``ACT_FRAC_BITS`` fraction bits) for integer input ``z_hat``."""
-        x = z_hat.long() << ACT_FRAC_BITS
+        return self.run_fixed(z_hat.long() << ACT_FRAC_BITS)
+
+    def run_fixed(self, x: torch.Tensor) -> torch.Tensor:
+        """Fixed-point output for fixed-point input (both ``ACT_FRAC_BITS`` fraction bits)."""
+        x = x.clamp(-ACT_LIMIT, ACT_LIMIT)
         for layer in self.layers:
             x = layer(x)
         return x

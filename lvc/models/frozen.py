@@ -21,9 +21,22 @@ from lvc.entropy.intnet import IntSynthesis
 from lvc.entropy.tables import LOG_FRAC_BITS, CdfTables, factorized_tables, gaussian_tables
 from lvc.errors import ModelError
 from lvc.models.latent import LatentModel, ModelConfig
+from lvc.models.temporal import TemporalConfig, TemporalPrior
 
 FILE_FORMAT = "lvc-model/1"
 QUALITY_MAX = 65535  # qualities travel as 16-bit integers
+
+
+@dataclass(frozen=True)
+class FrozenTemporal:
+    """The P-frame prior (see :mod:`lvc.models.temporal`) with its decoder path in integers."""
+
+    config: TemporalConfig
+    h_a: nn.Module  # encoder only: float is fine
+    hyper: IntSynthesis  # z -> features at latent resolution (fixed point)
+    fuse: IntSynthesis  # [features, reference] -> mean offset, log-scale (fixed point)
+    z_tables: CdfTables
+    intra_sha256: str  # the intra model whose latents it was trained on
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,7 @@ class FrozenModel:
     static_log_scale: torch.Tensor | None
     sha256: str = ""
     data: bytes = field(default=b"", repr=False)  # the serialised file this model was read from
+    temporal: FrozenTemporal | None = None  # P-frame prior; without it P-frames code latent residuals
 
     @property
     def weights_hash(self) -> bytes:
@@ -51,7 +65,8 @@ class FrozenModel:
         return bytes.fromhex(self.sha256[:16])
 
 
-def freeze(model: LatentModel, name: str) -> FrozenModel:
+def freeze(model: LatentModel, name: str, temporal: TemporalPrior | None = None,
+           intra_sha256: str = "") -> FrozenModel:
     """Build the integer coding state of ``model`` (explicit, once, before saving).
 
     The result is what loading the saved file gives, byte for byte: transforms are
@@ -74,6 +89,14 @@ def freeze(model: LatentModel, name: str) -> FrozenModel:
              "float": {**half, "log_gain": model.log_gain.detach().clone(),
                        "log_inv_gain": model.log_inv_gain.detach().clone()},
              "frozen": frozen}
+    if temporal is not None:
+        temporal = temporal.eval()
+        with torch.no_grad():
+            state["temporal"] = {"config": temporal.cfg.to_dict(), "h_a": _half(temporal.h_a.state_dict()),
+                                 "hyper": IntSynthesis.from_float(temporal.h_s).to_state(),
+                                 "fuse": IntSynthesis.from_float(temporal.fuse).to_state(),
+                                 "z_tables": factorized_tables(temporal.z_density).to_state(),
+                                 "intra_sha256": intra_sha256}
     buf = io.BytesIO()
     torch.save(state, buf)
     return from_bytes(buf.getvalue(), name)
@@ -146,6 +169,16 @@ def _build(state: dict, data: bytes) -> FrozenModel:
         CdfTables.from_state(fr["y_tables"]),
         fr["static_mean"].long() if fr["static_mean"] is not None else None,
         fr["static_log_scale"].long() if fr["static_log_scale"] is not None else None,
-        hashlib.sha256(data).hexdigest(), data,
+        hashlib.sha256(data).hexdigest(), data, _build_temporal(state.get("temporal")),
     )
     return fm
+
+
+def _build_temporal(t: dict | None) -> FrozenTemporal | None:
+    if t is None:
+        return None
+    cfg = TemporalConfig.from_dict(t["config"])
+    h_a = TemporalPrior(cfg).h_a.requires_grad_(False)
+    h_a.load_state_dict(_full(t["h_a"]))
+    return FrozenTemporal(cfg, h_a.eval(), IntSynthesis.from_state(t["hyper"]), IntSynthesis.from_state(t["fuse"]),
+                          CdfTables.from_state(t["z_tables"]), t["intra_sha256"])

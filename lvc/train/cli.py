@@ -12,6 +12,9 @@ import torch
 from lvc.errors import ModelError
 from lvc.models.frozen import freeze, save_frozen
 from lvc.models.latent import LatentModel, ModelConfig
+from lvc.models.registry import load_model
+from lvc.models.temporal import TemporalConfig, TemporalPrior
+from lvc.train.temporal import TemporalTrainConfig, train_temporal
 from lvc.train.trainer import TrainConfig, train
 
 
@@ -38,6 +41,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     p.set_defaults(func=run)
 
+    t = sub.add_parser("train-p", help="train the P-frame (temporal) prior of a latent model on video clips",
+                       description="Rate training of the temporal prior on latents of consecutive frames; "
+                                   "the intra model stays frozen.")
+    t.add_argument("data", nargs="+", help="video files or folders (searched recursively)")
+    t.add_argument("--out", required=True, help="run folder: checkpoints, log.csv, latent cache")
+    t.add_argument("--model", help="intra model (name or .lvcm); default: the shipped model")
+    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    t.add_argument("--init", help="start from this temporal checkpoint's weights (e.g. after the intra model changed)")
+    for f in fields(TemporalTrainConfig):
+        if f.name not in ("data", "out"):
+            t.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    t.set_defaults(func=run_temporal)
+
     e = sub.add_parser("export", help="freeze a training checkpoint into a .lvcm model file",
                        description="Builds the integer coding tables once and writes NAME.lvcm; with "
                                    "--manifest, records its SHA-256 in that MANIFEST.json.")
@@ -45,6 +61,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--name", required=True, help="stable model name recorded in bitstreams")
     e.add_argument("-o", "--output", required=True, help="output .lvcm file")
     e.add_argument("--manifest", help="MANIFEST.json to update (e.g. lvc/weights/MANIFEST.json)")
+    e.add_argument("--temporal", help="a `lvc train-p` checkpoint to include as the P-frame prior")
     e.set_defaults(func=export)
 
 
@@ -56,6 +73,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_temporal(args: argparse.Namespace) -> int:
+    cfg = TemporalTrainConfig(**{f.name: getattr(args, f.name) for f in fields(TemporalTrainConfig)})
+    last = train_temporal(cfg, load_model(args.model), resume=args.resume, init=args.init)
+    print(f"last checkpoint: {last}")
+    return 0
+
+
+def _load_temporal(path: str) -> tuple[TemporalPrior, str]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        prior = TemporalPrior(TemporalConfig.from_dict(state["temporal_config"]))
+        prior.load_state_dict(state["model"])
+        return prior, state["intra_sha256"]
+    except Exception as e:  # noqa: BLE001 - see export
+        raise ModelError(f"not a usable `lvc train-p` checkpoint ({e.__class__.__name__})", path) from None
+
+
 def export(args: argparse.Namespace) -> int:
     if not 1 <= len(args.name.encode()) <= 64:
         raise ModelError("model name must be 1..64 bytes of UTF-8", args.name)
@@ -65,7 +99,15 @@ def export(args: argparse.Namespace) -> int:
         model.load_state_dict(state["model"])
     except Exception as e:  # noqa: BLE001 - unpickling can fail in many ways; all mean "not a checkpoint"
         raise ModelError(f"not a usable lvc checkpoint ({e.__class__.__name__})", args.checkpoint) from None
-    sha = save_frozen(freeze(model, args.name), args.output)
+    frozen = freeze(model, args.name)
+    if args.temporal:
+        prior, trained_for = _load_temporal(args.temporal)
+        if trained_for != frozen.sha256:
+            raise ModelError(f"the P prior was trained for intra model {trained_for[:16]}, not this checkpoint's "
+                             f"{frozen.sha256[:16]}", args.temporal,
+                             "export the intra model alone, then run `lvc train-p --model IT --init CKPT`")
+        frozen = freeze(model, args.name, prior, frozen.sha256)
+    sha = save_frozen(frozen, args.output)
     if args.manifest:
         path = Path(args.manifest)
         entries = json.loads(path.read_text()) if path.exists() else {}

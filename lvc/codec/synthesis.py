@@ -1,0 +1,75 @@
+"""Deterministic, parallel synthesis: fixed-point latent -> uint8 frame.
+
+oneDNN convolutions are about 3x faster here than PyTorch's native path, but split their
+reductions by the number of intra-op threads, so 1 and 2 threads round differently.
+Every synthesis therefore runs on a worker thread pinned to one intra-op thread: the
+result never depends on ``--threads`` or on the worker count, and the cores are used by
+synthesising several frames at once instead. This is possible because P-frames predict
+from the fixed-point latent, not from pixels, so a frame's pixels are needed by nobody
+but the writer (and the encoder's own mode decision).
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+import torch
+from torch import nn
+
+from lvc.entropy.tables import LOG_FRAC_BITS
+
+_ONE = 1 << LOG_FRAC_BITS
+MAX_WORKERS = 8
+
+
+def to_uint8(x: torch.Tensor, h: int, w: int) -> np.ndarray:
+    x = x[0, :, :h, :w].clamp(0, 1).mul(255.0).round().to(torch.uint8)
+    return x.permute(1, 2, 0).contiguous().numpy()
+
+
+def _one_intra_op_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def default_workers() -> int:
+    """One synthesis worker per core the process may use (at most ``MAX_WORKERS``)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, torch.get_num_threads(), MAX_WORKERS))
+
+
+class Synthesizer:
+    """Runs ``g_s`` on single-threaded workers; ``submit`` returns a future frame."""
+
+    def __init__(self, g_s: nn.Module, workers: int | None = None) -> None:
+        self.g_s = g_s
+        self.workers = workers or default_workers()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _run(self, latent_fx: torch.Tensor, inv_gain: torch.Tensor, h: int, w: int) -> np.ndarray:
+        if torch.get_num_threads() != 1 or not torch.backends.mkldnn.enabled:
+            raise RuntimeError("synthesis worker lost its single-thread oneDNN configuration")
+        with torch.no_grad():
+            return to_uint8(self.g_s(latent_fx.float() / _ONE * inv_gain), h, w)
+
+    def submit(self, latent_fx: torch.Tensor, inv_gain: torch.Tensor, h: int, w: int) -> Future:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, "lvc-synthesis", initializer=_one_intra_op_thread)
+        return self._pool.submit(self._run, latent_fx, inv_gain, h, w)
+
+    def __call__(self, latent_fx: torch.Tensor, inv_gain: torch.Tensor, h: int, w: int) -> np.ndarray:
+        return self.submit(latent_fx, inv_gain, h, w).result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __del__(self) -> None:  # worker threads must not outlive the codec that owns them
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,94 @@
+"""Presets trade encoder effort only; rate control lands on the requested bitrate."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from lvc.codec import api
+from lvc.codec.cli import sample_clip
+from lvc.codec.ratecontrol import search_quality
+from lvc.codec.sequence import SequenceEncoder
+from lvc.io.reader import open_video
+from lvc.io.writer import FrameWriter
+from lvc.models.frozen import QUALITY_MAX
+from lvc.models.registry import load_model
+
+
+@pytest.fixture(scope="module")
+def twelve(tmp_path_factory):
+    """12 real frames (96x64 crops of the sample clip) and the frames the encoder sees."""
+    with open_video(sample_clip()) as v:
+        frames = [np.ascontiguousarray(f[100:164, 300:396]) for _, f in zip(range(12), v.frames())]
+    path = tmp_path_factory.mktemp("presets") / "twelve.y4m"
+    w = FrameWriter(path, 96, 64, Fraction(25))
+    for f in frames:
+        w.write(f)
+    w.commit()
+    with open_video(path) as v:
+        return path, list(v.frames())
+
+
+@pytest.mark.parametrize("preset,refine", [("fast", None), ("medium", None), ("slow", 2)])
+def test_every_preset_decodes_to_the_encoders_reconstruction(tmp_path, twelve, preset, refine):
+    src, frames = twelve
+    out = tmp_path / "a.lvc"
+    api.encode(src, out, quality=0.5, intra_period=-1, preset=preset, refine=refine, max_frames=6, progress=False)
+    enc = SequenceEncoder(load_model(), round(0.5 * QUALITY_MAX), -1, refine, preset)
+    expected = [enc.encode(f).recon for f in frames[:6]]
+    decoded = list(api.iter_decode(out))
+    assert len(decoded) == 6 and all(np.array_equal(a, b) for a, b in zip(decoded, expected))
+
+
+def test_one_frame_video(tmp_path, twelve):
+    src, frames = twelve
+    out = tmp_path / "one.lvc"
+    res = api.encode(src, out, max_frames=1, progress=False)
+    assert res.frames == 1 and api.info(out)["frame_count"] == 1
+    (decoded,) = list(api.iter_decode(out))
+    enc = SequenceEncoder(load_model(), round(0.5 * QUALITY_MAX), 32)
+    assert np.array_equal(decoded, enc.encode(frames[0]).recon)
+
+
+def test_bitrate_lands_within_5_percent(tmp_path, twelve):
+    src, _ = twelve
+    probe = api.encode(src, tmp_path / "p.lvc", quality=0.37, progress=False, metrics=False)
+    target = probe.kbps * 1.1  # reachable, and not a quality the search starts from
+    res = api.encode(src, tmp_path / "r.lvc", bitrate=target, progress=False, metrics=False)
+    actual = (tmp_path / "r.lvc").stat().st_size * 8 * res.fps / res.frames / 1000
+    assert abs(actual / target - 1) < 0.05, (actual, target, res.quality)
+    assert 1 <= res.rate_passes <= 7
+
+
+def test_unreachable_bitrate_warns_and_uses_the_nearest_quality(tmp_path, twelve):
+    src, _ = twelve
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        res = api.encode(src, tmp_path / "r.lvc", bitrate=0.5, max_frames=3, progress=False, metrics=False)
+    assert res.quality == 0.0 and any("outside this model's range" in str(x.message) for x in w)
+
+
+def test_rate_search_converges_on_a_monotone_rate_curve():
+    calls = []
+
+    def measure(q: int) -> float:  # a made-up model: log-rate linear with a kink
+        calls.append(q)
+        x = q / QUALITY_MAX
+        return 1e5 * math.exp(2.3 * x + (0.6 * (x - 0.5) if x > 0.5 else 0.0))
+
+    for target in (1.3e5, 4e5, 9e5):
+        calls.clear()
+        r = search_quality(measure, target)
+        assert r.reachable and abs(r.bits / target - 1) <= 0.02 and len(calls) <= 6
+
+
+def test_unknown_preset_is_refused(tmp_path, twelve):
+    from lvc.errors import InputError
+
+    with pytest.raises(InputError, match="preset"):
+        api.encode(twelve[0], tmp_path / "x.lvc", preset="ultra", progress=False)
+    assert not (tmp_path / "x.lvc").exists()
