@@ -1,7 +1,8 @@
 """Frame coding with a frozen model: frame <-> payload bytes.
 
 An I-frame codes the latent ``y``; a P-frame codes the residual ``y - y_ref`` against the
-previous frame's decoded latent, with the same hyperprior machinery. The probability
+previous frame's decoded latent, with the same hyperprior machinery (and, if the model
+has one, the temporal correction of its predictions). The probability
 path (side information, scale indices, means) is integer-exact, and decoded latents
 are kept in fixed point (int64, ``LOG_FRAC_BITS`` fraction bits), so the reference a
 P-frame predicts from is identical in encoder and decoder on every machine: no drift.
@@ -109,11 +110,9 @@ class FrameCodec:
         return self.m.y_tables.min_bits()
 
     @cached_property
-    def _sides(self) -> dict[bool, _Side | None]:
-        """Side-information path for I-frames (False) and P-frames (True)."""
-        intra = _Side(self.m.h_a, self.m.z_tables, self.m.config.Nh) if self.m.h_a is not None else None
-        t = self.m.temporal
-        return {False: intra, True: _Side(t.h_a, t.z_tables, t.config.Nh) if t is not None else intra}
+    def _side(self) -> _Side | None:
+        """The side-information path (hyperprior models): analysis, frozen tables, coder."""
+        return _Side(self.m.h_a, self.m.z_tables, self.m.config.Nh) if self.m.h_a is not None else None
 
     def _gains(self, q: int) -> tuple[torch.Tensor, torch.Tensor]:
         if q not in self._gain_cache:  # a sequence has one quality (a few under rate control)
@@ -126,12 +125,13 @@ class FrameCodec:
                reference: torch.Tensor | None = None):
         """Fixed-point means and integer scale indices of ``y`` (exact on every machine).
 
-        With a temporal prior and a ``reference``, they are predicted from both (P-frames).
+        With a temporal prior and a ``reference`` (P-frames), the hyperprior's predictions for
+        the residual are corrected from the reference (see :mod:`lvc.models.temporal`).
         """
-        if reference is not None and self.m.temporal is not None:
-            t = self.m.temporal
-            delta, log_scale = t.fuse.run_fixed(torch.cat([t.hyper(z_hat), reference], dim=1)).chunk(2, dim=1)
-            return reference + delta, scale_index(log_scale)
+        if reference is not None and self.m.temporal is not None and z_hat is not None:
+            mean, log_scale = self.m.hyper(z_hat).chunk(2, dim=1)
+            d_mean, d_log_scale = self.m.temporal.fuse.run_fixed(torch.cat([mean, log_scale, reference], 1)).chunk(2, 1)
+            return mean + d_mean, scale_index(log_scale + d_log_scale)
         if z_hat is not None:
             params = self.m.hyper(z_hat)
             mean, log_scale = params.chunk(2, dim=1)
@@ -170,19 +170,17 @@ class FrameCodec:
     def _conditioning(self, y: torch.Tensor, q: int, reference: torch.Tensor | None) -> _Plan:
         """Side information and prior of ``y`` (before any refinement): what both coding and
         estimation need."""
-        temporal = reference is not None and self.m.temporal is not None
-        residual = reference is not None and not temporal
         base = reference.float() / _ONE if reference is not None else None
-        if residual:
+        if base is not None:
             y = y - base
-        side = self._sides[reference is not None]
+        side = self._side
         z_hat, z_bits = None, 0.0
         if side is not None:
-            z = side.h_a(torch.cat([y, base], dim=1) if temporal else y)
+            z = side.h_a(y)
             z_hat = torch.round(z).clamp(-coder.ESCAPE_LIMIT, coder.ESCAPE_LIMIT).long()
             z_bits = side.tables.bits(side.index(tuple(z_hat.shape)).ravel(), z_hat.numpy().ravel())
-        mean_fx, idx = self._prior(z_hat, q, tuple(y.shape), reference if temporal else None)
-        return _Plan(y, side, z_hat, z_bits, mean_fx, idx, base if residual else None)
+        mean_fx, idx = self._prior(z_hat, q, tuple(y.shape), reference)
+        return _Plan(y, side, z_hat, z_bits, mean_fx, idx, base)
 
     @torch.no_grad()
     def estimate_bits(self, y: torch.Tensor, q: int, reference: torch.Tensor | None = None) -> float:
@@ -194,7 +192,7 @@ class FrameCodec:
 
     def encode_latent(self, y: torch.Tensor, q: int, inv_gain: torch.Tensor, h: int, w: int,
                       target: torch.Tensor | None = None, reference: torch.Tensor | None = None) -> FrameResult:
-        """Code ``y`` given ``reference`` (conditionally, or its residual without a temporal prior).
+        """Code ``y``, or its residual against the fixed-point latent ``reference``.
 
         With ``refine_steps`` and a ``target``, the latent is refined first.
         """
@@ -235,21 +233,20 @@ class FrameCodec:
         hp, wp = h + (-h % STRIDE), w + (-w % STRIDE)
         m = self.m.config.M
         y_shape = (1, m, hp // 16, wp // 16)
-        side = self._sides[reference is not None]
+        side = self._side
         z_shape = (1, side.channels, hp // STRIDE, wp // STRIDE) if side is not None else None
         floor_bits = self._min_bits_y * math.prod(y_shape) + (side.min_bits * math.prod(z_shape) if side else 0.0)
         if len(payload) * 8 < floor_bits - 64:  # refuse before allocating anything frame-sized
             raise ValueError(f"payload of {len(payload)} bytes is too short for a {w}x{h} frame")
         if reference is not None and tuple(reference.shape) != y_shape:
             raise ValueError("reference latent does not match the frame size")
-        temporal = reference is not None and self.m.temporal is not None
         dec = coder.new_decoder(payload)
         z_hat = None
         if side is not None:
             z_hat = torch.from_numpy(side.coder.decode(dec, side.index(z_shape)).reshape(z_shape))
-        mean_fx, idx = self._prior(z_hat, q, y_shape, reference if temporal else None)
+        mean_fx, idx = self._prior(z_hat, q, y_shape, reference)
         sym = torch.from_numpy(self._y_coder.decode(dec, idx.numpy()).reshape(y_shape))
         if not dec.maybe_exhausted():
             raise ValueError("payload holds more data than the frame needs")
-        latent = self._latent(sym, mean_fx, None if temporal else reference)
+        latent = self._latent(sym, mean_fx, reference)
         return self.synthesis.submit(latent, inv_gain, h, w), latent

@@ -82,12 +82,15 @@ class IntSynthesis:
         return x
 
     def to_state(self) -> list[dict]:
-        """Compact form for model files (int32 weights; checked to fit)."""
+        """Compact form for model files: int16 weights where they fit (they usually do:
+        |w| < 8 at 12 fraction bits), else int32; loading widens either to int64."""
         out = []
         for layer in self.layers:
-            if layer.weight.abs().max() >= 2**31:
+            peak = int(layer.weight.abs().max())
+            if peak >= 2**31:
                 raise ValueError("integer weight does not fit in int32")
-            out.append(dict(weight=layer.weight.int(), bias=layer.bias, transposed=layer.transposed,
+            weight = layer.weight.short() if peak < 2**15 else layer.weight.int()
+            out.append(dict(weight=weight, bias=layer.bias, transposed=layer.transposed,
                             stride=layer.stride, padding=layer.padding, output_padding=layer.output_padding,
                             relu=layer.relu))
         return out

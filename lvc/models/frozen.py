@@ -32,11 +32,8 @@ class FrozenTemporal:
     """The P-frame prior (see :mod:`lvc.models.temporal`) with its decoder path in integers."""
 
     config: TemporalConfig
-    h_a: nn.Module  # encoder only: float is fine
-    hyper: IntSynthesis  # z -> features at latent resolution (fixed point)
-    fuse: IntSynthesis  # [features, reference] -> mean offset, log-scale (fixed point)
-    z_tables: CdfTables
-    intra_sha256: str  # the intra model whose latents it was trained on
+    fuse: IntSynthesis  # [mean, log-scale, reference] -> corrections (all fixed point)
+    latent_space: str  # latent_space_id of the intra transforms it was trained on
 
 
 @dataclass(frozen=True)
@@ -65,8 +62,18 @@ class FrozenModel:
         return bytes.fromhex(self.sha256[:16])
 
 
-def freeze(model: LatentModel, name: str, temporal: TemporalPrior | None = None,
-           intra_sha256: str = "") -> FrozenModel:
+def latent_space_id(g_a: nn.Module, log_gain: torch.Tensor) -> str:
+    """SHA-256 of what defines the intra latents (analysis weights as stored, gains): a P prior
+    is valid for exactly this latent space, however the rest of the model file changes."""
+    h = hashlib.sha256()
+    for k, v in g_a.state_dict().items():
+        h.update(k.encode())
+        h.update((v.half() if v.is_floating_point() else v).contiguous().numpy().tobytes())
+    h.update(log_gain.detach().float().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def freeze(model: LatentModel, name: str, temporal: TemporalPrior | None = None) -> FrozenModel:
     """Build the integer coding state of ``model`` (explicit, once, before saving).
 
     The result is what loading the saved file gives, byte for byte: transforms are
@@ -90,13 +97,13 @@ def freeze(model: LatentModel, name: str, temporal: TemporalPrior | None = None,
                        "log_inv_gain": model.log_inv_gain.detach().clone()},
              "frozen": frozen}
     if temporal is not None:
+        if cfg.arch != "hyperprior":
+            raise ValueError("a temporal prior corrects the hyperprior's predictions; this model has none")
         temporal = temporal.eval()
         with torch.no_grad():
-            state["temporal"] = {"config": temporal.cfg.to_dict(), "h_a": _half(temporal.h_a.state_dict()),
-                                 "hyper": IntSynthesis.from_float(temporal.h_s).to_state(),
+            state["temporal"] = {"config": temporal.cfg.to_dict(),
                                  "fuse": IntSynthesis.from_float(temporal.fuse).to_state(),
-                                 "z_tables": factorized_tables(temporal.z_density).to_state(),
-                                 "intra_sha256": intra_sha256}
+                                 "latent_space": latent_space_id(model.g_a, model.log_gain)}
     buf = io.BytesIO()
     torch.save(state, buf)
     return from_bytes(buf.getvalue(), name)
@@ -177,8 +184,5 @@ def _build(state: dict, data: bytes) -> FrozenModel:
 def _build_temporal(t: dict | None) -> FrozenTemporal | None:
     if t is None:
         return None
-    cfg = TemporalConfig.from_dict(t["config"])
-    h_a = TemporalPrior(cfg).h_a.requires_grad_(False)
-    h_a.load_state_dict(_full(t["h_a"]))
-    return FrozenTemporal(cfg, h_a.eval(), IntSynthesis.from_state(t["hyper"]), IntSynthesis.from_state(t["fuse"]),
-                          CdfTables.from_state(t["z_tables"]), t["intra_sha256"])
+    return FrozenTemporal(TemporalConfig.from_dict(t["config"]), IntSynthesis.from_state(t["fuse"]),
+                          t["latent_space"])

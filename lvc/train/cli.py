@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from lvc.errors import ModelError
-from lvc.models.frozen import freeze, save_frozen
+from lvc.models.frozen import freeze, latent_space_id, save_frozen
 from lvc.models.latent import LatentModel, ModelConfig
 from lvc.models.registry import load_model
 from lvc.models.temporal import TemporalConfig, TemporalPrior
@@ -85,7 +85,7 @@ def _load_temporal(path: str) -> tuple[TemporalPrior, str]:
         state = torch.load(path, map_location="cpu", weights_only=False)
         prior = TemporalPrior(TemporalConfig.from_dict(state["temporal_config"]))
         prior.load_state_dict(state["model"])
-        return prior, state["intra_sha256"]
+        return prior, state["latent_space"]
     except Exception as e:  # noqa: BLE001 - see export
         raise ModelError(f"not a usable `lvc train-p` checkpoint ({e.__class__.__name__})", path) from None
 
@@ -99,14 +99,15 @@ def export(args: argparse.Namespace) -> int:
         model.load_state_dict(state["model"])
     except Exception as e:  # noqa: BLE001 - unpickling can fail in many ways; all mean "not a checkpoint"
         raise ModelError(f"not a usable lvc checkpoint ({e.__class__.__name__})", args.checkpoint) from None
-    frozen = freeze(model, args.name)
+    prior = None
     if args.temporal:
         prior, trained_for = _load_temporal(args.temporal)
-        if trained_for != frozen.sha256:
-            raise ModelError(f"the P prior was trained for intra model {trained_for[:16]}, not this checkpoint's "
-                             f"{frozen.sha256[:16]}", args.temporal,
+        space = latent_space_id(model.g_a, model.log_gain)
+        if trained_for != space:
+            raise ModelError(f"the P prior was trained for latent space {trained_for[:16]}, not this checkpoint's "
+                             f"{space[:16]}", args.temporal,
                              "export the intra model alone, then run `lvc train-p --model IT --init CKPT`")
-        frozen = freeze(model, args.name, prior, frozen.sha256)
+    frozen = freeze(model, args.name, prior)
     sha = save_frozen(frozen, args.output)
     if args.manifest:
         path = Path(args.manifest)

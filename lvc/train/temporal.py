@@ -3,9 +3,10 @@
 The intra model is frozen, so the analysis runs once: random crops of frame pairs
 ``(t - gap, t)`` from video clips become pairs of (un-gained) latents in a cache, and
 every training step works at latent resolution only, which is cheap enough for two CPU
-cores. The loss is the rate of ``y_t`` (plus side information) under the temporal prior,
-with the reference quantised as a decoder would hold it (uniform noise as its proxy) at a
-quality drawn per sample. Checkpoints describe themselves and resume exactly.
+cores. Each step codes the residual as the codec does (intra side information from the
+residual, the frozen integer hyper-synthesis) and minimises the rate of ``y_t`` under the
+corrected prior, with the reference quantised as a decoder holds it (uniform noise as
+its proxy) at a quality drawn per sample. Checkpoints describe themselves and resume exactly.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ import numpy as np
 import torch
 
 import lvc
+from lvc.entropy.coder import ESCAPE_LIMIT
+from lvc.entropy.tables import LOG_FRAC_BITS
 from lvc.errors import InputError
 from lvc.io.reader import open_video
-from lvc.models.frozen import FrozenModel
+from lvc.models.frozen import FrozenModel, latent_space_id
 from lvc.models.latent import interp_levels
 from lvc.models.temporal import TemporalConfig, TemporalPrior
 from lvc.train.data import VIDEO_SUFFIXES, collect_sources
@@ -41,7 +44,6 @@ class TemporalTrainConfig:
     crop: int = 256
     lr: float = 1e-4
     lr_final: float = 5e-6
-    aux_lr: float = 1e-3
     pairs_per_clip: int = 160
     max_gap: int = 2  # reference distance drawn from 1..max_gap frames
     seed: int = 0
@@ -103,9 +105,18 @@ def build_latent_pairs(model: FrozenModel, sources: list[Path], cache_dir: Path,
     return np.load(path, mmap_mode="r")
 
 
+@torch.no_grad()
+def residual_prior(intra: FrozenModel, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The intra hyperprior's mean and log-scale for ``residual``, exactly as the codec
+    computes them (rounded side information, integer hyper-synthesis)."""
+    z = torch.round(intra.h_a(residual)).clamp(-ESCAPE_LIMIT, ESCAPE_LIMIT)
+    mu, log_scale = (intra.hyper(z).double() / (1 << LOG_FRAC_BITS)).float().chunk(2, dim=1)
+    return mu, log_scale
+
+
 def intra_identity(model: FrozenModel) -> str:
-    """SHA-256 of the intra-only model file (a combined file records the one it was built from)."""
-    return model.temporal.intra_sha256 if model.temporal is not None else model.sha256
+    """The latent space a P prior is trained for (see :func:`lvc.models.frozen.latent_space_id`)."""
+    return latent_space_id(model.g_a, model.log_gain)
 
 
 def train_temporal(cfg: TemporalTrainConfig, intra: FrozenModel, resume: bool = False,
@@ -115,29 +126,28 @@ def train_temporal(cfg: TemporalTrainConfig, intra: FrozenModel, resume: bool = 
         raise InputError(f"--crop {cfg.crop} is not a multiple of 64", None, "the side information needs it; use 256")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    intra_sha = intra_identity(intra)
+    space = intra_identity(intra)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = latest_checkpoint(out) if resume else None
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path else None
+    if intra.h_a is None:
+        raise InputError("the intra model has no hyperprior to correct", intra.name, "use a hyperprior model")
     tcfg = TemporalConfig(M=intra.config.M)
     torch.manual_seed(cfg.seed)
     prior = TemporalPrior(tcfg)
     if init and state is None:  # warm start, e.g. from the prior of a previous intra model
         prior.load_state_dict(torch.load(init, map_location="cpu", weights_only=False)["model"])
-    aux = [p for n, p in prior.named_parameters() if n.endswith("quantiles")]
-    main = [p for n, p in prior.named_parameters() if not n.endswith("quantiles")]
-    opt, aux_opt = torch.optim.Adam(main, lr=cfg.lr), torch.optim.Adam(aux, lr=cfg.aux_lr)
+    opt = torch.optim.Adam(prior.parameters(), lr=cfg.lr)
     pairs = build_latent_pairs(intra, collect_sources(cfg.data), out / "cache", cfg)
     rng = np.random.default_rng(cfg.seed)
     step = 0
     if state is not None:
-        if state.get("intra_sha256") != intra_sha:
+        if state.get("latent_space") != space:
             raise InputError("checkpoint was trained for another intra model", str(ckpt_path),
                              "start a new --out folder (optionally with --init from this checkpoint)")
         prior.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        aux_opt.load_state_dict(state["aux_optimizer"])
         step = state["step"]
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(state["rng"]["python"])
@@ -147,7 +157,7 @@ def train_temporal(cfg: TemporalTrainConfig, intra: FrozenModel, resume: bool = 
     log = open(log_path, "a", newline="")
     writer = csv.writer(log)
     if new_log:
-        writer.writerow(["step", "time", "lr", "bpp", "bpp_z", "aux"])
+        writer.writerow(["step", "time", "lr", "bpp", "residual_bpp"])
     bar = None
     if progress:
         from tqdm import tqdm
@@ -165,19 +175,18 @@ def train_temporal(cfg: TemporalTrainConfig, intra: FrozenModel, resume: bool = 
         ref = batch[:, 0] * gain
         ref = ref + torch.empty_like(ref).uniform_(-0.5, 0.5)  # the decoder holds a quantised reference
         y = batch[:, 1] * gain
-        res = prior(y, ref)
-        bpp = (res["bits_y"] + res["bits_z"]) / pixels
-        aux_loss = prior.aux_loss()
+        mu, log_scale = residual_prior(intra, y - ref)
+        bpp = prior(y, ref, mu, log_scale) / pixels
         opt.zero_grad(set_to_none=True)
-        aux_opt.zero_grad(set_to_none=True)
-        (bpp.mean() + aux_loss).backward()
-        torch.nn.utils.clip_grad_norm_(main, 1.0)
+        bpp.mean().backward()
+        torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
         opt.step()
-        aux_opt.step()
         step += 1
         if step % 20 == 0:
+            with torch.no_grad():  # the same batch under plain residual coding: what the correction buys
+                base = TemporalPrior.rate(y, ref + mu, log_scale) / pixels
             writer.writerow([step, f"{time.time() - t0:.1f}", f"{cfg.lr_at(step):.3g}", f"{bpp.mean().item():.4f}",
-                             f"{(res['bits_z'] / pixels).mean().item():.4f}", f"{aux_loss.item():.2f}"])
+                             f"{base.mean().item():.4f}"])
             log.flush()
             if bar:
                 bar.set_postfix(bpp=f"{bpp.mean().item():.4f}")
@@ -187,9 +196,9 @@ def train_temporal(cfg: TemporalTrainConfig, intra: FrozenModel, resume: bool = 
             last = out / f"ckpt-{step:08d}.pt"
             rngs = {"torch": torch.get_rng_state(), "python": random.getstate(), "sampler": rng.bit_generator.state}
             save_checkpoint(last, format=CKPT_FORMAT, kind="temporal", code_version=lvc.__version__,
-                            temporal_config=tcfg.to_dict(), train_config=asdict(cfg), intra_sha256=intra_sha,
+                            temporal_config=tcfg.to_dict(), train_config=asdict(cfg), latent_space=space,
                             intra_name=intra.name, step=step, model=prior.state_dict(), optimizer=opt.state_dict(),
-                            aux_optimizer=aux_opt.state_dict(), rng=rngs)
+                            rng=rngs)
             for old in sorted(out.glob("ckpt-*.pt"))[: -max(1, cfg.keep)]:
                 old.unlink()
     if bar:
