@@ -19,13 +19,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lvc", description="lvc — learned video codec toolkit")
     parser.add_argument("--version", action="version", version=f"lvc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from lvc.analysis import cli as analysis_cli
     from lvc.bench import cli as bench_cli
     from lvc.codec import cli as codec_cli
+    from lvc.search import cli as search_cli
     from lvc.train import cli as train_cli
 
     codec_cli.add_parsers(sub)
     train_cli.add_parser(sub)
     bench_cli.add_parsers(sub)
+    search_cli.add_parsers(sub)
+    analysis_cli.add_parser(sub)
     return parser
 
 

@@ -226,9 +226,10 @@ class FrameCodec:
         return pending.result(), latent
 
     @torch.no_grad()
-    def decode_async(self, payload: bytes, h: int, w: int, q: int,
-                     reference: torch.Tensor | None = None) -> tuple[Future, torch.Tensor]:
-        """Entropy-decode now (the reference for the next frame); synthesise on a worker."""
+    def decode_async(self, payload: bytes, h: int, w: int, q: int, reference: torch.Tensor | None = None,
+                     synthesize: bool = True) -> tuple[Future | None, torch.Tensor]:
+        """Entropy-decode now (the reference for the next frame); synthesise on a worker
+        (or not at all: P-frames need only the latent)."""
         _, inv_gain = self._gains(q)
         hp, wp = h + (-h % STRIDE), w + (-w % STRIDE)
         m = self.m.config.M
@@ -249,4 +250,4 @@ class FrameCodec:
         if not dec.maybe_exhausted():
             raise ValueError("payload holds more data than the frame needs")
         latent = self._latent(sym, mean_fx, reference)
-        return self.synthesis.submit(latent, inv_gain, h, w), latent
+        return (self.synthesis.submit(latent, inv_gain, h, w) if synthesize else None), latent

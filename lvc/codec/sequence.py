@@ -128,8 +128,16 @@ class SequenceDecoder:
     def decode(self, unit: FrameUnit) -> np.ndarray:
         return self.decode_async(unit).result()
 
+    def decode_latent(self, unit: FrameUnit) -> torch.Tensor:
+        """Entropy-decode ``unit`` without synthesising it: its fixed-point latent."""
+        self._decode(unit, synthesize=False)
+        return self.reference
+
     def decode_async(self, unit: FrameUnit) -> Future:
         """Entropy-decode ``unit`` now (errors raise here); its pixels arrive in the future."""
+        return self._decode(unit, synthesize=True)
+
+    def _decode(self, unit: FrameUnit, synthesize: bool) -> Future | None:
         fwhere = f"{self.where}: frame {unit.index}"
         if unit.frame_type not in (FRAME_I, FRAME_P):
             raise BitstreamError(f"frame type {unit.frame_type} is not supported by this decoder", fwhere,
@@ -144,7 +152,8 @@ class SequenceDecoder:
             reference = self.reference
         self.reference = self.reference_quality = None  # a failed frame leaves nothing to predict from
         try:
-            out, latent = self.codec.decode_async(unit.payload, self.height, self.width, unit.quality, reference)
+            out, latent = self.codec.decode_async(unit.payload, self.height, self.width, unit.quality, reference,
+                                                  synthesize)
         except Exception as e:  # noqa: BLE001 - any failure inside a CRC-valid payload means a bad stream
             raise BitstreamError(f"payload does not decode ({e.__class__.__name__}: {e})", fwhere,
                                  "the file is corrupted or was written by another encoder") from None
