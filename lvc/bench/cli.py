@@ -38,6 +38,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_speed)
 
+    r = sub.add_parser("bench-search", help="retrieval recall@1 under transforms, beside a perceptual hash")
+    r.add_argument("sources", nargs="+", help="source videos or folders (indexed whole)")
+    r.add_argument("--out", required=True)
+    r.add_argument("--queries", type=int, default=2, help="queries per source and transform (default 2)")
+    r.add_argument("--latency-segments", type=int, default=100_000)
+    r.add_argument("--no-baseline", action="store_true")
+    r.set_defaults(func=_bench_search)
+
+    c = sub.add_parser("bench-scenes", help="shot-boundary P/R/F1 on made-up videos, beside PySceneDetect")
+    c.add_argument("sources", nargs="+", help="source videos or folders (pieces are cut from them)")
+    c.add_argument("--out", required=True)
+    c.add_argument("--videos", type=int, default=4, help="test videos per transition kind (default 4)")
+    c.add_argument("--no-baseline", action="store_true")
+    c.set_defaults(func=_bench_scenes)
+
 
 def _lvc_variant(C, name: str, model: str | None, intra_period: int):
     """``lvc``, ``lvc-fast``/``-slow`` (presets), ``lvc-intra`` (every frame I), ``lvc-refineN``."""
@@ -135,6 +150,40 @@ def _crops(ref, codecs: list, rows: list[dict], out: Path) -> list:
             crops.append((f"{codec.name} {row['param']}: {row['bpp']:.3f} bpp, PSNR-RGB {row['psnr_rgb']:.2f} dB",
                           center_crop(coded.rgb[0])))
     return crops
+
+
+def _videos(paths: list[str]) -> list[Path]:
+    from lvc.search.service import _expand
+
+    files = [p for p in _expand(paths) if p.suffix.lower() not in (".png", ".jpg", ".jpeg", ".lvc")]
+    if not files:
+        raise InputError("no source videos", ", ".join(paths), "pass video files or folders")
+    return files
+
+
+def _bench_search(args: argparse.Namespace) -> int:
+    from lvc.bench import search_bench
+
+    res = search_bench.run(_videos(args.sources), Path(args.out), args.queries, baseline=not args.no_baseline)
+    res["latency"] = search_bench.latency(args.latency_segments)
+    (Path(args.out) / "retrieval.json").write_text(json.dumps(res, indent=2))
+    for name, s in res["summary"].items():
+        print(f"{name:14s} lvc recall@1 {s['lvc_recall@1']:.3f} (time {s['lvc_time@1']:.3f})"
+              + (f"  phash {s['phash_recall@1']:.3f}" if "phash_recall@1" in s else "") + f"  n={s['queries']}")
+    lat = res["latency"]
+    print(f"query latency at {lat['segments']} segments: median {lat['median_ms']:.2f} ms (max {lat['max_ms']:.2f})")
+    return 0
+
+
+def _bench_scenes(args: argparse.Namespace) -> int:
+    from lvc.bench import scene_bench
+
+    res = scene_bench.run(_videos(args.sources), Path(args.out), args.videos, baseline=not args.no_baseline)
+    for kind, per in res["summary"].items():
+        for name, m in per.items():
+            print(f"{kind:9s} {name:14s} P {m['precision']:.3f} R {m['recall']:.3f} F1 {m['f1']:.3f} "
+                  f"({m['transitions']} transitions, {m['fps']:.0f} fps)")
+    return 0
 
 
 def _speed(args: argparse.Namespace) -> int:
