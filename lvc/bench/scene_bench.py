@@ -1,6 +1,6 @@
 """Shot-boundary benchmark: ``lvc scenes`` beside PySceneDetect's AdaptiveDetector.
 
-Test videos are made with the ffmpeg CLI from pieces (2-4 s) of different source clips at
+Test videos are made with the ffmpeg CLI from pieces (3-5 s) of different source clips at
 one size and rate, joined by one kind of transition per video: hard cuts, ``xfade``
 dissolves (1 s) or fades through black (``fadeblack``, 1 s), so ground truth is exact.
 A cut is found when a detected boundary lies within 1 frame of it; a gradual transition
@@ -23,6 +23,7 @@ from lvc.models.registry import load_model
 W, H, FPS = 416, 240, 25
 KINDS = {"cut": None, "dissolve": "dissolve", "fade": "fadeblack"}
 TRANSITION = 1.0  # seconds, for dissolves and fades
+MIN_SOURCE = 3.5  # seconds: shorter clips would leave almost no steady shot between transitions
 
 
 def _clip_duration(path: Path) -> float:
@@ -37,9 +38,9 @@ def make_video(sources: list[Path], out: Path, kind: str, pieces: int, rng: np.r
     lengths, inputs, chains = [], [], []
     for n, i in enumerate(chosen):
         src = sources[int(i)]
-        length = float(rng.uniform(2.0, 4.0))
+        length = float(rng.uniform(3.0, 5.0))
         dur = _clip_duration(src)
-        length = min(length, max(1.5, dur - 0.1))
+        length = min(length, dur - 0.1)
         start = float(rng.uniform(0, max(0.0, dur - length - 0.05)))
         inputs += ["-ss", f"{start:.3f}", "-t", f"{length:.3f}", "-i", str(src)]
         frames = int(round(length * FPS))
@@ -89,6 +90,9 @@ def run(sources: list[Path], work: Path, videos_per_kind: int = 4, pieces: int =
         baseline: bool = True) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
+    sources = [s for s in sources if _clip_duration(s) >= MIN_SOURCE]
+    if len(sources) < 2:
+        raise ValueError(f"need at least two source clips of {MIN_SOURCE} s or more")
     model = load_model()
     result: dict = {"videos": [], "summary": {}}
     for kind in KINDS:
