@@ -44,7 +44,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lvc {args.command}: note: {message}", file=sys.stderr)
 
     warnings.showwarning = note
-    warnings.filterwarnings("ignore", module="matplotlib")  # plot cosmetics are not the user's concern
     try:
         return int(args.func(args) or 0)
     except LvcError as e:

@@ -18,7 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from lvc.models.frozen import FrozenModel
-from lvc.search.descriptors import Describer, _canonical
+from lvc.search.descriptors import Describer, canonical
 
 GRID = (4, 6)
 
@@ -53,7 +53,7 @@ def video_signals(path: str | os.PathLike, model: FrozenModel, progress=None, ba
     grids, descs, lumas, frames = [], [], [], []
 
     def flush() -> None:
-        x = torch.stack([_canonical(f) for f in frames])
+        x = torch.stack([canonical(f) for f in frames])
         level = x.mean(dim=(1, 2, 3))
         with torch.autocast("cpu", dtype=torch.bfloat16):
             y = describer.m.g_a(x.contiguous(memory_format=torch.channels_last)).float()

@@ -116,7 +116,7 @@ def _bench(args: argparse.Namespace) -> int:
     bd = bd_table(rows, [(t, a) for t in names for a in names if t != a])  # every codec against every other
     write_results(out, codecs, rows, bd, {"frames": args.frames, "intra_period": args.intra_period,
                                           "inputs": [str(p) for p in paths]})
-    plots = [plot_average(out, rows, m) for m in ("psnr_rgb", "psnr_yuv", "ms_ssim")]
+    plots = [p for m in ("psnr_rgb", "psnr_yuv", "ms_ssim") if (p := plot_average(out, rows, m)) is not None]
     render(out, json.loads((out / "results.json").read_text()), plots, _crops(first, codecs, rows, out))
     for r in bd:
         if r["sequence"] == "AVERAGE" and r["test"].startswith("lvc"):
@@ -153,9 +153,9 @@ def _crops(ref, codecs: list, rows: list[dict], out: Path) -> list:
 
 
 def _videos(paths: list[str]) -> list[Path]:
-    from lvc.search.service import _expand
+    from lvc.search.service import expand_media
 
-    files = [p for p in _expand(paths) if p.suffix.lower() not in (".png", ".jpg", ".jpeg", ".lvc")]
+    files = [p for p in expand_media(paths) if p.suffix.lower() not in (".png", ".jpg", ".jpeg", ".lvc")]
     if not files:
         raise InputError("no source videos", ", ".join(paths), "pass video files or folders")
     return files

@@ -36,7 +36,7 @@ def write_results(out: Path, codecs: list, rows: list[dict], bd: list[dict], con
     return path
 
 
-def plot_average(out: Path, rows: list[dict], metric: str = "psnr_rgb") -> Path:
+def plot_average(out: Path, rows: list[dict], metric: str = "psnr_rgb") -> Path | None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -46,6 +46,8 @@ def plot_average(out: Path, rows: list[dict], metric: str = "psnr_rgb") -> Path:
     for r in average_curves(rows).values():
         if metric in r:
             curves[r["codec"]].append((r["bpp"], r[metric]))
+    if not curves:  # e.g. MS-SSIM skipped
+        return None
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for name, pts in sorted(curves.items()):
         pts.sort()

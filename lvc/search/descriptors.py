@@ -73,7 +73,7 @@ class Describer:
         """Descriptors (n, D) float32 and mean luma (n,) of uint8 RGB frames (any sizes)."""
         out, luma = [], []
         for i in range(0, len(frames), self.batch):
-            x = torch.stack([_canonical(f) for f in frames[i:i + self.batch]])
+            x = torch.stack([canonical(f) for f in frames[i:i + self.batch]])
             level = x.mean(dim=(1, 2, 3))
             luma.append(level.numpy())
             # brightness normalisation; near-black frames (fades) are left alone, not amplified
@@ -89,7 +89,8 @@ class Describer:
         return np.concatenate(out), np.concatenate(luma)
 
 
-def _canonical(frame: np.ndarray) -> torch.Tensor:
+def canonical(frame: np.ndarray) -> torch.Tensor:
+    """(3, CANON_H, CANON_W) float in [0, 1]: every input size lands on the same latent grid."""
     x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float().div_(255.0)
     return F.interpolate(x, size=(CANON_H, CANON_W), mode="bilinear", antialias=True, align_corners=False)[0]
 

@@ -19,7 +19,8 @@ MEDIA = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".y4m", ".264", ".265", ".h264
          ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-def _expand(paths: list[PathLike]) -> list[Path]:
+def expand_media(paths: list[PathLike]) -> list[Path]:
+    """Media files under ``paths`` (files as given, folders searched recursively)."""
     out = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -74,7 +75,7 @@ def _segments(path: Path, describer: Describer, progress: bool | None):
 def index_add(paths: list[PathLike], root: PathLike, model: str | None = None,
               progress: bool | None = None) -> list[str]:
     """Describe and add (or refresh) videos; written as one new index generation."""
-    files = _expand(paths)
+    files = expand_media(paths)
     if not files:
         raise InputError("nothing to index", ", ".join(map(str, paths)), "pass videos, .lvc files or folders")
     state, describer = _open(root, model, create=True)
