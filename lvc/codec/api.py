@@ -18,6 +18,7 @@ import torch
 from lvc.bitstream.container import FRAME_I, FRAME_P, LvcReader, LvcWriter, SequenceHeader, pack_frame
 from lvc.codec.ratecontrol import search_quality
 from lvc.codec.sequence import PRESETS, CodedFrame, SequenceDecoder, SequenceEncoder, quality_to_int
+from lvc.codec.synthesis import default_workers, serial_main_thread
 from lvc.errors import InputError
 from lvc.io.reader import open_video
 from lvc.io.writer import FrameWriter, output_kind
@@ -175,15 +176,16 @@ def iter_decode(input: PathLike, model: str | None = None) -> Iterator[np.ndarra
     with LvcReader(input) as r:
         h = r.header
         fm = model_for_stream(h.model_name, h.weights_hash, model, str(input))
-        dec = SequenceDecoder(fm, h.width, h.height, str(input))
+        dec = SequenceDecoder(fm, h.width, h.height, str(input), default_workers())
         pending: deque = deque()
         try:
-            for unit in r.units():
-                pending.append(dec.decode_async(unit))
-                if len(pending) > dec.codec.synthesis.workers:
+            with serial_main_thread():
+                for unit in r.units():
+                    pending.append(dec.decode_async(unit))
+                    if len(pending) > dec.codec.synthesis.workers:
+                        yield pending.popleft().result()
+                while pending:
                     yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
         finally:
             dec.codec.synthesis.close()
 

@@ -118,8 +118,8 @@ class SequenceEncoder:
 
 
 class SequenceDecoder:
-    def __init__(self, model: FrozenModel, width: int, height: int, where: str) -> None:
-        self.codec = FrameCodec(model)
+    def __init__(self, model: FrozenModel, width: int, height: int, where: str, workers: int | None = None) -> None:
+        self.codec = FrameCodec(model, workers=workers)
         self.width, self.height = width, height
         self.where = where
         self.reference: torch.Tensor | None = None

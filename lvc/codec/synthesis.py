@@ -11,6 +11,7 @@ but the writer (and the encoder's own mode decision).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -40,6 +41,19 @@ def default_workers() -> int:
     except AttributeError:  # pragma: no cover - not Linux
         cores = os.cpu_count() or 1
     return max(1, min(cores, torch.get_num_threads(), MAX_WORKERS))
+
+
+@contextlib.contextmanager
+def serial_main_thread():
+    """The decoder's own thread on one intra-op thread while workers synthesise: with two
+    cores, letting its small integer convolutions fan out as well only oversubscribes them
+    (measured: 31 -> 43 fps at 416x240, residual P-frames)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class Synthesizer:
