@@ -30,7 +30,8 @@ CANON_W, CANON_H = 192, 128
 SAMPLE_FPS = 4.0
 SEGMENT_SECONDS = 1.0
 MEAN_LEVEL = 0.45
-DESCRIPTOR_VERSION = "lvc-desc/1"  # bump when the descriptor changes: indexes record it
+DESCRIPTOR_VERSION = "lvc-desc/2"  # bump when the descriptor changes: indexes record it
+INDEX_CROPS = (1.0, 0.7)  # views indexed per segment: the full frame and its centre 70%
 
 
 @dataclass
@@ -69,11 +70,12 @@ class Describer:
         return 2 * self.m.config.M
 
     @torch.no_grad()
-    def describe(self, frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Descriptors (n, D) float32 and mean luma (n,) of uint8 RGB frames (any sizes)."""
+    def describe(self, frames: list[np.ndarray], crop: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """Descriptors (n, D) float32 and mean luma (n,) of uint8 RGB frames (any sizes),
+        of their centre ``crop`` fraction."""
         out, luma = [], []
         for i in range(0, len(frames), self.batch):
-            x = torch.stack([canonical(f) for f in frames[i:i + self.batch]])
+            x = torch.stack([canonical(f, crop) for f in frames[i:i + self.batch]])
             level = x.mean(dim=(1, 2, 3))
             luma.append(level.numpy())
             # brightness normalisation; near-black frames (fades) are left alone, not amplified
@@ -89,8 +91,12 @@ class Describer:
         return np.concatenate(out), np.concatenate(luma)
 
 
-def canonical(frame: np.ndarray) -> torch.Tensor:
+def canonical(frame: np.ndarray, crop: float = 1.0) -> torch.Tensor:
     """(3, CANON_H, CANON_W) float in [0, 1]: every input size lands on the same latent grid."""
+    if crop < 1.0:
+        h, w = frame.shape[:2]
+        ch, cw = max(1, round(h * crop)), max(1, round(w * crop))
+        frame = frame[(h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw]
     x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float().div_(255.0)
     return F.interpolate(x, size=(CANON_H, CANON_W), mode="bilinear", antialias=True, align_corners=False)[0]
 
@@ -164,28 +170,32 @@ def video_fps(path: str | os.PathLike) -> float:
 
 
 def describe_video(path: str | os.PathLike, describer: Describer, every: float | None = SAMPLE_FPS,
-                   progress=None) -> FrameDescriptors:
-    """Descriptors of a video's frames (``every`` per second; None: every frame)."""
+                   progress=None, crops: tuple[float, ...] = (1.0,)) -> list[FrameDescriptors]:
+    """Descriptors of a video's frames (``every`` per second; None: every frame), one set per
+    centre ``crops`` fraction, from one decoding pass."""
     idx, times, frames = [], [], []
     fps = video_fps(path)
-    vecs, lumas = [], []
+    vecs: list[list[np.ndarray]] = [[] for _ in crops]
+    lumas: list[np.ndarray] = []
+
+    def flush() -> None:
+        for k, c in enumerate(crops):
+            v, lu = describer.describe(frames, c)
+            vecs[k].append(v)
+            if k == 0:
+                lumas.append(lu)
+        if progress is not None:
+            progress.update(len(frames))
+        frames.clear()
+
     for i, t, frame in iter_frames(path, describer.m, every):
         idx.append(i)
         times.append(t)
         frames.append(frame)
         if len(frames) == describer.batch:
-            v, lu = describer.describe(frames)
-            vecs.append(v)
-            lumas.append(lu)
-            frames = []
-            if progress is not None:
-                progress.update(describer.batch)
+            flush()
     if frames:
-        v, lu = describer.describe(frames)
-        vecs.append(v)
-        lumas.append(lu)
-        if progress is not None:
-            progress.update(len(frames))
-    vectors = np.concatenate(vecs) if vecs else np.zeros((0, describer.dim), np.float32)
+        flush()
     luma = np.concatenate(lumas) if lumas else np.zeros(0, np.float32)
-    return FrameDescriptors(np.asarray(times), vectors, luma, fps, np.asarray(idx, dtype=np.int64))
+    return [FrameDescriptors(np.asarray(times), np.concatenate(v) if v else np.zeros((0, describer.dim), np.float32),
+                             luma, fps, np.asarray(idx, dtype=np.int64)) for v in vecs]

@@ -29,7 +29,7 @@ FORMAT = "lvc-index/1"
 class VideoEntry:
     path: str
     duration: float
-    ids: list[int]  # segment ids, in time order
+    ids: list[int]  # vector ids: view-major, each view's segments in time order
     spans: list[list[float]]  # [start, end) seconds per segment
 
 
@@ -49,9 +49,11 @@ class IndexState:
 
     @property
     def center(self) -> np.ndarray:
-        if self.vectors is None or not len(self.vectors):
-            return np.zeros(self.dim, np.float32)
-        return self.vectors.mean(0).astype(np.float32)
+        """Mean of the indexed vectors (cached; adding or removing a video resets it)."""
+        if getattr(self, "_center", None) is None:
+            empty = self.vectors is None or not len(self.vectors)
+            self._center = np.zeros(self.dim, np.float32) if empty else self.vectors.mean(0).astype(np.float32)
+        return self._center
 
     def centered(self, x: np.ndarray) -> np.ndarray:
         """Descriptors as searched: minus the index mean, L2-normalised."""
@@ -141,7 +143,7 @@ def save(root: str | os.PathLike, state: IndexState) -> None:
 def add_video(state: IndexState, path: str, duration: float, vectors: np.ndarray, spans: np.ndarray) -> None:
     """Append (or replace) one video's segments in memory."""
     remove_video(state, path)
-    state.faiss = None
+    state.faiss = state._center = None
     ids = np.arange(state.next_id, state.next_id + len(vectors), dtype=np.int64)
     state.next_id += len(vectors)
     state.videos.append(VideoEntry(path, float(duration), ids.tolist(), spans.tolist()))
@@ -154,7 +156,7 @@ def remove_video(state: IndexState, path: str) -> bool:
     if entry is None:
         return False
     state.videos.remove(entry)
-    state.faiss = None
+    state.faiss = state._center = None
     if state.ids is not None and len(entry.ids):
         keep = ~np.isin(state.ids, np.asarray(entry.ids))
         state.ids, state.vectors = state.ids[keep], state.vectors[keep]

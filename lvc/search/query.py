@@ -40,7 +40,10 @@ class Searcher:
         self.index = faiss_index(state)
         self.row = state.vector_of()
         self.video_of = {i: v for v, e in enumerate(state.videos) for i in e.ids}
-        self.vectors = state.centered(state.vectors) if state.vectors is not None else None
+        vectors = state.centered(state.vectors) if state.vectors is not None else None
+        # per video: (views, segments, D), the rows gathered once
+        self.per_video = [vectors[[self.row[i] for i in e.ids]].reshape(-1, len(e.spans), state.dim)
+                          for e in state.videos] if vectors is not None else []
 
     def search(self, variants: list[np.ndarray], k: int = 5) -> list[Match]:
         """Top-``k`` videos for query segment sequences (original, and optionally mirrored)."""
@@ -59,8 +62,7 @@ class Searcher:
 
     def _align(self, v: int, q: np.ndarray, flipped: bool) -> Match:
         entry = self.state.videos[v]
-        vecs = self.vectors[[self.row[i] for i in entry.ids]]
-        sim = q @ vecs.T  # (nq, nv)
+        sim = np.max(q @ self.per_video[v].transpose(0, 2, 1), axis=0)  # (nq, nv): the best view
         nq, nv = sim.shape
         if nq <= nv:  # every offset keeps the whole query inside the video: vectorised diagonals
             acc = np.zeros(nv - nq + 1)

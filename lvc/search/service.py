@@ -11,7 +11,7 @@ import numpy as np
 from lvc.errors import InputError, LvcError
 from lvc.models.registry import load_model
 from lvc.search import index as ix
-from lvc.search.descriptors import DESCRIPTOR_VERSION, Describer, describe_video
+from lvc.search.descriptors import DESCRIPTOR_VERSION, INDEX_CROPS, Describer, describe_video
 from lvc.search.query import Match, Searcher
 
 PathLike = str | os.PathLike
@@ -59,15 +59,17 @@ def _open(root: PathLike, model: str | None, create: bool) -> tuple[ix.IndexStat
 
 
 def _segments(path: Path, describer: Describer, progress: bool | None):
+    """Segment vectors of every indexed view, stacked view-major (views * m, D), spans (m, 2)."""
     try:
         with _progress(0, path.name, progress) as bar:
-            fd = describe_video(path, describer, progress=bar)
+            views = describe_video(path, describer, progress=bar, crops=INDEX_CROPS)
     except LvcError:
         raise
     except Exception as e:  # noqa: BLE001 - a decoder failure inside PyAV or the .lvc reader
         raise InputError(f"cannot read video ({e.__class__.__name__}: {e})", str(path)) from None
-    vecs, spans = fd.segments()
-    if not len(vecs):
+    segs = [fd.segments() for fd in views]
+    vecs, spans = np.concatenate([v for v, _ in segs]), segs[0][1]
+    if not len(spans):
         raise InputError("no frames", str(path), "pass a video with at least one frame")
     return vecs, spans, float(spans[-1][1])
 
