@@ -17,6 +17,7 @@ import numpy as np
 from lvc.search.index import IndexState, faiss_index
 
 CANDIDATES_PER_SEGMENT = 32
+ALIGN_AT_LEAST = 10  # videos aligned per query variant (at least 2k)
 
 
 @dataclass(frozen=True)
@@ -47,14 +48,25 @@ class Searcher:
 
     def search(self, variants: list[np.ndarray], k: int = 5) -> list[Match]:
         """Top-``k`` videos for query segment sequences (original, and optionally mirrored)."""
+        if self.index.ntotal == 0:
+            return []
         best: dict[int, Match] = {}
         for flipped, q in enumerate(variants):
-            if not len(q) or self.index.ntotal == 0:
+            if not len(q):
                 continue
             q = self.state.centered(q)
-            _, ids = self.index.search(np.ascontiguousarray(q, dtype=np.float32),
-                                       min(CANDIDATES_PER_SEGMENT, self.index.ntotal))
-            for v in {self.video_of[int(i)] for i in ids.ravel() if i >= 0}:
+            sims, ids = self.index.search(q, min(CANDIDATES_PER_SEGMENT, self.index.ntotal))
+            # pre-score: per video, the mean over query segments of its best retrieved similarity;
+            # only the most promising videos get the (exact, slower) sequence alignment
+            pre: dict[int, np.ndarray] = {}
+            for j in range(len(q)):
+                for sim, i in zip(sims[j], ids[j]):
+                    if i >= 0:
+                        v = self.video_of[int(i)]
+                        row = pre.setdefault(v, np.zeros(len(q), np.float32))
+                        row[j] = max(row[j], sim)
+            shortlist = sorted(pre, key=lambda v: -pre[v].mean())[:max(2 * k, ALIGN_AT_LEAST)]
+            for v in shortlist:
                 m = self._align(v, q, bool(flipped))
                 if v not in best or m.score > best[v].score:
                     best[v] = m
