@@ -25,9 +25,10 @@ def _write(path, frames) -> None:
 
 @pytest.fixture(scope="module")
 def forty(tmp_path_factory):
-    """40 real frames, 96x64 crops of the sample clip."""
+    """40 real frames, 96x64 crops of one shot of the sample clip (frames 137-176; its cuts
+    are at 30, 76, 137, 187), where P-frames pay: the tests need them."""
     with open_video(sample_clip()) as v:
-        frames = [f[100:164, 300:396] for _, f in zip(range(40), v.frames())]
+        frames = [f[100:164, 300:396] for _, f in zip(range(177), v.frames())][137:]
     path = tmp_path_factory.mktemp("inter") / "forty.y4m"
     _write(path, frames)
     return path, _read(path)
