@@ -117,21 +117,32 @@ class VideoSource:
 
     def frames(self) -> Iterator[np.ndarray]:
         """RGB frames (H, W, 3) uint8, in display order, decoded lazily."""
+        for _, frame in self.timed_frames():
+            yield frame
+
+    def timed_frames(self) -> Iterator[tuple[float, np.ndarray]]:
+        """(presentation time in seconds, RGB frame): container timestamps where the stream has
+        them (variable-rate files: an AVI may code 68 frames over 29.6 s), else index / fps."""
+        step = 1.0 / float(self.info.fps)
         if self._container is None:
-            for f in self._files:
+            for i, f in enumerate(self._files):
                 img = _load_image(f)
                 if img.shape[:2] != (self.info.height, self.info.width):
                     raise InputError(f"frame size {img.shape[1]}x{img.shape[0]} differs from the first frame",
                                      str(f), "all frames of a sequence must have one size")
-                yield img
+                yield i * step, img
             return
         n = 0
+        first: float | None = None
         try:
             for frame in self._container.decode(video=0):
                 if (frame.width, frame.height) != (self.info.width, self.info.height):
                     raise InputError(f"frame {n} changes size to {frame.width}x{frame.height}", str(self.path),
                                      "resize the video to one size first")
-                yield frame.to_ndarray(format="rgb24")
+                t = frame.time
+                if t is not None and first is None:
+                    first = t
+                yield (t - first if t is not None else n * step), frame.to_ndarray(format="rgb24")
                 n += 1
         except av.FFmpegError as e:
             raise InputError(f"decoding failed at frame {n} ({e.__class__.__name__})", str(self.path),

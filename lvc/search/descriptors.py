@@ -122,10 +122,8 @@ def iter_frames(path: str | os.PathLike, model: FrozenModel | None = None,
     from lvc.io.reader import open_video
 
     with open_video(path) as v:
-        fps = float(v.info.fps)
         last_slot = None
-        for i, frame in enumerate(v.frames()):
-            t = i / fps
+        for i, (t, frame) in enumerate(v.timed_frames()):
             slot = int(np.floor(t * every + 1e-9)) if every else i
             if slot != last_slot:
                 last_slot = slot
