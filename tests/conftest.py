@@ -31,6 +31,18 @@ def frames_hash(frames) -> str:
     return h.hexdigest()
 
 
+def write_y4m(path, frames, fps: int = 25) -> None:
+    """A test clip from RGB frames (4:2:0 y4m, as the encoder will read it back)."""
+    from fractions import Fraction
+
+    from lvc.io.writer import FrameWriter
+
+    w = FrameWriter(path, frames[0].shape[1], frames[0].shape[0], Fraction(fps))
+    for f in frames:
+        w.write(np.ascontiguousarray(f))
+    w.commit()
+
+
 def run_lvc(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the CLI in a fresh process, as a user would."""
     return subprocess.run([sys.executable, "-m", "lvc.cli", *map(str, args)], capture_output=True, text=True,

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import numpy as np
 import pytest
-from conftest import DATA
+from conftest import DATA, write_y4m
 
 from lvc.codec import api
 from lvc.codec.cli import sample_clip
 from lvc.codec.sequence import SequenceEncoder
 from lvc.io.reader import open_video
-from lvc.io.writer import FrameWriter
 from lvc.models.registry import load_model
-
-
-def _write(path, frames) -> None:
-    w = FrameWriter(path, frames[0].shape[1], frames[0].shape[0], Fraction(25))
-    for f in frames:
-        w.write(np.ascontiguousarray(f))
-    w.commit()
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +20,7 @@ def forty(tmp_path_factory):
     with open_video(sample_clip()) as v:
         frames = [f[100:164, 300:396] for _, f in zip(range(177), v.frames())][137:]
     path = tmp_path_factory.mktemp("inter") / "forty.y4m"
-    _write(path, frames)
+    write_y4m(path, frames)
     return path, _read(path)
 
 
@@ -77,7 +67,7 @@ def test_scene_cut_in_the_middle_of_a_group_becomes_intra(tmp_path):
         b = [np.ascontiguousarray(np.pad(f, ((8, 8), (16, 16), (0, 0)), mode="edge")) for f in v.frames()][:5]
     b = [np.ascontiguousarray(255 - f[:, ::-1]) for f in b]
     src = tmp_path / "cut.y4m"
-    _write(src, a + b)
+    write_y4m(src, a + b)
     out = tmp_path / "cut.lvc"
     api.encode(src, out, quality=0.5, intra_period=-1, progress=False)
     types = _types(out)

@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import json
-from fractions import Fraction
 
 import numpy as np
 import pytest
-from conftest import run_lvc
+from conftest import run_lvc, write_y4m
 
 from lvc.codec import api
 from lvc.codec.cli import sample_clip
 from lvc.errors import InputError
 from lvc.io.reader import open_video
-from lvc.io.writer import FrameWriter
 from lvc.search import index as ix
 from lvc.search import service
-
-
-def _write(path, frames) -> None:
-    w = FrameWriter(path, frames[0].shape[1], frames[0].shape[0], Fraction(25))
-    for f in frames:
-        w.write(np.ascontiguousarray(f))
-    w.commit()
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +31,7 @@ def videos(tmp_path_factory):
     paths = {}
     for name, fr in clips.items():
         paths[name] = root / f"{name}.y4m"
-        _write(paths[name], fr)
+        write_y4m(paths[name], fr)
     return root, paths, clips
 
 
@@ -50,7 +41,7 @@ def test_index_search_finds_the_source_and_its_time(tmp_path, videos):
     service.index_add(list(paths.values()), idx, progress=False)
     assert {v["path"] for v in service.index_list(idx)} == {str(p) for p in paths.values()}
     query = tmp_path / "q.y4m"
-    _write(query, [np.ascontiguousarray(f[:, ::-1]) for f in clips["right"][10:45]])  # 1.4 s excerpt, mirrored
+    write_y4m(query, [np.ascontiguousarray(f[:, ::-1]) for f in clips["right"][10:45]])  # 1.4 s excerpt, mirrored
     (top, *_) = service.search(idx, query, k=3)
     assert top.path == str(paths["right"]) and abs(top.start - 0.4) <= 1.0 and top.end > top.start
     r = run_lvc("search", query, "--index", idx, "-k", "2", "--json")
@@ -67,7 +58,7 @@ def test_lvc_file_is_indexed_and_searched_without_full_decode(tmp_path, videos):
     idx = tmp_path / "idx"
     service.index_add([coded, paths["right"], paths["inverted"]], idx, progress=False)
     query = tmp_path / "q.y4m"
-    _write(query, clips["left"][10:50])
+    write_y4m(query, clips["left"][10:50])
     assert service.search(idx, query, k=1)[0].path == str(coded)
     assert service.search(idx, coded, k=1)[0].path == str(coded)  # an .lvc as the query
 
@@ -115,7 +106,7 @@ def test_bad_index_and_bad_query_fail_cleanly(tmp_path, videos):
 def test_scenes_finds_a_hard_cut_and_writes_outputs(tmp_path, videos):
     _, _, clips = videos
     src = tmp_path / "cut.y4m"
-    _write(src, clips["left"][:40] + clips["right"][:35])  # one cut, at frame 40
+    write_y4m(src, clips["left"][:40] + clips["right"][:35])  # one cut, at frame 40
     sheet, kf, act = tmp_path / "sheet.png", tmp_path / "kf", tmp_path / "act.csv"
     r = run_lvc("scenes", src, "--json", "--contact-sheet", sheet, "--keyframes", kf, "--activity", act)
     assert r.returncode == 0, r.stderr

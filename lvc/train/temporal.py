@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import math
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -32,7 +31,7 @@ from lvc.models.frozen import FrozenModel, latent_space_id
 from lvc.models.latent import interp_levels
 from lvc.models.temporal import TemporalConfig, TemporalPrior
 from lvc.train.data import VIDEO_SUFFIXES, collect_sources
-from lvc.train.trainer import CKPT_FORMAT, latest_checkpoint, save_checkpoint
+from lvc.train.trainer import CKPT_FORMAT, cosine_lr, latest_checkpoint, save_checkpoint
 
 
 @dataclass
@@ -53,11 +52,7 @@ class TemporalTrainConfig:
 
     def lr_at(self, step: int) -> float:
         """Constant for the first half, then cosine decay (short runs need an annealed end)."""
-        start = self.steps // 2
-        if step < start:
-            return self.lr
-        t = min(1.0, (step - start) / max(1, self.steps - start))
-        return self.lr_final + 0.5 * (self.lr - self.lr_final) * (1 + math.cos(math.pi * t))
+        return cosine_lr(step, self.steps, self.lr, self.lr_final, 0.5)
 
 
 def _clip_pairs(path: Path, count: int, crop: int, max_gap: int, rng: np.random.Generator):

@@ -49,11 +49,16 @@ class TrainConfig:
     distortion: str = "mse"  # or "ms-ssim"
 
     def lr_at(self, step: int) -> float:
-        start = int(self.decay_start * self.steps)
-        if step < start:
-            return self.lr
-        t = min(1.0, (step - start) / max(1, self.steps - start))
-        return self.lr_final + 0.5 * (self.lr - self.lr_final) * (1 + math.cos(math.pi * t))
+        return cosine_lr(step, self.steps, self.lr, self.lr_final, self.decay_start)
+
+
+def cosine_lr(step: int, steps: int, lr: float, lr_final: float, decay_start: float) -> float:
+    """Constant ``lr`` up to ``decay_start * steps``, then cosine decay to ``lr_final`` at ``steps``."""
+    start = int(decay_start * steps)
+    if step < start:
+        return lr
+    t = min(1.0, (step - start) / max(1, steps - start))
+    return lr_final + 0.5 * (lr - lr_final) * (1 + math.cos(math.pi * t))
 
 
 # 1 - MS-SSIM is weighted so that the lambda range spans a similar range of rates as MSE
