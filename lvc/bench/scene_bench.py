@@ -18,6 +18,7 @@ import numpy as np
 
 from lvc.analysis.scenes import detect
 from lvc.analysis.signals import video_signals
+from lvc.errors import InputError
 from lvc.models.registry import load_model
 
 W, H, FPS = 416, 240, 25
@@ -79,8 +80,12 @@ def _score(found: list[int], truth: list[tuple], tol: int) -> tuple[int, int, in
 
 
 def pyscenedetect_boundaries(path: Path) -> list[int]:
-    from scenedetect import AdaptiveDetector
-    from scenedetect import detect as sd_detect
+    try:
+        from scenedetect import AdaptiveDetector
+        from scenedetect import detect as sd_detect
+    except ImportError:
+        raise InputError("the PySceneDetect baseline needs scenedetect", None,
+                         "pip install -e '.[baselines]', or pass --no-baseline") from None
 
     scenes = sd_detect(str(path), AdaptiveDetector())
     return [s[0].get_frames() for s in scenes[1:]]
@@ -92,7 +97,7 @@ def run(sources: list[Path], work: Path, videos_per_kind: int = 4, pieces: int =
     rng = np.random.default_rng(seed)
     sources = [s for s in sources if _clip_duration(s) >= MIN_SOURCE]
     if len(sources) < 2:
-        raise ValueError(f"need at least two source clips of {MIN_SOURCE} s or more")
+        raise InputError(f"need at least two source clips of {MIN_SOURCE} s or more", None, "pass more or longer clips")
     model = load_model()
     result: dict = {"videos": [], "summary": {}}
     for kind in KINDS:

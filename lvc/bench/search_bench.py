@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lvc.errors import InputError
 from lvc.search import index as ix
 from lvc.search import service
 from lvc.search.descriptors import Describer, iter_frames
@@ -58,8 +59,11 @@ class HashBaseline:
     """Per-frame perceptual hashes (imagehash pHash), 4 frames per second."""
 
     def __init__(self) -> None:
-        import imagehash  # noqa: F401 - fail early when the baseline's dependency is missing
-
+        try:
+            import imagehash  # noqa: F401 - fail early when the baseline's dependency is missing
+        except ImportError:
+            raise InputError("the pHash baseline needs imagehash", None,
+                             "pip install -e '.[baselines]', or pass --no-baseline") from None
         self.db: dict[str, np.ndarray] = {}
 
     @staticmethod
