@@ -64,16 +64,6 @@ def descriptor_change(desc: np.ndarray, lag: int = 1) -> np.ndarray:
     return out
 
 
-def _local_mean(x: np.ndarray, half: int, exclude: int = 1) -> np.ndarray:
-    n = len(x)
-    out = np.empty(n, np.float32)
-    for t in range(n):
-        lo, hi = max(0, t - half), min(n, t + half + 1)
-        window = np.concatenate([x[lo:max(lo, t - exclude)], x[min(hi, t + exclude + 1):hi]])
-        out[t] = window.mean() if len(window) else 0.0
-    return out
-
-
 def window_change(desc: np.ndarray, w: int) -> np.ndarray:
     """Cosine distance between the mean descriptors of frames ``[t - w, t)`` and ``[t, t + w)``."""
     n = len(desc)
@@ -121,7 +111,7 @@ def detect(sig: Signals) -> list[Boundary]:
             t = end + 1
         else:
             t += 1
-    return _thin(sorted(found, key=lambda x: x.frame), round(MIN_SCENE * fps))
+    return _thin(sorted(found, key=lambda x: x.frame), max(1, round(MIN_SCENE * fps)))
 
 
 def _thin(found: list[Boundary], gap: int) -> list[Boundary]:

@@ -19,7 +19,7 @@ from lvc.bitstream.container import FRAME_I, FRAME_P, LvcReader, LvcWriter, Sequ
 from lvc.codec.ratecontrol import search_quality
 from lvc.codec.sequence import PRESETS, CodedFrame, SequenceDecoder, SequenceEncoder, quality_to_int
 from lvc.codec.synthesis import default_workers, serial_main_thread
-from lvc.errors import InputError
+from lvc.errors import InputError, LvcError
 from lvc.io.reader import open_video
 from lvc.io.writer import FrameWriter, output_kind
 from lvc.metrics import MetricAccumulator
@@ -111,6 +111,10 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
     rate = info.fps if max(info.fps.numerator, info.fps.denominator) <= 1_000_000 else \
         info.fps.limit_denominator(10_000)
     header = SequenceHeader(fm.name, fm.weights_hash, info.width, info.height, rate, 1, max(intra_period, 0))
+    try:
+        header.pack()  # range-check every field before any encoding pass
+    except ValueError as e:
+        raise InputError(f"cannot be coded: {e}", str(input)) from None
     total = min(x for x in (info.frame_count, max_frames) if x) if (info.frame_count or max_frames) else None
 
     def run(q: int, writer: LvcWriter | None, acc: MetricAccumulator | None, desc: str) -> tuple[int, int, float]:
@@ -180,10 +184,15 @@ def iter_decode(input: PathLike, model: str | None = None) -> Iterator[np.ndarra
         pending: deque = deque()
         try:
             with serial_main_thread():
-                for unit in r.units():
-                    pending.append(dec.decode_async(unit))
-                    if len(pending) > dec.codec.synthesis.workers:
+                try:
+                    for unit in r.units():
+                        pending.append(dec.decode_async(unit))
+                        if len(pending) > dec.codec.synthesis.workers:
+                            yield pending.popleft().result()
+                except LvcError:  # a bad unit: the frames decoded before it still come out first
+                    while pending:
                         yield pending.popleft().result()
+                    raise
                 while pending:
                     yield pending.popleft().result()
         finally:

@@ -208,7 +208,7 @@ class FrameCodec:
         sym = torch.round(y - mean).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).long()
         self._y_coder.encode(enc, sym.numpy(), plan.idx.numpy())
         bits = plan.z_bits + self.m.y_tables.bits(plan.idx.numpy().ravel(), sym.numpy().ravel())
-        latent = self._latent(sym, plan.mean_fx, reference if plan.offset is not None else None)
+        latent = self._latent(sym, plan.mean_fx, reference)
         return FrameResult(coder.finish(enc), bits, latent, self.synthesis.submit(latent, inv_gain, h, w))
 
     @staticmethod

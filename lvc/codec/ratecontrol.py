@@ -69,7 +69,7 @@ def search_quality(measure: Callable[[int], float], target_bits: float, toleranc
             # secant on log rate inside the bracket, kept away from its ends
             f_lo, f_hi = math.log(lo[1] / target_bits), math.log(hi[1] / target_bits)
             t = -f_lo / (f_hi - f_lo) if f_hi != f_lo else 0.5
-            q = round(lo[0] + min(0.9, max(0.1, t)) * (hi[0] - lo[0]))
+            q = min(hi[0] - 1, max(lo[0] + 1, round(lo[0] + min(0.9, max(0.1, t)) * (hi[0] - lo[0]))))
         else:
             q = round(q - err / LOG_RATE_SLOPE * QUALITY_MAX)
             q = min(QUALITY_MAX, max(0, q))

@@ -75,9 +75,6 @@ class Synthesizer:
             self._pool = ThreadPoolExecutor(self.workers, "lvc-synthesis", initializer=_one_intra_op_thread)
         return self._pool.submit(self._run, latent_fx, inv_gain, h, w)
 
-    def __call__(self, latent_fx: torch.Tensor, inv_gain: torch.Tensor, h: int, w: int) -> np.ndarray:
-        return self.submit(latent_fx, inv_gain, h, w).result()
-
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)

@@ -24,6 +24,7 @@ from lvc.models.latent import LatentModel, ModelConfig
 from lvc.models.temporal import TemporalConfig, TemporalPrior
 
 FILE_FORMAT = "lvc-model/1"
+FILE_FORMAT_TEMPORAL = "lvc-model/2"  # with a P-frame prior: older decoders must refuse, not ignore it
 QUALITY_MAX = 65535  # qualities travel as 16-bit integers
 
 
@@ -97,6 +98,7 @@ def freeze(model: LatentModel, name: str, temporal: TemporalPrior | None = None)
                        "log_inv_gain": model.log_inv_gain.detach().clone()},
              "frozen": frozen}
     if temporal is not None:
+        state["format"] = FILE_FORMAT_TEMPORAL
         if cfg.arch != "hyperprior":
             raise ValueError("a temporal prior corrects the hyperprior's predictions; this model has none")
         temporal = temporal.eval()
@@ -151,7 +153,7 @@ def from_bytes(data: bytes, where: str) -> FrozenModel:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a model file"
         raise ModelError(f"not an lvc model file ({e.__class__.__name__})", str(path)) from None
-    if not isinstance(state, dict) or state.get("format") != FILE_FORMAT:
+    if not isinstance(state, dict) or state.get("format") not in (FILE_FORMAT, FILE_FORMAT_TEMPORAL):
         raise ModelError("not an lvc model file (format tag missing)", str(path))
     try:
         return _build(state, data)

@@ -77,21 +77,23 @@ def load(root: str | os.PathLike) -> IndexState:
         raise InputError("no index here", str(root), "create one with `lvc index add PATH... --index DIR`")
     if not exists(root):
         raise InputError("not an lvc index (CURRENT missing)", str(root), "pass a folder made by `lvc index add`")
-    gen = root / (root / "CURRENT").read_text().strip()
+    gen = root / "CURRENT"
     try:
+        gen = root / (root / "CURRENT").read_text().strip()
         meta = json.loads((gen / "meta.json").read_text())
         if meta.get("format") != FORMAT:
             raise ValueError("format")
         vectors = np.load(gen / "vectors.npy")
         ids = np.load(gen / "ids.npy")
         index = _faiss().read_index(str(gen / "segments.faiss"))
-    except (OSError, ValueError, KeyError, RuntimeError) as e:  # FAISS reports unreadable files as RuntimeError
+        videos = [VideoEntry(**v) for v in meta["videos"]]
+        state = IndexState(meta["model"], meta["descriptor"], meta["dim"], videos, vectors, ids, meta["next_id"], index)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:  # FAISS raises RuntimeError
         raise InputError(f"damaged or foreign index ({e.__class__.__name__})", str(gen),
                          "rebuild it with `lvc index rebuild --index DIR`") from None
-    videos = [VideoEntry(**v) for v in meta["videos"]]
-    if index.ntotal != len(ids) or vectors.shape != (len(ids), meta["dim"]):
+    if index.ntotal != len(ids) or vectors.shape != (len(ids), state.dim):
         raise InputError("index files disagree", str(gen), "rebuild it with `lvc index rebuild --index DIR`")
-    return IndexState(meta["model"], meta["descriptor"], meta["dim"], videos, vectors, ids, meta["next_id"], index)
+    return state
 
 
 HNSW_FROM = 20_000  # vectors; below, exact search is as fast
@@ -132,8 +134,11 @@ def save(root: str | os.PathLike, state: IndexState) -> None:
         ids = state.ids if state.ids is not None else np.zeros(0, np.int64)
         np.save(tmp / "vectors.npy", vectors.astype(np.float32))
         np.save(tmp / "ids.npy", ids.astype(np.int64))
-        _faiss().write_index(faiss_index(IndexState(state.model, state.descriptor, state.dim, [], vectors, ids)),
-                             str(tmp / "segments.faiss"))
+        try:
+            _faiss().write_index(faiss_index(IndexState(state.model, state.descriptor, state.dim, [], vectors, ids)),
+                                 str(tmp / "segments.faiss"))
+        except RuntimeError as e:  # FAISS's I/O errors
+            raise OSError(str(e)) from None
         meta = {"format": FORMAT, "model": state.model, "descriptor": state.descriptor, "dim": state.dim,
                 "next_id": state.next_id, "videos": [v.__dict__ for v in state.videos]}
         (tmp / "meta.json").write_text(json.dumps(meta))
@@ -142,7 +147,10 @@ def save(root: str | os.PathLike, state: IndexState) -> None:
                 os.fsync(fh.fileno())
         os.replace(tmp, gen)
         pointer = root / ".CURRENT.tmp"
-        pointer.write_text(gen.name + "\n")
+        with open(pointer, "w") as fh:
+            fh.write(gen.name + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(pointer, root / "CURRENT")
     except OSError as e:
         raise OutputError(f"cannot write the index ({e.strerror})", str(root)) from None

@@ -47,6 +47,8 @@ def _progress(total: int, desc: str, enabled: bool | None):
 def _open(root: PathLike, model: str | None, create: bool) -> tuple[ix.IndexState, Describer]:
     fm = load_model(model)
     tag = _model_tag(fm)
+    if Path(root).exists() and not Path(root).is_dir():
+        raise InputError("--index is a file, not a folder", str(root), "pass an index folder")
     if create and not ix.exists(Path(root)):
         if Path(root).exists() and any(Path(root).iterdir()):
             raise InputError("folder exists and is not an lvc index", str(root), "pass a new or empty folder")
@@ -92,8 +94,9 @@ def index_add(paths: list[PathLike], root: PathLike, model: str | None = None,
 
 def index_remove(paths: list[PathLike], root: PathLike) -> list[str]:
     state = ix.load(root)
-    gone = [str(p) for p in paths if ix.remove_video(state, str(Path(p)))]
-    missing = [str(p) for p in paths if str(Path(p)) not in gone]
+    wanted = [str(Path(p)) for p in paths]
+    gone = [p for p in wanted if ix.remove_video(state, p)]
+    missing = [p for p in wanted if p not in gone]
     if missing:
         raise InputError("not in the index", ", ".join(missing), "see `lvc index list --index DIR`")
     ix.save(root, state)
