@@ -17,7 +17,7 @@ import torch
 
 from lvc.bitstream.container import FRAME_I, FRAME_P, LvcReader, LvcWriter, SequenceHeader, pack_frame
 from lvc.codec.ratecontrol import search_quality
-from lvc.codec.sequence import PRESETS, CodedFrame, SequenceDecoder, SequenceEncoder, quality_to_int
+from lvc.codec.sequence import PRESETS, SequenceDecoder, SequenceEncoder, quality_to_int
 from lvc.codec.synthesis import default_workers, serial_main_thread
 from lvc.errors import InputError, LvcError
 from lvc.io.reader import open_video
@@ -122,6 +122,11 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
         enc = SequenceEncoder(fm, q, intra_period, refine, preset)
         size, n, est = len(header.pack()), 0, 0.0
         pending: deque = deque()  # reconstructions still being synthesised, scored in order
+
+        def score() -> None:
+            frame, coded = pending.popleft()
+            acc.add(frame, coded.recon)
+
         with open_video(input, fps) as s, _progress(total, desc, progress) as bar:
             try:
                 for i, frame in enumerate(s.frames()):
@@ -136,10 +141,10 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
                     if acc is not None:
                         pending.append((frame, coded))
                         while len(pending) > enc.codec.synthesis.workers:
-                            acc.add(*_scored(pending.popleft()))
+                            score()
                     bar.update(1)
                 while pending:
-                    acc.add(*_scored(pending.popleft()))
+                    score()
             finally:
                 enc.codec.synthesis.close()
         return n, size, est
@@ -164,11 +169,6 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
     seconds = time.perf_counter() - t0
     return EncodeResult(frames, info.width, info.height, float(info.fps), size, est, seconds,
                         acc.mean() if acc else {}, q / 65535, len(search.probes) if search else 0)
-
-
-def _scored(item: tuple[np.ndarray, CodedFrame]) -> tuple[np.ndarray, np.ndarray]:
-    frame, coded = item
-    return frame, coded.recon
 
 
 def iter_decode(input: PathLike, model: str | None = None) -> Iterator[np.ndarray]:
