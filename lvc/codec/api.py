@@ -119,7 +119,7 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
 
     def run(q: int, writer: LvcWriter | None, acc: MetricAccumulator | None, desc: str) -> tuple[int, int, float]:
         """One encoding pass: (frames, file bytes, estimated bits)."""
-        enc = SequenceEncoder(fm, q, intra_period, refine, preset)
+        enc = SequenceEncoder(fm, q, intra_period, refine, preset, synthesize=acc is not None)
         size, n, est = len(header.pack()), 0, 0.0
         pending: deque = deque()  # reconstructions still being synthesised, scored in order
 

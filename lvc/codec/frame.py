@@ -1,8 +1,10 @@
 """Frame coding with a frozen model: frame <-> payload bytes.
 
-An I-frame codes the latent ``y``; a P-frame codes the residual ``y - y_ref`` against the
-previous frame's decoded latent, with the same hyperprior machinery (and, if the model
-has one, the temporal correction of its predictions). The probability
+An I-frame codes the latent ``y`` (if the model has a spatial context prior, in two
+checkerboard halves: the anchors, then the rest with predictions corrected from the
+decoded anchors); a P-frame codes the residual ``y - y_ref`` against the previous frame's
+decoded latent, with the same hyperprior machinery (and, if the model has one, the
+temporal correction of its predictions). The probability
 path (side information, scale indices, means) is integer-exact, and decoded latents
 are kept in fixed point (int64, ``LOG_FRAC_BITS`` fraction bits), so the reference a
 P-frame predicts from is identical in encoder and decoder on every machine: no drift.
@@ -22,9 +24,10 @@ import torch
 from torch.nn import functional as F
 
 from lvc.codec.refine import refine_latent
-from lvc.codec.synthesis import Synthesizer
+from lvc.codec.synthesis import Deferred, Synthesizer
 from lvc.entropy import coder
 from lvc.entropy.tables import LOG_FRAC_BITS, scale_index
+from lvc.models.context import anchor_mask
 from lvc.models.frozen import QUALITY_MAX, FrozenModel
 from lvc.models.latent import interp_levels
 
@@ -39,7 +42,7 @@ class FrameResult:
     payload: bytes
     estimated_bits: float  # information content under the frozen tables
     latent: torch.Tensor  # decoded latent in fixed point (int64), the next P-frame's reference
-    pending: Future = field(repr=False)  # the synthesis, running on a worker
+    pending: Future | Deferred = field(repr=False)  # the synthesis, running on a worker (or on demand)
 
     @property
     def recon(self) -> np.ndarray:
@@ -85,6 +88,7 @@ class _Plan:
     z_hat: torch.Tensor | None
     z_bits: float
     mean_fx: torch.Tensor
+    log_scale_fx: torch.Tensor
     idx: torch.Tensor
     offset: torch.Tensor | None  # the reference (float) when coding a residual
 
@@ -93,9 +97,10 @@ class FrameCodec:
     """Encode / decode single frames with one frozen model."""
 
     def __init__(self, model: FrozenModel, refine_steps: int = 0, workers: int | None = None,
-                 fast_analysis: bool = False) -> None:
+                 fast_analysis: bool = False, eager_synthesis: bool = True) -> None:
         self.m = model
         self.refine_steps = refine_steps
+        self.eager_synthesis = eager_synthesis  # False: encoded frames are synthesised only on demand
         self.fast_analysis = fast_analysis
         self.synthesis = Synthesizer(model.g_s, workers)
         self._gain_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -122,23 +127,38 @@ class FrameCodec:
         return self._gain_cache[q]
 
     def _prior(self, z_hat: torch.Tensor | None, q: int, shape: tuple[int, ...],
-               reference: torch.Tensor | None = None):
-        """Fixed-point means and integer scale indices of ``y`` (exact on every machine).
+               reference: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fixed-point means and log-scales of ``y`` (exact on every machine).
 
         With a temporal prior and a ``reference`` (P-frames), the hyperprior's predictions for
         the residual are corrected from the reference (see :mod:`lvc.models.temporal`).
         """
-        if reference is not None and self.m.temporal is not None and z_hat is not None:
-            mean, log_scale = self.m.hyper(z_hat).chunk(2, dim=1)
-            d_mean, d_log_scale = self.m.temporal.fuse.run_fixed(torch.cat([mean, log_scale, reference], 1)).chunk(2, 1)
-            return mean + d_mean, scale_index(log_scale + d_log_scale)
-        if z_hat is not None:
-            params = self.m.hyper(z_hat)
-            mean, log_scale = params.chunk(2, dim=1)
-        else:
-            mean = _interp_fixed(self.m.static_mean, q)[None, :, None, None].expand(shape)
-            log_scale = _interp_fixed(self.m.static_log_scale, q)[None, :, None, None].expand(shape)
-        return mean, scale_index(log_scale)
+        if z_hat is None:
+            return (_interp_fixed(self.m.static_mean, q)[None, :, None, None].expand(shape),
+                    _interp_fixed(self.m.static_log_scale, q)[None, :, None, None].expand(shape))
+        mean, log_scale = self.m.hyper(z_hat).chunk(2, dim=1)
+        if reference is not None and self.m.temporal is not None:
+            return self._correct(self.m.temporal.fuse, mean, log_scale, reference)
+        return mean, log_scale
+
+    @staticmethod
+    def _correct(fuse, mean: torch.Tensor, log_scale: torch.Tensor, cond: torch.Tensor):
+        d_mean, d_log_scale = fuse.run_fixed(torch.cat([mean, log_scale, cond], 1)).chunk(2, 1)
+        return mean + d_mean, log_scale + d_log_scale
+
+    def _checkerboard(self, reference: torch.Tensor | None, z_hat: torch.Tensor | None) -> bool:
+        """Whether this frame codes its latent in two checkerboard halves (I-frames of models
+        with a spatial context prior)."""
+        return reference is None and self.m.context is not None and z_hat is not None
+
+    def _context_prior(self, mean_fx: torch.Tensor, log_scale_fx: torch.Tensor, anchors: torch.Tensor,
+                       sym: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fixed-point means and scale indices of the second half, corrected from the decoded
+        anchors (their fixed-point latent, zero elsewhere); anchors keep the hyperprior's."""
+        cond = (sym * _ONE + mean_fx) * anchors
+        mean, log_scale = self._correct(self.m.context.fuse, mean_fx, log_scale_fx, cond)
+        return torch.where(anchors, mean_fx, mean), torch.where(anchors, scale_index(log_scale_fx),
+                                                               scale_index(log_scale))
 
     def analyse(self, frame: np.ndarray, q: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Gained latent ``y`` of a frame and the padded input tensor (for refinement)."""
@@ -179,13 +199,14 @@ class FrameCodec:
             z = side.h_a(y)
             z_hat = torch.round(z).clamp(-coder.ESCAPE_LIMIT, coder.ESCAPE_LIMIT).long()
             z_bits = side.tables.bits(side.index(tuple(z_hat.shape)).ravel(), z_hat.numpy().ravel())
-        mean_fx, idx = self._prior(z_hat, q, tuple(y.shape), reference)
-        return _Plan(y, side, z_hat, z_bits, mean_fx, idx, base)
+        mean_fx, log_scale_fx = self._prior(z_hat, q, tuple(y.shape), reference)
+        return _Plan(y, side, z_hat, z_bits, mean_fx, log_scale_fx, scale_index(log_scale_fx), base)
 
     @torch.no_grad()
     def estimate_bits(self, y: torch.Tensor, q: int, reference: torch.Tensor | None = None) -> float:
         """Bits the frame would cost (without refinement), at a fraction of ``encode``'s work:
-        no range coding, no synthesis. Used for fast I/P decisions and rate control."""
+        no range coding, no synthesis, no spatial context pass (so a slight overestimate for
+        I-frames of context models). Used for fast I/P decisions."""
         plan = self._conditioning(y, q, reference)
         sym = torch.round(plan.y - plan.mean_fx.float() / _ONE).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).long()
         return plan.z_bits + self.m.y_tables.bits(plan.idx.numpy().ravel(), sym.numpy().ravel())
@@ -206,10 +227,20 @@ class FrameCodec:
             y = refine_latent(self.m.g_s, y, mean, plan.idx, inv_gain, target, self._lambda(q), self.refine_steps,
                               offset=plan.offset)
         sym = torch.round(y - mean).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).long()
-        self._y_coder.encode(enc, sym.numpy(), plan.idx.numpy())
-        bits = plan.z_bits + self.m.y_tables.bits(plan.idx.numpy().ravel(), sym.numpy().ravel())
-        latent = self._latent(sym, plan.mean_fx, reference)
-        return FrameResult(coder.finish(enc), bits, latent, self.synthesis.submit(latent, inv_gain, h, w))
+        mean_fx, idx = plan.mean_fx, plan.idx
+        if self._checkerboard(reference, plan.z_hat):
+            anchors = anchor_mask(*sym.shape[-2:]).expand_as(sym)
+            self._y_coder.encode(enc, sym[anchors].numpy(), idx[anchors].numpy())
+            mean_fx, idx = self._context_prior(mean_fx, plan.log_scale_fx, anchors, sym)
+            rest = ~anchors
+            sym[rest] = torch.round(y - mean_fx.float() / _ONE)[rest].clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).long()
+            self._y_coder.encode(enc, sym[rest].numpy(), idx[rest].numpy())
+        else:
+            self._y_coder.encode(enc, sym.numpy(), idx.numpy())
+        bits = plan.z_bits + self.m.y_tables.bits(idx.numpy().ravel(), sym.numpy().ravel())
+        latent = self._latent(sym, mean_fx, reference)
+        synth = self.synthesis.submit if self.eager_synthesis else self.synthesis.defer
+        return FrameResult(coder.finish(enc), bits, latent, synth(latent, inv_gain, h, w))
 
     @staticmethod
     def _latent(sym: torch.Tensor, mean_fx: torch.Tensor, reference: torch.Tensor | None) -> torch.Tensor:
@@ -245,8 +276,17 @@ class FrameCodec:
         z_hat = None
         if side is not None:
             z_hat = torch.from_numpy(side.coder.decode(dec, side.index(z_shape)).reshape(z_shape))
-        mean_fx, idx = self._prior(z_hat, q, y_shape, reference)
-        sym = torch.from_numpy(self._y_coder.decode(dec, idx.numpy()).reshape(y_shape))
+        mean_fx, log_scale_fx = self._prior(z_hat, q, y_shape, reference)
+        idx = scale_index(log_scale_fx)
+        if self._checkerboard(reference, z_hat):
+            anchors = anchor_mask(*y_shape[-2:]).expand(y_shape)
+            sym = torch.zeros(y_shape, dtype=torch.long)
+            sym[anchors] = torch.from_numpy(self._y_coder.decode(dec, idx[anchors].numpy()))
+            mean_fx, idx = self._context_prior(mean_fx, log_scale_fx, anchors, sym)
+            rest = ~anchors
+            sym[rest] = torch.from_numpy(self._y_coder.decode(dec, idx[rest].numpy()))
+        else:
+            sym = torch.from_numpy(self._y_coder.decode(dec, idx.numpy()).reshape(y_shape))
         if not dec.maybe_exhausted():
             raise ValueError("payload holds more data than the frame needs")
         latent = self._latent(sym, mean_fx, reference)

@@ -24,6 +24,7 @@ import torch
 
 from lvc.bitstream.container import FRAME_I, FRAME_P, FrameUnit
 from lvc.codec.frame import FrameCodec, FrameResult
+from lvc.codec.synthesis import Deferred
 from lvc.errors import BitstreamError
 from lvc.models.frozen import QUALITY_MAX, FrozenModel
 
@@ -52,7 +53,7 @@ class CodedFrame:
     frame_type: int
     quality: int
     payload: bytes
-    pending: Future  # the reconstruction, synthesised on a worker
+    pending: Future | Deferred  # the reconstruction, synthesised on a worker (or on demand)
     estimated_bits: float
 
     @property
@@ -63,16 +64,17 @@ class CodedFrame:
 class SequenceEncoder:
     """``intra_period``: N > 0 forces an I-frame every N frames; 0 or -1: only the first.
 
-    ``refine_steps`` (if given) overrides the preset's.
+    ``refine_steps`` (if given) overrides the preset's. ``synthesize=False`` synthesises
+    reconstructions only when asked for (``recon``): nothing in coding needs them.
     """
 
     def __init__(self, model: FrozenModel, quality: int, intra_period: int, refine_steps: int | None = None,
-                 preset: str = "medium") -> None:
+                 preset: str = "medium", synthesize: bool = True) -> None:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
         self.preset = PRESETS[preset]
         self.codec = FrameCodec(model, self.preset.refine_steps if refine_steps is None else refine_steps,
-                                fast_analysis=self.preset.bf16_analysis)
+                                fast_analysis=self.preset.bf16_analysis, eager_synthesis=synthesize)
         self.quality = quality
         self.intra_period = intra_period
         self.index = 0

@@ -75,6 +75,11 @@ class Synthesizer:
             self._pool = ThreadPoolExecutor(self.workers, "lvc-synthesis", initializer=_one_intra_op_thread)
         return self._pool.submit(self._run, latent_fx, inv_gain, h, w)
 
+    def defer(self, latent_fx: torch.Tensor, inv_gain: torch.Tensor, h: int, w: int) -> Deferred:
+        """A frame synthesised only if someone asks for it (rate-control passes and encodes
+        without metrics need none: P-frames predict from latents, not pixels)."""
+        return Deferred(self, latent_fx, inv_gain, h, w)
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
@@ -84,3 +89,16 @@ class Synthesizer:
         pool = getattr(self, "_pool", None)
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Deferred:
+    """Future-like: submits the synthesis on the first ``result()`` call."""
+
+    def __init__(self, synthesis: Synthesizer, *args) -> None:
+        self._synthesis, self._args = synthesis, args
+        self._future: Future | None = None
+
+    def result(self) -> np.ndarray:
+        if self._future is None:
+            self._future = self._synthesis.submit(*self._args)
+        return self._future.result()

@@ -20,21 +20,25 @@ from torch import nn
 from lvc.entropy.intnet import IntSynthesis
 from lvc.entropy.tables import LOG_FRAC_BITS, CdfTables, factorized_tables, gaussian_tables
 from lvc.errors import ModelError
+from lvc.models.correction import Correction, CorrectionConfig
 from lvc.models.latent import LatentModel, ModelConfig
-from lvc.models.temporal import TemporalConfig, TemporalPrior
 
 FILE_FORMAT = "lvc-model/1"
 FILE_FORMAT_TEMPORAL = "lvc-model/2"  # with a P-frame prior: older decoders must refuse, not ignore it
+FILE_FORMAT_CONTEXT = "lvc-model/3"  # with a spatial context prior (and perhaps a P-frame prior)
+FILE_FORMATS = (FILE_FORMAT, FILE_FORMAT_TEMPORAL, FILE_FORMAT_CONTEXT)
 QUALITY_MAX = 65535  # qualities travel as 16-bit integers
 
 
 @dataclass(frozen=True)
-class FrozenTemporal:
-    """The P-frame prior (see :mod:`lvc.models.temporal`) with its decoder path in integers."""
+class FrozenCorrection:
+    """A prior correction (:mod:`lvc.models.correction`) with its decoder path in integers:
+    the P-frame prior, or the spatial context prior."""
 
-    config: TemporalConfig
-    fuse: IntSynthesis  # [mean, log-scale, reference] -> corrections (all fixed point)
+    config: CorrectionConfig
+    fuse: IntSynthesis  # [mean, log-scale, condition] -> corrections (all fixed point)
     latent_space: str  # latent_space_id of the intra transforms it was trained on
+
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,8 @@ class FrozenModel:
     static_log_scale: torch.Tensor | None
     sha256: str = ""
     data: bytes = field(default=b"", repr=False)  # the serialised file this model was read from
-    temporal: FrozenTemporal | None = None  # P-frame prior; without it P-frames code latent residuals
+    temporal: FrozenCorrection | None = None  # P-frame prior; without it P-frames code latent residuals
+    context: FrozenCorrection | None = None  # spatial (checkerboard) prior of I-frames
 
     @property
     def weights_hash(self) -> bytes:
@@ -74,7 +79,8 @@ def latent_space_id(g_a: nn.Module, log_gain: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-def freeze(model: LatentModel, name: str, temporal: TemporalPrior | None = None) -> FrozenModel:
+def freeze(model: LatentModel, name: str, temporal: Correction | None = None,
+           context: Correction | None = None) -> FrozenModel:
     """Build the integer coding state of ``model`` (explicit, once, before saving).
 
     The result is what loading the saved file gives, byte for byte: transforms are
@@ -97,15 +103,16 @@ def freeze(model: LatentModel, name: str, temporal: TemporalPrior | None = None)
              "float": {**half, "log_gain": model.log_gain.detach().clone(),
                        "log_inv_gain": model.log_inv_gain.detach().clone()},
              "frozen": frozen}
-    if temporal is not None:
-        state["format"] = FILE_FORMAT_TEMPORAL
+    for key, net in (("temporal", temporal), ("context", context)):
+        if net is None:
+            continue
         if cfg.arch != "hyperprior":
-            raise ValueError("a temporal prior corrects the hyperprior's predictions; this model has none")
-        temporal = temporal.eval()
+            raise ValueError(f"a {key} prior corrects the hyperprior's predictions; this model has none")
+        state["format"] = FILE_FORMAT_CONTEXT if context is not None else FILE_FORMAT_TEMPORAL
+        net = net.eval()
         with torch.no_grad():
-            state["temporal"] = {"config": temporal.cfg.to_dict(),
-                                 "fuse": IntSynthesis.from_float(temporal.fuse).to_state(),
-                                 "latent_space": latent_space_id(model.g_a, model.log_gain)}
+            state[key] = {"config": net.cfg.to_dict(), "fuse": IntSynthesis.from_float(net.fuse).to_state(),
+                          "latent_space": latent_space_id(model.g_a, model.log_gain)}
     buf = io.BytesIO()
     torch.save(state, buf)
     return from_bytes(buf.getvalue(), name)
@@ -153,7 +160,7 @@ def from_bytes(data: bytes, where: str) -> FrozenModel:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a model file"
         raise ModelError(f"not an lvc model file ({e.__class__.__name__})", str(path)) from None
-    if not isinstance(state, dict) or state.get("format") not in (FILE_FORMAT, FILE_FORMAT_TEMPORAL):
+    if not isinstance(state, dict) or state.get("format") not in FILE_FORMATS:
         raise ModelError("not an lvc model file (format tag missing)", str(path))
     try:
         return _build(state, data)
@@ -178,13 +185,14 @@ def _build(state: dict, data: bytes) -> FrozenModel:
         CdfTables.from_state(fr["y_tables"]),
         fr["static_mean"].long() if fr["static_mean"] is not None else None,
         fr["static_log_scale"].long() if fr["static_log_scale"] is not None else None,
-        hashlib.sha256(data).hexdigest(), data, _build_temporal(state.get("temporal")),
+        hashlib.sha256(data).hexdigest(), data, _build_correction(state.get("temporal")),
+        _build_correction(state.get("context")),
     )
     return fm
 
 
-def _build_temporal(t: dict | None) -> FrozenTemporal | None:
+def _build_correction(t: dict | None) -> FrozenCorrection | None:
     if t is None:
         return None
-    return FrozenTemporal(TemporalConfig.from_dict(t["config"]), IntSynthesis.from_state(t["fuse"]),
-                          t["latent_space"])
+    return FrozenCorrection(CorrectionConfig.from_dict(t["config"]), IntSynthesis.from_state(t["fuse"]),
+                            t["latent_space"])

@@ -10,10 +10,13 @@ from pathlib import Path
 import torch
 
 from lvc.errors import ModelError
+from lvc.models.context import SpatialContext
+from lvc.models.correction import Correction, CorrectionConfig
 from lvc.models.frozen import freeze, latent_space_id, save_frozen
 from lvc.models.latent import LatentModel, ModelConfig
 from lvc.models.registry import load_model
-from lvc.models.temporal import TemporalConfig, TemporalPrior
+from lvc.models.temporal import TemporalPrior
+from lvc.train.context import ContextTrainConfig, train_context
 from lvc.train.temporal import TemporalTrainConfig, train_temporal
 from lvc.train.trainer import TrainConfig, train
 
@@ -54,6 +57,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             t.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     t.set_defaults(func=run_temporal)
 
+    c = sub.add_parser("train-ctx", help="train the spatial (checkerboard) context prior of a latent model",
+                       description="Rate training of the context prior on latents of image crops; "
+                                   "the intra model stays frozen.")
+    c.add_argument("data", nargs="+", help="image/video files or folders (searched recursively)")
+    c.add_argument("--out", required=True, help="run folder: checkpoints, log.csv, latent cache")
+    c.add_argument("--model", help="intra model (name or .lvcm); default: the shipped model")
+    c.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    c.add_argument("--init", help="start from this context checkpoint's weights (e.g. after the intra model changed)")
+    for f in fields(ContextTrainConfig):
+        if f.name not in ("data", "out"):
+            c.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    c.set_defaults(func=run_context)
+
     e = sub.add_parser("export", help="freeze a training checkpoint into a .lvcm model file",
                        description="Builds the integer coding tables once and writes NAME.lvcm; with "
                                    "--manifest, records its SHA-256 in that MANIFEST.json.")
@@ -62,6 +78,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("-o", "--output", required=True, help="output .lvcm file")
     e.add_argument("--manifest", help="MANIFEST.json to update (e.g. lvc/weights/MANIFEST.json)")
     e.add_argument("--temporal", help="a `lvc train-p` checkpoint to include as the P-frame prior")
+    e.add_argument("--context", help="a `lvc train-ctx` checkpoint to include as the spatial context prior")
     e.set_defaults(func=export)
 
 
@@ -80,14 +97,22 @@ def run_temporal(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_temporal(path: str) -> tuple[TemporalPrior, str]:
+def run_context(args: argparse.Namespace) -> int:
+    cfg = ContextTrainConfig(**{f.name: getattr(args, f.name) for f in fields(ContextTrainConfig)})
+    last = train_context(cfg, load_model(args.model), resume=args.resume, init=args.init)
+    print(f"last checkpoint: {last}")
+    return 0
+
+
+def _load_correction(path: str, cls: type[Correction], command: str) -> tuple[Correction, str]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
-        prior = TemporalPrior(TemporalConfig.from_dict(state["temporal_config"]))
-        prior.load_state_dict(state["model"])
-        return prior, state["latent_space"]
+        config = state.get("correction_config") or state["temporal_config"]  # the latter: older P checkpoints
+        net = cls(CorrectionConfig.from_dict(config))
+        net.load_state_dict(state["model"])
+        return net, state["latent_space"]
     except Exception as e:  # noqa: BLE001 - see export
-        raise ModelError(f"not a usable `lvc train-p` checkpoint ({e.__class__.__name__})", path) from None
+        raise ModelError(f"not a usable `{command}` checkpoint ({e.__class__.__name__})", path) from None
 
 
 def export(args: argparse.Namespace) -> int:
@@ -99,15 +124,18 @@ def export(args: argparse.Namespace) -> int:
         model.load_state_dict(state["model"])
     except Exception as e:  # noqa: BLE001 - unpickling can fail in many ways; all mean "not a checkpoint"
         raise ModelError(f"not a usable lvc checkpoint ({e.__class__.__name__})", args.checkpoint) from None
-    prior = None
-    if args.temporal:
-        prior, trained_for = _load_temporal(args.temporal)
-        space = latent_space_id(model.g_a, model.log_gain)
+    space = latent_space_id(model.g_a, model.log_gain)
+    nets: dict[str, Correction | None] = {"temporal": None, "context": None}
+    for key, cls, command in (("temporal", TemporalPrior, "lvc train-p"), ("context", SpatialContext, "lvc train-ctx")):
+        path = getattr(args, key)
+        if not path:
+            continue
+        nets[key], trained_for = _load_correction(path, cls, command)
         if trained_for != space:
-            raise ModelError(f"the P prior was trained for latent space {trained_for[:16]}, not this checkpoint's "
-                             f"{space[:16]}", args.temporal,
-                             "export the intra model alone, then run `lvc train-p --model IT --init CKPT`")
-    frozen = freeze(model, args.name, prior)
+            raise ModelError(f"the {key} prior was trained for latent space {trained_for[:16]}, not this "
+                             f"checkpoint's {space[:16]}", path,
+                             f"export the intra model alone, then run `{command} --model IT --init CKPT`")
+    frozen = freeze(model, args.name, nets["temporal"], nets["context"])
     sha = save_frozen(frozen, args.output)
     if args.manifest:
         path = Path(args.manifest)

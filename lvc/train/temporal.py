@@ -1,58 +1,35 @@
 """Training of the P-frame prior (``lvc train-p``) on latents of consecutive frames.
 
-The intra model is frozen, so the analysis runs once: random crops of frame pairs
-``(t - gap, t)`` from video clips become pairs of (un-gained) latents in a cache, and
-every training step works at latent resolution only, which is cheap enough for two CPU
-cores. Each step codes the residual as the codec does (intra side information from the
-residual, the frozen integer hyper-synthesis) and minimises the rate of ``y_t`` under the
-corrected prior, with the reference quantised as a decoder holds it (uniform noise as
-its proxy) at a quality drawn per sample. Checkpoints describe themselves and resume exactly.
+Random co-located crops of frame pairs ``(t - gap, t)`` from video clips become pairs of
+(un-gained) latents in a cache. Each step codes the residual as the codec does (intra
+side information from the residual, the frozen integer hyper-synthesis) and minimises the
+rate of ``y_t`` under the corrected prior, with the reference quantised as a decoder holds
+it (uniform noise as its proxy). The loop is :mod:`lvc.train.correction`'s.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
-import random
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-import lvc
-from lvc.entropy.coder import ESCAPE_LIMIT
-from lvc.entropy.tables import LOG_FRAC_BITS
 from lvc.errors import InputError
 from lvc.io.reader import open_video
-from lvc.models.frozen import FrozenModel, latent_space_id
-from lvc.models.latent import interp_levels
+from lvc.models.correction import Correction
+from lvc.models.frozen import FrozenModel
 from lvc.models.temporal import TemporalConfig, TemporalPrior
+from lvc.train.correction import CorrectionTrainConfig, check_crop, hyper_prior, intra_identity, train_correction
 from lvc.train.data import VIDEO_SUFFIXES, collect_sources
-from lvc.train.trainer import CKPT_FORMAT, cosine_lr, latest_checkpoint, save_checkpoint
 
 
 @dataclass
-class TemporalTrainConfig:
-    data: list[str]
-    out: str
-    steps: int = 4000
-    batch: int = 16
-    crop: int = 256
-    lr: float = 1e-4
-    lr_final: float = 5e-6
+class TemporalTrainConfig(CorrectionTrainConfig):
     pairs_per_clip: int = 160
     max_gap: int = 2  # reference distance drawn from 1..max_gap frames
-    seed: int = 0
-    ckpt_every: int = 250
-    keep: int = 2
-    threads: int = 0
-
-    def lr_at(self, step: int) -> float:
-        """Constant for the first half, then cosine decay (short runs need an annealed end)."""
-        return cosine_lr(step, self.steps, self.lr, self.lr_final, 0.5)
 
 
 def _clip_pairs(path: Path, count: int, crop: int, max_gap: int, rng: np.random.Generator):
@@ -100,103 +77,32 @@ def build_latent_pairs(model: FrozenModel, sources: list[Path], cache_dir: Path,
     return np.load(path, mmap_mode="r")
 
 
-@torch.no_grad()
-def residual_prior(intra: FrozenModel, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The intra hyperprior's mean and log-scale for ``residual``, exactly as the codec
-    computes them (rounded side information, integer hyper-synthesis)."""
-    z = torch.round(intra.h_a(residual)).clamp(-ESCAPE_LIMIT, ESCAPE_LIMIT)
-    mu, log_scale = (intra.hyper(z).double() / (1 << LOG_FRAC_BITS)).float().chunk(2, dim=1)
-    return mu, log_scale
+class _TemporalTask:
+    kind = "temporal"
 
+    def __init__(self, intra: FrozenModel) -> None:
+        self.intra = intra
 
-def intra_identity(model: FrozenModel) -> str:
-    """The latent space a P prior is trained for (see :func:`lvc.models.frozen.latent_space_id`)."""
-    return latent_space_id(model.g_a, model.log_gain)
+    def batch_bits(self, net: Correction, latents: torch.Tensor, gain: torch.Tensor):
+        ref = latents[:, 0] * gain
+        ref = ref + torch.empty_like(ref).uniform_(-0.5, 0.5)  # the decoder holds a quantised reference
+        y = latents[:, 1] * gain
+        mu, log_scale = hyper_prior(self.intra, y - ref)
+        with torch.no_grad():
+            base = TemporalPrior.rate(y, ref + mu, log_scale)
+        return net(y, ref, mu, log_scale), base
 
 
 def train_temporal(cfg: TemporalTrainConfig, intra: FrozenModel, resume: bool = False,
                    init: str | None = None, progress: bool = True) -> Path:
     """Train (or resume) the P prior for ``intra``; returns the last checkpoint's path."""
-    if cfg.crop < 64 or cfg.crop % 64:
-        raise InputError(f"--crop {cfg.crop} is not a multiple of 64", None, "the side information needs it; use 256")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    space = intra_identity(intra)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = latest_checkpoint(out) if resume else None
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path else None
+    check_crop(cfg.crop)
     if intra.h_a is None:
         raise InputError("the intra model has no hyperprior to correct", intra.name, "use a hyperprior model")
-    tcfg = TemporalConfig(M=intra.config.M)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    prior = TemporalPrior(tcfg)
-    if init and state is None:  # warm start, e.g. from the prior of a previous intra model
-        prior.load_state_dict(torch.load(init, map_location="cpu", weights_only=False)["model"])
-    opt = torch.optim.Adam(prior.parameters(), lr=cfg.lr)
-    pairs = build_latent_pairs(intra, collect_sources(cfg.data), out / "cache", cfg)
-    rng = np.random.default_rng(cfg.seed)
-    step = 0
-    if state is not None:
-        if state.get("latent_space") != space:
-            raise InputError("checkpoint was trained for another intra model", str(ckpt_path),
-                             "start a new --out folder (optionally with --init from this checkpoint)")
-        prior.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step = state["step"]
-        torch.set_rng_state(state["rng"]["torch"])
-        random.setstate(state["rng"]["python"])
-        rng.bit_generator.state = state["rng"]["sampler"]
-    log_path = out / "log.csv"
-    new_log = not log_path.exists()
-    log = open(log_path, "a", newline="")
-    writer = csv.writer(log)
-    if new_log:
-        writer.writerow(["step", "time", "lr", "bpp", "residual_bpp"])
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=step, desc="train-p", dynamic_ncols=True, mininterval=5)
-    pixels = cfg.crop * cfg.crop
-    t0 = time.time()
-    last = ckpt_path
-    prior.train()
-    while step < cfg.steps:
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr_at(step)
-        batch = torch.from_numpy(np.stack([pairs[i] for i in rng.integers(0, len(pairs), cfg.batch)])).float()
-        gain = torch.exp(interp_levels(intra.log_gain, torch.rand(cfg.batch)))[:, :, None, None]
-        ref = batch[:, 0] * gain
-        ref = ref + torch.empty_like(ref).uniform_(-0.5, 0.5)  # the decoder holds a quantised reference
-        y = batch[:, 1] * gain
-        mu, log_scale = residual_prior(intra, y - ref)
-        bpp = prior(y, ref, mu, log_scale) / pixels
-        opt.zero_grad(set_to_none=True)
-        bpp.mean().backward()
-        torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
-        opt.step()
-        step += 1
-        if step % 20 == 0:
-            with torch.no_grad():  # the same batch under plain residual coding: what the correction buys
-                base = TemporalPrior.rate(y, ref + mu, log_scale) / pixels
-            writer.writerow([step, f"{time.time() - t0:.1f}", f"{cfg.lr_at(step):.3g}", f"{bpp.mean().item():.4f}",
-                             f"{base.mean().item():.4f}"])
-            log.flush()
-            if bar:
-                bar.set_postfix(bpp=f"{bpp.mean().item():.4f}")
-        if bar:
-            bar.update(1)
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            last = out / f"ckpt-{step:08d}.pt"
-            rngs = {"torch": torch.get_rng_state(), "python": random.getstate(), "sampler": rng.bit_generator.state}
-            save_checkpoint(last, format=CKPT_FORMAT, kind="temporal", code_version=lvc.__version__,
-                            temporal_config=tcfg.to_dict(), train_config=asdict(cfg), latent_space=space,
-                            intra_name=intra.name, step=step, model=prior.state_dict(), optimizer=opt.state_dict(),
-                            rng=rngs)
-            for old in sorted(out.glob("ckpt-*.pt"))[: -max(1, cfg.keep)]:
-                old.unlink()
-    if bar:
-        bar.close()
-    log.close()
-    return last
+    net = TemporalPrior(TemporalConfig(M=intra.config.M))
+    pairs = build_latent_pairs(intra, collect_sources(cfg.data), Path(cfg.out) / "cache", cfg)
+    return train_correction(cfg, intra, _TemporalTask(intra), net, pairs, resume, init, progress)
