@@ -85,6 +85,25 @@ def test_remove_rebuild_and_interrupted_add(tmp_path, videos, monkeypatch):
         service.index_remove([paths["left"]], idx)
 
 
+def test_concurrent_adds_both_land(tmp_path, videos, monkeypatch):
+    """A writer that lands while another is still describing its videos is not lost."""
+    _, paths, _ = videos
+    idx = tmp_path / "idx"
+    service.index_add([paths["left"]], idx, progress=False)
+    real = service._segments
+    calls = []
+
+    def racing(path, describer, progress):
+        if not calls:  # the first add is describing: a second add runs to completion meanwhile
+            calls.append(path)
+            service.index_add([paths["inverted"]], idx, progress=False)
+        return real(path, describer, progress)
+
+    monkeypatch.setattr(service, "_segments", racing)
+    service.index_add([paths["right"]], idx, progress=False)
+    assert {v["path"] for v in service.index_list(idx)} == {str(p) for p in paths.values()}
+
+
 def test_bad_index_and_bad_query_fail_cleanly(tmp_path, videos):
     _, paths, _ = videos
     foreign = tmp_path / "foreign"

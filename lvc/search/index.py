@@ -8,13 +8,19 @@ common component (cosine ~0.97 between unrelated clips), so search works on desc
 minus the index's mean, re-normalised; the mean is recomputed with every generation. A change writes a complete new
 generation and then replaces ``CURRENT`` with one rename, so an interrupted ``add`` leaves
 the previous generation live and intact; older generations are removed afterwards.
+Writers (add, remove, rebuild) hold an exclusive lock on ``DIR/.lock`` from reading the
+live generation to switching ``CURRENT``, so two concurrent ``lvc index add`` both land
+(without it, the later generation would silently drop the other's videos).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +29,27 @@ import numpy as np
 from lvc.errors import InputError, OutputError
 
 FORMAT = "lvc-index/1"
+LOCK = ".lock"
+
+
+@contextlib.contextmanager
+def writer_lock(root: str | os.PathLike):
+    """Exclusive writer lock of an index folder (created if missing); waits for another writer."""
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fh = open(root / LOCK, "a+")
+    except OSError as e:
+        raise OutputError(f"cannot lock the index ({e.strerror})", str(root)) from None
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"{root}: waiting for another index writer to finish", file=sys.stderr)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+    finally:
+        fh.close()  # releases the lock
 
 
 @dataclass

@@ -50,7 +50,7 @@ def _open(root: PathLike, model: str | None, create: bool) -> tuple[ix.IndexStat
     if Path(root).exists() and not Path(root).is_dir():
         raise InputError("--index is a file, not a folder", str(root), "pass an index folder")
     if create and not ix.exists(Path(root)):
-        if Path(root).exists() and any(Path(root).iterdir()):
+        if Path(root).exists() and any(p.name != ix.LOCK for p in Path(root).iterdir()):
             raise InputError("folder exists and is not an lvc index", str(root), "pass a new or empty folder")
         return ix.IndexState(tag, DESCRIPTOR_VERSION, 2 * fm.config.M), Describer(fm)
     state = ix.load(root)
@@ -82,24 +82,26 @@ def index_add(paths: list[PathLike], root: PathLike, model: str | None = None,
     files = expand_media(paths)
     if not files:
         raise InputError("nothing to index", ", ".join(map(str, paths)), "pass videos, .lvc files or folders")
-    state, describer = _open(root, model, create=True)
-    added = []
-    for f in files:
-        vecs, spans, duration = _segments(f, describer, progress)
-        ix.add_video(state, str(f), duration, vecs, spans)
-        added.append(str(f))
-    ix.save(root, state)
-    return added
+    _, describer = _open(root, model, create=True)  # checks the folder and model before the long part
+    described = [(str(f), *_segments(f, describer, progress)) for f in files]
+    with ix.writer_lock(root):
+        state, _ = _open(root, model, create=True)  # re-read: another writer may have landed meanwhile
+        for path, vecs, spans, duration in described:
+            ix.add_video(state, path, duration, vecs, spans)
+        ix.save(root, state)
+    return [d[0] for d in described]
 
 
 def index_remove(paths: list[PathLike], root: PathLike) -> list[str]:
-    state = ix.load(root)
-    wanted = [str(Path(p)) for p in paths]
-    gone = [p for p in wanted if ix.remove_video(state, p)]
-    missing = [p for p in wanted if p not in gone]
-    if missing:
-        raise InputError("not in the index", ", ".join(missing), "see `lvc index list --index DIR`")
-    ix.save(root, state)
+    ix.load(root)  # a clear error for a missing or foreign folder before locking it
+    with ix.writer_lock(root):
+        state = ix.load(root)
+        wanted = [str(Path(p)) for p in paths]
+        gone = [p for p in wanted if ix.remove_video(state, p)]
+        missing = [p for p in wanted if p not in gone]
+        if missing:
+            raise InputError("not in the index", ", ".join(missing), "see `lvc index list --index DIR`")
+        ix.save(root, state)
     return gone
 
 
@@ -117,7 +119,15 @@ def index_rebuild(root: PathLike, model: str | None = None, progress: bool | Non
     for v in old.videos:
         vecs, spans, duration = _segments(Path(v.path), describer, progress)
         ix.add_video(state, v.path, duration, vecs, spans)
-    ix.save(root, state)
+    with ix.writer_lock(root):
+        now = {v.path for v in ix.load(root).videos}  # writers that landed while describing
+        for v in list(state.videos):
+            if v.path not in now:
+                ix.remove_video(state, v.path)
+        for path in now - {v.path for v in state.videos}:
+            vecs, spans, duration = _segments(Path(path), describer, progress)
+            ix.add_video(state, path, duration, vecs, spans)
+        ix.save(root, state)
     return [v.path for v in state.videos]
 
 
