@@ -173,7 +173,7 @@ class FrameCodec:
 
     @torch.no_grad()
     def encode(self, frame: np.ndarray, q: int, reference: torch.Tensor | None = None,
-               y: torch.Tensor | None = None) -> FrameResult:
+               y: torch.Tensor | None = None, plan: _Plan | None = None) -> FrameResult:
         """Code ``frame`` as an I-frame, or as a P-frame against the fixed-point latent ``reference``."""
         h, w = frame.shape[:2]
         _, inv_gain = self._gains(q)
@@ -181,15 +181,18 @@ class FrameCodec:
             y, x = self.analyse(frame, q)
         else:
             x = to_tensor(frame)
-        return self.encode_latent(y, q, inv_gain, h, w, target=x, reference=reference)
+        return self.encode_latent(y, q, inv_gain, h, w, target=x, reference=reference, plan=plan)
 
     def _lambda(self, q: int) -> float:
         c = self.m.config
         return math.exp(math.log(c.lambda_min) + (math.log(c.lambda_max) - math.log(c.lambda_min)) * q / QUALITY_MAX)
 
-    def _conditioning(self, y: torch.Tensor, q: int, reference: torch.Tensor | None) -> _Plan:
+    def plan(self, y: torch.Tensor, q: int, reference: torch.Tensor | None = None) -> _Plan:
         """Side information and prior of ``y`` (before any refinement): what both coding and
-        estimation need."""
+        estimation need, so a mode decision can hand it on to ``encode`` instead of recomputing."""
+        return self._conditioning(y, q, reference)
+
+    def _conditioning(self, y: torch.Tensor, q: int, reference: torch.Tensor | None) -> _Plan:
         base = reference.float() / _ONE if reference is not None else None
         if base is not None:
             y = y - base
@@ -203,21 +206,24 @@ class FrameCodec:
         return _Plan(y, side, z_hat, z_bits, mean_fx, log_scale_fx, scale_index(log_scale_fx), base)
 
     @torch.no_grad()
-    def estimate_bits(self, y: torch.Tensor, q: int, reference: torch.Tensor | None = None) -> float:
+    def estimate_bits(self, y: torch.Tensor, q: int, reference: torch.Tensor | None = None,
+                      plan: _Plan | None = None) -> float:
         """Bits the frame would cost (without refinement), at a fraction of ``encode``'s work:
         no range coding, no synthesis, no spatial context pass (so a slight overestimate for
         I-frames of context models). Used for fast I/P decisions."""
-        plan = self._conditioning(y, q, reference)
+        plan = plan or self._conditioning(y, q, reference)
         sym = torch.round(plan.y - plan.mean_fx.float() / _ONE).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).long()
         return plan.z_bits + self.m.y_tables.bits(plan.idx.numpy().ravel(), sym.numpy().ravel())
 
     def encode_latent(self, y: torch.Tensor, q: int, inv_gain: torch.Tensor, h: int, w: int,
-                      target: torch.Tensor | None = None, reference: torch.Tensor | None = None) -> FrameResult:
+                      target: torch.Tensor | None = None, reference: torch.Tensor | None = None,
+                      plan: _Plan | None = None) -> FrameResult:
         """Code ``y``, or its residual against the fixed-point latent ``reference``.
 
-        With ``refine_steps`` and a ``target``, the latent is refined first.
+        With ``refine_steps`` and a ``target``, the latent is refined first. ``plan``: the
+        result of :meth:`plan` for the same arguments, if the caller has it already.
         """
-        plan = self._conditioning(y, q, reference)
+        plan = plan or self._conditioning(y, q, reference)
         enc = coder.new_encoder()
         if plan.side is not None:
             plan.side.coder.encode(enc, plan.z_hat.numpy(), plan.side.index(tuple(plan.z_hat.shape)))

@@ -89,16 +89,19 @@ class SequenceEncoder:
         mse = float(np.mean((r.recon.astype(np.float64) - frame) ** 2))
         return self.lmbda * mse + r.estimated_bits / (frame.shape[0] * frame.shape[1])
 
-    def _choose_intra(self, y: torch.Tensor) -> bool:
-        """I/P decision from estimated rates (``fast`` and ``medium``)."""
-        p_bits = self.codec.estimate_bits(y, self.quality, self.reference)
+    def _choose_intra(self, y: torch.Tensor):
+        """I/P decision from estimated rates (``fast`` and ``medium``): (intra?, the chosen
+        mode's plan, handed on to the coding so its side information is not recomputed)."""
+        p_plan = self.codec.plan(y, self.quality, self.reference)
+        p_bits = self.codec.estimate_bits(y, self.quality, self.reference, plan=p_plan)
         recent = self._recent_p[-4:]
-        if self.preset.decision == "cut" and recent and p_bits < CUT_JUMP * sum(recent) / len(recent):
-            intra = False
-        else:
-            intra = self.codec.estimate_bits(y, self.quality) < p_bits
+        intra, plan = False, p_plan
+        if not (self.preset.decision == "cut" and recent and p_bits < CUT_JUMP * sum(recent) / len(recent)):
+            i_plan = self.codec.plan(y, self.quality)
+            if self.codec.estimate_bits(y, self.quality, plan=i_plan) < p_bits:
+                intra, plan = True, i_plan
         self._recent_p = [] if intra else [*recent, p_bits]
-        return intra
+        return intra, plan
 
     def encode(self, frame: np.ndarray) -> CodedFrame:
         y, _ = self.codec.analyse(frame, self.quality)
@@ -110,10 +113,12 @@ class SequenceEncoder:
             p = self.codec.encode(frame, self.quality, reference=self.reference, y=y)
             if self._cost(frame, p) < self._cost(frame, best):
                 best, kind = p, FRAME_P
-        elif self._choose_intra(y):
-            best, kind = self.codec.encode(frame, self.quality, y=y), FRAME_I
         else:
-            best, kind = self.codec.encode(frame, self.quality, reference=self.reference, y=y), FRAME_P
+            intra, plan = self._choose_intra(y)
+            if intra:
+                best, kind = self.codec.encode(frame, self.quality, y=y, plan=plan), FRAME_I
+            else:
+                best, kind = self.codec.encode(frame, self.quality, reference=self.reference, y=y, plan=plan), FRAME_P
         self.reference = best.latent
         self.index += 1
         return CodedFrame(kind, self.quality, best.payload, best.pending, best.estimated_bits)
