@@ -5,7 +5,10 @@
 * ``tiny.lvcm``  — a tiny hyperprior model (a few training steps on the test clip);
 * ``clip.y4m``   — 6 real frames, 64x48 crop of the shipped sample clip (yuv420p);
 * ``golden.lvc`` and ``golden.json`` — a stream, the SHA-256 of its decoded fixed-point
-  latents and of its decoded frames.
+  latents and of its decoded frames;
+* ``tiny-ctx.lvcm``, ``golden-ctx.lvc``, ``golden-ctx.json`` — the same for a tiny model with
+  (random, non-trivial) spatial context and P-frame priors, I- and P-frames: pins the
+  checkerboard and correction semantics (``python tests/make_golden.py --context``).
 
 The golden stream pins the bitstream: a change that breaks decoding of old files fails
 ``test_golden.py``. Regenerate the stream only together with a format version bump.
@@ -58,19 +61,17 @@ def digests(stream: Path, model: Path) -> dict[str, str]:
     return {"latents_sha256": lat.hexdigest(), "frames_sha256": frames_hash(api.iter_decode(stream, model=str(model)))}
 
 
+GOLDEN = {"golden": "tiny.lvcm", "golden-ctx": "tiny-ctx.lvcm"}  # stream stem -> its model
+
+
 def write_digests() -> None:
-    d = digests(DATA / "golden.lvc", DATA / "tiny.lvcm")
-    (DATA / "golden.json").write_text(json.dumps(d, indent=2) + "\n")
+    for stem, model in GOLDEN.items():
+        if (DATA / f"{stem}.lvc").exists():
+            d = digests(DATA / f"{stem}.lvc", DATA / model)
+            (DATA / f"{stem}.json").write_text(json.dumps(d, indent=2) + "\n")
 
 
-def main() -> None:
-    DATA.mkdir(exist_ok=True)
-    with open_video(sample_clip()) as v:
-        frames = [f[100:148, 300:364] for _, f in zip(range(6), v.frames())]
-    w = FrameWriter(DATA / "clip.y4m", 64, 48, Fraction(25))
-    for f in frames:
-        w.write(np.ascontiguousarray(f))
-    w.commit()
+def _tiny_trained(frames: list[np.ndarray]) -> LatentModel:
     torch.manual_seed(0)
     model = LatentModel(TINY)
     opt = torch.optim.Adam(model.parameters(), 1e-2)
@@ -83,6 +84,46 @@ def main() -> None:
         opt.zero_grad()
         (loss + model.aux_loss()).backward()
         opt.step()
+    return model
+
+
+def main_context() -> None:
+    """The context-prior fixture (needs clip.y4m)."""
+    from lvc.models.context import SpatialContext
+    from lvc.models.correction import CorrectionConfig
+    from lvc.models.temporal import TemporalPrior
+
+    with open_video(DATA / "clip.y4m") as v:
+        frames = list(v.frames())
+    model = _tiny_trained(frames)
+    cfg = CorrectionConfig(M=TINY.M, C=8)
+    ctx, prior = SpatialContext(cfg), TemporalPrior(cfg)
+    torch.nn.init.normal_(ctx.fuse[-1].weight, std=0.3)
+    torch.nn.init.normal_(prior.fuse[-1].weight, std=0.05)
+    save_frozen(freeze(model, "lvc-test-tiny-ctx", prior, ctx), DATA / "tiny-ctx.lvcm")
+    api.encode(DATA / "clip.y4m", DATA / "golden-ctx.lvc", quality=0.9, model=str(DATA / "tiny-ctx.lvcm"),
+               intra_period=3, progress=False)
+    plain = DATA / "plain.tmp.lvcm"
+    save_frozen(freeze(model, "lvc-test-tiny-ctx", prior), plain)
+    api.encode(DATA / "clip.y4m", DATA / "plain.tmp.lvc", quality=0.9, model=str(plain), intra_period=3,
+               progress=False)
+    same = (DATA / "plain.tmp.lvc").read_bytes()[-200:] == (DATA / "golden-ctx.lvc").read_bytes()[-200:]
+    for f in (plain, DATA / "plain.tmp.lvc"):
+        f.unlink()
+    if same:
+        raise SystemExit("the context prior did not change the coding: pick a larger init std")
+    write_digests()
+
+
+def main() -> None:
+    DATA.mkdir(exist_ok=True)
+    with open_video(sample_clip()) as v:
+        frames = [f[100:148, 300:364] for _, f in zip(range(6), v.frames())]
+    w = FrameWriter(DATA / "clip.y4m", 64, 48, Fraction(25))
+    for f in frames:
+        w.write(np.ascontiguousarray(f))
+    w.commit()
+    model = _tiny_trained(frames)
     save_frozen(freeze(model, "lvc-test-tiny"), DATA / "tiny.lvcm")
     api.encode(DATA / "clip.y4m", DATA / "golden.lvc", quality=0.6, model=str(DATA / "tiny.lvcm"), progress=False)
     write_digests()
@@ -90,4 +131,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    write_digests() if sys.argv[1:] == ["--digests-only"] else main()
+    {"--digests-only": write_digests, "--context": main_context}.get(sys.argv[1] if sys.argv[1:] else "", main)()

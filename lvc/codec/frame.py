@@ -190,9 +190,6 @@ class FrameCodec:
     def plan(self, y: torch.Tensor, q: int, reference: torch.Tensor | None = None) -> _Plan:
         """Side information and prior of ``y`` (before any refinement): what both coding and
         estimation need, so a mode decision can hand it on to ``encode`` instead of recomputing."""
-        return self._conditioning(y, q, reference)
-
-    def _conditioning(self, y: torch.Tensor, q: int, reference: torch.Tensor | None) -> _Plan:
         base = reference.float() / _ONE if reference is not None else None
         if base is not None:
             y = y - base
@@ -211,7 +208,7 @@ class FrameCodec:
         """Bits the frame would cost (without refinement), at a fraction of ``encode``'s work:
         no range coding, no synthesis, no spatial context pass (so a slight overestimate for
         I-frames of context models). Used for fast I/P decisions."""
-        plan = plan or self._conditioning(y, q, reference)
+        plan = plan or self.plan(y, q, reference)
         sym = torch.round(plan.y - plan.mean_fx.float() / _ONE).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).long()
         return plan.z_bits + self.m.y_tables.bits(plan.idx.numpy().ravel(), sym.numpy().ravel())
 
@@ -223,7 +220,7 @@ class FrameCodec:
         With ``refine_steps`` and a ``target``, the latent is refined first. ``plan``: the
         result of :meth:`plan` for the same arguments, if the caller has it already.
         """
-        plan = plan or self._conditioning(y, q, reference)
+        plan = plan or self.plan(y, q, reference)
         enc = coder.new_encoder()
         if plan.side is not None:
             plan.side.coder.encode(enc, plan.z_hat.numpy(), plan.side.index(tuple(plan.z_hat.shape)))
