@@ -10,6 +10,7 @@ from conftest import write_y4m
 from lvc.codec import api
 from lvc.codec.cli import sample_clip
 from lvc.codec.frame import FrameCodec
+from lvc.errors import InputError, ModelError
 from lvc.io.reader import open_video
 from lvc.models.context import SpatialContext, anchor_mask
 from lvc.models.correction import CorrectionConfig
@@ -17,8 +18,10 @@ from lvc.models.frozen import FILE_FORMAT_CONTEXT, freeze, save_frozen
 from lvc.models.latent import LatentModel, ModelConfig
 from lvc.models.registry import load_model
 from lvc.models.temporal import TemporalPrior
+from lvc.train.cli import _load_correction
 from lvc.train.context import ContextTrainConfig, train_context
 from lvc.train.correction import intra_identity
+from lvc.train.temporal import TemporalTrainConfig, train_temporal
 
 SMALL = CorrectionConfig(M=16, C=8)
 
@@ -98,3 +101,9 @@ def test_train_ctx_resumes_exactly(tiny_model, tmp_path):
     b = torch.load(resumed, weights_only=False)
     assert a["step"] == b["step"] == 4 and a["kind"] == "context" and a["latent_space"] == intra_identity(intra)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    # the P and context priors share one network shape: only the recorded kind tells them apart
+    with pytest.raises(ModelError, match="context prior checkpoint"):
+        _load_correction(str(straight), "temporal", TemporalPrior, "lvc train-p")
+    with pytest.raises(InputError, match="context prior run"):
+        train_temporal(TemporalTrainConfig([str(src)], str(tmp_path / "a"), steps=6, batch=2, crop=64,
+                                           pairs_per_clip=2), intra, resume=True, progress=False)

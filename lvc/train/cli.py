@@ -104,9 +104,16 @@ def run_context(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_correction(path: str, cls: type[Correction], command: str) -> tuple[Correction, str]:
+def _load_correction(path: str, kind: str, cls: type[Correction], command: str) -> tuple[Correction, str]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
+        found = state.get("kind", "temporal")  # older P checkpoints
+    except Exception as e:  # noqa: BLE001 - see export
+        raise ModelError(f"not a usable `{command}` checkpoint ({e.__class__.__name__})", path) from None
+    if found != kind:  # the two priors share one network shape: only the recorded kind tells them apart
+        raise ModelError(f"this is a {found} prior checkpoint, not a {kind} one", path,
+                         f"pass a `{command}` checkpoint here")
+    try:
         config = state.get("correction_config") or state["temporal_config"]  # the latter: older P checkpoints
         net = cls(CorrectionConfig.from_dict(config))
         net.load_state_dict(state["model"])
@@ -130,7 +137,7 @@ def export(args: argparse.Namespace) -> int:
         path = getattr(args, key)
         if not path:
             continue
-        nets[key], trained_for = _load_correction(path, cls, command)
+        nets[key], trained_for = _load_correction(path, key, cls, command)
         if trained_for != space:
             raise ModelError(f"the {key} prior was trained for latent space {trained_for[:16]}, not this "
                              f"checkpoint's {space[:16]}", path,

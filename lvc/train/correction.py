@@ -92,6 +92,10 @@ def train_correction(cfg: CorrectionTrainConfig, intra: FrozenModel, task: Task,
     rng = np.random.default_rng(cfg.seed)
     step = 0
     if state is not None:
+        if state.get("kind", "temporal") != task.kind:
+            found = state.get("kind", "temporal")
+            raise InputError(f"this folder holds a {found} prior run, not a {task.kind} one", str(ckpt_path),
+                             "use another --out folder")
         if state.get("latent_space") != space:
             raise InputError("checkpoint was trained for another intra model", str(ckpt_path),
                              "start a new --out folder (optionally with --init from this checkpoint)")
