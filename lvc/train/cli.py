@@ -44,31 +44,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     p.set_defaults(func=run)
 
-    t = sub.add_parser("train-p", help="train the P-frame (temporal) prior of a latent model on video clips",
-                       description="Rate training of the temporal prior on latents of consecutive frames; "
-                                   "the intra model stays frozen.")
-    t.add_argument("data", nargs="+", help="video files or folders (searched recursively)")
-    t.add_argument("--out", required=True, help="run folder: checkpoints, log.csv, latent cache")
-    t.add_argument("--model", help="intra model (name or .lvcm); default: the shipped model")
-    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    t.add_argument("--init", help="start from this temporal checkpoint's weights (e.g. after the intra model changed)")
-    for f in fields(TemporalTrainConfig):
-        if f.name not in ("data", "out"):
-            t.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
-    t.set_defaults(func=run_temporal)
-
-    c = sub.add_parser("train-ctx", help="train the spatial (checkerboard) context prior of a latent model",
-                       description="Rate training of the context prior on latents of image crops; "
-                                   "the intra model stays frozen.")
-    c.add_argument("data", nargs="+", help="image/video files or folders (searched recursively)")
-    c.add_argument("--out", required=True, help="run folder: checkpoints, log.csv, latent cache")
-    c.add_argument("--model", help="intra model (name or .lvcm); default: the shipped model")
-    c.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    c.add_argument("--init", help="start from this context checkpoint's weights (e.g. after the intra model changed)")
-    for f in fields(ContextTrainConfig):
-        if f.name not in ("data", "out"):
-            c.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
-    c.set_defaults(func=run_context)
+    _add_prior_parser(sub, "train-p", "train the P-frame (temporal) prior of a latent model on video clips",
+                      "Rate training of the temporal prior on latents of consecutive frames",
+                      "video files or folders (searched recursively)", "temporal", TemporalTrainConfig, run_temporal)
+    _add_prior_parser(sub, "train-ctx", "train the spatial (checkerboard) context prior of a latent model",
+                      "Rate training of the context prior on latents of image crops",
+                      "image/video files or folders (searched recursively)", "context", ContextTrainConfig,
+                      run_context)
 
     e = sub.add_parser("export", help="freeze a training checkpoint into a .lvcm model file",
                        description="Builds the integer coding tables once and writes NAME.lvcm; with "
@@ -80,6 +62,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--temporal", help="a `lvc train-p` checkpoint to include as the P-frame prior")
     e.add_argument("--context", help="a `lvc train-ctx` checkpoint to include as the spatial context prior")
     e.set_defaults(func=export)
+
+
+def _add_prior_parser(sub: argparse._SubParsersAction, name: str, help: str, description: str, data_help: str,
+                      kind: str, config: type, func) -> None:
+    """``train-p`` / ``train-ctx``: the same options over their own training config."""
+    t = sub.add_parser(name, help=help, description=description + "; the intra model stays frozen.")
+    t.add_argument("data", nargs="+", help=data_help)
+    t.add_argument("--out", required=True, help="run folder: checkpoints, log.csv, latent cache")
+    t.add_argument("--model", help="intra model (name or .lvcm); default: the shipped model")
+    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    t.add_argument("--init", help=f"start from this {kind} checkpoint's weights (e.g. after the intra model changed)")
+    for f in fields(config):
+        if f.name not in ("data", "out"):
+            t.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    t.set_defaults(func=func)
 
 
 def run(args: argparse.Namespace) -> int:

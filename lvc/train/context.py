@@ -9,8 +9,6 @@ latent with the second checkerboard half under the corrected prior. The loop is
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +19,14 @@ from lvc.errors import InputError
 from lvc.models.context import SpatialContext
 from lvc.models.correction import Correction, CorrectionConfig
 from lvc.models.frozen import FrozenModel
-from lvc.train.correction import CorrectionTrainConfig, check_crop, hyper_prior, intra_identity, train_correction
+from lvc.train.correction import (
+    CorrectionTrainConfig,
+    cached_latents,
+    check_crop,
+    hyper_prior,
+    intra_identity,
+    train_correction,
+)
 from lvc.train.data import CropSampler, FrameCache, collect_sources
 
 
@@ -34,23 +39,20 @@ class ContextTrainConfig(CorrectionTrainConfig):
 def build_latent_crops(model: FrozenModel, sources: list[Path], cache_dir: Path,
                        cfg: ContextTrainConfig) -> np.ndarray:
     """(n, M, crop/16, crop/16) float16 latents of random crops, computed once and cached."""
-    key = [intra_identity(model), cfg.crop, cfg.crops, cfg.seed]
-    spec = json.dumps([str(s) for s in sources] + key)
-    path = cache_dir / f"latent-crops-{hashlib.sha256(spec.encode()).hexdigest()[:16]}.npy"
-    if path.exists():
-        return np.load(path, mmap_mode="r")
-    sampler = CropSampler(FrameCache.build(sources, cache_dir, cfg.crop), cfg.crop, cfg.seed)
-    out = []
-    from tqdm import tqdm
 
-    for start in tqdm(range(0, cfg.crops, 16), desc="latent crops", unit="batch"):
-        x = sampler.batch(min(16, cfg.crops - start))
-        with torch.no_grad():
-            out.append(model.g_a(x).half().numpy())
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, np.concatenate(out))
-    tmp.replace(path)
-    return np.load(path, mmap_mode="r")
+    def build() -> np.ndarray:
+        sampler = CropSampler(FrameCache.build(sources, cache_dir, cfg.crop), cfg.crop, cfg.seed)
+        out = []
+        from tqdm import tqdm
+
+        for start in tqdm(range(0, cfg.crops, 16), desc="latent crops", unit="batch"):
+            x = sampler.batch(min(16, cfg.crops - start))
+            with torch.no_grad():
+                out.append(model.g_a(x).half().numpy())
+        return np.concatenate(out)
+
+    spec = [str(s) for s in sources] + [intra_identity(model), cfg.crop, cfg.crops, cfg.seed]
+    return cached_latents(cache_dir, "latent-crops", spec, build)
 
 
 class _ContextTask:

@@ -12,8 +12,11 @@ the intra latent space they belong to, optimizer and RNG state) and resume exact
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -71,6 +74,20 @@ def hyper_prior(intra: FrozenModel, y: torch.Tensor) -> tuple[torch.Tensor, torc
 def intra_identity(model: FrozenModel) -> str:
     """The latent space a correction is trained for (see :func:`lvc.models.frozen.latent_space_id`)."""
     return latent_space_id(model.g_a, model.log_gain)
+
+
+def cached_latents(cache_dir: Path, prefix: str, spec: list, build: Callable[[], np.ndarray]) -> np.ndarray:
+    """Latents keyed by ``spec`` (sources, intra identity, sampling settings): ``build``
+    runs once, its result is written atomically, and later runs map the file."""
+    key = hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]
+    path = cache_dir / f"{prefix}-{key}.npy"
+    if not path.exists():
+        latents = build()
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, latents)
+        tmp.replace(path)
+    return np.load(path, mmap_mode="r")
 
 
 def check_crop(crop: int) -> None:

@@ -9,8 +9,6 @@ it (uniform noise as its proxy). The loop is :mod:`lvc.train.correction`'s.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +20,14 @@ from lvc.io.reader import open_video
 from lvc.models.correction import Correction
 from lvc.models.frozen import FrozenModel
 from lvc.models.temporal import TemporalConfig, TemporalPrior
-from lvc.train.correction import CorrectionTrainConfig, check_crop, hyper_prior, intra_identity, train_correction
+from lvc.train.correction import (
+    CorrectionTrainConfig,
+    cached_latents,
+    check_crop,
+    hyper_prior,
+    intra_identity,
+    train_correction,
+)
 from lvc.train.data import VIDEO_SUFFIXES, collect_sources
 
 
@@ -53,28 +58,24 @@ def build_latent_pairs(model: FrozenModel, sources: list[Path], cache_dir: Path,
     videos = [s for s in sources if s.suffix.lower() in VIDEO_SUFFIXES]
     if not videos:
         raise InputError("no video clips found", ", ".join(map(str, sources[:3])), "pass folders holding videos")
-    key = [intra_identity(model), cfg.crop, cfg.pairs_per_clip, cfg.max_gap, cfg.seed]
-    spec = json.dumps([str(s) for s in videos] + key)
-    path = cache_dir / f"latent-pairs-{hashlib.sha256(spec.encode()).hexdigest()[:16]}.npy"
-    if path.exists():
-        return np.load(path, mmap_mode="r")
-    rng = np.random.default_rng(cfg.seed)
-    out = []
-    from tqdm import tqdm
 
-    for src in tqdm(videos, desc="latent pairs", unit="clip"):
-        for pair in _clip_pairs(src, cfg.pairs_per_clip, cfg.crop, cfg.max_gap, rng):
-            x = torch.from_numpy(np.ascontiguousarray(pair)).permute(0, 3, 1, 2).float().div_(255.0)
-            with torch.no_grad():
-                out.append(model.g_a(x).half().numpy())
-    if not out:
-        raise InputError(f"no clip has two frames of at least {cfg.crop}x{cfg.crop}", str(videos[0]),
-                         "use larger clips or a smaller --crop")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, np.stack(out))
-    tmp.replace(path)
-    return np.load(path, mmap_mode="r")
+    def build() -> np.ndarray:
+        rng = np.random.default_rng(cfg.seed)
+        out = []
+        from tqdm import tqdm
+
+        for src in tqdm(videos, desc="latent pairs", unit="clip"):
+            for pair in _clip_pairs(src, cfg.pairs_per_clip, cfg.crop, cfg.max_gap, rng):
+                x = torch.from_numpy(np.ascontiguousarray(pair)).permute(0, 3, 1, 2).float().div_(255.0)
+                with torch.no_grad():
+                    out.append(model.g_a(x).half().numpy())
+        if not out:
+            raise InputError(f"no clip has two frames of at least {cfg.crop}x{cfg.crop}", str(videos[0]),
+                             "use larger clips or a smaller --crop")
+        return np.stack(out)
+
+    spec = [str(s) for s in videos] + [intra_identity(model), cfg.crop, cfg.pairs_per_clip, cfg.max_gap, cfg.seed]
+    return cached_latents(cache_dir, "latent-pairs", spec, build)
 
 
 class _TemporalTask:
