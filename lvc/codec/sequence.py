@@ -44,7 +44,7 @@ class Preset:
     bf16_analysis: bool
 
 
-PRESETS = {"fast": Preset("cut", 0, True), "medium": Preset("rate", 0, True), "slow": Preset("rd", 16, False)}
+PRESETS = {"fast": Preset("cut", 0, True), "medium": Preset("rate", 0, True), "slow": Preset("rd", 50, False)}
 CUT_JUMP = 1.8  # a P estimate this many times the recent mean triggers the I check (fast)
 
 
