@@ -11,7 +11,8 @@ best one (the unrefined rounding included) is kept: refinement can only lower th
 
 Measured on 8 BSDS500 val images at q=0.5 (real bytes) against no refinement: 50 steps
 save 4.1% of the bits at +0.05 dB; 25 steps 2.2% at -0.03 dB; the straight-through
-rounding used before (16 steps) saved 0.3% at +0.02 dB. Only the encoder pays, and it is deterministic (a fixed-seed generator).
+rounding used before (16 steps) saved 0.3% at +0.02 dB. Only the encoder pays, and it
+is deterministic (a fixed-seed generator).
 """
 
 from __future__ import annotations
