@@ -108,10 +108,12 @@ def lvc_codec(model: str | None = None, intra_period: int = 32, refine: int | No
                      + (f" --model {model}" if model else "") + (f" --refine {refine}" if refine is not None else ""),
                      peak_rss_mb=_self_peak_rss_mb())
 
+    from lvc.codec.refine import ALGORITHM as refine_algorithm
     from lvc.models.registry import load_model
 
     fm = load_model(model)  # the weights' hash is part of the version: cached points follow the model
     tag = f"preset={preset} intra_period={intra_period}" + (f" refine={refine}" if refine is not None else "")
+    tag += f" refinement={refine_algorithm}"
     return Codec(name, "any", LVC_POINTS, f"lvc {lvc.__version__} model={fm.name}@{fm.sha256[:12]} {tag}", run)
 
 

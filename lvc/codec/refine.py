@@ -24,6 +24,7 @@ import torch
 from lvc.entropy.priors import gaussian_likelihood
 from lvc.entropy.tables import table_scales
 
+ALGORITHM = "sga-1"  # benchmark caches key on it: change it whenever the search changes
 TAU_START, TAU_END = 0.5, 0.05  # annealing temperatures: soft rounding -> nearly hard
 CHECK_EVERY = 10  # steps between exact scorings of the hard-rounded candidate
 _EPS = 1e-4
