@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from conftest import frames_hash
+from conftest import DATA, frames_hash
 
 from lvc.codec import api
 from lvc.codec.frame import FrameCodec
@@ -136,8 +136,9 @@ def test_streaming_decode_yields_before_reading_everything(tmp_path, tiny_model,
     assert frames_hash([first]) == frames_hash(list(api.iter_decode(out, model=tiny_model))[:1])
 
 
-def test_latent_refinement_stays_bit_exact_and_lowers_rd_cost(tiny_model, clip):
-    model = load_model(tiny_model)
+@pytest.mark.parametrize("model_file", ["tiny.lvcm", "tiny-ctx.lvcm"])  # without / with the checkerboard
+def test_latent_refinement_stays_bit_exact_and_lowers_rd_cost(model_file, clip):
+    model = load_model(str(DATA / model_file))
     with open_video(clip) as v:
         frame = next(v.frames())
     q = 40000

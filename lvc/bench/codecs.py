@@ -113,7 +113,8 @@ def lvc_codec(model: str | None = None, intra_period: int = 32, refine: int | No
 
     fm = load_model(model)  # the weights' hash is part of the version: cached points follow the model
     tag = f"preset={preset} intra_period={intra_period}" + (f" refine={refine}" if refine is not None else "")
-    tag += f" refinement={refine_algorithm}"
+    if refine or (refine is None and preset == "slow"):  # only refining points depend on the algorithm
+        tag += f" refinement={refine_algorithm}"
     return Codec(name, "any", LVC_POINTS, f"lvc {lvc.__version__} model={fm.name}@{fm.sha256[:12]} {tag}", run)
 
 

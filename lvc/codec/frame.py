@@ -236,6 +236,8 @@ class FrameCodec:
             self._y_coder.encode(enc, sym[anchors].numpy(), idx[anchors].numpy())
             mean_fx, idx = self._context_prior(mean_fx, plan.log_scale_fx, anchors, sym)
             rest = ~anchors
+            # A refined y is re-rounded against the corrected means here; coding this half from
+            # the unrefined y instead measured worse (docs in lvc/codec/refine.py).
             sym[rest] = torch.round(y - mean_fx.float() / _ONE)[rest].clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).long()
             self._y_coder.encode(enc, sym[rest].numpy(), idx[rest].numpy())
         else:
