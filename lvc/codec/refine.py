@@ -10,15 +10,18 @@ few steps the hard-rounded candidate is scored (clamped synthesis, bits under th
 hyperprior), and the best one (the unrefined rounding included) is kept.
 
 Measured on 8 BSDS500 val images (real bytes) against no refinement, step-64,000 model,
-q=0.5: 50 steps
-save 4.1% of the bits at +0.05 dB; 25 steps 2.2% at -0.03 dB; the straight-through
-rounding used before (16 steps) saved 0.3% at +0.02 dB. Step-80,000 model, same images:
-q=0.5 -4.2% at +0.04 dB, q=0 -13.4% at -0.29 dB. I-frames of context models re-round the
-second checkerboard half against its corrected means, which this search does not see;
-coding that half from the unrefined latent instead measured worse (q=0.5: -2.1% at +0.08
-dB; q=0: -6.8% at -0.08 dB). A second pass under the corrected prior is not done yet.
-Only the encoder pays. The noise comes from a fixed-seed generator, so a given machine
-and thread count always writes the same stream (the float synthesis it differentiates may round differently elsewhere).
+q=0.5: 50 steps save 4.1% of the bits at +0.05 dB; 25 steps 2.2% at -0.03 dB; the
+straight-through rounding used before (16 steps) saved 0.3% at +0.02 dB. Step-80,000
+model, same images: q=0.5 -4.2% at +0.04 dB, q=0 -13.4% at -0.29 dB.
+
+I-frames of context models re-round the second checkerboard half against its corrected
+means, which this search does not see; coding that half from the unrefined latent instead
+measured worse (q=0.5: -2.1% at +0.08 dB; q=0: -6.8% at -0.08 dB). A second pass under
+the corrected prior is not done yet.
+
+Only the encoder pays. The noise comes from a fixed-seed generator, so a given machine and
+thread count always writes the same stream (the float synthesis it differentiates may
+round differently elsewhere).
 """
 
 from __future__ import annotations
