@@ -24,6 +24,35 @@ ACT_LIMIT = 1 << 30  # activations are clamped here; keeps every sum far below 2
 
 
 EXACT_F64 = 1 << 53  # integers below this add and multiply exactly in float64, in any order
+DIGIT_BITS = 8  # int8 digits of the integer matrix-multiply path
+INT32_SAFE_FAN_IN = (1 << 31) // (1 << 14)  # K * 128 * 128 < 2**31: int32 accumulators cannot overflow
+
+
+def _digit_count(peak: int) -> int:
+    """Balanced base-256 digits (each in [-128, 127]) needed for integers up to ``peak``."""
+    n = 1
+    while peak > 127 * ((1 << (DIGIT_BITS * n)) - 1) // 255:
+        n += 1
+    return n
+
+
+def _digits(x: torch.Tensor, n: int) -> list[torch.Tensor]:
+    """``x`` (int64) as ``n`` int8 tensors ``d_i`` with ``x = sum(d_i * 256**i)``."""
+    out = []
+    for _ in range(n - 1):
+        d = ((x + 128) & 255) - 128
+        out.append(d.to(torch.int8))
+        x = (x - d) >> DIGIT_BITS
+    out.append(x.to(torch.int8))
+    return out
+
+
+def _int_mm_available() -> bool:
+    try:
+        one = torch.ones(1, 1, dtype=torch.int8)
+        return int(torch._int_mm(one, one)) == 1
+    except (AttributeError, RuntimeError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -41,22 +70,51 @@ class IntLayer:
         fan = (w.transpose(0, 1) if self.transposed else w).flatten(1).sum(1)
         object.__setattr__(self, "_fan", int(fan.max()))
         object.__setattr__(self, "_weight_f64", self.weight.double())
+        # Integer matrix-multiply path (ordinary convolutions): the weight as int8 digit
+        # matrices (K, C_out), multiplied with the int8 digits of the unfolded input.
+        k = self.weight[0].numel()
+        digits = None
+        if not self.transposed and k <= INT32_SAFE_FAN_IN and _int_mm_available():
+            w = self.weight.flatten(1).t()
+            digits = [d.contiguous() for d in _digits(w, _digit_count(int(self.weight.abs().max())))]
+        object.__setattr__(self, "_weight_digits", digits)
 
     def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if self.transposed:
             return F.conv_transpose2d(x, weight, None, self.stride, self.padding, self.output_padding)
         return F.conv2d(x, weight, None, self.stride, self.padding)
 
+    def _int8_conv(self, x: torch.Tensor, peak: int) -> torch.Tensor:
+        b, cin, h, w = x.shape
+        cout, _, kh, kw = self.weight.shape
+        s, p = self.stride, self.padding
+        ho, wo = (h + 2 * p - kh) // s + 1, (w + 2 * p - kw) // s + 1
+        acc = None
+        for i, xd in enumerate(_digits(x, _digit_count(peak))):
+            xd = F.pad(xd, (p, p, p, p))
+            cols = torch.stack([xd[:, :, r:r + s * ho:s, c:c + s * wo:s] for r in range(kh) for c in range(kw)], 2)
+            cols = cols.permute(0, 3, 4, 1, 2).reshape(b * ho * wo, cin * kh * kw)
+            for j, wd in enumerate(self._weight_digits):
+                part = torch._int_mm(cols, wd).long()
+                if i + j:
+                    part = part * (1 << (DIGIT_BITS * (i + j)))
+                acc = part if acc is None else acc + part
+        return acc.view(b, ho, wo, cout).permute(0, 3, 1, 2)
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        # Fast path: when |x| * sum|w| stays below 2**53, every product and every partial sum
-        # is an integer float64 represents exactly, so the (BLAS, any-order) float64
-        # convolution equals the int64 one bit for bit, several times faster.
-        if int(x.abs().max()) * self._fan < EXACT_F64:
+        # Fast paths, both bit-exact: int8 digit products summed in int32 (exact while the
+        # fan-in is below INT32_SAFE_FAN_IN) and recombined in int64; or, when |x| * sum|w|
+        # stays below 2**53, a float64 convolution (every partial sum is an integer float64
+        # holds exactly). Both equal the int64 convolution, several times faster.
+        peak = int(x.abs().max())
+        if self._weight_digits is not None:
+            acc = self._int8_conv(x, peak)
+        elif peak * self._fan < EXACT_F64:
             acc = self._conv(x.double(), self._weight_f64).long()
         else:
             acc = self._conv(x, self.weight)
         acc = acc + self.bias[None, :, None, None]
-        out = torch.div(acc, 1 << WEIGHT_FRAC_BITS, rounding_mode="floor")
+        out = acc >> WEIGHT_FRAC_BITS  # arithmetic shift: floor division by 2**WEIGHT_FRAC_BITS
         if self.relu:
             out = out.clamp_min(0)
         return out.clamp(-ACT_LIMIT, ACT_LIMIT)

@@ -1,0 +1,35 @@
+"""The integer networks' fast paths equal plain int64 convolution bit for bit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from lvc.entropy.intnet import ACT_LIMIT, IntLayer, _digit_count, _digits
+
+
+@pytest.mark.parametrize("peak", [0, 1, 127, 128, 255, 32767, 32768, 2**30, 2**40])
+def test_digits_recompose_exactly(peak):
+    x = torch.randint(-peak, peak + 1, (4096,))
+    x[:2] = torch.tensor([peak, -peak])
+    digits = _digits(x, _digit_count(peak))
+    assert all(d.dtype == torch.int8 for d in digits)
+    assert torch.equal(sum(d.long() * 256**i for i, d in enumerate(digits)), x)
+
+
+@pytest.mark.parametrize("shape", [(8, 24, 3, 1, 1), (5, 3, 3, 2, 1), (4, 6, 5, 1, 2)])
+@pytest.mark.parametrize("w_peak", [3, 2**14, 2**20])
+@pytest.mark.parametrize("x_peak", [1, 2**15, ACT_LIMIT])
+def test_int8_path_equals_int64_convolution(shape, w_peak, x_peak):
+    """Worst cases included: the activation limit and weights far beyond trained ones."""
+    cout, cin, k, stride, pad = shape
+    g = torch.Generator().manual_seed(cout * k + stride)
+    w = torch.randint(-w_peak, w_peak + 1, (cout, cin, k, k), generator=g)
+    b = torch.randint(-(2**20), 2**20, (cout,), generator=g)
+    layer = IntLayer(w, b, False, stride, pad, 0, relu=False)
+    assert layer._weight_digits is not None, "torch._int_mm is missing: the int8 path is not exercised"
+    x = torch.randint(-x_peak, x_peak + 1, (2, cin, 9, 13), generator=g)
+    x[0, 0, 0, 0] = x_peak
+    want = (F.conv2d(x, w, None, stride, pad) + b[None, :, None, None]) >> 12
+    assert torch.equal(layer(x), want.clamp(-ACT_LIMIT, ACT_LIMIT))
