@@ -98,3 +98,35 @@ def test_ddp_two_processes_stay_in_sync(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "replicas in sync across 2 processes" in r.stdout
     assert latest_checkpoint(tmp_path).name == "ckpt-00000003.pt"
+
+
+def test_widened_model_starts_where_the_narrow_one_ended(tmp_path):
+    """``--init`` into a wider synthesis preserves the function exactly, then trains, and
+    the wider model codes bit-exactly through its own model file."""
+    from dataclasses import replace
+
+    from lvc.train.widen import widen_from
+
+    narrow = train(_cfg(tmp_path / "a", 2), TINY, progress=False)
+    state = torch.load(narrow, weights_only=False)["model"]
+    wide_cfg = replace(TINY, synthesis_widths=(16, 12, 8))
+    old, new = LatentModel(TINY), LatentModel(wide_cfg)
+    old.load_state_dict(state)
+    assert widen_from(new, state)
+    x, q = torch.rand(1, 3, 64, 64), torch.tensor([0.5])
+    old.eval(), new.eval()
+    assert torch.equal(old(x, q)["x_hat"], new(x, q)["x_hat"])
+
+    cfg = _cfg(tmp_path / "b", 2)
+    cfg.init = str(narrow)
+    wide = torch.load(train(cfg, wide_cfg, progress=False), weights_only=False)
+    assert wide["model"]["g_s.2.weight"].shape[:2] == (16, 12) and wide["train_config"]["init"] == str(narrow)
+    model = LatentModel(ModelConfig.from_dict(wide["model_config"]))
+    model.load_state_dict(wide["model"])
+    codec = FrameCodec(freeze(model, "wide-test"))
+    frame = (np.random.default_rng(0).random((40, 70, 3)) * 255).astype(np.uint8)
+    r = codec.encode(frame, 30000)
+    assert np.array_equal(codec.decode(r.payload, 40, 70, 30000)[0], r.recon)
+
+    with pytest.raises(ValueError, match="cannot widen"):
+        widen_from(LatentModel(TINY), wide["model"])

@@ -41,19 +41,34 @@ class ModelConfig:
     levels: int = 8  # gain levels spanning the quality range
     lambda_min: float = 0.0018  # rate-distortion trade-off at q = 0 (MSE on 0..255 scale / 255**2)
     lambda_max: float = 0.18  # ... and at q = 1
+    # Channels after the synthesis' first three layers (1/8, 1/4, 1/2 resolution); empty
+    # means N everywhere. The decoder is where capacity limits quality at high rates.
+    synthesis_widths: tuple[int, ...] = ()
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not self.synthesis_widths:  # model files of uniform-width models stay byte-identical
+            del d["synthesis_widths"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        if "synthesis_widths" in d:
+            d["synthesis_widths"] = tuple(int(c) for c in d["synthesis_widths"])
+        return cls(**d)
+
+    @property
+    def synthesis(self) -> tuple[int, int, int]:
+        return tuple(self.synthesis_widths) if self.synthesis_widths else (self.N,) * 3
 
     def __post_init__(self) -> None:
         if self.arch not in ("hyperprior", "factorized"):
             raise ValueError(f"unknown arch {self.arch!r}; expected 'hyperprior' or 'factorized'")
         if self.levels < 2:
             raise ValueError("levels must be >= 2")
+        if self.synthesis_widths and (len(self.synthesis_widths) != 3 or min(self.synthesis_widths) < 1):
+            raise ValueError(f"synthesis_widths needs three positive channel counts, got {self.synthesis_widths}")
 
 
 def interp_levels(table: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -77,9 +92,10 @@ class LatentModel(nn.Module):
         self.g_a = nn.Sequential(
             conv(3, n), SimpleGDN(n), conv(n, n), SimpleGDN(n), conv(n, n), SimpleGDN(n), conv(n, m)
         )
+        s1, s2, s3 = cfg.synthesis
         self.g_s = nn.Sequential(
-            deconv(m, n), SimpleGDN(n, inverse=True), deconv(n, n), SimpleGDN(n, inverse=True),
-            deconv(n, n), SimpleGDN(n, inverse=True), deconv(n, 3),
+            deconv(m, s1), SimpleGDN(s1, inverse=True), deconv(s1, s2), SimpleGDN(s2, inverse=True),
+            deconv(s2, s3), SimpleGDN(s3, inverse=True), deconv(s3, 3),
         )
         lam = torch.exp(torch.linspace(math.log(cfg.lambda_min), math.log(cfg.lambda_max), cfg.levels))
         init_gain = 0.5 * torch.log(lam / lam.log().mean().exp())

@@ -29,7 +29,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--arch", choices=["hyperprior", "factorized"], default="hyperprior")
     for f in fields(ModelConfig):
-        if f.name != "arch":
+        if f.name == "synthesis_widths":
+            p.add_argument("--synthesis-widths", type=_widths, default=(), metavar="C1,C2,C3",
+                           help="synthesis channels at 1/8, 1/4, 1/2 resolution (default: N each)")
+        elif f.name != "arch":
             p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     for f in fields(TrainConfig):
         if f.name in ("data", "out"):
@@ -77,6 +80,16 @@ def _add_prior_parser(sub: argparse._SubParsersAction, name: str, help: str, des
         if f.name not in ("data", "out"):
             t.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     t.set_defaults(func=func)
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three integers like 128,80,64, got {text!r}") from None
+    if len(widths) != 3 or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"expected three positive integers like 128,80,64, got {text!r}")
+    return widths
 
 
 def run(args: argparse.Namespace) -> int:

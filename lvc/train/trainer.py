@@ -21,6 +21,7 @@ import torch
 from torch import distributed as dist
 
 import lvc
+from lvc.errors import InputError
 from lvc.models.latent import LatentModel, ModelConfig
 from lvc.train.data import CropSampler, FrameCache, collect_sources
 
@@ -47,6 +48,7 @@ class TrainConfig:
     threads: int = 0
     frames_per_video: int = 24
     distortion: str = "mse"  # or "ms-ssim"
+    init: str = ""  # start a new run from this checkpoint's weights, widened if the model is wider
 
     def lr_at(self, step: int) -> float:
         return cosine_lr(step, self.steps, self.lr, self.lr_final, self.decay_start)
@@ -151,6 +153,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False, progre
         np.random.set_state(rng["numpy"])
         random.setstate(rng["python"])
         sampler.set_state(rng["sampler"])
+    elif cfg.init:
+        _init_from(model, cfg.init, rank)
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model)
@@ -214,6 +218,20 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False, progre
     if world > 1:
         _assert_replicas_in_sync(model, rank)
     return last
+
+
+def _init_from(model: LatentModel, path: str, rank: int) -> None:
+    from lvc.train.widen import widen_from
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        grown = widen_from(model, state["model"])
+    except (OSError, KeyError, ValueError, RuntimeError) as e:
+        raise InputError(f"cannot start from this checkpoint ({e})", path,
+                         "pass an `lvc train` checkpoint of the same family, at most as wide") from None
+    if rank == 0:
+        print(f"initialised from {path} (step {state.get('step')}); widened: {', '.join(grown) or 'nothing'}",
+              flush=True)
 
 
 def _assert_replicas_in_sync(model: torch.nn.Module, rank: int) -> None:
