@@ -130,3 +130,23 @@ def test_widened_model_starts_where_the_narrow_one_ended(tmp_path):
 
     with pytest.raises(ValueError, match="cannot widen"):
         widen_from(LatentModel(TINY), wide["model"])
+
+
+def test_more_latent_channels_keep_the_old_ones_exact():
+    """Widening M: reconstructions and the old channels' means and scales are unchanged
+    (the [mean, log-scale] output of the hyper-synthesis is widened block by block)."""
+    from dataclasses import replace
+
+    from lvc.train.widen import widen_from
+
+    torch.manual_seed(0)
+    old = LatentModel(TINY).eval()
+    new = LatentModel(replace(TINY, M=24)).eval()
+    widen_from(new, old.state_dict())
+    x, q = torch.rand(1, 3, 64, 64), torch.tensor([0.7])
+    assert torch.equal(old(x, q)["x_hat"], new(x, q)["x_hat"])
+    y_old = old.g_a(x) * torch.exp(old.interp(old.log_gain, q))[:, :, None, None]
+    y_new = new.g_a(x) * torch.exp(new.interp(new.log_gain, q))[:, :, None, None]
+    assert torch.equal(y_old, y_new[:, :16])
+    for a, b in zip(old.entropy_params(y_old, q, False)[:2], new.entropy_params(y_new, q, False)[:2]):
+        assert torch.equal(a, b[:, :16])

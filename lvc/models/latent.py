@@ -114,6 +114,11 @@ class LatentModel(nn.Module):
             self.y_mean = nn.Parameter(torch.zeros(cfg.levels, m))
             self.y_log_scale = nn.Parameter(torch.zeros(cfg.levels, m))
 
+    @property
+    def chunked_outputs(self) -> tuple[str, ...]:
+        """Parameters whose output dimension stacks two M-channel blocks ([mean, log-scale])."""
+        return ("h_s.4.weight", "h_s.4.bias") if self.cfg.arch == "hyperprior" else ()
+
     # ---- quality ------------------------------------------------------------------
     def interp(self, table: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         return interp_levels(table, q)

@@ -5,7 +5,9 @@ computes exactly what the trained model computed (Chen et al., "Net2Net", 2016) 
 at the trained model's rate-distortion and only has to learn what the new channels add.
 Every tensor is copied into the leading slice of its wider counterpart. New channels
 *into* a layer keep their fresh random weights (so they carry signal and get gradients);
-weights *out of* new channels start at zero, so the old outputs are unchanged. (A fresh
+weights *out of* new channels start at zero, so the old outputs are unchanged. More latent channels (M) work the same
+way: the new channels start with zero weight into the synthesis and the hyper-analysis,
+so they only cost their (small, quickly trained away) rate until they pay. (A fresh
 GDN's couplings are the identity, so new channels do not touch the old ones' norms.)
 """
 
@@ -42,7 +44,11 @@ def widen_from(model: LatentModel, state: dict[str, torch.Tensor]) -> list[str]:
                 idx = [slice(None)] * new.dim()
                 idx[dim] = slice(old.shape[dim], None)
                 new[tuple(idx)] = 0
-            new[tuple(slice(0, s) for s in old.shape)] = old
+            if name in model.chunked_outputs:  # [mean, log-scale] blocks: each into its own block
+                for o, n in zip(old.chunk(2), new.chunk(2)):
+                    n[tuple(slice(0, s) for s in o.shape)] = o
+            else:
+                new[tuple(slice(0, s) for s in old.shape)] = old
     return grown
 
 
