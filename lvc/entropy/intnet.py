@@ -75,7 +75,7 @@ class IntLayer:
         k = self.weight[0].numel()
         digits = None
         if not self.transposed and k <= INT32_SAFE_FAN_IN and _int_mm_available():
-            w = self.weight.flatten(1).t()
+            w = self.weight.permute(0, 2, 3, 1).flatten(1).t()  # K ordered (row, col, channel)
             digits = [d.contiguous() for d in _digits(w, _digit_count(int(self.weight.abs().max())))]
         object.__setattr__(self, "_weight_digits", digits)
 
@@ -90,10 +90,11 @@ class IntLayer:
         s, p = self.stride, self.padding
         ho, wo = (h + 2 * p - kh) // s + 1, (w + 2 * p - kw) // s + 1
         acc = None
+        x = x.permute(0, 2, 3, 1)  # channels last: the unfolded rows are then plain concatenations
         for i, xd in enumerate(_digits(x, _digit_count(peak))):
-            xd = F.pad(xd, (p, p, p, p))
-            cols = torch.stack([xd[:, :, r:r + s * ho:s, c:c + s * wo:s] for r in range(kh) for c in range(kw)], 2)
-            cols = cols.permute(0, 3, 4, 1, 2).reshape(b * ho * wo, cin * kh * kw)
+            xd = F.pad(xd, (0, 0, p, p, p, p))
+            cols = torch.cat([xd[:, r:r + s * ho:s, c:c + s * wo:s] for r in range(kh) for c in range(kw)], 3)
+            cols = cols.reshape(b * ho * wo, cin * kh * kw)
             for j, wd in enumerate(self._weight_digits):
                 part = torch._int_mm(cols, wd).long()
                 if i + j:
