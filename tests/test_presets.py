@@ -92,3 +92,28 @@ def test_unknown_preset_is_refused(tmp_path, twelve):
     with pytest.raises(InputError, match="preset"):
         api.encode(twelve[0], tmp_path / "x.lvc", preset="ultra", progress=False)
     assert not (tmp_path / "x.lvc").exists()
+
+
+def test_p_frame_dead_zone_only_rounds_toward_the_prediction():
+    """The dead zone may only move a symbol one step toward zero, and only near a rounding
+    boundary; without it quantisation is plain rounding."""
+    import torch
+
+    from lvc.codec.frame import quantise
+
+    r = torch.linspace(-4, 4, 8001)
+    plain, dz = quantise(r), quantise(r, 0.15)
+    assert torch.equal(plain, torch.round(r))
+    assert torch.all(dz.abs() <= plain.abs()) and torch.all((plain - dz).abs() <= 1)
+    far = (r.abs() - r.abs().floor() - 0.5).abs() > 0.15  # fractions outside [0.35, 0.65]
+    assert torch.equal(dz[far], plain[far])
+    assert torch.any(dz != plain)
+
+
+def test_slow_preset_does_not_use_the_dead_zone():
+    """Refinement chooses the symbols itself; a dead zone after it would undo its search."""
+    from conftest import DATA
+
+    model = load_model(str(DATA / "tiny.lvcm"))
+    assert SequenceEncoder(model, 30000, 4, preset="slow").codec.p_deadzone == 0
+    assert SequenceEncoder(model, 30000, 4, preset="medium").codec.p_deadzone > 0

@@ -109,12 +109,16 @@ def lvc_codec(model: str | None = None, intra_period: int = 32, refine: int | No
                      peak_rss_mb=_self_peak_rss_mb())
 
     from lvc.codec.refine import ALGORITHM as refine_algorithm
+    from lvc.codec.sequence import PRESETS
     from lvc.models.registry import load_model
 
     fm = load_model(model)  # the weights' hash is part of the version: cached points follow the model
     tag = f"preset={preset} intra_period={intra_period}" + (f" refine={refine}" if refine is not None else "")
-    if refine or (refine is None and preset == "slow"):  # only refining points depend on the algorithm
+    refining = bool(refine or (refine is None and preset == "slow"))
+    if refining:  # only refining points depend on the algorithm
         tag += f" refinement={refine_algorithm}"
+    elif intra_period != 1 and PRESETS[preset].p_deadzone:  # ... and only P-frames on the dead zone
+        tag += f" p_deadzone={PRESETS[preset].p_deadzone}"
     return Codec(name, "any", LVC_POINTS, f"lvc {lvc.__version__} model={fm.name}@{fm.sha256[:12]} {tag}", run)
 
 

@@ -35,6 +35,9 @@ def quality_to_int(quality: float) -> int:
     return round(quality * QUALITY_MAX)
 
 
+P_DEADZONE = 0.15  # chosen on training clips (docs/models.md)
+
+
 @dataclass(frozen=True)
 class Preset:
     """Encoder effort; see the module docstring."""
@@ -42,9 +45,11 @@ class Preset:
     decision: str  # "cut", "rate" or "rd"
     refine_steps: int
     bf16_analysis: bool
+    p_deadzone: float  # P-frame residual dead zone (see lvc.codec.frame.quantise); 0 when refining
 
 
-PRESETS = {"fast": Preset("cut", 0, True), "medium": Preset("rate", 0, True), "slow": Preset("rd", 50, False)}
+PRESETS = {"fast": Preset("cut", 0, True, P_DEADZONE), "medium": Preset("rate", 0, True, P_DEADZONE),
+           "slow": Preset("rd", 50, False, 0.0)}
 CUT_JUMP = 1.8  # a P estimate this many times the recent mean triggers the I check (fast)
 
 
@@ -73,8 +78,9 @@ class SequenceEncoder:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
         self.preset = PRESETS[preset]
-        self.codec = FrameCodec(model, self.preset.refine_steps if refine_steps is None else refine_steps,
-                                fast_analysis=self.preset.bf16_analysis, eager_synthesis=synthesize)
+        steps = self.preset.refine_steps if refine_steps is None else refine_steps
+        self.codec = FrameCodec(model, steps, fast_analysis=self.preset.bf16_analysis, eager_synthesis=synthesize,
+                                p_deadzone=0.0 if steps else self.preset.p_deadzone)
         self.quality = quality
         self.intra_period = intra_period
         self.index = 0
