@@ -97,11 +97,11 @@ def quantise(r: torch.Tensor, deadzone: float = 0.0) -> torch.Tensor:
     """``round(r)``, or with a dead zone: ``sign(r) * floor(|r| + 0.5 - deadzone)``.
 
     For P-frames, rounding a residual element toward the prediction saves more bits than the
-    distortion it adds costs: the reference already carries most of the signal. Measured with
-    the default model, PSNR-YUV BD-rate at the default preset against plain rounding: see
-    docs/models.md (P_DEADZONE was chosen on training clips, not the benchmark clips). For
-    I-frames it loses (dead zone 0.1 on BSDS500 val: 16% fewer bits for -0.72 dB at q=0).
-    The decoder is unaffected: symbols are symbols.
+    distortion it adds costs, because the reference already carries the signal. Only the
+    encoder decides this; symbols are symbols to the decoder. The I/P decision still
+    estimates with plain rounding: estimating with the dead zone made P look cheaper than it
+    is, and moving clips lost up to 29% (docs/models.md). For I-frames a dead zone loses
+    (0.1 on BSDS500 val: 16% fewer bits for 0.72 dB less at q=0).
     """
     if not deadzone:
         return torch.round(r)
@@ -225,7 +225,7 @@ class FrameCodec:
         no range coding, no synthesis, no spatial context pass (so a slight overestimate for
         I-frames of context models). Used for fast I/P decisions."""
         plan = plan or self.plan(y, q, reference)
-        sym = self._symbols(plan.y - plan.mean_fx.float() / _ONE, reference)
+        sym = self._symbols(plan.y - plan.mean_fx.float() / _ONE, None)  # I/P decisions: plain rounding
         return plan.z_bits + self.m.y_tables.bits(plan.idx.numpy().ravel(), sym.numpy().ravel())
 
     def encode_latent(self, y: torch.Tensor, q: int, inv_gain: torch.Tensor, h: int, w: int,

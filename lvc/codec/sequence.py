@@ -35,7 +35,7 @@ def quality_to_int(quality: float) -> int:
     return round(quality * QUALITY_MAX)
 
 
-P_DEADZONE = 0.15  # chosen on training clips (docs/models.md)
+P_DEADZONE = 0.15  # chosen on a training clip, not the benchmark clips (docs/models.md)
 
 
 @dataclass(frozen=True)
