@@ -11,6 +11,8 @@ a scene cut therefore becomes an I-frame by itself. How hard it looks is the pre
 * ``slow``: both coded and synthesised, the lower ``lambda * MSE + bpp`` wins, after
   encoder-side latent refinement.
 
+``fast`` and ``medium`` code P-frame residuals with a dead zone (``P_DEADZONE``, see
+:func:`lvc.codec.frame.quantise`); ``slow``'s refinement chooses the symbols itself.
 Every preset writes the same syntax; the decoder's work does not depend on it.
 """
 
