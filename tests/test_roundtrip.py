@@ -51,8 +51,10 @@ def test_actual_bits_cover_estimate_with_small_overhead(tmp_path, tiny_model, cl
     assert payload_bits - res.estimated_bits <= 6 * 32 * res.frames
 
 
-def test_container_overhead_under_one_percent_at_416x240(tmp_path):
-    """The shipped model at 416x240, 12 frames: file bytes (headers included) exceed the entropy estimate by < 1%."""
+def test_container_overhead_is_small_at_416x240(tmp_path):
+    """The shipped model at 416x240, 12 frames: the range coder adds at most two 32-bit words
+    per frame to the entropy estimate, the headers about 9 bytes per frame, and the file
+    exceeds the estimate by < 2% (the P-frames here are 1-2 kB, so 9 bytes are 0.5-1%)."""
     from PIL import Image
 
     from lvc.codec.cli import sample_clip
@@ -66,8 +68,12 @@ def test_container_overhead_under_one_percent_at_416x240(tmp_path):
         w.write(f)
     w.commit()
     res = api.encode(src, tmp_path / "a.lvc", quality=0.5, progress=False)
+    info = api.info(tmp_path / "a.lvc")
+    payload_bits = 8 * sum(f["payload_bytes"] for f in info["frames"])
+    assert 0 <= payload_bits - res.estimated_bits <= 64 * res.frames
+    assert res.bytes - payload_bits // 8 <= 128 + 12 * res.frames
     overhead = res.bytes * 8 / res.estimated_bits - 1
-    assert 0 <= overhead < 0.01, overhead
+    assert 0 <= overhead < 0.02, overhead
 
 
 @pytest.mark.parametrize("size", [(17, 33), (16, 16), (33, 17)])
