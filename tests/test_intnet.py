@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from lvc.entropy.intnet import ACT_LIMIT, IntLayer, _digit_count, _digits
+from lvc.entropy.intnet import ACT_LIMIT, IntLayer, _digit_count, _digits, _int_mm_exact
 
 
 @pytest.mark.parametrize("peak", [0, 1, 127, 128, 255, 32767, 32768, 2**30, 2**40])
@@ -15,7 +15,8 @@ def test_digits_recompose_exactly(peak):
     x[:2] = torch.tensor([peak, -peak])
     digits = _digits(x, _digit_count(peak))
     assert all(d.dtype == torch.int8 for d in digits)
-    assert torch.equal(sum(d.long() * 256**i for i, d in enumerate(digits)), x)
+    assert all(int(d.min()) >= -64 and int(d.max()) <= 63 for d in digits)
+    assert torch.equal(sum(d.long() * 128**i for i, d in enumerate(digits)), x)
 
 
 @pytest.mark.parametrize("shape", [(8, 24, 3, 1, 1), (5, 3, 3, 2, 1), (4, 6, 5, 1, 2)])
@@ -33,3 +34,10 @@ def test_int8_path_equals_int64_convolution(shape, w_peak, x_peak):
     x[0, 0, 0, 0] = x_peak
     want = (F.conv2d(x, w, None, stride, pad) + b[None, :, None, None]) >> 12
     assert torch.equal(layer(x), want.clamp(-ACT_LIMIT, ACT_LIMIT))
+
+
+def test_int8_products_are_checked_before_use():
+    """The int8 path is only taken where the self-check passed (oneDNN without VNNI saturates
+    full-range int8 pair sums; 7-bit digits avoid that). On this machine it must pass, or the
+    fast path would silently never run."""
+    assert _int_mm_exact()

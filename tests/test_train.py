@@ -130,6 +130,12 @@ def test_widened_model_starts_where_the_narrow_one_ended(tmp_path):
 
     with pytest.raises(ValueError, match="cannot widen"):
         widen_from(LatentModel(TINY), wide["model"])
+    from lvc.errors import InputError
+
+    cfg = _cfg(tmp_path / "c", 2)
+    cfg.init = str(narrow)
+    with pytest.raises(InputError, match="only widths may change, not levels"):
+        train(cfg, replace(TINY, levels=4), progress=False)
 
 
 def test_more_latent_channels_keep_the_old_ones_exact():

@@ -221,11 +221,12 @@ class FrameCodec:
     @torch.no_grad()
     def estimate_bits(self, y: torch.Tensor, q: int, reference: torch.Tensor | None = None,
                       plan: _Plan | None = None) -> float:
-        """Bits the frame would cost (without refinement), at a fraction of ``encode``'s work:
+        """Bits the frame would cost without refinement and with plain rounding (fast/medium
+        P-frames then cost a little less: their dead zone), at a fraction of ``encode``'s work:
         no range coding, no synthesis, no spatial context pass (so a slight overestimate for
         I-frames of context models). Used for fast I/P decisions."""
         plan = plan or self.plan(y, q, reference)
-        sym = self._symbols(plan.y - plan.mean_fx.float() / _ONE, None)  # I/P decisions: plain rounding
+        sym = quantise(plan.y - plan.mean_fx.float() / _ONE).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).long()
         return plan.z_bits + self.m.y_tables.bits(plan.idx.numpy().ravel(), sym.numpy().ravel())
 
     def encode_latent(self, y: torch.Tensor, q: int, inv_gain: torch.Tensor, h: int, w: int,

@@ -10,6 +10,7 @@ the outputs (mean and log-scale in fixed point) are identical everywhere.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -24,33 +25,46 @@ ACT_LIMIT = 1 << 30  # activations are clamped here; keeps every sum far below 2
 
 
 EXACT_F64 = 1 << 53  # integers below this add and multiply exactly in float64, in any order
-DIGIT_BITS = 8  # int8 digits of the integer matrix-multiply path
-INT32_SAFE_FAN_IN = (1 << 31) // (1 << 14)  # K * 128 * 128 < 2**31: int32 accumulators cannot overflow
+DIGIT_BITS = 7  # digits in [-64, 63]: see _int_mm_exact
+DIGIT_HALF = 1 << (DIGIT_BITS - 1)
+INT32_SAFE_FAN_IN = (1 << 31) >> (2 * DIGIT_BITS - 2)  # K * 64 * 64 < 2**31: no int32 overflow
 
 
 def _digit_count(peak: int) -> int:
-    """Balanced base-256 digits (each in [-128, 127]) needed for integers up to ``peak``."""
+    """Balanced base-128 digits (each in [-64, 63]) needed for integers up to ``peak``."""
     n = 1
-    while peak > 127 * ((1 << (DIGIT_BITS * n)) - 1) // 255:
+    while peak > (DIGIT_HALF - 1) * ((1 << (DIGIT_BITS * n)) - 1) // ((1 << DIGIT_BITS) - 1):
         n += 1
     return n
 
 
 def _digits(x: torch.Tensor, n: int) -> list[torch.Tensor]:
-    """``x`` (int64) as ``n`` int8 tensors ``d_i`` with ``x = sum(d_i * 256**i)``."""
+    """``x`` (int64) as ``n`` int8 tensors ``d_i`` with ``x = sum(d_i * 128**i)``."""
     out = []
     for _ in range(n - 1):
-        d = ((x + 128) & 255) - 128
+        d = ((x + DIGIT_HALF) & ((1 << DIGIT_BITS) - 1)) - DIGIT_HALF
         out.append(d.to(torch.int8))
         x = (x - d) >> DIGIT_BITS
     out.append(x.to(torch.int8))
     return out
 
 
-def _int_mm_available() -> bool:
+@functools.lru_cache(maxsize=1)
+def _int_mm_exact() -> bool:
+    """Whether ``torch._int_mm`` is exact here for 7-bit digits, checked once per process.
+
+    oneDNN's int8 kernels without AVX-512 VNNI add pairs of products in saturating int16, so
+    full 8-bit operands come out wrong on such CPUs (measured with ONEDNN_MAX_CPU_ISA=AVX2,
+    AVX512_CORE, SSE41); digits in [-64, 63] are exact on all of them. Worst cases and random
+    digits are compared with int64 products; on any mismatch the float64 path is used.
+    """
     try:
-        one = torch.ones(1, 1, dtype=torch.int8)
-        return int(torch._int_mm(one, one)) == 1
+        g = torch.Generator().manual_seed(0)
+        cases = [(torch.full((17, 1024), a, dtype=torch.int8), torch.full((1024, 24), b, dtype=torch.int8))
+                 for a, b in ((63, -64), (-64, -64), (63, 63), (-64, 63))]
+        cases.append((torch.randint(-64, 64, (33, 864), generator=g, dtype=torch.int8),
+                      torch.randint(-64, 64, (864, 40), generator=g, dtype=torch.int8)))
+        return all(torch.equal(torch._int_mm(a, b).long(), a.long() @ b.long()) for a, b in cases)
     except (AttributeError, RuntimeError):
         return False
 
@@ -74,7 +88,7 @@ class IntLayer:
         # matrices (K, C_out), multiplied with the int8 digits of the unfolded input.
         k = self.weight[0].numel()
         digits = None
-        if not self.transposed and k <= INT32_SAFE_FAN_IN and _int_mm_available():
+        if not self.transposed and k < INT32_SAFE_FAN_IN and _int_mm_exact():
             w = self.weight.permute(0, 2, 3, 1).flatten(1).t()  # K ordered (row, col, channel)
             digits = [d.contiguous() for d in _digits(w, _digit_count(int(self.weight.abs().max())))]
         object.__setattr__(self, "_weight_digits", digits)

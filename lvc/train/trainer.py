@@ -220,11 +220,18 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False, progre
     return last
 
 
+WIDTHS = ("N", "M", "Nh", "synthesis_widths")  # what --init may change
+
+
 def _init_from(model: LatentModel, path: str, rank: int) -> None:
     from lvc.train.widen import widen_from
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
+        old = ModelConfig.from_dict(state["model_config"]).to_dict()
+        fixed = [k for k, v in model.cfg.to_dict().items() if k not in WIDTHS and old.get(k) != v]
+        if fixed:  # e.g. more gain levels would shift the quality mapping, not widen it
+            raise ValueError(f"only widths may change, not {', '.join(fixed)}")
         grown = widen_from(model, state["model"])
     except (OSError, KeyError, ValueError, RuntimeError) as e:
         raise InputError(f"cannot start from this checkpoint ({e})", path,
