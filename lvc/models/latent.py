@@ -60,7 +60,7 @@ class ModelConfig:
 
     @property
     def synthesis(self) -> tuple[int, int, int]:
-        return tuple(self.synthesis_widths) if self.synthesis_widths else (self.N,) * 3
+        return self.synthesis_widths or (self.N,) * 3
 
     def __post_init__(self) -> None:
         if self.arch not in ("hyperprior", "factorized"):

@@ -5,10 +5,11 @@ computes exactly what the trained model computed (Chen et al., "Net2Net", 2016) 
 at the trained model's rate-distortion and only has to learn what the new channels add.
 Every tensor is copied into the leading slice of its wider counterpart. New channels
 *into* a layer keep their fresh random weights (so they carry signal and get gradients);
-weights *out of* new channels start at zero, so the old outputs are unchanged. More latent channels (M) work the same
-way: the new channels start with zero weight into the synthesis and the hyper-analysis,
-so they only cost their (small, quickly trained away) rate until they pay. (A fresh
-GDN's couplings are the identity, so new channels do not touch the old ones' norms.)
+weights *out of* new channels start at zero, so the old outputs are unchanged. More
+latent channels (M) work the same way: the new channels start with zero weight into the
+synthesis and the hyper-analysis, so they only cost their (small, quickly trained away)
+rate until they pay. (A fresh GDN's couplings are the identity, so new channels do not
+touch the old ones' norms.)
 """
 
 from __future__ import annotations
