@@ -20,7 +20,7 @@ from lvc.bitstream.syntax import FRAME_HEADER, MAGIC, SEQUENCE_HEADER, VERSION_M
 from lvc.errors import BitstreamError, InputError, OutputError
 from lvc.io.writer import default_mode
 
-FRAME_I, FRAME_P = 0, 1
+FRAME_I, FRAME_P, FRAME_PC = 0, 1, 2  # PC: conditional P (models with an inter section)
 MAX_HEADER_BYTES = 4 + 2 + 65 + 8 + 4 * 5 + 1 + 2 + 2 + 4096 + 4
 
 

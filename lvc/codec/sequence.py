@@ -24,8 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lvc.bitstream.container import FRAME_I, FRAME_P, FrameUnit
+from lvc.bitstream.container import FRAME_I, FRAME_P, FRAME_PC, FrameUnit
 from lvc.codec.frame import FrameCodec, FrameResult
+from lvc.codec.inter import InterCodec
 from lvc.codec.synthesis import Deferred
 from lvc.errors import BitstreamError
 from lvc.models.frozen import QUALITY_MAX, FrozenModel
@@ -89,6 +90,12 @@ class SequenceEncoder:
         self.reference: torch.Tensor | None = None
         self.lmbda = self.codec._lambda(quality)
         self._recent_p: list[float] = []
+        # Models with a conditional P section code P-frames as FRAME_PC: motion-compensated,
+        # conditioned on the decoder's context (lvc.codec.inter), not as latent residuals.
+        self.inter = (InterCodec(model, eager_synthesis=synthesize, deadzone=self.preset.p_deadzone)
+                      if model.inter is not None else None)
+        self.context: torch.Tensor | None = None
+        self.previous: np.ndarray | None = None
 
     def _forced_intra(self) -> bool:
         return self.reference is None or (self.intra_period > 0 and self.index % self.intra_period == 0)
@@ -112,6 +119,8 @@ class SequenceEncoder:
         return intra, plan
 
     def encode(self, frame: np.ndarray) -> CodedFrame:
+        if self.inter is not None:
+            return self._encode_conditional(frame)
         y, _ = self.codec.analyse(frame, self.quality)
         if self._forced_intra():
             best, kind = self.codec.encode(frame, self.quality, y=y), FRAME_I
@@ -132,19 +141,42 @@ class SequenceEncoder:
         return CodedFrame(kind, self.quality, best.payload, best.pending, best.estimated_bits)
 
 
+    def _encode_conditional(self, frame: np.ndarray) -> CodedFrame:
+        """I or FRAME_PC: P unless the intra estimate is lower (a cut) or the period forces I."""
+        y, _ = self.codec.analyse(frame, self.quality)
+        best = kind = None
+        if not self._forced_intra():
+            p = self.inter.encode(frame, self.previous, self.quality, self.context)
+            if p.estimated_bits <= self.codec.estimate_bits(y, self.quality):
+                best, kind = p, FRAME_PC
+                self.context = p.context
+        if best is None:
+            best, kind = self.codec.encode(frame, self.quality, y=y), FRAME_I
+            self.reference = best.latent
+            self.context = self.inter.intra_context(best.latent, self.quality)
+        self.previous = frame
+        self.index += 1
+        return CodedFrame(kind, self.quality, best.payload, best.pending, best.estimated_bits)
+
+
 class SequenceDecoder:
     def __init__(self, model: FrozenModel, width: int, height: int, where: str, workers: int | None = None) -> None:
         self.codec = FrameCodec(model, workers=workers)
+        self.inter = InterCodec(model, workers) if model.inter is not None else None
         self.width, self.height = width, height
         self.where = where
         self.reference: torch.Tensor | None = None
         self.reference_quality: int | None = None
+        self.context: torch.Tensor | None = None  # conditional models: the next FRAME_PC's context
 
     def decode(self, unit: FrameUnit) -> np.ndarray:
         return self.decode_async(unit).result()
 
     def decode_latent(self, unit: FrameUnit) -> torch.Tensor:
         """Entropy-decode ``unit`` without synthesising it: its fixed-point latent."""
+        if unit.frame_type == FRAME_PC:
+            raise BitstreamError("conditional P-frames carry no intra latent to analyse",
+                                 f"{self.where}: frame {unit.index}", "decode the file to a video and analyse that")
         self._decode(unit, synthesize=False)
         return self.reference
 
@@ -154,6 +186,8 @@ class SequenceDecoder:
 
     def _decode(self, unit: FrameUnit, synthesize: bool) -> Future | None:
         fwhere = f"{self.where}: frame {unit.index}"
+        if unit.frame_type == FRAME_PC:
+            return self._decode_conditional(unit, fwhere, synthesize)
         if unit.frame_type not in (FRAME_I, FRAME_P):
             raise BitstreamError(f"frame type {unit.frame_type} is not supported by this decoder", fwhere,
                                  "upgrade lvc")
@@ -173,4 +207,24 @@ class SequenceDecoder:
             raise BitstreamError(f"payload does not decode ({e.__class__.__name__}: {e})", fwhere,
                                  "the file is corrupted or was written by another encoder") from None
         self.reference, self.reference_quality = latent, unit.quality
+        if self.inter is not None:
+            self.context = self.inter.intra_context(latent, unit.quality)
+        return out
+
+    def _decode_conditional(self, unit: FrameUnit, fwhere: str, synthesize: bool) -> Future | None:
+        if self.inter is None:
+            raise BitstreamError("conditional P-frame, but the model has no conditional P section", fwhere,
+                                 "the file is corrupted or needs another model")
+        if self.context is None:
+            raise BitstreamError("P-frame without a preceding frame to predict from", fwhere,
+                                 "the file is corrupted or was cut in the middle of a group")
+        if unit.quality != self.reference_quality:
+            raise BitstreamError("P-frame quality differs from its reference's", fwhere, "the file is corrupted")
+        context, self.context, self.reference = self.context, None, None
+        try:
+            out, self.context = self.inter.decode_async(unit.payload, self.height, self.width, unit.quality,
+                                                        context, synthesize)
+        except Exception as e:  # noqa: BLE001 - any failure inside a CRC-valid payload means a bad stream
+            raise BitstreamError(f"payload does not decode ({e.__class__.__name__}: {e})", fwhere,
+                                 "the file is corrupted or was written by another encoder") from None
         return out

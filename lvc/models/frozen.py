@@ -20,13 +20,16 @@ from torch import nn
 from lvc.entropy.intnet import IntSynthesis
 from lvc.entropy.tables import LOG_FRAC_BITS, CdfTables, factorized_tables, gaussian_tables
 from lvc.errors import ModelError
+from lvc.models.conditional import ConditionalP
 from lvc.models.correction import Correction, CorrectionConfig
+from lvc.models.inter_frozen import FrozenInter, build_inter, freeze_inter
 from lvc.models.latent import LatentModel, ModelConfig
 
 FILE_FORMAT = "lvc-model/1"
 FILE_FORMAT_TEMPORAL = "lvc-model/2"  # with a P-frame prior: older decoders must refuse, not ignore it
 FILE_FORMAT_CONTEXT = "lvc-model/3"  # with a spatial context prior (and perhaps a P-frame prior)
-FILE_FORMATS = (FILE_FORMAT, FILE_FORMAT_TEMPORAL, FILE_FORMAT_CONTEXT)
+FILE_FORMAT_INTER = "lvc-model/4"  # with a conditional P-frame section (lvc.models.inter_frozen)
+FILE_FORMATS = (FILE_FORMAT, FILE_FORMAT_TEMPORAL, FILE_FORMAT_CONTEXT, FILE_FORMAT_INTER)
 QUALITY_MAX = 65535  # qualities travel as 16-bit integers
 
 
@@ -61,6 +64,7 @@ class FrozenModel:
     data: bytes = field(default=b"", repr=False)  # the serialised file this model was read from
     temporal: FrozenCorrection | None = None  # P-frame prior; without it P-frames code latent residuals
     context: FrozenCorrection | None = None  # spatial (checkerboard) prior of I-frames
+    inter: FrozenInter | None = None  # conditional P-frames (FRAME_PC)
 
     @property
     def weights_hash(self) -> bytes:
@@ -80,7 +84,7 @@ def latent_space_id(g_a: nn.Module, log_gain: torch.Tensor) -> str:
 
 
 def freeze(model: LatentModel, name: str, temporal: Correction | None = None,
-           context: Correction | None = None) -> FrozenModel:
+           context: Correction | None = None, inter: ConditionalP | None = None) -> FrozenModel:
     """Build the integer coding state of ``model`` (explicit, once, before saving).
 
     The result is what loading the saved file gives, byte for byte: transforms are
@@ -113,6 +117,9 @@ def freeze(model: LatentModel, name: str, temporal: Correction | None = None,
         with torch.no_grad():
             state[key] = {"config": net.cfg.to_dict(), "fuse": IntSynthesis.from_float(net.fuse).to_state(),
                           "latent_space": latent_space_id(model.g_a, model.log_gain)}
+    if inter is not None:
+        state["format"] = FILE_FORMAT_INTER
+        state["inter"] = freeze_inter(inter, latent_space_id(model.g_a, model.log_gain), model.log_inv_gain)
     buf = io.BytesIO()
     torch.save(state, buf)
     return from_bytes(buf.getvalue(), name)
@@ -186,7 +193,7 @@ def _build(state: dict, data: bytes) -> FrozenModel:
         fr["static_mean"].long() if fr["static_mean"] is not None else None,
         fr["static_log_scale"].long() if fr["static_log_scale"] is not None else None,
         hashlib.sha256(data).hexdigest(), data, _build_correction(state.get("temporal")),
-        _build_correction(state.get("context")),
+        _build_correction(state.get("context")), build_inter(state["inter"]) if state.get("inter") else None,
     )
     return fm
 

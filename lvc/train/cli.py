@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from lvc.errors import ModelError
+from lvc.models.conditional import ConditionalConfig, ConditionalP
 from lvc.models.context import SpatialContext
 from lvc.models.correction import Correction, CorrectionConfig
 from lvc.models.frozen import freeze, latent_space_id, save_frozen
@@ -17,6 +18,7 @@ from lvc.models.latent import LatentModel, ModelConfig
 from lvc.models.registry import load_model
 from lvc.models.temporal import TemporalPrior
 from lvc.train.context import ContextTrainConfig, train_context
+from lvc.train.inter import InterTrainConfig, train_inter
 from lvc.train.temporal import TemporalTrainConfig, train_temporal
 from lvc.train.trainer import TrainConfig, train
 
@@ -55,6 +57,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                       "image/video files or folders (searched recursively)", "context", ContextTrainConfig,
                       run_context)
 
+    t = sub.add_parser("train-inter", help="train the conditional P-frame model of a latent model on video clips",
+                       description="End-to-end rate-distortion training of motion-compensated conditional P-frames "
+                                   "on short sequences (the first frame coded by the frozen intra model).")
+    t.add_argument("data", nargs="+", help="video files or folders (searched recursively)")
+    t.add_argument("--out", required=True, help="run folder: checkpoints, log.csv, sequence cache")
+    t.add_argument("--model", help="intra model (name or .lvcm); default: the shipped model")
+    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    for f in fields(ConditionalConfig):
+        if f.name not in ("intra_M", "levels"):  # those follow the intra model
+            t.add_argument(f"--{f.name}", type=int, default=f.default, help="model shape (new runs only)")
+    for f in fields(InterTrainConfig):
+        if f.name in ("data", "out"):
+            continue
+        if isinstance(f.default, bool):
+            t.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            t.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    t.set_defaults(func=run_inter)
+
     e = sub.add_parser("export", help="freeze a training checkpoint into a .lvcm model file",
                        description="Builds the integer coding tables once and writes NAME.lvcm; with "
                                    "--manifest, records its SHA-256 in that MANIFEST.json.")
@@ -64,6 +85,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--manifest", help="MANIFEST.json to update (e.g. lvc/weights/MANIFEST.json)")
     e.add_argument("--temporal", help="a `lvc train-p` checkpoint to include as the P-frame prior")
     e.add_argument("--context", help="a `lvc train-ctx` checkpoint to include as the spatial context prior")
+    e.add_argument("--inter", help="a `lvc train-inter` checkpoint to include for conditional P-frames")
     e.set_defaults(func=export)
 
 
@@ -107,6 +129,16 @@ def run_temporal(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_inter(args: argparse.Namespace) -> int:
+    intra = load_model(args.model)
+    cfg = InterTrainConfig(**{f.name: getattr(args, f.name) for f in fields(InterTrainConfig)})
+    shape = {f.name: getattr(args, f.name) for f in fields(ConditionalConfig) if f.name not in ("intra_M", "levels")}
+    mcfg = ConditionalConfig(**shape, intra_M=intra.config.M, levels=intra.log_gain.shape[0])
+    last = train_inter(cfg, intra, mcfg, resume=args.resume)
+    print(f"last checkpoint: {last}")
+    return 0
+
+
 def run_context(args: argparse.Namespace) -> int:
     cfg = ContextTrainConfig(**{f.name: getattr(args, f.name) for f in fields(ContextTrainConfig)})
     last = train_context(cfg, load_model(args.model), resume=args.resume, init=args.init)
@@ -132,6 +164,23 @@ def _load_correction(path: str, kind: str, cls: type[Correction], command: str) 
         raise ModelError(f"not a usable `{command}` checkpoint ({e.__class__.__name__})", path) from None
 
 
+def _load_inter(path: str, space: str) -> ConditionalP:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        kind, trained_for = state.get("kind"), state.get("latent_space")
+        net = ConditionalP(ConditionalConfig.from_dict(state["inter_config"])) if kind == "inter" else None
+        if net is not None:
+            net.load_state_dict(state["model"])
+    except Exception as e:  # noqa: BLE001 - see export
+        raise ModelError(f"not a usable `lvc train-inter` checkpoint ({e.__class__.__name__})", path) from None
+    if net is None:
+        raise ModelError(f"this is a {kind} checkpoint, not an inter one", path, "pass a `lvc train-inter` checkpoint")
+    if trained_for != space:
+        raise ModelError(f"the inter model was trained for latent space {trained_for[:16]}, not this "
+                         f"checkpoint's {space[:16]}", path, "train it against this intra model")
+    return net
+
+
 def export(args: argparse.Namespace) -> int:
     if not 1 <= len(args.name.encode()) <= 64:
         raise ModelError("model name must be 1..64 bytes of UTF-8", args.name)
@@ -152,7 +201,8 @@ def export(args: argparse.Namespace) -> int:
             raise ModelError(f"the {key} prior was trained for latent space {trained_for[:16]}, not this "
                              f"checkpoint's {space[:16]}", path,
                              f"export the intra model alone, then run `{command} --model IT --init CKPT`")
-    frozen = freeze(model, args.name, nets["temporal"], nets["context"])
+    inter = _load_inter(args.inter, space) if getattr(args, "inter", None) else None
+    frozen = freeze(model, args.name, nets["temporal"], nets["context"], inter)
     sha = save_frozen(frozen, args.output)
     if args.manifest:
         path = Path(args.manifest)

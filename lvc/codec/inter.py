@@ -1,0 +1,159 @@
+"""Conditional P-frames (frame type ``FRAME_PC``): frame <-> payload with a frozen inter model.
+
+The decoder's state between frames is the context (fixed point, 1/8 resolution, see
+:mod:`lvc.models.conditional`). A payload holds, in one range-coded stream:
+
+1. block motion, one vector per 16x16 block: the first block row as differences along the
+   row, every later row as differences from the row above (both sides vectorised);
+2. the side information ``z`` (per-channel frozen tables);
+3. the latent symbols under the context-conditioned prior (scale-indexed Gaussian tables).
+
+Motion is estimated on the encoder's input frames. The context is warped, the prior and the
+context update run in exact integers, so encoder and decoder hold identical contexts on
+every machine: no drift. Only the display transform runs in float, on synthesis workers.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from lvc.codec.frame import LATENT_LIMIT, STRIDE, SYMBOL_LIMIT, _pad, quantise, to_tensor
+from lvc.codec.motion import estimate_motion, warp
+from lvc.codec.synthesis import Deferred, Synthesizer
+from lvc.entropy import coder
+from lvc.entropy.tables import LOG_FRAC_BITS, scale_index
+from lvc.models.conditional import CONTEXT_SCALE
+from lvc.models.frozen import QUALITY_MAX, FrozenModel
+from lvc.models.latent import interp_levels
+
+SEARCH = 16  # motion search range (pixels)
+_ONE = 1 << LOG_FRAC_BITS
+
+
+@dataclass(frozen=True)
+class InterResult:
+    payload: bytes
+    estimated_bits: float
+    context: torch.Tensor  # the next frame's context (fixed point)
+    pending: Future | Deferred = field(repr=False)
+
+    @property
+    def recon(self) -> np.ndarray:
+        return self.pending.result()
+
+
+def mv_residuals(mv: torch.Tensor) -> torch.Tensor:
+    """(hb, wb, 2) vectors -> residuals: row 0 along the row, later rows from the row above."""
+    r = mv.clone()
+    r[0, 1:] = mv[0, 1:] - mv[0, :-1]
+    r[1:] = mv[1:] - mv[:-1]
+    return r
+
+
+def mv_from_residuals(r: torch.Tensor) -> torch.Tensor:
+    mv = r.clone()
+    mv[0] = torch.cumsum(r[0], 0)
+    return torch.cumsum(mv, 0)
+
+
+class InterCodec:
+    """Encode / decode conditional P-frames with the inter section of a frozen model."""
+
+    def __init__(self, model: FrozenModel, workers: int | None = None, eager_synthesis: bool = True,
+                 deadzone: float = 0.0, fast_analysis: bool = True) -> None:
+        if model.inter is None:
+            raise ValueError("this model has no conditional P-frame section")
+        self.m, self.p = model, model.inter
+        self.deadzone, self.fast_analysis = deadzone, fast_analysis
+        self.display = Synthesizer(self.p.g_d, workers)
+        self.eager = eager_synthesis
+        self.z_coder = coder.TableCoder(self.p.z_tables)
+        self.y_coder = coder.TableCoder(model.y_tables)
+        self.mv_coder = coder.TableCoder(self.p.mv_tables)
+        self._ones = torch.ones(1, 1, 1, 1)
+
+    def close(self) -> None:
+        self.display.close()
+
+    def intra_context(self, latent_fx: torch.Tensor, q: int) -> torch.Tensor:
+        return self.p.intra_context(latent_fx, q, QUALITY_MAX)
+
+    def _shapes(self, h: int, w: int):
+        hp, wp = h + (-h % STRIDE), w + (-w % STRIDE)
+        c = self.p.config
+        return ((1, c.M, hp // 16, wp // 16), (1, c.Nh, hp // STRIDE, wp // STRIDE),
+                (hp // c.block, wp // c.block, 2))
+
+    @staticmethod
+    def _z_index(shape: tuple[int, ...]) -> np.ndarray:
+        return np.broadcast_to(np.arange(shape[1])[None, :, None, None], shape)
+
+    def _finish(self, y_fx: torch.Tensor, ctx_w: torch.Tensor, q: int, h: int, w: int, synthesize: bool):
+        ctx = self.p.update(y_fx, ctx_w, q, QUALITY_MAX)
+        if not synthesize:
+            return ctx, None
+        submit = self.display.submit if self.eager else self.display.defer
+        return ctx, submit(ctx, self._ones, h, w)
+
+    @torch.no_grad()
+    def encode(self, frame: np.ndarray, previous: np.ndarray, q: int, context: torch.Tensor) -> InterResult:
+        """Code ``frame`` against the decoder's ``context``; ``previous`` (the input frame
+        before it) is where motion is searched."""
+        h, w = frame.shape[:2]
+        x = _pad(to_tensor(frame))
+        mv = estimate_motion(_pad(to_tensor(previous)), x, self.p.config.block, SEARCH)[0]
+        ctx_w = warp(context, mv[None], self.p.config.block, CONTEXT_SCALE)
+        gain = torch.exp(interp_levels(self.p.log_gain, torch.tensor([q / QUALITY_MAX])))[:, :, None, None]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.fast_analysis):
+            feat = torch.cat([self.p.g_a_pix(x), ctx_w.float() / _ONE], 1)
+            y = self.p.g_a(feat).float() * gain
+        z_hat = torch.round(self.p.h_a(y)).clamp(-coder.ESCAPE_LIMIT, coder.ESCAPE_LIMIT).long()
+        mean_fx, log_scale_fx = self.p.prior(z_hat, ctx_w)
+        idx = scale_index(log_scale_fx)
+        sym = quantise(y - mean_fx.float() / _ONE, self.deadzone).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).long()
+        res = mv_residuals(mv)
+        enc = coder.new_encoder()
+        mv_tab = np.zeros(res.numel(), dtype=np.int64)
+        self.mv_coder.encode(enc, res.numpy().ravel(), mv_tab)
+        z_idx = self._z_index(tuple(z_hat.shape))
+        self.z_coder.encode(enc, z_hat.numpy(), z_idx)
+        self.y_coder.encode(enc, sym.numpy(), idx.numpy())
+        bits = (self.p.mv_tables.bits(mv_tab, res.numpy().ravel()) + self.p.z_tables.bits(z_idx.ravel(),
+                z_hat.numpy().ravel()) + self.m.y_tables.bits(idx.numpy().ravel(), sym.numpy().ravel()))
+        y_fx = (sym * _ONE + mean_fx).clamp(-LATENT_LIMIT, LATENT_LIMIT)
+        ctx, pending = self._finish(y_fx, ctx_w, q, h, w, True)
+        return InterResult(coder.finish(enc), bits, ctx, pending)
+
+    @torch.no_grad()
+    def decode_async(self, payload: bytes, h: int, w: int, q: int, context: torch.Tensor,
+                     synthesize: bool = True) -> tuple[Future | None, torch.Tensor]:
+        """Entropy-decode now (the next context); the pixels arrive in the future."""
+        y_shape, z_shape, mv_shape = self._shapes(h, w)
+        ctx_shape = (1, self.p.config.C, y_shape[2] * 2, y_shape[3] * 2)
+        if tuple(context.shape) != ctx_shape:
+            raise ValueError("context does not match the frame size")
+        floor_bits = (self.m.y_tables.min_bits() * math.prod(y_shape) + self.p.z_tables.min_bits()
+                      * math.prod(z_shape) + self.p.mv_tables.min_bits() * math.prod(mv_shape))
+        if len(payload) * 8 < floor_bits - 64:
+            raise ValueError(f"payload of {len(payload)} bytes is too short for a {w}x{h} frame")
+        dec = coder.new_decoder(payload)
+        res = self.mv_coder.decode(dec, np.zeros(math.prod(mv_shape), dtype=np.int64))
+        mv = mv_from_residuals(torch.from_numpy(res.reshape(mv_shape)).long())
+        if mv.abs().max() > 4 * SEARCH:
+            raise ValueError("motion vector out of range")
+        ctx_w = warp(context, mv[None], self.p.config.block, CONTEXT_SCALE)
+        z_hat = torch.from_numpy(self.z_coder.decode(dec, self._z_index(z_shape)).reshape(z_shape)).long()
+        mean_fx, log_scale_fx = self.p.prior(z_hat, ctx_w)
+        idx = scale_index(log_scale_fx)
+        sym = torch.from_numpy(self.y_coder.decode(dec, idx.numpy()).reshape(y_shape)).long()
+        if not dec.maybe_exhausted():
+            raise ValueError("payload holds more data than the frame needs")
+        y_fx = (sym * _ONE + mean_fx).clamp(-LATENT_LIMIT, LATENT_LIMIT)
+        ctx, pending = self._finish(y_fx, ctx_w, q, h, w, synthesize)
+        return pending, ctx
+

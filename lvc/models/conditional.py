@@ -1,0 +1,124 @@
+"""Conditional P-frame coding with a motion-compensated context (training form).
+
+Why: coding ``y_t - y_{t-1}`` in the intra latent space cannot use motion. Latents at 1/16
+resolution do not shift like images (warping them saves ~nothing, docs/models.md), and
+predicting from pixels would make the decoder's probabilities depend on a float synthesis
+that differs between machines. This model follows DCVC-RT's framing instead: the decoder
+carries a *context* feature ``c`` at 1/8 resolution from frame to frame. It is produced by
+convolutions and ReLUs only, so it freezes to the exact integer path of
+:mod:`lvc.entropy.intnet` and both sides hold the same context on every machine. The
+encoder sends block motion; the context is warped by it (:func:`lvc.codec.motion.warp`)
+and conditions everything:
+
+* analysis ``y = g_a(x, c~)`` (encoder only, float);
+* prior: hyperprior ``z`` plus ``c~`` at 1/16 -> mean and log-scale of ``y`` (exact);
+* context update ``c_t = g_c(y_hat, c~)`` (exact), and the picture ``x_hat = g_d(c_t)``
+  (float, display only: nothing downstream depends on it).
+
+An I-frame's decoded intra latent starts the chain: ``c_0 = g_i(y_hat_intra)`` (exact).
+The display transform has the shape of the intra synthesis' last three layers, so it can
+start from them (:meth:`ConditionalP.init_display_from`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lvc.codec.motion import warp
+from lvc.entropy.priors import FactorizedDensity, gaussian_likelihood, lower_bound, ste_round
+from lvc.models.latent import SCALE_MIN, interp_levels
+from lvc.models.layers import SimpleGDN, conv, deconv
+
+CONTEXT_SCALE = 8  # the context lives at 1/8 of the frame resolution
+
+
+@dataclass(frozen=True)
+class ConditionalConfig:
+    M: int = 96  # P latent channels (1/16)
+    C: int = 64  # context channels (1/8); 64 lets the display start from the intra synthesis
+    N: int = 64  # analysis width
+    Nh: int = 64  # side-information channels (1/64)
+    intra_M: int = 128  # the intra model's latent channels
+    levels: int = 8  # quality levels (gain vectors), as the intra model's
+    block: int = 16  # motion block size in pixels
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ConditionalConfig:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+class ConditionalP(nn.Module):
+    def __init__(self, cfg: ConditionalConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        m, c, n, nh = cfg.M, cfg.C, cfg.N, cfg.Nh
+        # exact path (convs + ReLU): intra latent -> context; context update; prior
+        # (1/16 -> 1/8 goes through a 1x1 convolution to four phases and a pixel shuffle, which
+        # is an exact permutation; every Sequential here freezes to an IntSynthesis as it is.)
+        self.g_i_up = nn.Sequential(conv(cfg.intra_M, 4 * c, 1, 1), nn.ReLU())
+        self.g_i = nn.Sequential(conv(c, c, 3, 1), nn.ReLU(), conv(c, c, 3, 1))
+        self.g_c_up = nn.Sequential(conv(m, 4 * c, 1, 1))
+        self.g_c = nn.Sequential(conv(2 * c, c, 3, 1), nn.ReLU(), conv(c, c, 3, 1), nn.ReLU(), conv(c, c, 3, 1))
+        self.ctx_down = nn.Sequential(conv(c, c, 3, 2), nn.ReLU())
+        self.h_s = nn.Sequential(deconv(nh, nh), nn.ReLU(), deconv(nh, nh), nn.ReLU())
+        self.prior = nn.Sequential(conv(nh + c, 2 * c, 3, 1), nn.ReLU(), conv(2 * c, 2 * m, 3, 1))
+        # encoder only (float)
+        self.g_a_pix = nn.Sequential(conv(3, n), SimpleGDN(n), conv(n, n), SimpleGDN(n), conv(n, n))
+        self.g_a = nn.Sequential(conv(n + c, n, 3, 1), SimpleGDN(n), conv(n, m))
+        self.h_a = nn.Sequential(conv(m, nh, 3, 1), nn.LeakyReLU(), conv(nh, nh), nn.LeakyReLU(), conv(nh, nh))
+        self.z_density = FactorizedDensity(nh)
+        # display only (float)
+        self.g_d = nn.Sequential(deconv(c, 64), SimpleGDN(64, inverse=True), deconv(64, 64),
+                                 SimpleGDN(64, inverse=True), deconv(64, 3))
+        self.log_gain = nn.Parameter(torch.zeros(cfg.levels, m))
+        self.log_inv_gain = nn.Parameter(torch.zeros(cfg.levels, m))
+
+    def init_display_from(self, g_s: nn.Sequential) -> None:
+        """Start the display transform from the intra synthesis' last three layers (same shapes)."""
+        for dst, src in zip(self.g_d, list(g_s)[2:], strict=True):
+            dst.load_state_dict(src.state_dict())
+
+    # ---- pieces the codec runs separately ---------------------------------------------
+    def intra_context(self, y_hat_intra: torch.Tensor) -> torch.Tensor:
+        """Context from an I-frame's decoded (un-gained) intra latent."""
+        return self.g_i(F.pixel_shuffle(self.g_i_up(y_hat_intra), 2))
+
+    def prior_params(self, z_hat: torch.Tensor, ctx_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_scale = self.prior(torch.cat([self.h_s(z_hat), self.ctx_down(ctx_w)], 1)).chunk(2, 1)
+        return mean, log_scale
+
+    def update(self, y_hat: torch.Tensor, ctx_w: torch.Tensor) -> torch.Tensor:
+        """The next context from this frame's decoded (un-gained) latent and the warped context."""
+        return self.g_c(torch.cat([F.pixel_shuffle(self.g_c_up(y_hat), 2), ctx_w], 1))
+
+    # ---- training ------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor, mv: torch.Tensor, q: torch.Tensor) -> dict:
+        """One P-frame, noisy proxy: ``x`` (B, 3, H, W) in [0, 1], the previous context, block
+        motion ``mv`` (B, hb, wb, 2) in pixels, qualities ``q`` (B,) in [0, 1]."""
+        b, _, h, w = x.shape
+        ctx_w = warp(ctx, mv, self.cfg.block, CONTEXT_SCALE)
+        y = self.g_a(torch.cat([self.g_a_pix(x), ctx_w], 1))
+        y = y * torch.exp(interp_levels(self.log_gain, q))[:, :, None, None]
+        z = self.h_a(y)
+        z_noisy = z + torch.empty_like(z).uniform_(-0.5, 0.5) if self.training else torch.round(z)
+        z_lik = self.z_density.likelihood(z_noisy)
+        mean, log_scale = self.prior_params(ste_round(z), ctx_w)
+        scale = lower_bound(torch.exp(log_scale), SCALE_MIN)
+        y_noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5) if self.training else torch.round(y - mean) + mean
+        y_lik = gaussian_likelihood(y_noisy, mean, scale)
+        y_hat = (ste_round(y - mean) + mean) * torch.exp(interp_levels(self.log_inv_gain, q))[:, :, None, None]
+        ctx_new = self.update(y_hat, ctx_w)
+        x_hat = self.g_d(ctx_new)
+        pixels = h * w
+        bpp = (-torch.log2(y_lik).flatten(1).sum(1) - torch.log2(z_lik).flatten(1).sum(1)) / pixels
+        return {"x_hat": x_hat, "ctx": ctx_new, "bpp": bpp}
+
+    def aux_loss(self) -> torch.Tensor:
+        return self.z_density.quantile_loss()

@@ -1,0 +1,110 @@
+"""Freezing the conditional P model (:mod:`lvc.models.conditional`) for coding.
+
+Everything the decoder's next frame depends on runs in exact integers: the context from an
+I-frame's latent, the warped context, the prior, the context update. Gains enter as
+fixed-point factors (linear interpolation between levels, in integers), so no float
+function such as ``exp`` can differ between machines. The analysis (encoder only) and the
+display transform (nothing depends on its pixels) stay float.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lvc.entropy.intnet import IntSynthesis
+from lvc.entropy.tables import CdfTables, factorized_tables, quantize_pmf
+from lvc.models.conditional import ConditionalConfig, ConditionalP
+
+GAIN_FRAC_BITS = 16
+EXACT_NETS = ("g_i_up", "g_i", "g_c_up", "g_c", "ctx_down", "h_s", "prior")
+FLOAT_NETS = ("g_a_pix", "g_a", "h_a", "g_d")
+MV_RANGE = 64  # motion-vector residuals are coded in [-MV_RANGE, MV_RANGE] (escape beyond)
+MV_LAPLACE = 1.5  # scale (pixels) of the residuals' frozen Laplacian table
+
+
+def interp_fixed(table: torch.Tensor, q: int, q_max: int) -> torch.Tensor:
+    """Integer linear interpolation of rows (levels, M) at integer quality ``q`` of ``q_max``."""
+    levels = table.shape[0]
+    p = q * (levels - 1)
+    i = min(p // q_max, levels - 2)
+    f = p - i * q_max
+    return torch.div(table[i] * (q_max - f) + table[i + 1] * f, q_max, rounding_mode="floor")
+
+
+def gains_fixed(log_gain: torch.Tensor) -> torch.Tensor:
+    return torch.round(torch.exp(log_gain.detach().double()) * (1 << GAIN_FRAC_BITS)).long()
+
+
+def mv_table() -> CdfTables:
+    r = np.arange(-MV_RANGE, MV_RANGE + 1)
+    pmf = np.exp(-np.abs(r) / MV_LAPLACE)
+    return CdfTables.from_rows([quantize_pmf(pmf / pmf.sum(), 1e-4)], [-MV_RANGE])
+
+
+@dataclass(frozen=True)
+class FrozenInter:
+    config: ConditionalConfig
+    exact: dict[str, IntSynthesis]
+    g_a_pix: nn.Module
+    g_a: nn.Module
+    h_a: nn.Module
+    g_d: nn.Module
+    log_gain: torch.Tensor  # (levels, M) float: the encoder's
+    inv_gain_fx: torch.Tensor  # (levels, M) int64, GAIN_FRAC_BITS
+    intra_inv_gain_fx: torch.Tensor  # (levels, intra M) int64
+    z_tables: CdfTables
+    mv_tables: CdfTables
+    latent_space: str  # the intra latent space its I-frame contexts come from
+
+    # ---- exact (both sides) --------------------------------------------------------
+    def _scaled(self, latent_fx: torch.Tensor, table: torch.Tensor, q: int, q_max: int) -> torch.Tensor:
+        g = interp_fixed(table, q, q_max)[None, :, None, None]
+        return torch.div(latent_fx * g, 1 << GAIN_FRAC_BITS, rounding_mode="floor")
+
+    def intra_context(self, latent_fx: torch.Tensor, q: int, q_max: int) -> torch.Tensor:
+        """Context (fixed point) from an I-frame's decoded fixed-point intra latent."""
+        x = self.exact["g_i_up"].run_fixed(self._scaled(latent_fx, self.intra_inv_gain_fx, q, q_max))
+        return self.exact["g_i"].run_fixed(F.pixel_shuffle(x, 2))
+
+    def prior(self, z_hat: torch.Tensor, ctx_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fixed-point mean and log-scale of the P latent."""
+        h = self.exact["h_s"](z_hat)
+        d = self.exact["ctx_down"].run_fixed(ctx_w)
+        mean, log_scale = self.exact["prior"].run_fixed(torch.cat([h, d], 1)).chunk(2, 1)
+        return mean, log_scale
+
+    def update(self, y_fx: torch.Tensor, ctx_w: torch.Tensor, q: int, q_max: int) -> torch.Tensor:
+        """The next context from this frame's decoded fixed-point latent and the warped context."""
+        u = self.exact["g_c_up"].run_fixed(self._scaled(y_fx, self.inv_gain_fx, q, q_max))
+        return self.exact["g_c"].run_fixed(torch.cat([F.pixel_shuffle(u, 2), ctx_w], 1))
+
+
+def freeze_inter(model: ConditionalP, latent_space: str, intra_log_inv_gain: torch.Tensor) -> dict:
+    """The model-file section of a trained conditional P model (with the intra model's inverse
+    gains in fixed point: I-frame contexts need them exactly)."""
+    model = model.eval()
+    with torch.no_grad():
+        exact = {k: IntSynthesis.from_float(getattr(model, k)).to_state() for k in EXACT_NETS}
+        return {"config": model.cfg.to_dict(), "latent_space": latent_space, "exact": exact,
+                "float": {k: {n: v.half() for n, v in getattr(model, k).state_dict().items()} for k in FLOAT_NETS},
+                "log_gain": model.log_gain.detach().clone(), "inv_gain_fx": gains_fixed(model.log_inv_gain),
+                "intra_inv_gain_fx": gains_fixed(intra_log_inv_gain),
+                "z_tables": factorized_tables(model.z_density).to_state(), "mv_tables": mv_table().to_state()}
+
+
+def build_inter(state: dict) -> FrozenInter:
+    cfg = ConditionalConfig.from_dict(state["config"])
+    shell = ConditionalP(cfg).requires_grad_(False)
+    for k in FLOAT_NETS:
+        getattr(shell, k).load_state_dict({n: v.float() for n, v in state["float"][k].items()})
+    return FrozenInter(cfg, {k: IntSynthesis.from_state(state["exact"][k]) for k in EXACT_NETS},
+                       shell.g_a_pix.eval(), shell.g_a.eval(), shell.h_a.eval(), shell.g_d.eval(),
+                       state["log_gain"].float(), state["inv_gain_fx"].long(), state["intra_inv_gain_fx"].long(),
+                       CdfTables.from_state(state["z_tables"]), CdfTables.from_state(state["mv_tables"]),
+                       state["latent_space"])
+

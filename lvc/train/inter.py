@@ -1,0 +1,194 @@
+"""Training of the conditional P model (``lvc train-inter``) on short frame sequences.
+
+Each sample is a sequence: its first frame is coded by the frozen intra model exactly as the
+codec quantises it (symbols around the integer hyperprior's means), its decoded latent
+starts the context, and the following frames are P-frames coded in a chain, each
+conditioned on the context the previous one left, so training sees the propagation the
+decoder will. The loss is ``lambda(q) * MSE + bpp`` averaged over the P-frames, with ``q``
+drawn per sample over the whole quality range (the intra model's lambdas). Checkpoints
+describe themselves and resume exactly (model, optimizers, RNG and sampler state).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import lvc
+from lvc.codec.frame import FrameCodec
+from lvc.entropy.tables import LOG_FRAC_BITS
+from lvc.errors import InputError
+from lvc.models.conditional import ConditionalConfig, ConditionalP
+from lvc.models.frozen import QUALITY_MAX, FrozenModel
+from lvc.train.correction import intra_identity
+from lvc.train.data import collect_sources
+from lvc.train.sequences import SequenceCache, SequenceSampler
+from lvc.train.trainer import CKPT_FORMAT, cosine_lr, distortion, latest_checkpoint, save_checkpoint
+
+KIND = "inter"
+
+
+@dataclass
+class InterTrainConfig:
+    data: list[str]
+    out: str
+    steps: int = 20000
+    batch: int = 4
+    crop: int = 256
+    length: int = 3  # frames per sequence: one I-frame, then P-frames
+    per_clip: int = 48  # sequences cached per clip
+    lr: float = 2e-4
+    lr_final: float = 1e-5
+    decay_start: float = 0.8
+    aux_lr: float = 1e-3
+    bf16: bool = True
+    seed: int = 0
+    ckpt_every: int = 250
+    keep: int = 2
+    threads: int = 0
+
+    def lr_at(self, step: int) -> float:
+        return cosine_lr(step, self.steps, self.lr, self.lr_final, self.decay_start)
+
+
+@torch.no_grad()
+def intra_latents(intra: FrozenModel, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Decoded, un-gained intra latents of frames ``x`` (B, 3, H, W): what ``g_s`` would see."""
+    codec = FrameCodec(intra)
+    out = []
+    for i in range(x.shape[0]):
+        qi = round(float(q[i]) * QUALITY_MAX)
+        gain, inv_gain = codec._gains(qi)
+        y = intra.g_a(x[i:i + 1]) * gain
+        plan = codec.plan(y, qi)
+        mean = plan.mean_fx.float() / (1 << LOG_FRAC_BITS)
+        out.append((torch.round(y - mean) + mean) * inv_gain)
+    return torch.cat(out)
+
+
+def _new_model(intra: FrozenModel, cfg: ConditionalConfig) -> ConditionalP:
+    model = ConditionalP(cfg)
+    shapes = [p.shape for p in intra.g_s[2:].parameters()]
+    if shapes == [p.shape for p in model.g_d.parameters()]:
+        model.init_display_from(intra.g_s)
+    # start the gains on the intra model's per-level curve (its mean over channels)
+    with torch.no_grad():
+        model.log_gain.copy_(intra.log_gain.mean(1, keepdim=True).expand_as(model.log_gain))
+        model.log_inv_gain.copy_(intra.log_inv_gain.mean(1, keepdim=True).expand_as(model.log_inv_gain))
+    return model
+
+
+def _lmbda(intra: FrozenModel, q: torch.Tensor) -> torch.Tensor:
+    lo, hi = math.log(intra.config.lambda_min), math.log(intra.config.lambda_max)
+    return torch.exp(lo + (hi - lo) * q)
+
+
+def train_inter(cfg: InterTrainConfig, intra: FrozenModel, model_cfg: ConditionalConfig | None = None,
+                resume: bool = False, progress: bool = True) -> Path:
+    """Train (or resume) a conditional P model; returns the last checkpoint."""
+    if cfg.crop % 64 or cfg.length < 2:
+        raise InputError(f"--crop {cfg.crop} / --length {cfg.length}", None,
+                         "use a crop that is a multiple of 64 and at least 2 frames per sequence")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    space = intra_identity(intra)
+    ckpt_path = latest_checkpoint(out) if resume else None
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path else None
+    if state is not None:
+        if state.get("kind") != KIND:
+            raise InputError(f"this folder holds a {state.get('kind')} run, not an inter one", str(ckpt_path),
+                             "use another --out folder")
+        if state.get("latent_space") != space:
+            raise InputError("checkpoint was trained for another intra model", str(ckpt_path),
+                             "start a new --out folder")
+        model_cfg = ConditionalConfig.from_dict(state["inter_config"])
+    model_cfg = model_cfg or ConditionalConfig(intra_M=intra.config.M, levels=intra.log_gain.shape[0])
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    model = _new_model(intra, model_cfg)
+    main = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
+    opt = torch.optim.Adam(main, lr=cfg.lr)
+    aux_opt = torch.optim.Adam([p for n, p in model.named_parameters() if n.endswith("quantiles")], lr=cfg.aux_lr)
+    cache = SequenceCache.build(collect_sources(cfg.data), out / "cache", cfg.crop, cfg.length, cfg.per_clip,
+                                model_cfg.block, cfg.seed)
+    sampler = SequenceSampler(cache, cfg.seed)
+    step = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        if state.get("optimizer"):
+            opt.load_state_dict(state["optimizer"])
+            aux_opt.load_state_dict(state["aux_optimizer"])
+        step = state["step"]
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+        sampler.set_state(state["rng"]["sampler"])
+    log_path = out / "log.csv"
+    new_log = not log_path.exists()
+    log = open(log_path, "a", newline="")
+    writer = csv.writer(log)
+    if new_log:
+        writer.writerow(["step", "time", "lr", "loss", "bpp", "psnr", "aux"])
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=step, desc="train inter", dynamic_ncols=True, mininterval=5)
+    t0 = time.time()
+    last = ckpt_path
+    model.train()
+    while step < cfg.steps:
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr_at(step)
+        x, mv = sampler.batch(cfg.batch)
+        q = torch.rand(cfg.batch)
+        ctx = model.intra_context(intra_latents(intra, x[:, 0], q))
+        loss, bpp, mse = 0.0, 0.0, 0.0
+        for t in range(1, cfg.length):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                o = model(x[:, t], ctx, mv[:, t - 1], q)
+            ctx = o["ctx"].float()
+            err = ((o["x_hat"].float() - x[:, t]) ** 2).flatten(1).mean(1)
+            loss = loss + (_lmbda(intra, q) * distortion("mse", o["x_hat"], x[:, t], err) + o["bpp"].float()).mean()
+            bpp, mse = bpp + o["bpp"].float().mean().detach(), mse + err.mean().detach()
+        p_frames = cfg.length - 1
+        loss = loss / p_frames
+        aux = model.aux_loss()
+        opt.zero_grad(set_to_none=True)
+        aux_opt.zero_grad(set_to_none=True)
+        (loss + aux).backward()
+        torch.nn.utils.clip_grad_norm_(main, 1.0)
+        opt.step()
+        aux_opt.step()
+        step += 1
+        if step % 20 == 0:
+            psnr = -10 * math.log10(max(float(mse) / p_frames, 1e-10))
+            writer.writerow([step, f"{time.time() - t0:.1f}", f"{cfg.lr_at(step):.3g}", f"{loss.item():.4f}",
+                             f"{float(bpp) / p_frames:.4f}", f"{psnr:.2f}", f"{aux.item():.2f}"])
+            log.flush()
+            if bar:
+                bar.set_postfix(bpp=f"{float(bpp) / p_frames:.3f}", psnr=f"{psnr:.2f}")
+        if bar:
+            bar.update(1)
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            last = out / f"ckpt-{step:08d}.pt"
+            rngs = {"torch": torch.get_rng_state(), "python": random.getstate(), "sampler": sampler.state(),
+                    "numpy": np.random.get_state()}
+            save_checkpoint(last, format=CKPT_FORMAT, kind=KIND, code_version=lvc.__version__,
+                            inter_config=model.cfg.to_dict(), train_config=asdict(cfg), latent_space=space,
+                            intra_name=intra.name, step=step, model=model.state_dict(), optimizer=opt.state_dict(),
+                            aux_optimizer=aux_opt.state_dict(), rng=rngs)
+            for old in sorted(out.glob("ckpt-*.pt"))[: -max(1, cfg.keep)]:
+                old.unlink()
+    if bar:
+        bar.close()
+    log.close()
+    return last

@@ -1,0 +1,154 @@
+"""Block motion (estimation, exact warping) and the conditional P model's training."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from lvc.bitstream.container import FRAME_I, FRAME_PC, FrameUnit
+from lvc.codec.cli import sample_clip
+from lvc.codec.frame import FrameCodec
+from lvc.codec.inter import InterCodec
+from lvc.codec.motion import estimate_motion, warp
+from lvc.codec.sequence import SequenceDecoder
+from lvc.errors import BitstreamError
+from lvc.io.reader import open_video
+from lvc.io.writer import FrameWriter
+from lvc.models.conditional import ConditionalConfig, ConditionalP
+from lvc.models.frozen import freeze, load_frozen, save_frozen
+from lvc.models.latent import LatentModel, ModelConfig
+from lvc.models.registry import load_model
+from lvc.train.inter import InterTrainConfig, train_inter
+
+TINY = ConditionalConfig(M=8, C=8, N=8, Nh=8, intra_M=16, levels=3)
+
+
+def test_integer_warp_is_the_floor_of_the_float_warp():
+    g = torch.Generator().manual_seed(0)
+    feat = torch.randint(-(1 << 30), 1 << 30, (2, 3, 12, 20), generator=g)
+    mv = torch.randint(-40, 41, (2, 6, 10, 2), generator=g)
+    exact = warp(feat, mv, 16, 8)
+    assert exact.dtype == torch.int64
+    assert torch.equal(exact, torch.floor(warp(feat.double(), mv, 16, 8)).long())
+
+
+def test_warp_by_whole_feature_pixels_is_a_shift_with_edges_replicated():
+    feat = torch.arange(6 * 10).view(1, 1, 6, 10)
+    assert torch.equal(warp(feat, torch.zeros(1, 3, 5, 2, dtype=torch.long), 16, 8), feat)
+    mv = torch.tensor([16, -8]).expand(1, 3, 5, 2)  # two feature pixels right, one up
+    out = warp(feat, mv, 16, 8)
+    assert torch.equal(out[0, 0, 1:, :8], feat[0, 0, :-1, 2:])
+    assert torch.equal(out[0, 0, 0], out[0, 0, 1])  # the top row repeats the edge
+    assert torch.equal(out[0, 0, 1:, 8:], feat[0, 0, :-1, 9:].expand(-1, 2))
+
+
+def test_motion_estimation_finds_a_global_shift():
+    g = torch.Generator().manual_seed(1)
+    big = torch.nn.functional.avg_pool2d(torch.rand(1, 3, 140, 220, generator=g) * 255, 3, 1, 1)
+    ref = big[..., 20:116, 20:196]
+    cur = big[..., 20 - 3:116 - 3, 20 + 5:196 + 5]  # content moved 5 px left, 3 px down
+    mv = estimate_motion(ref, cur, block=16, search=16)
+    assert mv.shape == (1, 6, 11, 2)
+    assert (mv[0, 1:-1, 1:-1] == torch.tensor([5, -3])).all()
+
+
+def test_forward_carries_the_context_and_counts_bits():
+    model = ConditionalP(TINY).eval()
+    x = torch.rand(2, 3, 64, 128)
+    ctx = model.intra_context(torch.randn(2, 16, 4, 8))
+    assert ctx.shape == (2, 8, 8, 16)
+    mv = torch.zeros(2, 4, 8, 2, dtype=torch.long)
+    with torch.no_grad():
+        out = model(x, ctx, mv, torch.tensor([0.0, 1.0]))
+    assert out["x_hat"].shape == x.shape and out["ctx"].shape == ctx.shape
+    assert torch.isfinite(out["bpp"]).all() and (out["bpp"] > 0).all()
+
+
+def test_train_inter_resumes_exactly(tiny_model, tmp_path):
+    intra = load_model(tiny_model)
+    with open_video(sample_clip()) as v:
+        frames = [np.ascontiguousarray(f[100:164, 300:428]) for _, f in zip(range(5), v.frames())]
+    src = tmp_path / "five.y4m"
+    w = FrameWriter(src, 128, 64, Fraction(25))
+    for f in frames:
+        w.write(f)
+    w.commit()
+
+    def cfg(out, steps):
+        return InterTrainConfig([str(src)], str(out), steps=steps, batch=2, crop=64, length=3, per_clip=3,
+                                ckpt_every=2, keep=5, threads=1)
+
+    model_cfg = ConditionalConfig(M=8, C=8, N=8, Nh=8, intra_M=intra.config.M, levels=intra.log_gain.shape[0])
+    straight = train_inter(cfg(tmp_path / "a", 4), intra, model_cfg, progress=False)
+    train_inter(cfg(tmp_path / "b", 2), intra, model_cfg, progress=False)
+    resumed = train_inter(cfg(tmp_path / "b", 4), intra, resume=True, progress=False)
+    a = torch.load(straight, weights_only=False)
+    b = torch.load(resumed, weights_only=False)
+    assert a["step"] == b["step"] == 4 and a["kind"] == "inter"
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+@pytest.fixture(scope="module")
+def inter_model(tmp_path_factory):
+    """A tiny intra model with a tiny (untrained, seeded) conditional P section, saved and re-read."""
+    torch.manual_seed(0)
+    intra = LatentModel(ModelConfig(N=8, M=16, Nh=8, levels=3))
+    inter = ConditionalP(ConditionalConfig(M=8, C=8, N=8, Nh=8, intra_M=16, levels=3))
+    path = tmp_path_factory.mktemp("inter") / "tiny-inter.lvcm"
+    save_frozen(freeze(intra, "tiny-inter", inter=inter), path)
+    return load_frozen(path)
+
+
+@pytest.fixture(scope="module")
+def twelve():
+    with open_video(sample_clip()) as v:
+        return [np.ascontiguousarray(f[100:164, 300:428]) for _, f in zip(range(12), v.frames())]
+
+
+def _units(model, frames, q=40000):
+    """I, then conditional P-frames: the units and the encoder's reconstructions and contexts."""
+    fc, ic = FrameCodec(model), InterCodec(model)
+    r = fc.encode(frames[0], q)
+    ctx = ic.intra_context(r.latent, q)
+    units, recons = [FrameUnit(0, FRAME_I, q, r.payload, 0)], [r.recon]
+    for t in range(1, len(frames)):
+        p = ic.encode(frames[t], frames[t - 1], q, ctx)
+        ctx = p.context
+        units.append(FrameUnit(t, FRAME_PC, q, p.payload, 0))
+        recons.append(p.recon)
+    return units, recons, ctx
+
+
+def test_conditional_p_frames_decode_bit_exactly_without_drift(inter_model, twelve):
+    assert inter_model.inter is not None and inter_model.sha256
+    torch.set_num_threads(1)
+    units, recons, ctx = _units(inter_model, twelve)
+    torch.set_num_threads(2)  # the decoder on another thread count
+    try:
+        dec = SequenceDecoder(inter_model, 128, 64, "test")
+        decoded = [dec.decode(u) for u in units]
+    finally:
+        torch.set_num_threads(1)
+    assert all(np.array_equal(a, b) for a, b in zip(decoded, recons))
+    assert torch.equal(dec.context, ctx)
+
+
+def test_damaged_conditional_p_frame_fails_cleanly(inter_model, twelve):
+    units, _, _ = _units(inter_model, twelve[:3])
+    dec = SequenceDecoder(inter_model, 128, 64, "test")
+    dec.decode(units[0])
+    bad = FrameUnit(1, FRAME_PC, units[1].quality, units[1].payload[: len(units[1].payload) // 2], 0)
+    with pytest.raises(BitstreamError, match="frame 1"):
+        dec.decode(bad)
+    with pytest.raises(BitstreamError, match="without a preceding frame"):
+        dec.decode(units[2])  # the failed frame left no context
+
+
+def test_conditional_p_frame_needs_a_model_with_an_inter_section(tiny_model, inter_model, twelve):
+    units, _, _ = _units(inter_model, twelve[:2])
+    dec = SequenceDecoder(load_model(tiny_model), 128, 64, "test")
+    with pytest.raises(BitstreamError, match="no conditional P section"):
+        dec.decode(units[1])
