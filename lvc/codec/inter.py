@@ -3,8 +3,9 @@
 The decoder's state between frames is the context (fixed point, 1/8 resolution, see
 :mod:`lvc.models.conditional`). A payload holds, in one range-coded stream:
 
-1. block motion, one vector per 16x16 block: the first block row as differences along the
-   row, every later row as differences from the row above (both sides vectorised);
+1. block motion, one vector per 16x16 block: the choice of one of the frozen Laplacian
+   tables, then the first block row as differences along the row and every later row as
+   differences from the row above (both sides vectorised);
 2. the side information ``z`` (per-channel frozen tables);
 3. the latent symbols under the context-conditioned prior (scale-indexed Gaussian tables).
 
@@ -29,9 +30,11 @@ from lvc.entropy import coder
 from lvc.entropy.tables import LOG_FRAC_BITS, scale_index
 from lvc.models.conditional import CONTEXT_SCALE
 from lvc.models.frozen import QUALITY_MAX, FrozenModel
+from lvc.models.inter_frozen import MV_SCALES
 from lvc.models.latent import interp_levels
 
 SEARCH = 16  # motion search range (pixels)
+LENGTH_COST = 0.05  # mean-abs-difference units per pixel of vector length (see estimate_motion)
 _ONE = 1 << LOG_FRAC_BITS
 
 
@@ -106,7 +109,7 @@ class InterCodec:
         before it) is where motion is searched."""
         h, w = frame.shape[:2]
         x = _pad(to_tensor(frame))
-        mv = estimate_motion(_pad(to_tensor(previous)), x, self.p.config.block, SEARCH)[0]
+        mv = estimate_motion(_pad(to_tensor(previous)) * 255, x * 255, self.p.config.block, SEARCH, LENGTH_COST)[0]
         ctx_w = warp(context, mv[None], self.p.config.block, CONTEXT_SCALE)
         gain = torch.exp(interp_levels(self.p.log_gain, torch.tensor([q / QUALITY_MAX])))[:, :, None, None]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.fast_analysis):
@@ -116,15 +119,19 @@ class InterCodec:
         mean_fx, log_scale_fx = self.p.prior(z_hat, ctx_w)
         idx = scale_index(log_scale_fx)
         sym = quantise(y - mean_fx.float() / _ONE, self.deadzone).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).long()
-        res = mv_residuals(mv)
+        res = mv_residuals(mv).numpy().ravel()
         enc = coder.new_encoder()
-        mv_tab = np.zeros(res.numel(), dtype=np.int64)
-        self.mv_coder.encode(enc, res.numpy().ravel(), mv_tab)
+        rows = len(MV_SCALES)
+        costs = [self.p.mv_tables.bits(np.full(res.size, r), res) for r in range(rows)]
+        row = int(np.argmin(costs))
+        self.mv_coder.encode(enc, np.array([row]), np.array([rows]))
+        self.mv_coder.encode(enc, res, np.full(res.size, row))
         z_idx = self._z_index(tuple(z_hat.shape))
         self.z_coder.encode(enc, z_hat.numpy(), z_idx)
         self.y_coder.encode(enc, sym.numpy(), idx.numpy())
-        bits = (self.p.mv_tables.bits(mv_tab, res.numpy().ravel()) + self.p.z_tables.bits(z_idx.ravel(),
-                z_hat.numpy().ravel()) + self.m.y_tables.bits(idx.numpy().ravel(), sym.numpy().ravel()))
+        bits = (self.p.mv_tables.bits(np.array([rows]), np.array([row])) + costs[row]
+                + self.p.z_tables.bits(z_idx.ravel(), z_hat.numpy().ravel())
+                + self.m.y_tables.bits(idx.numpy().ravel(), sym.numpy().ravel()))
         y_fx = (sym * _ONE + mean_fx).clamp(-LATENT_LIMIT, LATENT_LIMIT)
         ctx, pending = self._finish(y_fx, ctx_w, q, h, w, True)
         return InterResult(coder.finish(enc), bits, ctx, pending)
@@ -142,7 +149,10 @@ class InterCodec:
         if len(payload) * 8 < floor_bits - 64:
             raise ValueError(f"payload of {len(payload)} bytes is too short for a {w}x{h} frame")
         dec = coder.new_decoder(payload)
-        res = self.mv_coder.decode(dec, np.zeros(math.prod(mv_shape), dtype=np.int64))
+        row = int(self.mv_coder.decode(dec, np.array([len(MV_SCALES)]))[0])
+        if not 0 <= row < len(MV_SCALES):
+            raise ValueError("motion table choice out of range")
+        res = self.mv_coder.decode(dec, np.full(math.prod(mv_shape), row))
         mv = mv_from_residuals(torch.from_numpy(res.reshape(mv_shape)).long())
         if mv.abs().max() > 4 * SEARCH:
             raise ValueError("motion vector out of range")

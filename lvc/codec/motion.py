@@ -59,11 +59,13 @@ def _square(radius: int) -> torch.Tensor:
     return torch.stack(torch.meshgrid(r, r, indexing="xy"), -1).reshape(-1, 2)
 
 
-def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, search: int = 16) -> torch.Tensor:
+def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, search: int = 16,
+                    length_cost: float = 1e-3) -> torch.Tensor:
     """Integer-pixel vectors (B, hb, wb, 2) as (dx, dy): ``cur`` block ~ ``ref`` at block + mv.
 
-    ``ref`` and ``cur`` are (B, 3, H, W) frames (uint8 or float, same scale). Ties go to the
-    shorter vector (cheaper to code, and no drift on flat areas).
+    ``ref`` and ``cur`` are (B, 3, H, W) frames (uint8 or float, same scale). Each pixel of
+    vector length adds ``length_cost`` to a block's mean absolute difference, so near-ties
+    go to the shorter vector (cheaper to code; flat areas do not pick up noise motion).
     """
     if block % 2:
         raise ValueError("block size must be even")
@@ -71,11 +73,11 @@ def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, searc
     half = F.avg_pool2d(lr, 2), F.avg_pool2d(lc, 2)
     coarse = _square(search // 2)
     sad = _block_sad(*half, block // 2, coarse)
-    sad = sad + 1e-3 * coarse.abs().sum(1).view(1, -1, 1, 1)
+    sad = sad + length_cost * 2 * coarse.abs().sum(1).view(1, -1, 1, 1)
     mv = coarse[sad.argmin(1)] * 2  # (B, hb, wb, 2)
     fine = _square(1)
     sad = _block_sad(lr, lc, block, fine, base=mv)
-    sad = sad + 1e-3 * (mv[:, None] + fine.view(1, -1, 1, 1, 2)).abs().sum(-1)
+    sad = sad + length_cost * (mv[:, None] + fine.view(1, -1, 1, 1, 2)).abs().sum(-1)
     best = fine[sad.argmin(1)]
     return (mv + best).clamp(-search, search)
 

@@ -12,8 +12,10 @@ and conditions everything:
 
 * analysis ``y = g_a(x, c~)`` (encoder only, float);
 * prior: hyperprior ``z`` plus ``c~`` at 1/16 -> mean and log-scale of ``y`` (exact);
-* context update ``c_t = g_c(y_hat, c~)`` (exact), and the picture ``x_hat = g_d(c_t)``
-  (float, display only: nothing downstream depends on it).
+* context update ``c_t = c~ + g_c(y_hat, c~)`` (exact), and the picture ``x_hat = g_d(c_t)``
+  (float, display only: nothing downstream depends on it). The update is residual and its
+  last layer starts at zero, so an untrained model already shows the motion-compensated
+  previous frame; training learns what the latent must add.
 
 An I-frame's decoded intra latent starts the chain: ``c_0 = g_i(y_hat_intra)`` (exact).
 The display transform has the shape of the intra synthesis' last three layers, so it can
@@ -66,6 +68,8 @@ class ConditionalP(nn.Module):
         self.g_i = nn.Sequential(conv(c, c, 3, 1), nn.ReLU(), conv(c, c, 3, 1))
         self.g_c_up = nn.Sequential(conv(m, 4 * c, 1, 1))
         self.g_c = nn.Sequential(conv(2 * c, c, 3, 1), nn.ReLU(), conv(c, c, 3, 1), nn.ReLU(), conv(c, c, 3, 1))
+        nn.init.zeros_(self.g_c[-1].weight)
+        nn.init.zeros_(self.g_c[-1].bias)
         self.ctx_down = nn.Sequential(conv(c, c, 3, 2), nn.ReLU())
         self.h_s = nn.Sequential(deconv(nh, nh), nn.ReLU(), deconv(nh, nh), nn.ReLU())
         self.prior = nn.Sequential(conv(nh + c, 2 * c, 3, 1), nn.ReLU(), conv(2 * c, 2 * m, 3, 1))
@@ -96,7 +100,7 @@ class ConditionalP(nn.Module):
 
     def update(self, y_hat: torch.Tensor, ctx_w: torch.Tensor) -> torch.Tensor:
         """The next context from this frame's decoded (un-gained) latent and the warped context."""
-        return self.g_c(torch.cat([F.pixel_shuffle(self.g_c_up(y_hat), 2), ctx_w], 1))
+        return ctx_w + self.g_c(torch.cat([F.pixel_shuffle(self.g_c_up(y_hat), 2), ctx_w], 1))
 
     # ---- training ------------------------------------------------------------------
     def forward(self, x: torch.Tensor, ctx: torch.Tensor, mv: torch.Tensor, q: torch.Tensor) -> dict:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lvc.entropy.intnet import IntSynthesis
+from lvc.entropy.intnet import ACT_LIMIT, IntSynthesis
 from lvc.entropy.tables import CdfTables, factorized_tables, quantize_pmf
 from lvc.models.conditional import ConditionalConfig, ConditionalP
 
@@ -24,7 +24,7 @@ GAIN_FRAC_BITS = 16
 EXACT_NETS = ("g_i_up", "g_i", "g_c_up", "g_c", "ctx_down", "h_s", "prior")
 FLOAT_NETS = ("g_a_pix", "g_a", "h_a", "g_d")
 MV_RANGE = 64  # motion-vector residuals are coded in [-MV_RANGE, MV_RANGE] (escape beyond)
-MV_LAPLACE = 1.5  # scale (pixels) of the residuals' frozen Laplacian table
+MV_SCALES = (0.15, 0.4, 1.0, 2.5, 6.0)  # Laplacian scales (pixels) of the residual tables; one per frame
 
 
 def interp_fixed(table: torch.Tensor, q: int, q_max: int) -> torch.Tensor:
@@ -41,9 +41,13 @@ def gains_fixed(log_gain: torch.Tensor) -> torch.Tensor:
 
 
 def mv_table() -> CdfTables:
+    """One row per Laplacian scale in ``MV_SCALES`` (the encoder picks the cheapest per frame:
+    still scenes cost a fraction of a bit per vector, pans stay cheap too), and a last,
+    uniform row for that choice."""
     r = np.arange(-MV_RANGE, MV_RANGE + 1)
-    pmf = np.exp(-np.abs(r) / MV_LAPLACE)
-    return CdfTables.from_rows([quantize_pmf(pmf / pmf.sum(), 1e-4)], [-MV_RANGE])
+    rows = [quantize_pmf(np.exp(-np.abs(r) / b) / np.exp(-np.abs(r) / b).sum(), 1e-4) for b in MV_SCALES]
+    rows.append(quantize_pmf(np.full(len(MV_SCALES), 1 / len(MV_SCALES)), 1e-4))
+    return CdfTables.from_rows(rows, [-MV_RANGE] * len(MV_SCALES) + [0])
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,8 @@ class FrozenInter:
     def update(self, y_fx: torch.Tensor, ctx_w: torch.Tensor, q: int, q_max: int) -> torch.Tensor:
         """The next context from this frame's decoded fixed-point latent and the warped context."""
         u = self.exact["g_c_up"].run_fixed(self._scaled(y_fx, self.inv_gain_fx, q, q_max))
-        return self.exact["g_c"].run_fixed(torch.cat([F.pixel_shuffle(u, 2), ctx_w], 1))
+        ctx = ctx_w + self.exact["g_c"].run_fixed(torch.cat([F.pixel_shuffle(u, 2), ctx_w], 1))
+        return ctx.clamp(-ACT_LIMIT, ACT_LIMIT)
 
 
 def freeze_inter(model: ConditionalP, latent_space: str, intra_log_inv_gain: torch.Tensor) -> dict:

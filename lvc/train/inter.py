@@ -53,6 +53,7 @@ class InterTrainConfig:
     ckpt_every: int = 250
     keep: int = 2
     threads: int = 0
+    distil_steps: int = 400  # new runs: I-frame context warm start (see distil_intra_context)
 
     def lr_at(self, step: int) -> float:
         return cosine_lr(step, self.steps, self.lr, self.lr_final, self.decay_start)
@@ -73,16 +74,42 @@ def intra_latents(intra: FrozenModel, x: torch.Tensor, q: torch.Tensor) -> torch
     return torch.cat(out)
 
 
+def _display_is_intra(model: ConditionalP, intra: FrozenModel) -> bool:
+    """Whether the display transform has the shape of the intra synthesis' last three layers."""
+    intra_shapes = [w.shape for layer in list(intra.g_s)[2:] for w in layer.parameters()]
+    return intra_shapes == [w.shape for w in model.g_d.parameters()]
+
+
 def _new_model(intra: FrozenModel, cfg: ConditionalConfig) -> ConditionalP:
     model = ConditionalP(cfg)
-    shapes = [p.shape for p in intra.g_s[2:].parameters()]
-    if shapes == [p.shape for p in model.g_d.parameters()]:
+    if _display_is_intra(model, intra):
         model.init_display_from(intra.g_s)
     # start the gains on the intra model's per-level curve (its mean over channels)
     with torch.no_grad():
         model.log_gain.copy_(intra.log_gain.mean(1, keepdim=True).expand_as(model.log_gain))
         model.log_inv_gain.copy_(intra.log_inv_gain.mean(1, keepdim=True).expand_as(model.log_inv_gain))
     return model
+
+
+def distil_intra_context(model: ConditionalP, intra: FrozenModel, sampler: SequenceSampler, steps: int,
+                         batch: int) -> float:
+    """Warm start of a new run: fit the I-frame context to the intra synthesis' own 1/8
+    features, ``g_s[:2]``. The display transform starts as ``g_s[2:]``, so I-frame contexts
+    then display as the intra decoder would, and P-frames start from a motion-compensated
+    copy of a good picture instead of noise. Returns the last distillation MSE."""
+    params = [*model.g_i_up.parameters(), *model.g_i.parameters()]
+    opt = torch.optim.Adam(params, lr=1e-3)
+    loss = torch.zeros(())
+    for _ in range(steps):
+        x, _ = sampler.batch(batch)
+        y_hat = intra_latents(intra, x[:, 0], torch.rand(batch))
+        with torch.no_grad():
+            target = intra.g_s[:2](y_hat)
+        loss = ((model.intra_context(y_hat) - target) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return float(loss)
 
 
 def _lmbda(intra: FrozenModel, q: torch.Tensor) -> torch.Tensor:
@@ -122,6 +149,9 @@ def train_inter(cfg: InterTrainConfig, intra: FrozenModel, model_cfg: Conditiona
                                 model_cfg.block, cfg.seed)
     sampler = SequenceSampler(cache, cfg.seed)
     step = 0
+    if state is None and cfg.distil_steps and _display_is_intra(model, intra):
+        mse = distil_intra_context(model, intra, sampler, cfg.distil_steps, cfg.batch)
+        print(f"I-frame context distilled from the intra synthesis: feature MSE {mse:.4g}")
     if state is not None:
         model.load_state_dict(state["model"])
         if state.get("optimizer"):
