@@ -35,6 +35,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--quality", type=float, default=0.5)
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--preset", choices=["fast", "medium", "slow"], default="medium")
+    s.add_argument("--model", help="lvc model name or .lvcm path (default: the shipped model)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_speed)
 
@@ -199,7 +200,7 @@ def _speed(args: argparse.Namespace) -> int:
 def _speed_on(ref, args: argparse.Namespace) -> int:
     from lvc.bench import codecs as C
 
-    lvc_c = C.lvc_codec(preset=args.preset)
+    lvc_c = C.lvc_codec(args.model, preset=args.preset)
     x264 = C.ffmpeg_codec("x264", 32, threads=args.threads)
     import torch
 

@@ -14,6 +14,10 @@ a scene cut therefore becomes an I-frame by itself. How hard it looks is the pre
 ``fast`` and ``medium`` code P-frame residuals with a dead zone (``P_DEADZONE``, see
 :func:`lvc.codec.frame.quantise`); ``slow``'s refinement chooses the symbols itself.
 Every preset writes the same syntax; the decoder's work does not depend on it.
+
+Models with a conditional P section (``lvc train-inter``) code P-frames as ``FRAME_PC``
+instead (:mod:`lvc.codec.inter`): the decoder then carries a context, started by every
+I-frame, and every preset picks PC unless the intra estimate is cheaper (a cut).
 """
 
 from __future__ import annotations
