@@ -55,6 +55,14 @@ def test_motion_estimation_finds_a_global_shift():
     assert (mv[0, 1:-1, 1:-1] == torch.tensor([5, -3])).all()
 
 
+def test_intra_latent_is_what_an_i_frame_decodes_to(twelve):
+    model = load_model()  # the shipped model has the checkerboard context prior
+    codec = FrameCodec(model)
+    q = 30000
+    y, _ = codec.analyse(twelve[0], q)
+    assert torch.equal(codec.intra_latent(y, q), codec.encode(twelve[0], q, y=y).latent)
+
+
 def test_forward_carries_the_context_and_counts_bits():
     model = ConditionalP(TINY).eval()
     x = torch.rand(2, 3, 64, 128)

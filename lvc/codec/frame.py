@@ -264,6 +264,21 @@ class FrameCodec:
         synth = self.synthesis.submit if self.eager_synthesis else self.synthesis.defer
         return FrameResult(coder.finish(enc), bits, latent, synth(latent, inv_gain, h, w))
 
+    @torch.no_grad()
+    def intra_latent(self, y: torch.Tensor, q: int) -> torch.Tensor:
+        """The fixed-point latent an I-frame of ``y`` decodes to, without range coding (and
+        without refinement): the quantisation of :meth:`encode_latent`, checkerboard
+        included. Training of the conditional P model starts its contexts from it."""
+        plan = self.plan(y, q)
+        sym = self._symbols(plan.y - plan.mean_fx.float() / _ONE, None)
+        mean_fx = plan.mean_fx
+        if self._checkerboard(None, plan.z_hat):
+            anchors = anchor_mask(*sym.shape[-2:]).expand_as(sym)
+            mean_fx, _ = self._context_prior(mean_fx, plan.log_scale_fx, anchors, sym)
+            rest = ~anchors
+            sym[rest] = torch.round(plan.y - mean_fx.float() / _ONE)[rest].clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).long()
+        return self._latent(sym, mean_fx, None)
+
     def _symbols(self, r: torch.Tensor, reference: torch.Tensor | None) -> torch.Tensor:
         """Symbols of ``y - mean``: rounded, or for P-frames with a dead zone (encoder's choice)."""
         deadzone = self.p_deadzone if reference is not None else 0.0

@@ -30,11 +30,9 @@ from lvc.entropy import coder
 from lvc.entropy.tables import LOG_FRAC_BITS, scale_index
 from lvc.models.conditional import CONTEXT_SCALE
 from lvc.models.frozen import QUALITY_MAX, FrozenModel
-from lvc.models.inter_frozen import MV_SCALES
+from lvc.models.inter_frozen import MV_LIMIT, MV_SCALES
 from lvc.models.latent import interp_levels
 
-SEARCH = 16  # motion search range (pixels)
-LENGTH_COST = 0.05  # mean-abs-difference units per pixel of vector length (see estimate_motion)
 _ONE = 1 << LOG_FRAC_BITS
 
 
@@ -109,7 +107,7 @@ class InterCodec:
         before it) is where motion is searched."""
         h, w = frame.shape[:2]
         x = _pad(to_tensor(frame))
-        mv = estimate_motion(_pad(to_tensor(previous)) * 255, x * 255, self.p.config.block, SEARCH, LENGTH_COST)[0]
+        mv = estimate_motion(_pad(to_tensor(previous)) * 255, x * 255, self.p.config.block)[0]
         ctx_w = warp(context, mv[None], self.p.config.block, CONTEXT_SCALE)
         gain = torch.exp(interp_levels(self.p.log_gain, torch.tensor([q / QUALITY_MAX])))[:, :, None, None]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.fast_analysis):
@@ -154,7 +152,7 @@ class InterCodec:
             raise ValueError("motion table choice out of range")
         res = self.mv_coder.decode(dec, np.full(math.prod(mv_shape), row))
         mv = mv_from_residuals(torch.from_numpy(res.reshape(mv_shape)).long())
-        if mv.abs().max() > 4 * SEARCH:
+        if mv.abs().max() > MV_LIMIT:
             raise ValueError("motion vector out of range")
         ctx_w = warp(context, mv[None], self.p.config.block, CONTEXT_SCALE)
         z_hat = torch.from_numpy(self.z_coder.decode(dec, self._z_index(z_shape)).reshape(z_shape)).long()

@@ -17,6 +17,9 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+SEARCH = 16  # search range in pixels, the encoder's and the training cache's
+LENGTH_COST = 0.05  # mean-abs-difference (0..255 luma) per pixel of vector length
+
 
 def _luma(x: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) -> (B, 1, H, W) float luma (any scale)."""
@@ -59,17 +62,19 @@ def _square(radius: int) -> torch.Tensor:
     return torch.stack(torch.meshgrid(r, r, indexing="xy"), -1).reshape(-1, 2)
 
 
-def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, search: int = 16,
-                    length_cost: float = 1e-3) -> torch.Tensor:
+def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, search: int = SEARCH,
+                    length_cost: float = LENGTH_COST) -> torch.Tensor:
     """Integer-pixel vectors (B, hb, wb, 2) as (dx, dy): ``cur`` block ~ ``ref`` at block + mv.
 
-    ``ref`` and ``cur`` are (B, 3, H, W) frames (uint8 or float, same scale). Each pixel of
+    ``ref`` and ``cur`` are (B, 3, H, W) frames on the 0..255 scale. Each pixel of
     vector length adds ``length_cost`` to a block's mean absolute difference, so near-ties
     go to the shorter vector (cheaper to code; flat areas do not pick up noise motion).
     """
     if block % 2:
         raise ValueError("block size must be even")
-    lr, lc = _luma(ref), _luma(cur)
+    h, w = cur.shape[-2:]
+    pad = (0, -w % block, 0, -h % block)  # whole blocks at both search levels
+    lr, lc = F.pad(_luma(ref), pad, mode="replicate"), F.pad(_luma(cur), pad, mode="replicate")
     half = F.avg_pool2d(lr, 2), F.avg_pool2d(lc, 2)
     coarse = _square(search // 2)
     sad = _block_sad(*half, block // 2, coarse)

@@ -17,7 +17,8 @@ Every preset writes the same syntax; the decoder's work does not depend on it.
 
 Models with a conditional P section (``lvc train-inter``) code P-frames as ``FRAME_PC``
 instead (:mod:`lvc.codec.inter`): the decoder then carries a context, started by every
-I-frame, and every preset picks PC unless the intra estimate is cheaper (a cut).
+I-frame, and every preset picks PC unless ``lambda * MSE + bpp`` says an I-frame is better
+(a cut, or a context that has drifted).
 """
 
 from __future__ import annotations
@@ -100,13 +101,13 @@ class SequenceEncoder:
                       if model.inter is not None else None)
         self.context: torch.Tensor | None = None
         self.previous: np.ndarray | None = None
+        self._intra_mse: float | None = None  # the last I-frame's, for the I/PC decision
 
     def _forced_intra(self) -> bool:
         return self.reference is None or (self.intra_period > 0 and self.index % self.intra_period == 0)
 
     def _cost(self, frame: np.ndarray, r: FrameResult) -> float:
-        mse = float(np.mean((r.recon.astype(np.float64) - frame) ** 2))
-        return self.lmbda * mse + r.estimated_bits / (frame.shape[0] * frame.shape[1])
+        return self.lmbda * self._mse(frame, r.recon) + r.estimated_bits / (frame.shape[0] * frame.shape[1])
 
     def _choose_intra(self, y: torch.Tensor):
         """I/P decision from estimated rates (``fast`` and ``medium``): (intra?, the chosen
@@ -146,21 +147,31 @@ class SequenceEncoder:
 
 
     def _encode_conditional(self, frame: np.ndarray) -> CodedFrame:
-        """I or FRAME_PC: P unless the intra estimate is lower (a cut) or the period forces I."""
+        """I or FRAME_PC, by ``lambda * MSE + bpp``: the PC frame's own, against the intra
+        estimate of rate and the last I-frame's MSE (an I-frame now would be about as good).
+        Rate alone is not enough here: a context that has drifted makes PC frames cheap *and*
+        poor, and only an I-frame restarts it."""
         y, _ = self.codec.analyse(frame, self.quality)
         best = kind = None
-        if not self._forced_intra():
+        if not self._forced_intra() and self._intra_mse is not None:
             p = self.inter.encode(frame, self.previous, self.quality, self.context)
-            if p.estimated_bits <= self.codec.estimate_bits(y, self.quality):
+            pixels = frame.shape[0] * frame.shape[1]
+            intra_cost = self.lmbda * self._intra_mse + self.codec.estimate_bits(y, self.quality) / pixels
+            if self._mse(frame, p.recon) * self.lmbda + p.estimated_bits / pixels <= intra_cost:
                 best, kind = p, FRAME_PC
                 self.context = p.context
         if best is None:
             best, kind = self.codec.encode(frame, self.quality, y=y), FRAME_I
             self.reference = best.latent
             self.context = self.inter.intra_context(best.latent, self.quality)
+            self._intra_mse = self._mse(frame, best.recon)
         self.previous = frame
         self.index += 1
         return CodedFrame(kind, self.quality, best.payload, best.pending, best.estimated_bits)
+
+    @staticmethod
+    def _mse(frame: np.ndarray, recon: np.ndarray) -> float:
+        return float(np.mean((recon.astype(np.float64) - frame) ** 2))
 
 
 class SequenceDecoder:

@@ -117,7 +117,9 @@ class ConditionalP(nn.Module):
         scale = lower_bound(torch.exp(log_scale), SCALE_MIN)
         y_noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5) if self.training else torch.round(y - mean) + mean
         y_lik = gaussian_likelihood(y_noisy, mean, scale)
-        y_hat = (ste_round(y - mean) + mean) * torch.exp(interp_levels(self.log_inv_gain, q))[:, :, None, None]
+        # the inverse gain interpolates linearly between levels, as the frozen model's
+        # fixed-point gains do (lvc.models.inter_frozen), not log-linearly
+        y_hat = (ste_round(y - mean) + mean) * interp_levels(torch.exp(self.log_inv_gain), q)[:, :, None, None]
         ctx_new = self.update(y_hat, ctx_w)
         x_hat = self.g_d(ctx_new)
         pixels = h * w

@@ -24,6 +24,7 @@ GAIN_FRAC_BITS = 16
 EXACT_NETS = ("g_i_up", "g_i", "g_c_up", "g_c", "ctx_down", "h_s", "prior")
 FLOAT_NETS = ("g_a_pix", "g_a", "h_a", "g_d")
 MV_RANGE = 64  # motion-vector residuals are coded in [-MV_RANGE, MV_RANGE] (escape beyond)
+MV_LIMIT = 64  # |vector component| a decoder accepts (syntax, not the encoder's search range)
 MV_SCALES = (0.15, 0.4, 1.0, 2.5, 6.0)  # Laplacian scales (pixels) of the residual tables; one per frame
 
 
@@ -38,6 +39,12 @@ def interp_fixed(table: torch.Tensor, q: int, q_max: int) -> torch.Tensor:
 
 def gains_fixed(log_gain: torch.Tensor) -> torch.Tensor:
     return torch.round(torch.exp(log_gain.detach().double()) * (1 << GAIN_FRAC_BITS)).long()
+
+
+def scale_fixed(latent_fx: torch.Tensor, gains_fx: torch.Tensor, q: int, q_max: int) -> torch.Tensor:
+    """``latent_fx`` times the fixed-point gain at quality ``q``, floored: exact everywhere."""
+    g = interp_fixed(gains_fx, q, q_max)[None, :, None, None]
+    return torch.div(latent_fx * g, 1 << GAIN_FRAC_BITS, rounding_mode="floor")
 
 
 def mv_table() -> CdfTables:
@@ -66,13 +73,9 @@ class FrozenInter:
     latent_space: str  # the intra latent space its I-frame contexts come from
 
     # ---- exact (both sides) --------------------------------------------------------
-    def _scaled(self, latent_fx: torch.Tensor, table: torch.Tensor, q: int, q_max: int) -> torch.Tensor:
-        g = interp_fixed(table, q, q_max)[None, :, None, None]
-        return torch.div(latent_fx * g, 1 << GAIN_FRAC_BITS, rounding_mode="floor")
-
     def intra_context(self, latent_fx: torch.Tensor, q: int, q_max: int) -> torch.Tensor:
         """Context (fixed point) from an I-frame's decoded fixed-point intra latent."""
-        x = self.exact["g_i_up"].run_fixed(self._scaled(latent_fx, self.intra_inv_gain_fx, q, q_max))
+        x = self.exact["g_i_up"].run_fixed(scale_fixed(latent_fx, self.intra_inv_gain_fx, q, q_max))
         return self.exact["g_i"].run_fixed(F.pixel_shuffle(x, 2))
 
     def prior(self, z_hat: torch.Tensor, ctx_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,7 +87,7 @@ class FrozenInter:
 
     def update(self, y_fx: torch.Tensor, ctx_w: torch.Tensor, q: int, q_max: int) -> torch.Tensor:
         """The next context from this frame's decoded fixed-point latent and the warped context."""
-        u = self.exact["g_c_up"].run_fixed(self._scaled(y_fx, self.inv_gain_fx, q, q_max))
+        u = self.exact["g_c_up"].run_fixed(scale_fixed(y_fx, self.inv_gain_fx, q, q_max))
         ctx = ctx_w + self.exact["g_c"].run_fixed(torch.cat([F.pixel_shuffle(u, 2), ctx_w], 1))
         return ctx.clamp(-ACT_LIMIT, ACT_LIMIT)
 

@@ -18,7 +18,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import lvc
@@ -27,6 +26,7 @@ from lvc.entropy.tables import LOG_FRAC_BITS
 from lvc.errors import InputError
 from lvc.models.conditional import ConditionalConfig, ConditionalP
 from lvc.models.frozen import QUALITY_MAX, FrozenModel
+from lvc.models.inter_frozen import gains_fixed, scale_fixed
 from lvc.train.correction import intra_identity
 from lvc.train.data import collect_sources
 from lvc.train.sequences import SequenceCache, SequenceSampler
@@ -61,16 +61,17 @@ class InterTrainConfig:
 
 @torch.no_grad()
 def intra_latents(intra: FrozenModel, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """Decoded, un-gained intra latents of frames ``x`` (B, 3, H, W): what ``g_s`` would see."""
+    """Decoded, un-gained intra latents of frames ``x`` (B, 3, H, W): exactly the latent an
+    I-frame decodes to (checkerboard included), scaled by the inverse gain in the fixed
+    point the frozen inter model uses."""
     codec = FrameCodec(intra)
+    inv_fx = gains_fixed(intra.log_inv_gain)
     out = []
     for i in range(x.shape[0]):
         qi = round(float(q[i]) * QUALITY_MAX)
-        gain, inv_gain = codec._gains(qi)
-        y = intra.g_a(x[i:i + 1]) * gain
-        plan = codec.plan(y, qi)
-        mean = plan.mean_fx.float() / (1 << LOG_FRAC_BITS)
-        out.append((torch.round(y - mean) + mean) * inv_gain)
+        gain, _ = codec._gains(qi)
+        latent_fx = codec.intra_latent(intra.g_a(x[i:i + 1]) * gain, qi)
+        out.append(scale_fixed(latent_fx, inv_fx, qi, QUALITY_MAX).float() / (1 << LOG_FRAC_BITS))
     return torch.cat(out)
 
 
@@ -210,8 +211,7 @@ def train_inter(cfg: InterTrainConfig, intra: FrozenModel, model_cfg: Conditiona
             bar.update(1)
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             last = out / f"ckpt-{step:08d}.pt"
-            rngs = {"torch": torch.get_rng_state(), "python": random.getstate(), "sampler": sampler.state(),
-                    "numpy": np.random.get_state()}
+            rngs = {"torch": torch.get_rng_state(), "python": random.getstate(), "sampler": sampler.state()}
             save_checkpoint(last, format=CKPT_FORMAT, kind=KIND, code_version=lvc.__version__,
                             inter_config=model.cfg.to_dict(), train_config=asdict(cfg), latent_space=space,
                             intra_name=intra.name, step=step, model=model.state_dict(), optimizer=opt.state_dict(),

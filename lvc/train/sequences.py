@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lvc.codec.motion import estimate_motion
+from lvc.codec.motion import LENGTH_COST, SEARCH, estimate_motion
 from lvc.errors import InputError
 from lvc.io.reader import open_video
 from lvc.train.data import VIDEO_SUFFIXES, _resize
 
-SEARCH = 16  # motion search range in pixels
+CACHE_FORMAT = 2  # bump when what a cached sequence holds changes
 
 
 @dataclass
@@ -36,7 +36,8 @@ class SequenceCache:
         videos = [s for s in sources if s.suffix.lower() in VIDEO_SUFFIXES]
         if not videos:
             raise InputError("no video clips found", ", ".join(map(str, sources[:3])), "pass folders holding videos")
-        spec = json.dumps([str(s) for s in videos] + [crop, length, per_clip, block, SEARCH, seed])
+        spec = json.dumps([str(s) for s in videos] + [crop, length, per_clip, block, SEARCH, LENGTH_COST, seed,
+                                                       CACHE_FORMAT])
         key = hashlib.sha256(spec.encode()).hexdigest()[:16]
         cache_dir.mkdir(parents=True, exist_ok=True)
         fpath, mpath = cache_dir / f"seq-{key}.npy", cache_dir / f"seq-{key}.mv.npy"
@@ -70,7 +71,7 @@ def _build(videos: list[Path], crop: int, length: int, per_clip: int, block: int
             y, x = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
             seq = np.stack([f[y:y + crop, x:x + crop] for f in seq])
             t = torch.from_numpy(seq).permute(0, 3, 1, 2)
-            mv = estimate_motion(t[:-1], t[1:], block, SEARCH)
+            mv = estimate_motion(t[:-1].float(), t[1:].float(), block)  # as the encoder: lvc.codec.inter
             frames_out.append(seq)
             motion_out.append(mv.numpy().astype(np.int8))
     if not frames_out:
