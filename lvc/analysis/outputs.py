@@ -37,11 +37,11 @@ def frames_at(path: str | os.PathLike, wanted: list[int]) -> dict[int, np.ndarra
                     if unit.index in want:
                         out[unit.index] = dec.decode(unit)
                     else:
-                        dec.decode_latent(unit)
+                        dec.advance(unit)
                     if len(out) == len(want):
                         break
             finally:
-                dec.codec.synthesis.close()
+                dec.close()
         return out
     from lvc.io.reader import open_video
 

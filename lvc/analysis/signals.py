@@ -104,7 +104,7 @@ def _lvc_signals(path: Path, progress) -> Signals:
                 if progress is not None:
                     progress.update(1)
         finally:
-            dec.codec.synthesis.close()
+            dec.close()
     lum = np.concatenate(lumas)
     lum = lum / max(float(np.percentile(lum, 90)), 1e-6) * 0.45  # same scale as pixel luma, roughly
     return Signals(float(h.fps), np.concatenate(grids), np.concatenate(descs), lum, "latents")

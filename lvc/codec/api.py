@@ -146,7 +146,7 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
                 while pending:
                     score()
             finally:
-                enc.codec.synthesis.close()
+                enc.close()
         return n, size, est
 
     q = quality_to_int(quality)
@@ -196,7 +196,7 @@ def iter_decode(input: PathLike, model: str | None = None) -> Iterator[np.ndarra
                 while pending:
                     yield pending.popleft().result()
         finally:
-            dec.codec.synthesis.close()
+            dec.close()
 
 
 def decode(input: PathLike, output: PathLike | None = None, model: str | None = None, threads: int | None = None,

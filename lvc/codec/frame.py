@@ -29,7 +29,7 @@ from lvc.entropy import coder
 from lvc.entropy.tables import LOG_FRAC_BITS, scale_index
 from lvc.models.context import anchor_mask
 from lvc.models.frozen import QUALITY_MAX, FrozenModel
-from lvc.models.latent import interp_levels
+from lvc.models.latent import interp_fixed, interp_levels
 
 STRIDE = 64  # total downsampling of the hyperprior path
 SYMBOL_LIMIT = coder.ESCAPE_LIMIT // 2
@@ -60,13 +60,9 @@ def _pad(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
 
 
-def _interp_fixed(table: torch.Tensor, q: int) -> torch.Tensor:
-    """Integer interpolation of fixed-point rows (levels, M) at integer quality ``q``."""
-    levels = table.shape[0]
-    p = q * (levels - 1)
-    i = min(p // QUALITY_MAX, levels - 2)
-    f = p - i * QUALITY_MAX
-    return torch.div(table[i] * (QUALITY_MAX - f) + table[i + 1] * f, QUALITY_MAX, rounding_mode="floor")
+def side_index(shape: tuple[int, ...]) -> np.ndarray:
+    """Table rows of side information: one frozen density per channel."""
+    return np.broadcast_to(np.arange(shape[1])[None, :, None, None], shape)
 
 
 class _Side:
@@ -77,8 +73,9 @@ class _Side:
         self.coder = coder.TableCoder(tables)
         self.min_bits = tables.min_bits()
 
-    def index(self, shape: tuple[int, ...]) -> np.ndarray:
-        return np.broadcast_to(np.arange(shape[1])[None, :, None, None], shape)
+    @staticmethod
+    def index(shape: tuple[int, ...]) -> np.ndarray:
+        return side_index(shape)
 
 
 @dataclass(frozen=True)
@@ -150,8 +147,8 @@ class FrameCodec:
         the residual are corrected from the reference (see :mod:`lvc.models.temporal`).
         """
         if z_hat is None:
-            return (_interp_fixed(self.m.static_mean, q)[None, :, None, None].expand(shape),
-                    _interp_fixed(self.m.static_log_scale, q)[None, :, None, None].expand(shape))
+            return (interp_fixed(self.m.static_mean, q, QUALITY_MAX)[None, :, None, None].expand(shape),
+                    interp_fixed(self.m.static_log_scale, q, QUALITY_MAX)[None, :, None, None].expand(shape))
         mean, log_scale = self.m.hyper(z_hat).chunk(2, dim=1)
         if reference is not None and self.m.temporal is not None:
             return self._correct(self.m.temporal.fuse, mean, log_scale, reference)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from lvc.codec.frame import LATENT_LIMIT, STRIDE, SYMBOL_LIMIT, _pad, quantise, to_tensor
+from lvc.codec.frame import LATENT_LIMIT, STRIDE, SYMBOL_LIMIT, _pad, quantise, side_index, to_tensor
 from lvc.codec.motion import estimate_motion, warp
 from lvc.codec.synthesis import Deferred, Synthesizer
 from lvc.entropy import coder
@@ -38,6 +38,8 @@ _ONE = 1 << LOG_FRAC_BITS
 
 @dataclass(frozen=True)
 class InterResult:
+    """A coded PC frame: payload, its information content, the new context, the picture."""
+
     payload: bytes
     estimated_bits: float
     context: torch.Tensor  # the next frame's context (fixed point)
@@ -57,6 +59,7 @@ def mv_residuals(mv: torch.Tensor) -> torch.Tensor:
 
 
 def mv_from_residuals(r: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`mv_residuals` (cumulative sums: exact, vectorised)."""
     mv = r.clone()
     mv[0] = torch.cumsum(r[0], 0)
     return torch.cumsum(mv, 0)
@@ -84,15 +87,12 @@ class InterCodec:
     def intra_context(self, latent_fx: torch.Tensor, q: int) -> torch.Tensor:
         return self.p.intra_context(latent_fx, q, QUALITY_MAX)
 
-    def _shapes(self, h: int, w: int):
+    def _shapes(self, h: int, w: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """Latent, side-information and motion-field shapes of a ``w`` x ``h`` frame (padded)."""
         hp, wp = h + (-h % STRIDE), w + (-w % STRIDE)
         c = self.p.config
         return ((1, c.M, hp // 16, wp // 16), (1, c.Nh, hp // STRIDE, wp // STRIDE),
                 (hp // c.block, wp // c.block, 2))
-
-    @staticmethod
-    def _z_index(shape: tuple[int, ...]) -> np.ndarray:
-        return np.broadcast_to(np.arange(shape[1])[None, :, None, None], shape)
 
     def _finish(self, y_fx: torch.Tensor, ctx_w: torch.Tensor, q: int, h: int, w: int, synthesize: bool):
         ctx = self.p.update(y_fx, ctx_w, q, QUALITY_MAX)
@@ -124,7 +124,7 @@ class InterCodec:
         row = int(np.argmin(costs))
         self.mv_coder.encode(enc, np.array([row]), np.array([rows]))
         self.mv_coder.encode(enc, res, np.full(res.size, row))
-        z_idx = self._z_index(tuple(z_hat.shape))
+        z_idx = side_index(tuple(z_hat.shape))
         self.z_coder.encode(enc, z_hat.numpy(), z_idx)
         self.y_coder.encode(enc, sym.numpy(), idx.numpy())
         bits = (self.p.mv_tables.bits(np.array([rows]), np.array([row])) + costs[row]
@@ -155,7 +155,7 @@ class InterCodec:
         if mv.abs().max() > MV_LIMIT:
             raise ValueError("motion vector out of range")
         ctx_w = warp(context, mv[None], self.p.config.block, CONTEXT_SCALE)
-        z_hat = torch.from_numpy(self.z_coder.decode(dec, self._z_index(z_shape)).reshape(z_shape)).long()
+        z_hat = torch.from_numpy(self.z_coder.decode(dec, side_index(z_shape)).reshape(z_shape)).long()
         mean_fx, log_scale_fx = self.p.prior(z_hat, ctx_w)
         idx = scale_index(log_scale_fx)
         sym = torch.from_numpy(self.y_coder.decode(dec, idx.numpy()).reshape(y_shape)).long()

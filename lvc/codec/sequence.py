@@ -97,11 +97,17 @@ class SequenceEncoder:
         self._recent_p: list[float] = []
         # Models with a conditional P section code P-frames as FRAME_PC: motion-compensated,
         # conditioned on the decoder's context (lvc.codec.inter), not as latent residuals.
-        self.inter = (InterCodec(model, eager_synthesis=synthesize, deadzone=self.preset.p_deadzone)
-                      if model.inter is not None else None)
+        self.inter = (InterCodec(model, eager_synthesis=synthesize, deadzone=self.preset.p_deadzone,
+                                 fast_analysis=self.preset.bf16_analysis) if model.inter is not None else None)
         self.context: torch.Tensor | None = None
         self.previous: np.ndarray | None = None
         self._intra_mse: float | None = None  # the last I-frame's, for the I/PC decision
+
+    def close(self) -> None:
+        """Stop the synthesis workers."""
+        self.codec.synthesis.close()
+        if self.inter is not None:
+            self.inter.close()
 
     def _forced_intra(self) -> bool:
         return self.reference is None or (self.intra_period > 0 and self.index % self.intra_period == 0)
@@ -187,6 +193,17 @@ class SequenceDecoder:
     def decode(self, unit: FrameUnit) -> np.ndarray:
         return self.decode_async(unit).result()
 
+    def advance(self, unit: FrameUnit) -> None:
+        """Entropy-decode ``unit`` without synthesising it: keeps the prediction chain for
+        frames a caller skips (any frame type)."""
+        self._decode(unit, synthesize=False)
+
+    def close(self) -> None:
+        """Stop the synthesis workers (pictures not yet collected are dropped)."""
+        self.codec.synthesis.close()
+        if self.inter is not None:
+            self.inter.close()
+
     def decode_latent(self, unit: FrameUnit) -> torch.Tensor:
         """Entropy-decode ``unit`` without synthesising it: its fixed-point latent."""
         if unit.frame_type == FRAME_PC:
@@ -214,7 +231,7 @@ class SequenceDecoder:
             if unit.quality != self.reference_quality:
                 raise BitstreamError("P-frame quality differs from its reference's", fwhere, "the file is corrupted")
             reference = self.reference
-        self.reference = self.reference_quality = None  # a failed frame leaves nothing to predict from
+        self.reference = self.reference_quality = self.context = None  # a failed frame leaves nothing to predict from
         try:
             out, latent = self.codec.decode_async(unit.payload, self.height, self.width, unit.quality, reference,
                                                   synthesize)

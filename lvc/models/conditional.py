@@ -48,6 +48,12 @@ class ConditionalConfig:
     levels: int = 8  # quality levels (gain vectors), as the intra model's
     block: int = 16  # motion block size in pixels
 
+    def __post_init__(self) -> None:
+        if self.block not in (8, 16, 32, 64):  # whole context pixels per block, whole blocks per padded frame
+            raise ValueError(f"motion block size {self.block} is not one of 8, 16, 32, 64")
+        if min(self.M, self.C, self.N, self.Nh, self.intra_M) < 1 or self.levels < 2:
+            raise ValueError("channel counts must be positive and there must be at least 2 quality levels")
+
     def to_dict(self) -> dict:
         return asdict(self)
 

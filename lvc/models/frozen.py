@@ -195,6 +195,8 @@ def _build(state: dict, data: bytes) -> FrozenModel:
         hashlib.sha256(data).hexdigest(), data, _build_correction(state.get("temporal")),
         _build_correction(state.get("context")), build_inter(state["inter"]) if state.get("inter") else None,
     )
+    if fm.inter is not None and (fm.inter.config.intra_M != cfg.M or fm.inter.config.levels != cfg.levels):
+        raise ValueError("the inter section does not match the intra model's latent")
     return fm
 
 

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from lvc.entropy.intnet import ACT_LIMIT, IntSynthesis
 from lvc.entropy.tables import CdfTables, factorized_tables, quantize_pmf
 from lvc.models.conditional import ConditionalConfig, ConditionalP
+from lvc.models.latent import interp_fixed
 
 GAIN_FRAC_BITS = 16
 EXACT_NETS = ("g_i_up", "g_i", "g_c_up", "g_c", "ctx_down", "h_s", "prior")
@@ -26,15 +27,6 @@ FLOAT_NETS = ("g_a_pix", "g_a", "h_a", "g_d")
 MV_RANGE = 64  # motion-vector residuals are coded in [-MV_RANGE, MV_RANGE] (escape beyond)
 MV_LIMIT = 64  # |vector component| a decoder accepts (syntax, not the encoder's search range)
 MV_SCALES = (0.15, 0.4, 1.0, 2.5, 6.0)  # Laplacian scales (pixels) of the residual tables; one per frame
-
-
-def interp_fixed(table: torch.Tensor, q: int, q_max: int) -> torch.Tensor:
-    """Integer linear interpolation of rows (levels, M) at integer quality ``q`` of ``q_max``."""
-    levels = table.shape[0]
-    p = q * (levels - 1)
-    i = min(p // q_max, levels - 2)
-    f = p - i * q_max
-    return torch.div(table[i] * (q_max - f) + table[i + 1] * f, q_max, rounding_mode="floor")
 
 
 def gains_fixed(log_gain: torch.Tensor) -> torch.Tensor:

@@ -71,6 +71,16 @@ class ModelConfig:
             raise ValueError(f"synthesis_widths needs three positive channel counts, got {self.synthesis_widths}")
 
 
+def interp_fixed(table: torch.Tensor, q: int, q_max: int) -> torch.Tensor:
+    """Integer linear interpolation of fixed-point rows (levels, M) at integer quality ``q``
+    of ``q_max``: the decoder's exact counterpart of :func:`interp_levels`."""
+    levels = table.shape[0]
+    p = q * (levels - 1)
+    i = min(p // q_max, levels - 2)
+    f = p - i * q_max
+    return torch.div(table[i] * (q_max - f) + table[i + 1] * f, q_max, rounding_mode="floor")
+
+
 def interp_levels(table: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Rows of ``table`` (levels, M) interpolated linearly at qualities ``q`` (B,) -> (B, M)."""
     levels = table.shape[0]

@@ -146,12 +146,12 @@ def _lvc_frames(path: Path, override: FrozenModel | None, every: float | None):
                 t = unit.index / fps
                 slot = int(np.floor(t * every + 1e-9)) if every else unit.index
                 if slot == last_slot:
-                    dec.decode_latent(unit)  # keep the reference chain; no pixels
+                    dec.advance(unit)  # keep the prediction chain; no pixels
                     continue
                 last_slot = slot
                 yield unit.index, t, dec.decode(unit)
         finally:
-            dec.codec.synthesis.close()
+            dec.close()
 
 
 def video_fps(path: str | os.PathLike) -> float:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from lvc.errors import ModelError
+from lvc.errors import InputError, ModelError
 from lvc.models.conditional import ConditionalConfig, ConditionalP
 from lvc.models.context import SpatialContext
 from lvc.models.correction import Correction, CorrectionConfig
@@ -133,7 +133,10 @@ def run_inter(args: argparse.Namespace) -> int:
     intra = load_model(args.model)
     cfg = InterTrainConfig(**{f.name: getattr(args, f.name) for f in fields(InterTrainConfig)})
     shape = {f.name: getattr(args, f.name) for f in fields(ConditionalConfig) if f.name not in ("intra_M", "levels")}
-    mcfg = ConditionalConfig(**shape, intra_M=intra.config.M, levels=intra.log_gain.shape[0])
+    try:
+        mcfg = ConditionalConfig(**shape, intra_M=intra.config.M, levels=intra.log_gain.shape[0])
+    except ValueError as e:
+        raise InputError(str(e), None, "see `lvc train-inter --help`") from None
     last = train_inter(cfg, intra, mcfg, resume=args.resume)
     print(f"last checkpoint: {last}")
     return 0
