@@ -1,4 +1,4 @@
-"""Block motion (estimation, exact warping) and the conditional P model's training."""
+"""Conditional P-frames: block motion (estimation, exact warping), training, and exact coding."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
+from conftest import write_y4m
 
 from lvc.bitstream.container import FRAME_I, FRAME_PC, FrameUnit
+from lvc.codec import api
 from lvc.codec.cli import sample_clip
 from lvc.codec.frame import FrameCodec
 from lvc.codec.inter import InterCodec
 from lvc.codec.motion import estimate_motion, warp
-from lvc.codec.sequence import SequenceDecoder
+from lvc.codec.sequence import SequenceDecoder, SequenceEncoder
 from lvc.errors import BitstreamError
 from lvc.io.reader import open_video
 from lvc.io.writer import FrameWriter
@@ -100,14 +102,21 @@ def test_train_inter_resumes_exactly(tiny_model, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def inter_model(tmp_path_factory):
-    """A tiny intra model with a tiny (untrained, seeded) conditional P section, saved and re-read."""
+def inter_model_file(tmp_path_factory):
+    """A tiny intra model with a tiny (untrained, seeded) conditional P section. Its context
+    update starts at zero, so PC frames show the motion-compensated previous frame and are
+    cheap enough for the encoder to choose them on a steady shot."""
     torch.manual_seed(0)
     intra = LatentModel(ModelConfig(N=8, M=16, Nh=8, levels=3))
     inter = ConditionalP(ConditionalConfig(M=8, C=8, N=8, Nh=8, intra_M=16, levels=3))
     path = tmp_path_factory.mktemp("inter") / "tiny-inter.lvcm"
     save_frozen(freeze(intra, "tiny-inter", inter=inter), path)
-    return load_frozen(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def inter_model(inter_model_file):
+    return load_frozen(inter_model_file)
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +169,21 @@ def test_conditional_p_frame_needs_a_model_with_an_inter_section(tiny_model, int
     dec = SequenceDecoder(load_model(tiny_model), 128, 64, "test")
     with pytest.raises(BitstreamError, match="no conditional P section"):
         dec.decode(units[1])
+
+
+def test_encoder_chooses_pc_frames_and_the_file_decodes_to_its_reconstructions(inter_model_file, inter_model,
+                                                                               twelve, tmp_path):
+    src, out = tmp_path / "twelve.y4m", tmp_path / "a.lvc"
+    write_y4m(src, twelve)
+    api.encode(src, out, quality=0.5, model=str(inter_model_file), progress=False)
+    types = [f["type"] for f in api.info(out)["frames"]]
+    assert types[0] == "I" and "PC" in types and "P" not in types
+    with open_video(src) as v:
+        frames = list(v.frames())  # as the encoder saw them (after the y4m's 4:2:0 round trip)
+    enc = SequenceEncoder(inter_model, round(0.5 * 65535), 32)
+    try:
+        expected = [enc.encode(f).recon for f in frames]
+    finally:
+        enc.close()
+    decoded = list(api.iter_decode(out, model=str(inter_model_file)))
+    assert len(decoded) == 12 and all(np.array_equal(a, b) for a, b in zip(decoded, expected))
