@@ -85,6 +85,7 @@ class InterCodec:
         self.display.close()
 
     def intra_context(self, latent_fx: torch.Tensor, q: int) -> torch.Tensor:
+        """The context an I-frame (or latent-residual P-frame) with this decoded latent starts."""
         return self.p.intra_context(latent_fx, q, QUALITY_MAX)
 
     def _shapes(self, h: int, w: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
@@ -94,7 +95,9 @@ class InterCodec:
         return ((1, c.M, hp // 16, wp // 16), (1, c.Nh, hp // STRIDE, wp // STRIDE),
                 (hp // c.block, wp // c.block, 2))
 
-    def _finish(self, y_fx: torch.Tensor, ctx_w: torch.Tensor, q: int, h: int, w: int, synthesize: bool):
+    def _finish(self, y_fx: torch.Tensor, ctx_w: torch.Tensor, q: int, h: int, w: int,
+                synthesize: bool) -> tuple[torch.Tensor, Future | Deferred | None]:
+        """The next context (exact) and, if asked, the picture on a synthesis worker."""
         ctx = self.p.update(y_fx, ctx_w, q, QUALITY_MAX)
         if not synthesize:
             return ctx, None
