@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import numpy as np
 import pytest
 import torch
@@ -18,7 +16,6 @@ from lvc.codec.motion import estimate_motion, warp
 from lvc.codec.sequence import SequenceDecoder, SequenceEncoder
 from lvc.errors import BitstreamError
 from lvc.io.reader import open_video
-from lvc.io.writer import FrameWriter
 from lvc.models.conditional import ConditionalConfig, ConditionalP
 from lvc.models.frozen import freeze, load_frozen, save_frozen
 from lvc.models.latent import LatentModel, ModelConfig
@@ -77,15 +74,10 @@ def test_forward_carries_the_context_and_counts_bits():
     assert torch.isfinite(out["bpp"]).all() and (out["bpp"] > 0).all()
 
 
-def test_train_inter_resumes_exactly(tiny_model, tmp_path):
+def test_train_inter_resumes_exactly(tiny_model, twelve, tmp_path):
     intra = load_model(tiny_model)
-    with open_video(sample_clip()) as v:
-        frames = [np.ascontiguousarray(f[100:164, 300:428]) for _, f in zip(range(5), v.frames())]
     src = tmp_path / "five.y4m"
-    w = FrameWriter(src, 128, 64, Fraction(25))
-    for f in frames:
-        w.write(f)
-    w.commit()
+    write_y4m(src, twelve[:5])
 
     def cfg(out, steps):
         return InterTrainConfig([str(src)], str(out), steps=steps, batch=2, crop=64, length=3, per_clip=3,
