@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import write_y4m
 
-from lvc.bitstream.container import FRAME_I, FRAME_PC, FrameUnit
+from lvc.bitstream.container import FRAME_I, FRAME_P, FRAME_PC, FrameUnit
 from lvc.codec import api
 from lvc.codec.cli import sample_clip
 from lvc.codec.frame import FrameCodec
@@ -169,7 +169,7 @@ def test_encoder_chooses_pc_frames_and_the_file_decodes_to_its_reconstructions(i
     write_y4m(src, twelve)
     api.encode(src, out, quality=0.5, model=str(inter_model_file), progress=False)
     types = [f["type"] for f in api.info(out)["frames"]]
-    assert types[0] == "I" and "PC" in types and "P" not in types
+    assert types[0] == "I" and "PC" in types
     with open_video(src) as v:
         frames = list(v.frames())  # as the encoder saw them (after the y4m's 4:2:0 round trip)
     enc = SequenceEncoder(inter_model, round(0.5 * 65535), 32)
@@ -179,3 +179,22 @@ def test_encoder_chooses_pc_frames_and_the_file_decodes_to_its_reconstructions(i
         enc.close()
     decoded = list(api.iter_decode(out, model=str(inter_model_file)))
     assert len(decoded) == 12 and all(np.array_equal(a, b) for a, b in zip(decoded, expected))
+
+
+def test_pc_frames_follow_a_residual_p_frame_but_not_the_reverse(inter_model, twelve):
+    """A P-frame restarts the context from its latent, as an I-frame does; after a PC frame
+    there is no intra-space latent, so a residual P-frame there is a damaged stream."""
+    q = 40000
+    fc, ic = FrameCodec(inter_model), InterCodec(inter_model)
+    i = fc.encode(twelve[0], q)
+    p = fc.encode(twelve[1], q, reference=i.latent)
+    pc1 = ic.encode(twelve[2], twelve[1], q, ic.intra_context(p.latent, q))
+    pc2 = ic.encode(twelve[3], twelve[2], q, pc1.context)
+    units = [FrameUnit(0, FRAME_I, q, i.payload, 0), FrameUnit(1, FRAME_P, q, p.payload, 0),
+             FrameUnit(2, FRAME_PC, q, pc1.payload, 0), FrameUnit(3, FRAME_PC, q, pc2.payload, 0)]
+    dec = SequenceDecoder(inter_model, 128, 64, "test")
+    decoded = [dec.decode(u) for u in units]
+    assert all(np.array_equal(a, b.recon) for a, b in zip(decoded, (i, p, pc1, pc2)))
+    assert torch.equal(dec.context, pc2.context)
+    with pytest.raises(BitstreamError, match="without a preceding frame"):
+        dec.decode(FrameUnit(4, FRAME_P, q, p.payload, 0))

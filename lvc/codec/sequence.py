@@ -15,10 +15,10 @@ a scene cut therefore becomes an I-frame by itself. How hard it looks is the pre
 :func:`lvc.codec.frame.quantise`); ``slow``'s refinement chooses the symbols itself.
 Every preset writes the same syntax; the decoder's work does not depend on it.
 
-Models with a conditional P section (``lvc train-inter``) code P-frames as ``FRAME_PC``
-instead (:mod:`lvc.codec.inter`): the decoder then carries a context, started by every
-I-frame, and every preset picks PC unless ``lambda * MSE + bpp`` says an I-frame is better
-(a cut, or a context that has drifted).
+Models with a conditional P section (``lvc train-inter``) can also code ``FRAME_PC``
+frames (:mod:`lvc.codec.inter`): the decoder then carries a context, started by every I-
+or P-frame, and every preset picks among I, P and PC by ``lambda * MSE + bpp`` (PC wins at
+low rates; a cut, or a context that has drifted, goes back to I or P).
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ class SequenceEncoder:
                                  fast_analysis=self.preset.bf16_analysis) if model.inter is not None else None)
         self.context: torch.Tensor | None = None
         self.previous: np.ndarray | None = None
-        self._intra_mse: float | None = None  # the last I-frame's, for the I/PC decision
+        self._latent_mse: float | None = None  # the last I- or P-frame's, for the I/P/PC decision
 
     def close(self) -> None:
         """Stop the synthesis workers."""
@@ -110,7 +110,8 @@ class SequenceEncoder:
             self.inter.close()
 
     def _forced_intra(self) -> bool:
-        return self.reference is None or (self.intra_period > 0 and self.index % self.intra_period == 0)
+        started = self.reference is not None or self.context is not None
+        return not started or (self.intra_period > 0 and self.index % self.intra_period == 0)
 
     def _cost(self, frame: np.ndarray, r: FrameResult) -> float:
         return self.lmbda * self._mse(frame, r.recon) + r.estimated_bits / (frame.shape[0] * frame.shape[1])
@@ -153,24 +154,36 @@ class SequenceEncoder:
 
 
     def _encode_conditional(self, frame: np.ndarray) -> CodedFrame:
-        """I or FRAME_PC, by ``lambda * MSE + bpp``: the PC frame's own, against the intra
-        estimate of rate and the last I-frame's MSE (an I-frame now would be about as good).
-        Rate alone is not enough here: a context that has drifted makes PC frames cheap *and*
-        poor, and only an I-frame restarts it."""
+        """I, P or FRAME_PC, by ``lambda * MSE + bpp``.
+
+        A PC frame is judged by its own picture. I- and latent-residual P-frames share the
+        intra synthesis and quantisation, so their MSE is about the last such frame's; their
+        rates are estimates. P is open only while the chain has an intra-space latent (after
+        an I- or P-frame: a PC frame leaves only a context). Conditional frames win at low
+        rates, residual ones at high rates, where the context's display saturates. Rate alone
+        is not enough: a context that has drifted makes PC frames cheap *and* poor, and only
+        an I- or P-frame restarts it."""
         y, _ = self.codec.analyse(frame, self.quality)
-        best = kind = None
-        if not self._forced_intra() and self._intra_mse is not None:
-            p = self.inter.encode(frame, self.previous, self.quality, self.context)
-            pixels = frame.shape[0] * frame.shape[1]
-            intra_cost = self.lmbda * self._intra_mse + self.codec.estimate_bits(y, self.quality) / pixels
-            if self._mse(frame, p.recon) * self.lmbda + p.estimated_bits / pixels <= intra_cost:
-                best, kind = p, FRAME_PC
-                self.context = p.context
-        if best is None:
-            best, kind = self.codec.encode(frame, self.quality, y=y), FRAME_I
+        pixels = frame.shape[0] * frame.shape[1]
+        kind, plan = FRAME_I, None
+        if not self._forced_intra() and self._latent_mse is not None:
+            pc = self.inter.encode(frame, self.previous, self.quality, self.context)
+            costs = {FRAME_PC: self._mse(frame, pc.recon) * self.lmbda + pc.estimated_bits / pixels,
+                     FRAME_I: self.lmbda * self._latent_mse + self.codec.estimate_bits(y, self.quality) / pixels}
+            if self.reference is not None:
+                plan = self.codec.plan(y, self.quality, self.reference)
+                costs[FRAME_P] = (self.lmbda * self._latent_mse
+                                  + self.codec.estimate_bits(y, self.quality, self.reference, plan=plan) / pixels)
+            kind = min(costs, key=costs.get)
+        if kind == FRAME_PC:
+            best, self.context, self.reference = pc, pc.context, None
+        else:
+            reference = self.reference if kind == FRAME_P else None
+            best = self.codec.encode(frame, self.quality, reference=reference, y=y,
+                                     plan=plan if kind == FRAME_P else None)
             self.reference = best.latent
             self.context = self.inter.intra_context(best.latent, self.quality)
-            self._intra_mse = self._mse(frame, best.recon)
+            self._latent_mse = self._mse(frame, best.recon)
         self.previous = frame
         self.index += 1
         return CodedFrame(kind, self.quality, best.payload, best.pending, best.estimated_bits)
