@@ -3,9 +3,10 @@
 The decoder's state between frames is the context (fixed point, 1/8 resolution, see
 :mod:`lvc.models.conditional`). A payload holds, in one range-coded stream:
 
-1. block motion, one vector per 16x16 block: the choice of one of the frozen Laplacian
-   tables, then the first block row as differences along the row and every later row as
-   differences from the row above (both sides vectorised);
+1. block motion, one vector per 16x16 block (searched rate-constrained against the
+   vector it is predicted from): the choice of one of the frozen Laplacian tables, then the
+   first block row as differences along the row and every later row as differences from
+   the row above (both sides vectorised);
 2. the side information ``z`` (per-channel frozen tables);
 3. the latent symbols under the context-conditioned prior (scale-indexed Gaussian tables).
 
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from lvc.codec.frame import LATENT_LIMIT, STRIDE, SYMBOL_LIMIT, _pad, quantise, side_index, to_tensor
-from lvc.codec.motion import estimate_motion, warp
+from lvc.codec.motion import RATE_WEIGHT, estimate_motion, warp
 from lvc.codec.synthesis import Deferred, Synthesizer
 from lvc.entropy import coder
 from lvc.entropy.tables import LOG_FRAC_BITS, scale_index
@@ -110,7 +111,10 @@ class InterCodec:
         before it) is where motion is searched."""
         h, w = frame.shape[:2]
         x = _pad(to_tensor(frame))
-        mv = estimate_motion(_pad(to_tensor(previous)) * 255, x * 255, self.p.config.block)[0]
+        cfg = self.m.config
+        rate_weight = RATE_WEIGHT * math.sqrt(cfg.lambda_min / cfg.lambda_max) ** (q / QUALITY_MAX)
+        mv = estimate_motion(_pad(to_tensor(previous)) * 255, x * 255, self.p.config.block,
+                             rate_weight=rate_weight)[0]
         ctx_w = warp(context, mv[None], self.p.config.block, CONTEXT_SCALE)
         gain = torch.exp(interp_levels(self.p.log_gain, torch.tensor([q / QUALITY_MAX])))[:, :, None, None]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.fast_analysis):

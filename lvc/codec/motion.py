@@ -19,6 +19,11 @@ from torch.nn import functional as F
 
 SEARCH = 16  # search range in pixels, the encoder's and the training cache's
 LENGTH_COST = 0.05  # mean-abs-difference (0..255 luma) per pixel of vector length
+# Block SAD (0..255 luma) one bit of motion is worth at the lowest quality; the codec scales
+# it by sqrt(lambda_min / lambda), as rate-constrained search does with the quantiser step.
+# Chosen on two training clips (co-tracker bear, sam2 bedroom: -2% to -4% of the bits at
+# q=0 with the step-14,000 conditional model, docs/models.md), not on benchmark clips.
+RATE_WEIGHT = 64.0
 
 
 def _luma(x: torch.Tensor) -> torch.Tensor:
@@ -46,11 +51,13 @@ def _block_sad(ref: torch.Tensor, cur: torch.Tensor, block: int, cands: torch.Te
     return torch.cat(out, 1)
 
 
-def _gather_blocks(pad: torch.Tensor, mv: torch.Tensor, block: int, r: int, hb: int, wb: int) -> torch.Tensor:
-    """The padded reference moved per block by ``mv`` (B, hb, wb, 2)."""
+def _gather_blocks(pad: torch.Tensor, mv: torch.Tensor, block: int, r: int, hb: int, wb: int,
+                  y0: int = 0, x0: int = 0) -> torch.Tensor:
+    """The padded reference moved per block by ``mv`` (B, hb, wb, 2), for the blocks whose
+    top-left pixel starts at (``y0``, ``x0``)."""
     b = pad.shape[0]
-    ys = torch.arange(hb * block).view(1, -1, 1)
-    xs = torch.arange(wb * block).view(1, 1, -1)
+    ys = torch.arange(y0, y0 + hb * block).view(1, -1, 1)
+    xs = torch.arange(x0, x0 + wb * block).view(1, 1, -1)
     dy = mv[..., 1].repeat_interleave(block, 1).repeat_interleave(block, 2)
     dx = mv[..., 0].repeat_interleave(block, 1).repeat_interleave(block, 2)
     idx = (ys + r + dy) * pad.shape[-1] + (xs + r + dx)
@@ -62,13 +69,59 @@ def _square(radius: int) -> torch.Tensor:
     return torch.stack(torch.meshgrid(r, r, indexing="xy"), -1).reshape(-1, 2)
 
 
+def _vector_bits(d: torch.Tensor) -> torch.Tensor:
+    """A rate proxy for vector residuals (..., 2): Exp-Golomb-like lengths per component."""
+    a = d.abs().float()
+    return torch.where(a > 0, 2 * torch.floor(torch.log2(a.clamp(min=1))) + 3, 1.0).sum(-1)
+
+
+def _rate_constrained(lr: torch.Tensor, lc: torch.Tensor, block: int, cands: torch.Tensor, sad: torch.Tensor,
+                      rate_weight: float, search: int) -> torch.Tensor:
+    """Re-decide each block among its full-resolution candidates ``cands`` (B, K, hb, wb, 2)
+    (mean abs differences ``sad``), the zero vector and its predictor, by block SAD plus
+    ``rate_weight`` times the bits of the residual the codec sends (``lvc.codec.inter``:
+    row 0 against the left block, later rows against the block above). Rows after the first
+    are decided in parallel, so this stays a few vectorised steps per frame."""
+    b, _, hb, wb, _ = cands.shape
+    zero = torch.zeros(b, hb, wb, 2, dtype=torch.long)
+    cands = torch.cat([cands, zero[:, None]], 1)
+    sad = torch.cat([sad, _block_sad(lr, lc, block, torch.zeros(1, 2, dtype=torch.long))], 1) * block * block
+    r = search + 1
+    pad = F.pad(lr, (r, r, r, r), mode="replicate")
+    out = torch.zeros(b, hb, wb, 2, dtype=torch.long)
+
+    def pick(c: torch.Tensor, s: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        cost = s + rate_weight * _vector_bits(c - pred[:, None])
+        return c.gather(1, cost.argmin(1)[:, None, ..., None].expand(-1, 1, *c.shape[2:])).squeeze(1)
+
+    def pred_sad(pred: torch.Tensor, row: int, col: slice) -> torch.Tensor:
+        cols = range(wb)[col]
+        moved = _gather_blocks(pad, pred, block, r, 1, len(cols), y0=row * block, x0=cols[0] * block)
+        cur = lc[..., row * block:(row + 1) * block, cols[0] * block:(cols[-1] + 1) * block]
+        return F.avg_pool2d((moved - cur).abs(), block).flatten(1) * block * block
+
+    for col in range(wb):  # row 0: each block predicted from its left neighbour
+        pred = out[:, 0, col - 1] if col else zero[:, 0, 0]
+        c = torch.cat([cands[:, :, 0, col], pred[:, None]], 1)
+        s = torch.cat([sad[:, :, 0, col], pred_sad(pred[:, None, None], 0, slice(col, col + 1))], 1)
+        out[:, 0, col] = pick(c[:, :, None], s[:, :, None], pred[:, None])[:, 0]
+    for row in range(1, hb):  # later rows: from the row above, all blocks of a row at once
+        pred = out[:, row - 1]
+        c = torch.cat([cands[:, :, row], pred[:, None]], 1)
+        s = torch.cat([sad[:, :, row], pred_sad(pred[:, None], row, slice(0, wb))[:, None]], 1)
+        out[:, row] = pick(c, s, pred)
+    return out.clamp(-search, search)
+
+
 def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, search: int = SEARCH,
-                    length_cost: float = LENGTH_COST) -> torch.Tensor:
+                    length_cost: float = LENGTH_COST, rate_weight: float = 0.0) -> torch.Tensor:
     """Integer-pixel vectors (B, hb, wb, 2) as (dx, dy): ``cur`` block ~ ``ref`` at block + mv.
 
     ``ref`` and ``cur`` are (B, 3, H, W) frames on the 0..255 scale. Each pixel of
     vector length adds ``length_cost`` to a block's mean absolute difference, so near-ties
     go to the shorter vector (cheaper to code; flat areas do not pick up noise motion).
+    ``rate_weight`` > 0 then re-decides each block against the vector the codec predicts it
+    from (block SAD + ``rate_weight`` x residual bits): smoother fields, fewer motion bits.
     """
     if block % 2:
         raise ValueError("block size must be even")
@@ -82,6 +135,9 @@ def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, searc
     mv = coarse[sad.argmin(1)] * 2  # (B, hb, wb, 2)
     fine = _square(1)
     sad = _block_sad(lr, lc, block, fine, base=mv)
+    if rate_weight > 0:
+        cands = (mv[:, None] + fine.view(1, -1, 1, 1, 2)).clamp(-search, search)
+        return _rate_constrained(lr, lc, block, cands, sad, rate_weight, search)
     sad = sad + length_cost * (mv[:, None] + fine.view(1, -1, 1, 1, 2)).abs().sum(-1)
     best = fine[sad.argmin(1)]
     return (mv + best).clamp(-search, search)
