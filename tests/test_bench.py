@@ -10,7 +10,7 @@ import subprocess
 import pytest
 from conftest import run_lvc
 
-from lvc.bench.bdrate import bd_rate
+from lvc.bench.bdrate import bd_rate, bd_table
 
 
 def test_bd_rate_of_a_shifted_curve():
@@ -19,6 +19,22 @@ def test_bd_rate_of_a_shifted_curve():
     assert bd_rate(anchor, test, "psnr_rgb") == pytest.approx(-20.0, abs=0.01)
     far = [{"bpp": r["bpp"], "psnr_rgb": r["psnr_rgb"] + 40} for r in anchor]
     assert bd_rate(anchor, far, "psnr_rgb") is None  # no overlap: no number, not an extrapolation
+
+
+def test_per_sequence_mean_is_reported_beside_the_average_curve():
+    """Two clips at very different rates: test saves 50% on the cheap clip, nothing on the
+    expensive one. The per-sequence mean says -25%; the average curve is led by the big clip."""
+    rows = []
+    for seq, scale, saving in (("cheap", 0.05, 0.5), ("big", 2.0, 0.0)):
+        for i, q in enumerate((30.0, 33.0, 36.0, 39.0)):
+            rate = scale * 1.6 ** i
+            rows.append({"sequence": seq, "codec": "anchor", "param": i, "bpp": rate, "psnr_rgb": q})
+            rows.append({"sequence": seq, "codec": "test", "param": i, "bpp": rate * (1 - saving), "psnr_rgb": q})
+    table = {(r["sequence"], r["metric"]): r["percent"] for r in bd_table(rows, [("test", "anchor")])}
+    assert table[("cheap", "psnr_rgb")] == pytest.approx(-50, abs=0.5)
+    assert table[("big", "psnr_rgb")] == pytest.approx(0, abs=0.5)
+    assert table[("MEAN", "psnr_rgb")] == pytest.approx(-25, abs=0.5)
+    assert -5 < table[("AVERAGE", "psnr_rgb")] < 0
 
 
 def test_bench_video_against_x264_and_report_renders(tmp_path, clip, tiny_model):

@@ -67,7 +67,10 @@ def average_curves(rows: list[dict]) -> dict[tuple[str, object], dict]:
 
 
 def bd_table(rows: list[dict], pairs: list[tuple[str, str]]) -> list[dict]:
-    """BD-rate rows per sequence and for the dataset-average curve ("AVERAGE")."""
+    """BD-rate rows per sequence, for the dataset-average curve ("AVERAGE"), and their mean
+    over sequences ("MEAN", the common-test-conditions convention; only where every sequence
+    has a value). The two differ when clips sit at very different rates: the average curve
+    weighs the clips with the most bits most."""
     table = []
     by_seq: dict = defaultdict(lambda: defaultdict(list))
     for r in rows:
@@ -83,4 +86,12 @@ def bd_table(rows: list[dict], pairs: list[tuple[str, str]]) -> list[dict]:
                 v = bd_rate(codecs[anchor], codecs[test], m)
                 if v is not None:
                     table.append({"sequence": seq, "test": test, "anchor": anchor, "metric": m, "percent": v})
+    if len(by_seq) > 1:
+        for test, anchor in pairs:
+            for m in METRICS:
+                vals = [r["percent"] for r in table if r["sequence"] in by_seq
+                        and (r["test"], r["anchor"], r["metric"]) == (test, anchor, m)]
+                if vals and len(vals) == len(by_seq):
+                    table.append({"sequence": "MEAN", "test": test, "anchor": anchor, "metric": m,
+                                  "percent": float(np.mean(vals))})
     return table

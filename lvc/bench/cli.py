@@ -119,9 +119,10 @@ def _bench(args: argparse.Namespace) -> int:
                                           "inputs": [str(p) for p in paths]})
     plots = [p for m in ("psnr_rgb", "psnr_yuv", "ms_ssim") if (p := plot_average(out, rows, m)) is not None]
     render(out, json.loads((out / "results.json").read_text()), plots, _crops(first, codecs, rows, out))
-    for r in bd:
-        if r["sequence"] == "AVERAGE" and r["test"].startswith("lvc"):
-            print(f"BD-rate {r['test']} vs {r['anchor']:7s} {r['metric']:9s} {r['percent']:+7.2f}%")
+    for r in bd:  # the average curve, then the mean of per-sequence values
+        if r["sequence"] in ("AVERAGE", "MEAN") and r["test"].startswith("lvc"):
+            what = "average curve" if r["sequence"] == "AVERAGE" else "per-sequence mean"
+            print(f"BD-rate {r['test']} vs {r['anchor']:7s} {r['metric']:9s} {r['percent']:+7.2f}%  ({what})")
     print(f"results: {out / 'results.json'}")
     return 0
 

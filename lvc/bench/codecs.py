@@ -109,7 +109,7 @@ def lvc_codec(model: str | None = None, intra_period: int = 32, refine: int | No
                      peak_rss_mb=_self_peak_rss_mb())
 
     from lvc.codec.refine import ALGORITHM as refine_algorithm
-    from lvc.codec.sequence import PRESETS
+    from lvc.codec.sequence import INTER_ENCODER, PRESETS
     from lvc.models.registry import load_model
 
     fm = load_model(model)  # the weights' hash is part of the version: cached points follow the model
@@ -119,6 +119,8 @@ def lvc_codec(model: str | None = None, intra_period: int = 32, refine: int | No
         tag += f" refinement={refine_algorithm}"
     elif intra_period != 1 and PRESETS[preset].p_deadzone:  # ... and only P-frames on the dead zone
         tag += f" p_deadzone={PRESETS[preset].p_deadzone}"
+    if fm.inter is not None and intra_period != 1:  # conditional P-frames: the encoder's choices
+        tag += f" inter={INTER_ENCODER}"
     return Codec(name, "any", LVC_POINTS, f"lvc {lvc.__version__} model={fm.name}@{fm.sha256[:12]} {tag}", run)
 
 

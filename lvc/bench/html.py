@@ -80,17 +80,20 @@ def _rows(doc: dict) -> list[dict]:
 
 
 def _bd_table(bd: list[dict]) -> str:
-    avg = [r for r in bd if r["sequence"] == "AVERAGE"]
-    if not avg:
+    rows = [r for r in bd if r["sequence"] in ("AVERAGE", "MEAN")]
+    if not rows:
         return "<p>No BD-rate: the curves do not overlap enough.</p>"
-    pairs = sorted({(r["test"], r["anchor"]) for r in avg})
-    out = ["<table><tr><th>test vs anchor</th>" + "".join(f"<th>{m}</th>" for m in METRICS) + "</tr>"]
-    for t, a in pairs:
+    keys = sorted({(r["test"], r["anchor"], r["sequence"]) for r in rows})
+    out = ["<p>AVERAGE: between the dataset-average curves; MEAN: the mean of the per-sequence "
+           "BD-rates (only where every sequence has one).</p>",
+           "<table><tr><th>test vs anchor</th><th></th>" + "".join(f"<th>{m}</th>" for m in METRICS) + "</tr>"]
+    for t, a, seq in keys:
         cells = []
         for m in METRICS:
-            v = next((r["percent"] for r in avg if (r["test"], r["anchor"], r["metric"]) == (t, a, m)), None)
+            v = next((r["percent"] for r in rows if (r["test"], r["anchor"], r["sequence"], r["metric"])
+                      == (t, a, seq, m)), None)
             cells.append("<td>-</td>" if v is None else f"<td class='{'neg' if v < 0 else 'pos'}'>{v:+.1f}%</td>")
-        out.append(f"<tr><td>{html.escape(t)} vs {html.escape(a)}</td>{''.join(cells)}</tr>")
+        out.append(f"<tr><td>{html.escape(t)} vs {html.escape(a)}</td><td>{seq}</td>{''.join(cells)}</tr>")
     return "".join(out) + "</table>"
 
 

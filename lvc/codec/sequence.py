@@ -32,6 +32,7 @@ import torch
 from lvc.bitstream.container import FRAME_I, FRAME_P, FRAME_PC, FrameUnit
 from lvc.codec.frame import FrameCodec, FrameResult
 from lvc.codec.inter import InterCodec
+from lvc.codec.motion import RATE_WEIGHT
 from lvc.codec.synthesis import Deferred
 from lvc.errors import BitstreamError
 from lvc.models.frozen import QUALITY_MAX, FrozenModel
@@ -44,6 +45,9 @@ def quality_to_int(quality: float) -> int:
 
 
 P_DEADZONE = 0.15  # chosen on a training clip, not the benchmark clips (docs/models.md)
+# The encoder-side algorithm of conditional models (frame-type decision, motion search): a
+# change here changes their streams, so benchmark caches key on it.
+INTER_ENCODER = f"ippc-rd/1 mv-rate={RATE_WEIGHT:g}"
 
 
 @dataclass(frozen=True)
