@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -29,7 +30,11 @@ FILE_FORMAT = "lvc-model/1"
 FILE_FORMAT_TEMPORAL = "lvc-model/2"  # with a P-frame prior: older decoders must refuse, not ignore it
 FILE_FORMAT_CONTEXT = "lvc-model/3"  # with a spatial context prior (and perhaps a P-frame prior)
 FILE_FORMAT_INTER = "lvc-model/4"  # with a conditional P-frame section (lvc.models.inter_frozen)
-FILE_FORMATS = (FILE_FORMAT, FILE_FORMAT_TEMPORAL, FILE_FORMAT_CONTEXT, FILE_FORMAT_INTER)
+# Only a conditional P-frame section, over a base model named by name and SHA-256 (not copied):
+# the base keeps its own identity, so streams coded with it still find it.
+FILE_FORMAT_EXTENSION = "lvc-model/5"
+FILE_FORMATS = (FILE_FORMAT, FILE_FORMAT_TEMPORAL, FILE_FORMAT_CONTEXT, FILE_FORMAT_INTER, FILE_FORMAT_EXTENSION)
+BaseResolver = Callable[[str, str], "FrozenModel"]  # (name, full SHA-256) -> that model, or ModelError
 QUALITY_MAX = 65535  # qualities travel as 16-bit integers
 
 
@@ -65,6 +70,7 @@ class FrozenModel:
     temporal: FrozenCorrection | None = None  # P-frame prior; without it P-frames code latent residuals
     context: FrozenCorrection | None = None  # spatial (checkerboard) prior of I-frames
     inter: FrozenInter | None = None  # conditional P-frames (FRAME_PC)
+    base: tuple[str, str] | None = None  # (name, SHA-256) of the model an extension file adds to
 
     @property
     def weights_hash(self) -> bytes:
@@ -125,6 +131,21 @@ def freeze(model: LatentModel, name: str, temporal: Correction | None = None,
     return from_bytes(buf.getvalue(), name)
 
 
+def extend(base: FrozenModel, name: str, inter: ConditionalP, latent_space: str) -> FrozenModel:
+    """A model that adds conditional P-frames to ``base`` without copying it: its file holds
+    the inter section and the base's name and SHA-256. ``latent_space`` is the one the inter
+    model was trained for; it must be the base's."""
+    if base.inter is not None or base.base is not None:
+        raise ValueError(f"{base.name} already has a conditional P section")
+    if latent_space != latent_space_id(base.g_a, base.log_gain):
+        raise ValueError(f"the inter model was trained for latent space {latent_space[:16]}, not {base.name}'s")
+    state = {"format": FILE_FORMAT_EXTENSION, "name": name, "base": {"name": base.name, "sha256": base.sha256},
+             "inter": freeze_inter(inter, latent_space, base.log_inv_gain)}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return from_bytes(buf.getvalue(), name, lambda n, sha: base)
+
+
 def _half(sd: dict) -> dict:
     return {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
 
@@ -147,7 +168,10 @@ def save_frozen(fm: FrozenModel, path: str | os.PathLike) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def load_frozen(path: str | os.PathLike, expect_sha256: str | None = None) -> FrozenModel:
+def load_frozen(path: str | os.PathLike, expect_sha256: str | None = None,
+                resolve_base: BaseResolver | None = None) -> FrozenModel:
+    """Read a model file. An extension file's base comes from ``resolve_base``, by default the
+    file ``<base name>.lvcm`` beside it (hash-checked)."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -157,10 +181,13 @@ def load_frozen(path: str | os.PathLike, expect_sha256: str | None = None) -> Fr
     if expect_sha256 and digest != expect_sha256:
         raise ModelError(f"model file hash {digest[:16]} differs from the expected {expect_sha256[:16]}",
                          str(path), "reinstall lvc; the weights file is damaged")
-    return from_bytes(data, str(path))
+    if resolve_base is None:
+        def resolve_base(name: str, sha: str) -> FrozenModel:
+            return load_frozen(path.with_name(name + ".lvcm"), sha)
+    return from_bytes(data, str(path), resolve_base)
 
 
-def from_bytes(data: bytes, where: str) -> FrozenModel:
+def from_bytes(data: bytes, where: str, resolve_base: BaseResolver | None = None) -> FrozenModel:
     """Parse a serialised model file (as written by :func:`save_frozen`)."""
     path = where
     try:
@@ -169,11 +196,35 @@ def from_bytes(data: bytes, where: str) -> FrozenModel:
         raise ModelError(f"not an lvc model file ({e.__class__.__name__})", str(path)) from None
     if not isinstance(state, dict) or state.get("format") not in FILE_FORMATS:
         raise ModelError("not an lvc model file (format tag missing)", str(path))
+    base = None
+    if state["format"] == FILE_FORMAT_EXTENSION:
+        ref = state.get("base")
+        if not isinstance(ref, dict) or not isinstance(ref.get("name"), str) or not isinstance(ref.get("sha256"), str):
+            raise ModelError("damaged lvc model file (base reference)", str(path), "re-export or reinstall the model")
+        if resolve_base is None:
+            raise ModelError(f"model extends {ref['name']} ({ref['sha256'][:16]}), which is not available", str(path),
+                             "keep the base model file beside it")
+        try:
+            base = resolve_base(ref["name"], ref["sha256"])
+        except ModelError as e:
+            raise ModelError(f"model extends {ref['name']} ({ref['sha256'][:16]}): {e.what}", str(path),
+                             f"put {ref['name']}.lvcm beside it, or install the lvc that ships it") from None
     try:
-        return _build(state, data)
+        return _build(state, data) if base is None else _build_extension(state, data, base, str(path))
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise ModelError(f"damaged lvc model file ({e.__class__.__name__})", str(path),
                          "re-export or reinstall the model") from None
+
+
+def _build_extension(state: dict, data: bytes, base: FrozenModel, where: str) -> FrozenModel:
+    inter = build_inter(state["inter"])
+    if inter.latent_space != latent_space_id(base.g_a, base.log_gain):
+        raise ModelError(f"the inter section was made for another latent space than {base.name}'s", where,
+                         "re-export it against its base model")
+    if inter.config.intra_M != base.config.M or inter.config.levels != base.config.levels:
+        raise ValueError("the inter section does not match the intra model's latent")
+    return replace(base, name=state["name"], sha256=hashlib.sha256(data).hexdigest(), data=data, inter=inter,
+                   base=(base.name, base.sha256))
 
 
 def _build(state: dict, data: bytes) -> FrozenModel:

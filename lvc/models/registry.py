@@ -32,9 +32,18 @@ def available() -> list[str]:
     return sorted(manifest())
 
 
+def _resolve_base(directory: Path):
+    """Bases of extension files: a shipped model when the hash matches, else the file beside."""
+    def resolve(name: str, sha: str) -> FrozenModel:
+        if manifest().get(name) == sha:
+            return load_model(name)
+        return _load_cached(str(directory / f"{name}{SUFFIX}"), sha)
+    return resolve
+
+
 @lru_cache(maxsize=8)
 def _load_cached(path: str, sha: str | None) -> FrozenModel:
-    return load_frozen(path, expect_sha256=sha)
+    return load_frozen(path, expect_sha256=sha, resolve_base=_resolve_base(Path(path).parent))
 
 
 def load_model(name_or_path: str | None = None) -> FrozenModel:

@@ -13,7 +13,7 @@ from lvc.errors import InputError, ModelError
 from lvc.models.conditional import ConditionalConfig, ConditionalP
 from lvc.models.context import SpatialContext
 from lvc.models.correction import Correction, CorrectionConfig
-from lvc.models.frozen import freeze, latent_space_id, save_frozen
+from lvc.models.frozen import extend, freeze, latent_space_id, save_frozen
 from lvc.models.latent import LatentModel, ModelConfig
 from lvc.models.registry import load_model
 from lvc.models.temporal import TemporalPrior
@@ -87,6 +87,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--context", help="a `lvc train-ctx` checkpoint to include as the spatial context prior")
     e.add_argument("--inter", help="a `lvc train-inter` checkpoint to include for conditional P-frames")
     e.set_defaults(func=export)
+
+    x = sub.add_parser("extend", help="add conditional P-frames to a model in a small file of their own",
+                       description="Writes OUTPUT.lvcm holding only the inter section of a `lvc train-inter` "
+                                   "checkpoint and the base model's name and SHA-256. It loads with the base "
+                                   "(a shipped model, or BASE_NAME.lvcm beside it); streams of the base keep "
+                                   "decoding with the base alone.")
+    x.add_argument("base", help="the base model: a shipped model's name or a .lvcm file")
+    x.add_argument("--inter", required=True, help="a `lvc train-inter` checkpoint trained against the base")
+    x.add_argument("--name", required=True, help="stable name of the extended model (recorded in bitstreams)")
+    x.add_argument("-o", "--output", required=True, help="output .lvcm file")
+    x.add_argument("--manifest", help="MANIFEST.json to update (e.g. lvc/weights/MANIFEST.json)")
+    x.set_defaults(func=extend_model)
 
 
 def _add_prior_parser(sub: argparse._SubParsersAction, name: str, help: str, description: str, data_help: str,
@@ -207,12 +219,33 @@ def export(args: argparse.Namespace) -> int:
     inter = _load_inter(args.inter, space) if getattr(args, "inter", None) else None
     frozen = freeze(model, args.name, nets["temporal"], nets["context"], inter)
     sha = save_frozen(frozen, args.output)
-    if args.manifest:
-        path = Path(args.manifest)
+    _record(args.manifest, args.name, sha)
+    print(f"{args.output}: {args.name} sha256 {sha} (step {state.get('step')})")
+    return 0
+
+
+def _record(manifest: str | None, name: str, sha: str) -> None:
+    if manifest:
+        path = Path(manifest)
         entries = json.loads(path.read_text()) if path.exists() else {}
-        entries[args.name] = sha
+        entries[name] = sha
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
         tmp.replace(path)
-    print(f"{args.output}: {args.name} sha256 {sha} (step {state.get('step')})")
+
+
+def extend_model(args: argparse.Namespace) -> int:
+    from lvc.models.registry import load_model
+
+    if not 1 <= len(args.name.encode()) <= 64:
+        raise ModelError("model name must be 1..64 bytes of UTF-8", args.name)
+    base = load_model(args.base)
+    if base.inter is not None:
+        raise ModelError(f"{base.name} already has a conditional P section", args.base, "extend its intra model")
+    space = latent_space_id(base.g_a, base.log_gain)
+    net = _load_inter(args.inter, space)
+    sha = save_frozen(extend(base, args.name, net, space), args.output)
+    _record(args.manifest, args.name, sha)
+    print(f"{args.output}: {args.name} sha256 {sha}, extends {base.name} ({base.sha256[:16]}): "
+          f"keep {base.name}.lvcm beside it unless that model is shipped")
     return 0

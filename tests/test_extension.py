@@ -1,0 +1,99 @@
+"""Extension model files: a conditional P section over a base model named by its hash."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_lvc, write_y4m
+
+from lvc.codec import api
+from lvc.codec.cli import sample_clip
+from lvc.codec.sequence import SequenceEncoder
+from lvc.errors import ModelError
+from lvc.io.reader import open_video
+from lvc.models.conditional import ConditionalConfig, ConditionalP
+from lvc.models.frozen import QUALITY_MAX, extend, freeze, latent_space_id, load_frozen, save_frozen
+from lvc.models.latent import LatentModel, ModelConfig
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    """A tiny base model file, an (untrained, seeded) inter model for it, and its latent space."""
+    torch.manual_seed(0)
+    intra = LatentModel(ModelConfig(N=8, M=16, Nh=8, levels=3))
+    inter = ConditionalP(ConditionalConfig(M=8, C=8, N=8, Nh=8, intra_M=16, levels=3))
+    folder = tmp_path_factory.mktemp("ext")
+    base = freeze(intra, "tiny-base")
+    save_frozen(base, folder / "tiny-base.lvcm")
+    return folder, base, inter, latent_space_id(base.g_a, base.log_gain)
+
+
+@pytest.fixture(scope="module")
+def six(tmp_path_factory):
+    with open_video(sample_clip()) as v:
+        frames = [np.ascontiguousarray(f[100:164, 300:428]) for _, f in zip(range(6), v.frames())]
+    path = tmp_path_factory.mktemp("six") / "six.y4m"
+    write_y4m(path, frames)
+    return path
+
+
+def test_extension_loads_with_its_base_beside_it_and_codes_pc_frames(parts, six, tmp_path):
+    folder, base, inter, space = parts
+    ext = extend(base, "tiny-ext", inter, space)
+    path = folder / "tiny-ext.lvcm"
+    save_frozen(ext, path)
+    loaded = load_frozen(path)
+    assert loaded.name == "tiny-ext" and loaded.inter is not None and loaded.base == ("tiny-base", base.sha256)
+    assert loaded.sha256 == ext.sha256 != base.sha256
+    out = tmp_path / "a.lvc"
+    api.encode(six, out, quality=0.5, model=str(path), progress=False)
+    info = api.info(out)
+    assert info["model"] == "tiny-ext" and "PC" in [f["type"] for f in info["frames"]]
+    # The file holds the inter section only: the base's transforms are not copied into it.
+    assert b"g_s" not in path.read_bytes()
+    with open_video(six) as v:
+        frames = list(v.frames())
+    enc = SequenceEncoder(loaded, round(0.5 * QUALITY_MAX), 32)
+    try:
+        expected = [enc.encode(f).recon for f in frames]
+    finally:
+        enc.close()
+    decoded = list(api.iter_decode(out, model=str(path)))
+    assert len(decoded) == 6 and all(np.array_equal(x, y) for x, y in zip(decoded, expected))
+
+
+def test_extension_without_its_base_fails_cleanly(parts, tmp_path):
+    folder, base, inter, space = parts
+    lonely = tmp_path / "tiny-ext.lvcm"
+    save_frozen(extend(base, "tiny-ext", inter, space), lonely)
+    with pytest.raises(ModelError, match="extends tiny-base"):
+        load_frozen(lonely)
+    # A base file of the same name but other weights is refused by its hash.
+    torch.manual_seed(1)
+    save_frozen(freeze(LatentModel(ModelConfig(N=8, M=16, Nh=8, levels=3)), "tiny-base"), tmp_path / "tiny-base.lvcm")
+    with pytest.raises(ModelError, match="differs from the expected"):
+        load_frozen(lonely)
+
+
+def test_extension_refuses_an_inter_model_of_another_latent_space(parts):
+    _, base, inter, _ = parts
+    with pytest.raises(ValueError, match="latent space"):
+        extend(base, "tiny-ext", inter, "0" * 64)
+
+
+def test_lvc_extend_command(parts, tmp_path):
+    folder, base, inter, space = parts
+    ckpt = tmp_path / "inter.pt"
+    torch.save({"kind": "inter", "inter_config": inter.cfg.to_dict(), "model": inter.state_dict(),
+                "latent_space": space}, ckpt)
+    out = folder / "cli-ext.lvcm"
+    r = run_lvc("extend", folder / "tiny-base.lvcm", "--inter", ckpt, "--name", "cli-ext", "-o", out)
+    assert r.returncode == 0, r.stderr
+    assert load_frozen(out).inter is not None
+    other = tmp_path / "other.pt"
+    torch.save({"kind": "inter", "inter_config": inter.cfg.to_dict(), "model": inter.state_dict(),
+                "latent_space": "f" * 64}, other)
+    r = run_lvc("extend", folder / "tiny-base.lvcm", "--inter", other, "--name", "x", "-o", tmp_path / "x.lvcm")
+    assert r.returncode != 0 and "latent space" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x.lvcm").exists()
