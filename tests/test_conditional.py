@@ -198,3 +198,16 @@ def test_pc_frames_follow_a_residual_p_frame_but_not_the_reverse(inter_model, tw
     assert torch.equal(dec.context, pc2.context)
     with pytest.raises(BitstreamError, match="without a preceding frame"):
         dec.decode(FrameUnit(4, FRAME_P, q, p.payload, 0))
+
+
+def test_scenes_of_a_conditional_stream_come_from_its_decoded_pictures(inter_model_file, twelve, tmp_path):
+    """PC frames carry no intra latent: their stream is analysed from the decoded pixels."""
+    from lvc.analysis.cli import analyse
+
+    src, out = tmp_path / "twelve.y4m", tmp_path / "a.lvc"
+    write_y4m(src, twelve)
+    api.encode(src, out, quality=0.5, model=str(inter_model_file), progress=False)
+    assert "PC" in [f["type"] for f in api.info(out)["frames"]]
+    sig, report = analyse(out, str(inter_model_file), progress=False)
+    assert sig.source == "pixels" and len(sig) == 12
+    assert [s["start_frame"] for s in report["scenes"]] == [0]

@@ -39,7 +39,8 @@ def analyse(video: str | os.PathLike, model: str | None = None, progress: bool |
 def add_parser(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("scenes", help="shot boundaries, key frames, contact sheet, activity curve",
                        description="Scene cuts, dissolves and fades from latent change signals.")
-    s.add_argument("video", help="video file or .lvc (latents are read without synthesis)")
+    s.add_argument("video", help="video file or .lvc (latents are read without synthesis; streams with "
+                   "conditional P-frames are decoded to pictures first)")
     s.add_argument("--json", action="store_true", help='print {"fps", "scenes": [...]} as JSON')
     s.add_argument("--keyframes", metavar="DIR", help="write one representative PNG per scene")
     s.add_argument("--contact-sheet", metavar="PNG", help="write a grid of key-frame thumbnails with times")

@@ -46,14 +46,20 @@ def _pool(y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 def video_signals(path: str | os.PathLike, model: FrozenModel, progress=None, batch: int = 16) -> Signals:
     path = Path(path)
     if path.suffix.lower() == ".lvc":
-        return _lvc_signals(path, progress)
+        return _lvc_signals(path, model, progress, batch)
     from lvc.io.reader import open_video
 
+    with open_video(path) as v:
+        return _pixel_signals(v.frames(), float(v.info.fps), model, str(path), progress, batch)
+
+
+def _pixel_signals(frames, fps: float, model: FrozenModel, where: str, progress, batch: int) -> Signals:
+    """Signals of RGB frames through the analysis transform at the canonical size."""
     describer = Describer(model)
-    grids, descs, lumas, frames = [], [], [], []
+    grids, descs, lumas, pending = [], [], [], []
 
     def flush() -> None:
-        x = torch.stack([canonical(f) for f in frames])
+        x = torch.stack([canonical(f) for f in pending])
         level = x.mean(dim=(1, 2, 3))
         with torch.autocast("cpu", dtype=torch.bfloat16):
             y = describer.m.g_a(x.contiguous(memory_format=torch.channels_last)).float()
@@ -62,25 +68,25 @@ def video_signals(path: str | os.PathLike, model: FrozenModel, progress=None, ba
         descs.append(d)
         lumas.append(level.numpy())
         if progress is not None:
-            progress.update(len(frames))
-        frames.clear()
+            progress.update(len(pending))
+        pending.clear()
 
-    with open_video(path) as v:
-        fps = float(v.info.fps)
-        for frame in v.frames():
-            frames.append(frame)
-            if len(frames) == batch:
-                flush()
-        if frames:
+    for frame in frames:
+        pending.append(frame)
+        if len(pending) == batch:
             flush()
+    if pending:
+        flush()
     if not grids:
         from lvc.errors import InputError
 
-        raise InputError("no frames", str(path), "pass a video with at least one frame")
+        raise InputError("no frames", where, "pass a video with at least one frame")
     return Signals(fps, np.concatenate(grids), np.concatenate(descs), np.concatenate(lumas), "pixels")
 
 
-def _lvc_signals(path: Path, progress) -> Signals:
+def _lvc_signals(path: Path, model: FrozenModel, progress, batch: int) -> Signals:
+    """Decoded latents as they are; streams of conditional models (whose PC frames carry only
+    a context, in another feature space) are decoded to pixels and analysed as a video."""
     from lvc.bitstream.container import LvcReader
     from lvc.codec.sequence import SequenceDecoder
     from lvc.entropy.tables import LOG_FRAC_BITS
@@ -89,7 +95,12 @@ def _lvc_signals(path: Path, progress) -> Signals:
     grids, descs, lumas = [], [], []
     with LvcReader(path) as r:
         h = r.header
-        fm = model_for_stream(h.model_name, h.weights_hash, None, str(path))
+        fm = (model if model.weights_hash == h.weights_hash
+              else model_for_stream(h.model_name, h.weights_hash, None, str(path)))
+        if fm.inter is not None:
+            from lvc.codec.api import iter_decode
+
+            return _pixel_signals(iter_decode(path, fm), float(h.fps), model, str(path), progress, batch)
         dec = SequenceDecoder(fm, h.width, h.height, str(path))
         try:
             for unit in r.units():

@@ -23,6 +23,7 @@ from lvc.errors import InputError, LvcError
 from lvc.io.reader import open_video
 from lvc.io.writer import FrameWriter, output_kind
 from lvc.metrics import MetricAccumulator
+from lvc.models.frozen import FrozenModel
 from lvc.models.registry import load_model, model_for_stream
 
 PathLike = str | os.PathLike
@@ -171,7 +172,7 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
                         acc.mean() if acc else {}, q / 65535, len(search.probes) if search else 0)
 
 
-def iter_decode(input: PathLike, model: str | None = None) -> Iterator[np.ndarray]:
+def iter_decode(input: PathLike, model: str | FrozenModel | None = None) -> Iterator[np.ndarray]:
     """Decoded RGB frames, streamed in order.
 
     Entropy decoding runs ahead by as many frames as there are synthesis workers, so the

@@ -59,10 +59,11 @@ def load_model(name_or_path: str | None = None) -> FrozenModel:
     return _load_cached(str(_weights_dir() / f"{key}{SUFFIX}"), shipped[key])
 
 
-def model_for_stream(name: str, weights_hash: bytes, override: str | None, where: str) -> FrozenModel:
-    """The model a bitstream needs; ``override`` (name or path) replaces the lookup by name."""
+def model_for_stream(name: str, weights_hash: bytes, override: str | FrozenModel | None, where: str) -> FrozenModel:
+    """The model a bitstream needs; ``override`` (name, path or a loaded model) replaces the
+    lookup by name."""
     try:
-        model = load_model(override or name)
+        model = override if isinstance(override, FrozenModel) else load_model(override or name)
     except ModelError as e:
         raise ModelError(f"stream needs model {name!r} ({weights_hash.hex()}): {e.what}", where,
                          e.hint or "pass --model PATH to the weights it was encoded with") from None
