@@ -47,7 +47,8 @@ def quality_to_int(quality: float) -> int:
 P_DEADZONE = 0.15  # chosen on a training clip, not the benchmark clips (docs/models.md)
 # The encoder-side algorithm of conditional models (frame-type decision, motion search): a
 # change here changes their streams, so benchmark caches key on it.
-INTER_ENCODER = f"ippc-rd/1 mv-rate={RATE_WEIGHT:g}"
+PC_BACKOFF_MAX = 7  # after a lost I/P/PC decision, skip PC for 1, 3, 7, 7, ... frames
+INTER_ENCODER = f"ippc-rd/2 backoff={PC_BACKOFF_MAX} mv-rate={RATE_WEIGHT:g}"
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,11 @@ class SequenceEncoder:
                                  fast_analysis=self.preset.bf16_analysis) if model.inter is not None else None)
         self.context: torch.Tensor | None = None
         self.previous: np.ndarray | None = None
-        self._latent_mse: float | None = None  # the last I- or P-frame's, for the I/P/PC decision
+        # The last I- or P-frame (its MSE, for the I/P/PC decision, is taken when the next
+        # decision needs it, so its synthesis overlaps the next frame's analysis).
+        self._last_latent: tuple[np.ndarray, FrameResult] | None = None
+        self._latent_mse_value: float | None = None
+        self._pc_backoff = self._pc_wait = 0  # frames to skip trying PC after it lost
 
     def close(self) -> None:
         """Stop the synthesis workers."""
@@ -167,18 +172,28 @@ class SequenceEncoder:
         rates, residual ones at high rates, where the context's display saturates. Rate alone
         is not enough: a context that has drifted makes PC frames cheap *and* poor, and only
         an I- or P-frame restarts it."""
-        y, _ = self.codec.analyse(frame, self.quality)
         pixels = frame.shape[0] * frame.shape[1]
         kind, plan = FRAME_I, None
-        if not self._forced_intra() and self._latent_mse is not None:
-            pc = self.inter.encode(frame, self.previous, self.quality, self.context)
-            costs = {FRAME_PC: self._mse(frame, pc.recon) * self.lmbda + pc.estimated_bits / pixels,
-                     FRAME_I: self.lmbda * self._latent_mse + self.codec.estimate_bits(y, self.quality) / pixels}
+        if self._forced_intra() or self._latent_mse() is None:
+            y, _ = self.codec.analyse(frame, self.quality)
+        else:
+            try_pc = self._pc_wait == 0 or self.reference is None
+            if try_pc:  # first, so that its picture is synthesised while the estimates run
+                pc = self.inter.encode(frame, self.previous, self.quality, self.context)
+            else:
+                self._pc_wait -= 1
+            y, _ = self.codec.analyse(frame, self.quality)
+            costs = {FRAME_I: self.lmbda * self._latent_mse() + self.codec.estimate_bits(y, self.quality) / pixels}
             if self.reference is not None:
                 plan = self.codec.plan(y, self.quality, self.reference)
-                costs[FRAME_P] = (self.lmbda * self._latent_mse
+                costs[FRAME_P] = (self.lmbda * self._latent_mse()
                                   + self.codec.estimate_bits(y, self.quality, self.reference, plan=plan) / pixels)
+            if try_pc:
+                costs[FRAME_PC] = self._mse(frame, pc.recon) * self.lmbda + pc.estimated_bits / pixels
             kind = min(costs, key=costs.get)
+            if try_pc:  # where PC frames keep losing (high rates), try them ever more rarely
+                self._pc_backoff = 0 if kind == FRAME_PC else min(2 * self._pc_backoff + 1, PC_BACKOFF_MAX)
+                self._pc_wait = self._pc_backoff
         if kind == FRAME_PC:
             best, self.context, self.reference = pc, pc.context, None
         else:
@@ -187,10 +202,17 @@ class SequenceEncoder:
                                      plan=plan if kind == FRAME_P else None)
             self.reference = best.latent
             self.context = self.inter.intra_context(best.latent, self.quality)
-            self._latent_mse = self._mse(frame, best.recon)
+            self._last_latent = (frame, best)
         self.previous = frame
         self.index += 1
         return CodedFrame(kind, self.quality, best.payload, best.pending, best.estimated_bits)
+
+    def _latent_mse(self) -> float | None:
+        """MSE of the last I- or P-frame (None before the first)."""
+        if self._last_latent is not None:
+            frame, r = self._last_latent
+            self._latent_mse_value, self._last_latent = self._mse(frame, r.recon), None
+        return self._latent_mse_value
 
     @staticmethod
     def _mse(frame: np.ndarray, recon: np.ndarray) -> float:
