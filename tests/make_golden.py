@@ -9,6 +9,10 @@
 * ``tiny-ctx.lvcm``, ``golden-ctx.lvc``, ``golden-ctx.json`` — the same for a tiny model with
   (random, non-trivial) spatial context and P-frame priors, I- and P-frames: pins the
   checkerboard and correction semantics (``python tests/make_golden.py --context``).
+* ``tiny-inter.lvcm``, ``golden-inter.lvc``, ``golden-inter.json`` — an extension model file
+  (``lvc-model/5``) adding a (random, non-trivial) conditional P section to ``tiny-ctx.lvcm``,
+  and a stream with I-, P- and PC frames: pins motion, warp, the context prior and update
+  (``python tests/make_golden.py --inter``; the digest of a PC frame is of its context).
 
 The golden stream pins the bitstream: a change that breaks decoding of old files fails
 ``test_golden.py``. Regenerate the stream only together with a format version bump.
@@ -57,11 +61,11 @@ def digests(stream: Path, model: Path) -> dict[str, str]:
         dec = SequenceDecoder(load_model(str(model)), r.header.width, r.header.height, str(stream))
         for unit in r.units():
             dec.decode(unit)
-            lat.update(dec.reference.numpy().tobytes())
+            lat.update((dec.reference if dec.reference is not None else dec.context).numpy().tobytes())
     return {"latents_sha256": lat.hexdigest(), "frames_sha256": frames_hash(api.iter_decode(stream, model=str(model)))}
 
 
-GOLDEN = {"golden": "tiny.lvcm", "golden-ctx": "tiny-ctx.lvcm"}  # stream stem -> its model
+GOLDEN = {"golden": "tiny.lvcm", "golden-ctx": "tiny-ctx.lvcm", "golden-inter": "tiny-inter.lvcm"}  # stem -> model
 
 
 def write_digests() -> None:
@@ -115,6 +119,42 @@ def main_context() -> None:
     write_digests()
 
 
+def main_inter() -> None:
+    """The conditional P fixture (needs tiny-ctx.lvcm and clip.y4m)."""
+    from lvc.bitstream.container import FRAME_I, FRAME_P, FRAME_PC, LvcWriter, SequenceHeader
+    from lvc.codec.frame import FrameCodec
+    from lvc.codec.inter import InterCodec
+    from lvc.models.conditional import ConditionalConfig, ConditionalP
+    from lvc.models.frozen import extend, latent_space_id
+
+    base = load_model(str(DATA / "tiny-ctx.lvcm"))
+    torch.manual_seed(0)
+    inter = ConditionalP(ConditionalConfig(M=8, C=8, N=8, Nh=8, intra_M=TINY.M, levels=TINY.levels))
+    torch.nn.init.normal_(inter.g_c[-1].weight, std=0.05)  # a context update that does something
+    ext = extend(base, "lvc-test-tiny-inter", inter, latent_space_id(base.g_a, base.log_gain), "tiny-ctx.lvcm")
+    save_frozen(ext, DATA / "tiny-inter.lvcm")
+    fm = load_model(str(DATA / "tiny-inter.lvcm"))
+    with open_video(DATA / "clip.y4m") as v:
+        frames = list(v.frames())
+    # Every transition the decoder knows, forced: I -> P -> PC -> PC -> I -> PC.
+    fc, ic, q = FrameCodec(fm), InterCodec(fm), 40000
+    units, latent, ctx = [], None, None
+    for t, kind in enumerate((FRAME_I, FRAME_P, FRAME_PC, FRAME_PC, FRAME_I, FRAME_PC)):
+        if kind == FRAME_PC:
+            r = ic.encode(frames[t], frames[t - 1], q, ctx)
+            ctx = r.context
+        else:
+            r = fc.encode(frames[t], q, reference=latent if kind == FRAME_P else None)
+            latent, ctx = r.latent, ic.intra_context(r.latent, q)
+        units.append((kind, r.payload))
+    header = SequenceHeader(fm.name, fm.weights_hash, 64, 48, Fraction(25), len(units), 0)
+    with LvcWriter(DATA / "golden-inter.lvc", header) as w:
+        for kind, payload in units:
+            w.write_frame(kind, q, payload)
+        w.commit()
+    write_digests()
+
+
 def main() -> None:
     DATA.mkdir(exist_ok=True)
     with open_video(sample_clip()) as v:
@@ -131,4 +171,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    {"--digests-only": write_digests, "--context": main_context}.get(sys.argv[1] if sys.argv[1:] else "", main)()
+    {"--digests-only": write_digests, "--context": main_context, "--inter": main_inter}.get(
+        sys.argv[1] if sys.argv[1:] else "", main)()

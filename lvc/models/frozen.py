@@ -34,7 +34,7 @@ FILE_FORMAT_INTER = "lvc-model/4"  # with a conditional P-frame section (lvc.mod
 # the base keeps its own identity, so streams coded with it still find it.
 FILE_FORMAT_EXTENSION = "lvc-model/5"
 FILE_FORMATS = (FILE_FORMAT, FILE_FORMAT_TEMPORAL, FILE_FORMAT_CONTEXT, FILE_FORMAT_INTER, FILE_FORMAT_EXTENSION)
-BaseResolver = Callable[[str, str], "FrozenModel"]  # (name, full SHA-256) -> that model, or ModelError
+BaseResolver = Callable[[dict], "FrozenModel"]  # {"name", "sha256", "file"} -> that model, or ModelError
 QUALITY_MAX = 65535  # qualities travel as 16-bit integers
 
 
@@ -131,19 +131,22 @@ def freeze(model: LatentModel, name: str, temporal: Correction | None = None,
     return from_bytes(buf.getvalue(), name)
 
 
-def extend(base: FrozenModel, name: str, inter: ConditionalP, latent_space: str) -> FrozenModel:
+def extend(base: FrozenModel, name: str, inter: ConditionalP, latent_space: str,
+           base_file: str | None = None) -> FrozenModel:
     """A model that adds conditional P-frames to ``base`` without copying it: its file holds
-    the inter section and the base's name and SHA-256. ``latent_space`` is the one the inter
-    model was trained for; it must be the base's."""
+    the inter section and the base's name and SHA-256 (and ``base_file``, the base's file name,
+    as a hint where to find it; the hash decides). ``latent_space`` is the one the inter model
+    was trained for; it must be the base's."""
     if base.inter is not None or base.base is not None:
         raise ValueError(f"{base.name} already has a conditional P section")
     if latent_space != latent_space_id(base.g_a, base.log_gain):
         raise ValueError(f"the inter model was trained for latent space {latent_space[:16]}, not {base.name}'s")
-    state = {"format": FILE_FORMAT_EXTENSION, "name": name, "base": {"name": base.name, "sha256": base.sha256},
+    ref = {"name": base.name, "sha256": base.sha256, "file": base_file or f"{base.name}.lvcm"}
+    state = {"format": FILE_FORMAT_EXTENSION, "name": name, "base": ref,
              "inter": freeze_inter(inter, latent_space, base.log_inv_gain)}
     buf = io.BytesIO()
     torch.save(state, buf)
-    return from_bytes(buf.getvalue(), name, lambda n, sha: base)
+    return from_bytes(buf.getvalue(), name, lambda ref: base)
 
 
 def _half(sd: dict) -> dict:
@@ -171,7 +174,7 @@ def save_frozen(fm: FrozenModel, path: str | os.PathLike) -> str:
 def load_frozen(path: str | os.PathLike, expect_sha256: str | None = None,
                 resolve_base: BaseResolver | None = None) -> FrozenModel:
     """Read a model file. An extension file's base comes from ``resolve_base``, by default the
-    file ``<base name>.lvcm`` beside it (hash-checked)."""
+    base's file beside it (hash-checked)."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -182,8 +185,8 @@ def load_frozen(path: str | os.PathLike, expect_sha256: str | None = None,
         raise ModelError(f"model file hash {digest[:16]} differs from the expected {expect_sha256[:16]}",
                          str(path), "reinstall lvc; the weights file is damaged")
     if resolve_base is None:
-        def resolve_base(name: str, sha: str) -> FrozenModel:
-            return load_frozen(path.with_name(name + ".lvcm"), sha)
+        def resolve_base(ref: dict) -> FrozenModel:
+            return load_frozen(base_beside(path, ref), ref["sha256"])
     return from_bytes(data, str(path), resolve_base)
 
 
@@ -205,7 +208,7 @@ def from_bytes(data: bytes, where: str, resolve_base: BaseResolver | None = None
             raise ModelError(f"model extends {ref['name']} ({ref['sha256'][:16]}), which is not available", str(path),
                              "keep the base model file beside it")
         try:
-            base = resolve_base(ref["name"], ref["sha256"])
+            base = resolve_base(ref)
         except ModelError as e:
             raise ModelError(f"model extends {ref['name']} ({ref['sha256'][:16]}): {e.what}", str(path),
                              f"put {ref['name']}.lvcm beside it, or install the lvc that ships it") from None
@@ -214,6 +217,16 @@ def from_bytes(data: bytes, where: str, resolve_base: BaseResolver | None = None
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise ModelError(f"damaged lvc model file ({e.__class__.__name__})", str(path),
                          "re-export or reinstall the model") from None
+
+
+def base_beside(path: Path, ref: dict) -> Path:
+    """Where an extension file's base is looked for: its recorded file name, else its model
+    name, in the extension's folder (only a file name: a path in a model file is ignored)."""
+    for candidate in (ref.get("file"), f"{ref['name']}.lvcm"):
+        if isinstance(candidate, str) and candidate and Path(candidate).name == candidate:
+            if (path.parent / candidate).is_file():
+                return path.parent / candidate
+    return path.parent / f"{Path(ref['name']).name}.lvcm"
 
 
 def _build_extension(state: dict, data: bytes, base: FrozenModel, where: str) -> FrozenModel:

@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 from lvc.errors import ModelError
-from lvc.models.frozen import FrozenModel, load_frozen
+from lvc.models.frozen import FrozenModel, base_beside, load_frozen
 
 DEFAULT_MODEL = "lvc-hp64"
 SUFFIX = ".lvcm"
@@ -32,18 +32,18 @@ def available() -> list[str]:
     return sorted(manifest())
 
 
-def _resolve_base(directory: Path):
+def _resolve_base(path: Path):
     """Bases of extension files: a shipped model when the hash matches, else the file beside."""
-    def resolve(name: str, sha: str) -> FrozenModel:
-        if manifest().get(name) == sha:
-            return load_model(name)
-        return _load_cached(str(directory / f"{name}{SUFFIX}"), sha)
+    def resolve(ref: dict) -> FrozenModel:
+        if manifest().get(ref["name"]) == ref["sha256"]:
+            return load_model(ref["name"])
+        return _load_cached(str(base_beside(path, ref)), ref["sha256"])
     return resolve
 
 
 @lru_cache(maxsize=8)
 def _load_cached(path: str, sha: str | None) -> FrozenModel:
-    return load_frozen(path, expect_sha256=sha, resolve_base=_resolve_base(Path(path).parent))
+    return load_frozen(path, expect_sha256=sha, resolve_base=_resolve_base(Path(path)))
 
 
 def load_model(name_or_path: str | None = None) -> FrozenModel:

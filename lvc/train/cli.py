@@ -244,8 +244,9 @@ def extend_model(args: argparse.Namespace) -> int:
         raise ModelError(f"{base.name} already has a conditional P section", args.base, "extend its intra model")
     space = latent_space_id(base.g_a, base.log_gain)
     net = _load_inter(args.inter, space)
-    sha = save_frozen(extend(base, args.name, net, space), args.output)
+    hint = Path(args.base).name if args.base.endswith(".lvcm") or "/" in args.base else None
+    sha = save_frozen(extend(base, args.name, net, space, base_file=hint), args.output)
     _record(args.manifest, args.name, sha)
     print(f"{args.output}: {args.name} sha256 {sha}, extends {base.name} ({base.sha256[:16]}): "
-          f"keep {base.name}.lvcm beside it unless that model is shipped")
+          f"keep {hint or base.name + '.lvcm'} beside it unless that model is shipped")
     return 0
