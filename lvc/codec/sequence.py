@@ -45,10 +45,13 @@ def quality_to_int(quality: float) -> int:
 
 
 P_DEADZONE = 0.15  # chosen on a training clip, not the benchmark clips (docs/models.md)
+# PC frames round plainly: the residual P-frames' dead zone cost them about 0.16 dB at equal
+# rate on a training clip (sam2 bedroom, step-14,000 model, q=0 and 0.25; docs/models.md).
+PC_DEADZONE = 0.0
+PC_BACKOFF_MAX = 7  # after a lost I/P/PC decision, skip PC for 1, 3, 7, 7, ... frames
 # The encoder-side algorithm of conditional models (frame-type decision, motion search): a
 # change here changes their streams, so benchmark caches key on it.
-PC_BACKOFF_MAX = 7  # after a lost I/P/PC decision, skip PC for 1, 3, 7, 7, ... frames
-INTER_ENCODER = f"ippc-rd/2 backoff={PC_BACKOFF_MAX} mv-rate={RATE_WEIGHT:g}"
+INTER_ENCODER = f"ippc-rd/2 backoff={PC_BACKOFF_MAX} mv-rate={RATE_WEIGHT:g} pc-dz={PC_DEADZONE:g}"
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,7 @@ class SequenceEncoder:
         self._recent_p: list[float] = []
         # Models with a conditional P section code P-frames as FRAME_PC: motion-compensated,
         # conditioned on the decoder's context (lvc.codec.inter), not as latent residuals.
-        self.inter = (InterCodec(model, eager_synthesis=synthesize, deadzone=self.preset.p_deadzone,
+        self.inter = (InterCodec(model, eager_synthesis=synthesize, deadzone=PC_DEADZONE,
                                  fast_analysis=self.preset.bf16_analysis) if model.inter is not None else None)
         self.context: torch.Tensor | None = None
         self.previous: np.ndarray | None = None
