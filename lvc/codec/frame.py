@@ -186,15 +186,16 @@ class FrameCodec:
 
     @torch.no_grad()
     def encode(self, frame: np.ndarray, q: int, reference: torch.Tensor | None = None,
-               y: torch.Tensor | None = None, plan: _Plan | None = None) -> FrameResult:
-        """Code ``frame`` as an I-frame, or as a P-frame against the fixed-point latent ``reference``."""
+               y: torch.Tensor | None = None, plan: _Plan | None = None, eager: bool | None = None) -> FrameResult:
+        """Code ``frame`` as an I-frame, or as a P-frame against the fixed-point latent ``reference``.
+        ``eager`` overrides the codec's ``eager_synthesis`` for this frame."""
         h, w = frame.shape[:2]
         _, inv_gain = self._gains(q)
         if y is None:
             y, x = self.analyse(frame, q)
         else:
             x = to_tensor(frame)
-        return self.encode_latent(y, q, inv_gain, h, w, target=x, reference=reference, plan=plan)
+        return self.encode_latent(y, q, inv_gain, h, w, target=x, reference=reference, plan=plan, eager=eager)
 
     def _lambda(self, q: int) -> float:
         c = self.m.config
@@ -228,7 +229,7 @@ class FrameCodec:
 
     def encode_latent(self, y: torch.Tensor, q: int, inv_gain: torch.Tensor, h: int, w: int,
                       target: torch.Tensor | None = None, reference: torch.Tensor | None = None,
-                      plan: _Plan | None = None) -> FrameResult:
+                      plan: _Plan | None = None, eager: bool | None = None) -> FrameResult:
         """Code ``y``, or its residual against the fixed-point latent ``reference``.
 
         With ``refine_steps`` and a ``target``, the latent is refined first. ``plan``: the
@@ -258,7 +259,8 @@ class FrameCodec:
             self._y_coder.encode(enc, sym.numpy(), idx.numpy())
         bits = plan.z_bits + self.m.y_tables.bits(idx.numpy().ravel(), sym.numpy().ravel())
         latent = self._latent(sym, mean_fx, reference)
-        synth = self.synthesis.submit if self.eager_synthesis else self.synthesis.defer
+        eager = self.eager_synthesis if eager is None else eager
+        synth = self.synthesis.submit if eager else self.synthesis.defer
         return FrameResult(coder.finish(enc), bits, latent, synth(latent, inv_gain, h, w))
 
     @torch.no_grad()

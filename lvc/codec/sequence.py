@@ -48,10 +48,11 @@ P_DEADZONE = 0.15  # chosen on a training clip, not the benchmark clips (docs/mo
 # PC frames round plainly: the residual P-frames' dead zone cost them about 0.16 dB at equal
 # rate on a training clip (sam2 bedroom, step-14,000 model, q=0 and 0.25; docs/models.md).
 PC_DEADZONE = 0.0
-PC_BACKOFF_MAX = 7  # after a lost I/P/PC decision, skip PC for 1, 3, 7, 7, ... frames
+PC_BACKOFF_MAX = 7  # after PC lost by more than PC_MARGIN, skip it for 1, 3, 7, 7, ... frames
+PC_MARGIN = 0.1
 # The encoder-side algorithm of conditional models (frame-type decision, motion search): a
 # change here changes their streams, so benchmark caches key on it.
-INTER_ENCODER = f"ippc-rd/2 backoff={PC_BACKOFF_MAX} mv-rate={RATE_WEIGHT:g} pc-dz={PC_DEADZONE:g}"
+INTER_ENCODER = f"ippc-rd/4 backoff={PC_BACKOFF_MAX}@{PC_MARGIN:g} mv-rate={RATE_WEIGHT:g} pc-dz={PC_DEADZONE:g}"
 
 
 @dataclass(frozen=True)
@@ -105,12 +106,13 @@ class SequenceEncoder:
         self._recent_p: list[float] = []
         # Models with a conditional P section code P-frames as FRAME_PC: motion-compensated,
         # conditioned on the decoder's context (lvc.codec.inter), not as latent residuals.
-        self.inter = (InterCodec(model, eager_synthesis=synthesize, deadzone=PC_DEADZONE,
+        # (PC and I pictures are synthesised at once on the workers: the I/P/PC decision needs them.)
+        self.inter = (InterCodec(model, eager_synthesis=True, deadzone=PC_DEADZONE,
                                  fast_analysis=self.preset.bf16_analysis) if model.inter is not None else None)
         self.context: torch.Tensor | None = None
         self.previous: np.ndarray | None = None
-        # The last I- or P-frame (its MSE, for the I/P/PC decision, is taken when the next
-        # decision needs it, so its synthesis overlaps the next frame's analysis).
+        # The last I-frame (its MSE, for the I/P/PC decision, is taken when the next decision
+        # needs it, so its synthesis overlaps the next frame's analysis).
         self._last_latent: tuple[np.ndarray, FrameResult] | None = None
         self._latent_mse_value: float | None = None
         self._pc_backoff = self._pc_wait = 0  # frames to skip trying PC after it lost
@@ -169,15 +171,15 @@ class SequenceEncoder:
         """I, P or FRAME_PC, by ``lambda * MSE + bpp``.
 
         A PC frame is judged by its own picture. I- and latent-residual P-frames share the
-        intra synthesis and quantisation, so their MSE is about the last such frame's; their
-        rates are estimates. P is open only while the chain has an intra-space latent (after
+        intra synthesis and quantisation, so both take the last I-frame's MSE (P pictures need
+        not be synthesised); their rates are estimates. P is open only while the chain has an intra-space latent (after
         an I- or P-frame: a PC frame leaves only a context). Conditional frames win at low
         rates, residual ones at high rates, where the context's display saturates. Rate alone
         is not enough: a context that has drifted makes PC frames cheap *and* poor, and only
         an I- or P-frame restarts it."""
         pixels = frame.shape[0] * frame.shape[1]
         kind, plan = FRAME_I, None
-        if self._forced_intra() or self._latent_mse() is None:
+        if self._forced_intra() or (self._last_latent is None and self._latent_mse_value is None):
             y, _ = self.codec.analyse(frame, self.quality)
         else:
             try_pc = self._pc_wait == 0 or self.reference is None
@@ -186,32 +188,35 @@ class SequenceEncoder:
             else:
                 self._pc_wait -= 1
             y, _ = self.codec.analyse(frame, self.quality)
-            costs = {FRAME_I: self.lmbda * self._latent_mse() + self.codec.estimate_bits(y, self.quality) / pixels}
+            bits = {FRAME_I: self.codec.estimate_bits(y, self.quality)}
             if self.reference is not None:
                 plan = self.codec.plan(y, self.quality, self.reference)
-                costs[FRAME_P] = (self.lmbda * self._latent_mse()
-                                  + self.codec.estimate_bits(y, self.quality, self.reference, plan=plan) / pixels)
+                bits[FRAME_P] = self.codec.estimate_bits(y, self.quality, self.reference, plan=plan)
+            mse = self._latent_mse()  # the last I/P picture has been synthesised meanwhile
+            costs = {k: self.lmbda * mse + b / pixels for k, b in bits.items()}
             if try_pc:
                 costs[FRAME_PC] = self._mse(frame, pc.recon) * self.lmbda + pc.estimated_bits / pixels
             kind = min(costs, key=costs.get)
-            if try_pc:  # where PC frames keep losing (high rates), try them ever more rarely
-                self._pc_backoff = 0 if kind == FRAME_PC else min(2 * self._pc_backoff + 1, PC_BACKOFF_MAX)
+            if try_pc:  # where PC frames keep losing clearly (high rates), try them ever more rarely
+                clear = costs[FRAME_PC] > (1 + PC_MARGIN) * costs[kind]
+                self._pc_backoff = min(2 * self._pc_backoff + 1, PC_BACKOFF_MAX) if clear else 0
                 self._pc_wait = self._pc_backoff
         if kind == FRAME_PC:
             best, self.context, self.reference = pc, pc.context, None
         else:
             reference = self.reference if kind == FRAME_P else None
             best = self.codec.encode(frame, self.quality, reference=reference, y=y,
-                                     plan=plan if kind == FRAME_P else None)
+                                     plan=plan if kind == FRAME_P else None, eager=True if kind == FRAME_I else None)
             self.reference = best.latent
             self.context = self.inter.intra_context(best.latent, self.quality)
-            self._last_latent = (frame, best)
+            if kind == FRAME_I:  # P-frames share its synthesis and quantisation: about its MSE
+                self._last_latent = (frame, best)
         self.previous = frame
         self.index += 1
         return CodedFrame(kind, self.quality, best.payload, best.pending, best.estimated_bits)
 
     def _latent_mse(self) -> float | None:
-        """MSE of the last I- or P-frame (None before the first)."""
+        """MSE of the last I-frame (None before the first), which stands for I and P."""
         if self._last_latent is not None:
             frame, r = self._last_latent
             self._latent_mse_value, self._last_latent = self._mse(frame, r.recon), None
