@@ -54,6 +54,23 @@ def test_motion_estimation_finds_a_global_shift():
     assert (mv[0, 1:-1, 1:-1] == torch.tensor([5, -3])).all()
 
 
+def test_rate_constrained_motion_stays_in_range_and_smooths_flat_areas():
+    """A textured frame moved by (5, -3) beyond a flat band: the textured blocks keep the true
+    vector, flat blocks (any vector fits) take their predictor's instead of noise, and no
+    vector leaves the search range even where the true motion is beyond it."""
+    torch.manual_seed(0)
+    ref = torch.nn.functional.avg_pool2d(torch.rand(2, 3, 80, 144) * 255, 3, 1, 1)
+    ref[..., :, 96:] = 128.0  # flat right part
+    cur = torch.roll(ref, (-3, 5), (2, 3))
+    free = estimate_motion(ref, cur, 16)
+    mv = estimate_motion(ref, cur, 16, rate_weight=64.0)
+    assert mv.shape == free.shape == (2, 5, 9, 2)
+    assert (mv[:, 1:-1, 1:5] == torch.tensor([-5, 3])).all()
+    assert (mv[:, 1:, 7:] == mv[:, :-1, 7:]).all()  # flat: each block copies the one above
+    far = estimate_motion(ref, torch.roll(ref, (0, 23), (2, 3)), 16, rate_weight=64.0)
+    assert far.abs().max() <= 16
+
+
 def test_intra_latent_is_what_an_i_frame_decodes_to(twelve):
     model = load_model()  # the shipped model has the checkerboard context prior
     codec = FrameCodec(model)

@@ -97,3 +97,36 @@ def test_lvc_extend_command(parts, tmp_path):
     r = run_lvc("extend", folder / "tiny-base.lvcm", "--inter", other, "--name", "x", "-o", tmp_path / "x.lvcm")
     assert r.returncode != 0 and "latent space" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "x.lvcm").exists()
+    r = run_lvc("extend", folder / "tiny-base.lvcm", "--inter", ckpt, "--name", "y", "-o", tmp_path / "tiny-base.lvcm")
+    assert r.returncode != 0 and "base model's file name" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_damaged_base_references_fail_cleanly(parts, tmp_path):
+    """A reference without a proper hash, or to the extension itself, is refused, not followed."""
+    import io
+
+    folder, base, inter, space = parts
+    good = torch.load(io.BytesIO(extend(base, "tiny-ext", inter, space).data), weights_only=True)
+    for ref in ({"name": "self", "sha256": "", "file": "self.lvcm"},
+                {"name": "self", "sha256": "0" * 64, "file": "self.lvcm"},
+                {"name": "x" * 100, "sha256": base.sha256}):
+        path = tmp_path / "self.lvcm"
+        buf = io.BytesIO()
+        torch.save({**good, "base": ref}, buf)
+        path.write_bytes(buf.getvalue())
+        with pytest.raises(ModelError) as e:
+            load_frozen(path)
+        assert "self.lvcm" in str(e.value)
+
+
+def test_an_index_built_with_the_base_serves_the_extension(parts, six, tmp_path):
+    """Descriptors come from the base's analysis, which the extension does not change."""
+    from lvc.search import service
+
+    folder, base, inter, space = parts
+    path = folder / "tiny-ext2.lvcm"
+    save_frozen(extend(base, "tiny-ext2", inter, space), path)
+    idx = tmp_path / "idx"
+    service.index_add([six], idx, model=str(folder / "tiny-base.lvcm"), progress=False)
+    hits = service.search(idx, six, k=1, model=str(path))
+    assert hits and hits[0].path == str(six)

@@ -85,8 +85,8 @@ def _pixel_signals(frames, fps: float, model: FrozenModel, where: str, progress,
 
 
 def _lvc_signals(path: Path, model: FrozenModel, progress, batch: int) -> Signals:
-    """Decoded latents as they are; streams of conditional models (whose PC frames carry only
-    a context, in another feature space) are decoded to pixels and analysed as a video."""
+    """Decoded latents as they are; streams with conditional P-frames (which carry only a
+    context, in another feature space) are decoded to pixels and analysed as a video."""
     from lvc.bitstream.container import LvcReader
     from lvc.codec.sequence import SequenceDecoder
     from lvc.entropy.tables import LOG_FRAC_BITS
@@ -98,9 +98,10 @@ def _lvc_signals(path: Path, model: FrozenModel, progress, batch: int) -> Signal
         fm = (model if model.weights_hash == h.weights_hash
               else model_for_stream(h.model_name, h.weights_hash, None, str(path)))
         if fm.inter is not None:
-            from lvc.codec.api import iter_decode
+            from lvc.codec.api import info, iter_decode
 
-            return _pixel_signals(iter_decode(path, fm), float(h.fps), model, str(path), progress, batch)
+            if any(f["type"] == "PC" for f in info(path)["frames"]):
+                return _pixel_signals(iter_decode(path, fm), float(h.fps), model, str(path), progress, batch)
         dec = SequenceDecoder(fm, h.width, h.height, str(path))
         try:
             for unit in r.units():

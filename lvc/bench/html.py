@@ -93,7 +93,7 @@ def _bd_table(bd: list[dict]) -> str:
             v = next((r["percent"] for r in rows if (r["test"], r["anchor"], r["sequence"], r["metric"])
                       == (t, a, seq, m)), None)
             cells.append("<td>-</td>" if v is None else f"<td class='{'neg' if v < 0 else 'pos'}'>{v:+.1f}%</td>")
-        out.append(f"<tr><td>{html.escape(t)} vs {html.escape(a)}</td><td>{seq}</td>{''.join(cells)}</tr>")
+        out.append(f"<tr><td>{html.escape(t)} vs {html.escape(a)}</td><td>{html.escape(seq)}</td>{''.join(cells)}</tr>")
     return "".join(out) + "</table>"
 
 

@@ -110,7 +110,7 @@ def _rate_constrained(lr: torch.Tensor, lc: torch.Tensor, block: int, cands: tor
         c = torch.cat([cands[:, :, row], pred[:, None]], 1)
         s = torch.cat([sad[:, :, row], pred_sad(pred[:, None], row, slice(0, wb))[:, None]], 1)
         out[:, row] = pick(c, s, pred)
-    return out.clamp(-search, search)
+    return out
 
 
 def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, search: int = SEARCH,
@@ -136,8 +136,10 @@ def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, searc
     fine = _square(1)
     sad = _block_sad(lr, lc, block, fine, base=mv)
     if rate_weight > 0:
-        cands = (mv[:, None] + fine.view(1, -1, 1, 1, 2)).clamp(-search, search)
-        return _rate_constrained(lr, lc, block, cands, sad, rate_weight, search)
+        cands = mv[:, None] + fine.view(1, -1, 1, 1, 2)
+        outside = (cands.abs() > search).any(-1)  # beyond the range: never chosen
+        sad = sad.masked_fill(outside, float("inf"))
+        return _rate_constrained(lr, lc, block, cands.clamp(-search, search), sad, rate_weight, search)
     sad = sad + length_cost * (mv[:, None] + fine.view(1, -1, 1, 1, 2)).abs().sum(-1)
     best = fine[sad.argmin(1)]
     return (mv + best).clamp(-search, search)

@@ -46,13 +46,14 @@ def quality_to_int(quality: float) -> int:
 
 P_DEADZONE = 0.15  # chosen on a training clip, not the benchmark clips (docs/models.md)
 # PC frames round plainly: the residual P-frames' dead zone cost them about 0.16 dB at equal
-# rate on a training clip (sam2 bedroom, step-14,000 model, q=0 and 0.25; docs/models.md).
+# rate on a training clip (sam2 bedroom, step-14,000 model, q=0 and 0.25; docs/models.md,
+# "Conditional P-frames").
 PC_DEADZONE = 0.0
 PC_BACKOFF_MAX = 7  # after PC lost by more than PC_MARGIN, skip it for 1, 3, 7, 7, ... frames
 PC_MARGIN = 0.1
 # The encoder-side algorithm of conditional models (frame-type decision, motion search): a
 # change here changes their streams, so benchmark caches key on it.
-INTER_ENCODER = f"ippc-rd/4 backoff={PC_BACKOFF_MAX}@{PC_MARGIN:g} mv-rate={RATE_WEIGHT:g} pc-dz={PC_DEADZONE:g}"
+INTER_ENCODER = f"ippc-rd/5 backoff={PC_BACKOFF_MAX}@{PC_MARGIN:g} mv-rate={RATE_WEIGHT:g} pc-dz={PC_DEADZONE:g}"
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,8 @@ class SequenceEncoder:
     """``intra_period``: N > 0 forces an I-frame every N frames; 0 or -1: only the first.
 
     ``refine_steps`` (if given) overrides the preset's. ``synthesize=False`` synthesises
-    reconstructions only when asked for (``recon``): nothing in coding needs them.
+    reconstructions only when asked for (``recon``), except those the encoder's own choices
+    look at (conditional models: PC frames and I-frames); the stream is the same either way.
     """
 
     def __init__(self, model: FrozenModel, quality: int, intra_period: int, refine_steps: int | None = None,
@@ -104,15 +106,15 @@ class SequenceEncoder:
         self.reference: torch.Tensor | None = None
         self.lmbda = self.codec._lambda(quality)
         self._recent_p: list[float] = []
-        # Models with a conditional P section code P-frames as FRAME_PC: motion-compensated,
-        # conditioned on the decoder's context (lvc.codec.inter), not as latent residuals.
-        # (PC and I pictures are synthesised at once on the workers: the I/P/PC decision needs them.)
+        # Models with a conditional P section can also code FRAME_PC: motion-compensated,
+        # conditioned on the decoder's context (lvc.codec.inter). PC and I pictures are
+        # synthesised at once on the workers: the I/P/PC decision needs them.
         self.inter = (InterCodec(model, eager_synthesis=True, deadzone=PC_DEADZONE,
                                  fast_analysis=self.preset.bf16_analysis) if model.inter is not None else None)
         self.context: torch.Tensor | None = None
         self.previous: np.ndarray | None = None
         # The last I-frame (its MSE, for the I/P/PC decision, is taken when the next decision
-        # needs it, so its synthesis overlaps the next frame's analysis).
+        # needs it: its synthesis overlaps the next frame's analysis).
         self._last_latent: tuple[np.ndarray, FrameResult] | None = None
         self._latent_mse_value: float | None = None
         self._pc_backoff = self._pc_wait = 0  # frames to skip trying PC after it lost
@@ -179,10 +181,10 @@ class SequenceEncoder:
         an I- or P-frame restarts it."""
         pixels = frame.shape[0] * frame.shape[1]
         kind, plan = FRAME_I, None
-        if self._forced_intra() or (self._last_latent is None and self._latent_mse_value is None):
+        if self._forced_intra():
             y, _ = self.codec.analyse(frame, self.quality)
         else:
-            try_pc = self._pc_wait == 0 or self.reference is None
+            try_pc = self._pc_wait == 0
             if try_pc:  # first, so that its picture is synthesised while the estimates run
                 pc = self.inter.encode(frame, self.previous, self.quality, self.context)
             else:
@@ -192,7 +194,7 @@ class SequenceEncoder:
             if self.reference is not None:
                 plan = self.codec.plan(y, self.quality, self.reference)
                 bits[FRAME_P] = self.codec.estimate_bits(y, self.quality, self.reference, plan=plan)
-            mse = self._latent_mse()  # the last I/P picture has been synthesised meanwhile
+            mse = self._latent_mse()  # that picture has been synthesised meanwhile
             costs = {k: self.lmbda * mse + b / pixels for k, b in bits.items()}
             if try_pc:
                 costs[FRAME_PC] = self._mse(frame, pc.recon) * self.lmbda + pc.estimated_bits / pixels
@@ -205,18 +207,23 @@ class SequenceEncoder:
             best, self.context, self.reference = pc, pc.context, None
         else:
             reference = self.reference if kind == FRAME_P else None
+            # The decision needs the I-frame's picture (not with an intra period of 1: no decisions).
+            eager = True if kind == FRAME_I and self.intra_period != 1 else None
             best = self.codec.encode(frame, self.quality, reference=reference, y=y,
-                                     plan=plan if kind == FRAME_P else None, eager=True if kind == FRAME_I else None)
+                                     plan=plan if kind == FRAME_P else None, eager=eager)
             self.reference = best.latent
             self.context = self.inter.intra_context(best.latent, self.quality)
-            if kind == FRAME_I:  # P-frames share its synthesis and quantisation: about its MSE
+            # P-frames share the I-frame's synthesis and quantisation, so about its MSE. (Not
+            # refreshed from P pictures: the choices must not depend on whether the caller wants
+            # pictures, and synthesising them only for this would halve the encoder's speed.)
+            if kind == FRAME_I:
                 self._last_latent = (frame, best)
         self.previous = frame
         self.index += 1
         return CodedFrame(kind, self.quality, best.payload, best.pending, best.estimated_bits)
 
     def _latent_mse(self) -> float | None:
-        """MSE of the last I-frame (None before the first), which stands for I and P."""
+        """MSE of the last I-frame, which stands for I and P."""
         if self._last_latent is not None:
             frame, r = self._last_latent
             self._latent_mse_value, self._last_latent = self._mse(frame, r.recon), None

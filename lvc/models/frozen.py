@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -181,7 +182,7 @@ def load_frozen(path: str | os.PathLike, expect_sha256: str | None = None,
     except OSError as e:
         raise ModelError(f"cannot read model file ({e.strerror})", str(path)) from None
     digest = hashlib.sha256(data).hexdigest()
-    if expect_sha256 and digest != expect_sha256:
+    if expect_sha256 is not None and digest != expect_sha256:
         raise ModelError(f"model file hash {digest[:16]} differs from the expected {expect_sha256[:16]}",
                          str(path), "reinstall lvc; the weights file is damaged")
     if resolve_base is None:
@@ -202,16 +203,19 @@ def from_bytes(data: bytes, where: str, resolve_base: BaseResolver | None = None
     base = None
     if state["format"] == FILE_FORMAT_EXTENSION:
         ref = state.get("base")
-        if not isinstance(ref, dict) or not isinstance(ref.get("name"), str) or not isinstance(ref.get("sha256"), str):
+        if not (isinstance(ref, dict) and _valid_name(ref.get("name")) and _valid_name(state.get("name"))
+                and isinstance(ref.get("sha256"), str) and re.fullmatch("[0-9a-f]{64}", ref["sha256"])):
             raise ModelError("damaged lvc model file (base reference)", str(path), "re-export or reinstall the model")
+        wanted = f"{ref['name']} ({ref['sha256'][:16]})"
         if resolve_base is None:
-            raise ModelError(f"model extends {ref['name']} ({ref['sha256'][:16]}), which is not available", str(path),
+            raise ModelError(f"model extends {wanted}, which is not available", str(path),
                              "keep the base model file beside it")
         try:
             base = resolve_base(ref)
-        except ModelError as e:
-            raise ModelError(f"model extends {ref['name']} ({ref['sha256'][:16]}): {e.what}", str(path),
-                             f"put {ref['name']}.lvcm beside it, or install the lvc that ships it") from None
+        except ModelError as e:  # the base file's own problem, with its path and advice
+            raise ModelError(f"model extends {wanted}: {e.what} ({e.where})", str(path),
+                             f"put the base it was made with beside it (as {ref.get('file') or ref['name'] + '.lvcm'}),"
+                             " or install the lvc that ships it") from None
     try:
         return _build(state, data) if base is None else _build_extension(state, data, base, str(path))
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
@@ -219,14 +223,20 @@ def from_bytes(data: bytes, where: str, resolve_base: BaseResolver | None = None
                          "re-export or reinstall the model") from None
 
 
+def _valid_name(name: object) -> bool:
+    return isinstance(name, str) and 1 <= len(name.encode()) <= 64
+
+
 def base_beside(path: Path, ref: dict) -> Path:
     """Where an extension file's base is looked for: its recorded file name, else its model
-    name, in the extension's folder (only a file name: a path in a model file is ignored)."""
-    for candidate in (ref.get("file"), f"{ref['name']}.lvcm"):
-        if isinstance(candidate, str) and candidate and Path(candidate).name == candidate:
-            if (path.parent / candidate).is_file():
-                return path.parent / candidate
-    return path.parent / f"{Path(ref['name']).name}.lvcm"
+    name, in the extension's folder (only a file name: a path in a model file is ignored; the
+    extension itself is never its own base)."""
+    names = [c for c in (ref.get("file"), f"{ref['name']}.lvcm")
+             if isinstance(c, str) and c and Path(c).name == c and c != path.name]
+    for candidate in names:
+        if (path.parent / candidate).is_file():
+            return path.parent / candidate
+    return path.parent / (names[0] if names else f"{Path(ref['name']).name}.lvcm")
 
 
 def _build_extension(state: dict, data: bytes, base: FrozenModel, where: str) -> FrozenModel:

@@ -33,7 +33,10 @@ def expand_media(paths: list[PathLike]) -> list[Path]:
 
 
 def _model_tag(fm) -> str:
-    return f"{fm.name}@{fm.sha256[:16]}"
+    """The model whose analysis made the descriptors: an extension model (conditional P-frames
+    added to a base) describes as its base does, so indexes built with the base stay valid."""
+    name, sha = fm.base or (fm.name, fm.sha256)
+    return f"{name}@{sha[:16]}"
 
 
 def _progress(total: int, desc: str, enabled: bool | None):

@@ -191,8 +191,8 @@ def _load_inter(path: str, space: str) -> ConditionalP:
     if net is None:
         raise ModelError(f"this is a {kind} checkpoint, not an inter one", path, "pass a `lvc train-inter` checkpoint")
     if trained_for != space:
-        raise ModelError(f"the inter model was trained for latent space {trained_for[:16]}, not this "
-                         f"checkpoint's {space[:16]}", path, "train it against this intra model")
+        raise ModelError(f"the inter model was trained for latent space {str(trained_for)[:16]}, not the intra "
+                         f"model's {space[:16]}", path, "train it against this intra model (`lvc train-inter --model`)")
     return net
 
 
@@ -245,6 +245,9 @@ def extend_model(args: argparse.Namespace) -> int:
     space = latent_space_id(base.g_a, base.log_gain)
     net = _load_inter(args.inter, space)
     hint = Path(args.base).name if args.base.endswith(".lvcm") or "/" in args.base else None
+    if Path(args.output).name in (hint, f"{base.name}.lvcm"):
+        raise ModelError("the output would take the base model's file name", args.output,
+                         "write the extension under another name, beside the base")
     sha = save_frozen(extend(base, args.name, net, space, base_file=hint), args.output)
     _record(args.manifest, args.name, sha)
     print(f"{args.output}: {args.name} sha256 {sha}, extends {base.name} ({base.sha256[:16]}): "

@@ -71,7 +71,8 @@ def _build(videos: list[Path], crop: int, length: int, per_clip: int, block: int
             y, x = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
             seq = np.stack([f[y:y + crop, x:x + crop] for f in seq])
             t = torch.from_numpy(seq).permute(0, 3, 1, 2)
-            mv = estimate_motion(t[:-1].float(), t[1:].float(), block)  # as the encoder: lvc.codec.inter
+            # the encoder's search (lvc.codec.inter), without its rate term (the run predates it)
+            mv = estimate_motion(t[:-1].float(), t[1:].float(), block)
             frames_out.append(seq)
             motion_out.append(mv.numpy().astype(np.int8))
     if not frames_out:
