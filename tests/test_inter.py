@@ -30,8 +30,11 @@ def _read(path) -> list[np.ndarray]:
         return list(v.frames())
 
 
-def _types(path) -> str:
-    return "".join(f["type"] for f in api.info(path)["frames"])
+def _types(path) -> list[str]:
+    return [f["type"] for f in api.info(path)["frames"]]
+
+
+PREDICTED = {"P", "PC"}  # latent-residual or conditional P-frames (the shipped model has both)
 
 
 def test_no_drift_over_a_40_frame_group(tmp_path, forty):
@@ -39,7 +42,7 @@ def test_no_drift_over_a_40_frame_group(tmp_path, forty):
     out = tmp_path / "a.lvc"
     api.encode(src, out, quality=0.6, intra_period=-1, progress=False)
     types = _types(out)
-    assert types[0] == "I" and "P" in types and len(types) == 40
+    assert types[0] == "I" and PREDICTED & set(types) and len(types) == 40
     enc = SequenceEncoder(load_model(), round(0.6 * 65535), -1)
     expected = [enc.encode(f).recon for f in frames]
     decoded = list(api.iter_decode(out))
@@ -49,7 +52,7 @@ def test_no_drift_over_a_40_frame_group(tmp_path, forty):
 def test_intra_period_one_codes_only_intra(tmp_path, forty):
     src, _ = forty
     api.encode(src, tmp_path / "a.lvc", intra_period=1, max_frames=6, progress=False)
-    assert _types(tmp_path / "a.lvc") == "IIIIII"
+    assert _types(tmp_path / "a.lvc") == ["I"] * 6
 
 
 def test_intra_period_forces_random_access_points(tmp_path, forty):
@@ -83,7 +86,7 @@ def test_decode_identical_across_threads_with_p_frames(tmp_path, forty):
     src, _ = forty
     out = tmp_path / "a.lvc"
     api.encode(src, out, quality=0.5, intra_period=-1, max_frames=12, progress=False)
-    assert "P" in _types(out)
+    assert PREDICTED & set(_types(out))
     outputs = []
     for threads in ("1", "2"):
         y4m = tmp_path / f"{threads}.y4m"

@@ -14,7 +14,7 @@ from pathlib import Path
 from lvc.errors import ModelError
 from lvc.models.frozen import FrozenModel, base_beside, load_frozen
 
-DEFAULT_MODEL = "lvc-hp64"
+DEFAULT_MODEL = "lvc-hp64c"  # lvc-hp64 plus conditional P-frames (an extension file)
 SUFFIX = ".lvcm"
 
 
