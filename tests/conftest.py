@@ -47,3 +47,18 @@ def run_lvc(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the CLI in a fresh process, as a user would."""
     return subprocess.run([sys.executable, "-m", "lvc.cli", *map(str, args)], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=300)
+
+
+def encoder_recons(model, src, quality: float, intra_period: int = 32) -> list[np.ndarray]:
+    """The encoder's own reconstructions of ``src`` (frames as read back from the file, as
+    ``api.encode`` sees them): what a decoder must reproduce bit for bit."""
+    from lvc.codec.sequence import SequenceEncoder
+    from lvc.io.reader import open_video
+
+    with open_video(src) as v:
+        frames = list(v.frames())
+    enc = SequenceEncoder(model, round(quality * 65535), intra_period)
+    try:
+        return [enc.encode(f).recon for f in frames]
+    finally:
+        enc.close()

@@ -5,15 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import run_lvc, write_y4m
+from conftest import encoder_recons, run_lvc, write_y4m
 
 from lvc.codec import api
 from lvc.codec.cli import sample_clip
-from lvc.codec.sequence import SequenceEncoder
 from lvc.errors import ModelError
 from lvc.io.reader import open_video
 from lvc.models.conditional import ConditionalConfig, ConditionalP
-from lvc.models.frozen import QUALITY_MAX, extend, freeze, latent_space_id, load_frozen, save_frozen
+from lvc.models.frozen import extend, freeze, latent_space_id, load_frozen, save_frozen
 from lvc.models.latent import LatentModel, ModelConfig
 
 
@@ -52,13 +51,7 @@ def test_extension_loads_with_its_base_beside_it_and_codes_pc_frames(parts, six,
     assert info["model"] == "tiny-ext" and "PC" in [f["type"] for f in info["frames"]]
     # The file holds the inter section only: the base's transforms are not copied into it.
     assert b"g_s" not in path.read_bytes()
-    with open_video(six) as v:
-        frames = list(v.frames())
-    enc = SequenceEncoder(loaded, round(0.5 * QUALITY_MAX), 32)
-    try:
-        expected = [enc.encode(f).recon for f in frames]
-    finally:
-        enc.close()
+    expected = encoder_recons(loaded, six, 0.5)
     decoded = list(api.iter_decode(out, model=str(path)))
     assert len(decoded) == 6 and all(np.array_equal(x, y) for x, y in zip(decoded, expected))
 
