@@ -174,11 +174,11 @@ class SequenceEncoder:
 
         A PC frame is judged by its own picture. I- and latent-residual P-frames share the
         intra synthesis and quantisation, so both take the last I-frame's MSE (P pictures need
-        not be synthesised); their rates are estimates. P is open only while the chain has an intra-space latent (after
-        an I- or P-frame: a PC frame leaves only a context). Conditional frames win at low
-        rates, residual ones at high rates, where the context's display saturates. Rate alone
-        is not enough: a context that has drifted makes PC frames cheap *and* poor, and only
-        an I- or P-frame restarts it."""
+        not be synthesised); their rates are estimates. P is open only while the chain has an
+        intra-space latent (after an I- or P-frame: a PC frame leaves only a context).
+        Conditional frames win at low rates, residual ones at high rates, where the context's
+        display saturates. Rate alone is not enough: a context that has drifted makes PC
+        frames cheap *and* poor, and only an I- or P-frame restarts it."""
         pixels = frame.shape[0] * frame.shape[1]
         kind, plan = FRAME_I, None
         if self._forced_intra():
