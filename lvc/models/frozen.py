@@ -203,7 +203,7 @@ def from_bytes(data: bytes, where: str, resolve_base: BaseResolver | None = None
     base = None
     if state["format"] == FILE_FORMAT_EXTENSION:
         ref = state.get("base")
-        if not (isinstance(ref, dict) and _valid_name(ref.get("name")) and _valid_name(state.get("name"))
+        if not (isinstance(ref, dict) and valid_model_name(ref.get("name")) and valid_model_name(state.get("name"))
                 and isinstance(ref.get("sha256"), str) and re.fullmatch("[0-9a-f]{64}", ref["sha256"])):
             raise ModelError("damaged lvc model file (base reference)", str(path), "re-export or reinstall the model")
         wanted = f"{ref['name']} ({ref['sha256'][:16]})"
@@ -223,7 +223,13 @@ def from_bytes(data: bytes, where: str, resolve_base: BaseResolver | None = None
                          "re-export or reinstall the model") from None
 
 
-def _valid_name(name: object) -> bool:
+def _check_inter(inter: FrozenInter, cfg: ModelConfig) -> None:
+    if inter.config.intra_M != cfg.M or inter.config.levels != cfg.levels:
+        raise ValueError("the inter section does not match the intra model's latent")
+
+
+def valid_model_name(name: object) -> bool:
+    """Names travel in bitstreams as 1..64 bytes of UTF-8."""
     return isinstance(name, str) and 1 <= len(name.encode()) <= 64
 
 
@@ -244,8 +250,7 @@ def _build_extension(state: dict, data: bytes, base: FrozenModel, where: str) ->
     if inter.latent_space != latent_space_id(base.g_a, base.log_gain):
         raise ModelError(f"the inter section was made for another latent space than {base.name}'s", where,
                          "re-export it against its base model")
-    if inter.config.intra_M != base.config.M or inter.config.levels != base.config.levels:
-        raise ValueError("the inter section does not match the intra model's latent")
+    _check_inter(inter, base.config)
     return replace(base, name=state["name"], sha256=hashlib.sha256(data).hexdigest(), data=data, inter=inter,
                    base=(base.name, base.sha256))
 
@@ -269,8 +274,8 @@ def _build(state: dict, data: bytes) -> FrozenModel:
         hashlib.sha256(data).hexdigest(), data, _build_correction(state.get("temporal")),
         _build_correction(state.get("context")), build_inter(state["inter"]) if state.get("inter") else None,
     )
-    if fm.inter is not None and (fm.inter.config.intra_M != cfg.M or fm.inter.config.levels != cfg.levels):
-        raise ValueError("the inter section does not match the intra model's latent")
+    if fm.inter is not None:
+        _check_inter(fm.inter, cfg)
     return fm
 
 

@@ -13,7 +13,7 @@ from lvc.errors import InputError, ModelError
 from lvc.models.conditional import ConditionalConfig, ConditionalP
 from lvc.models.context import SpatialContext
 from lvc.models.correction import Correction, CorrectionConfig
-from lvc.models.frozen import extend, freeze, latent_space_id, save_frozen
+from lvc.models.frozen import extend, freeze, latent_space_id, save_frozen, valid_model_name
 from lvc.models.latent import LatentModel, ModelConfig
 from lvc.models.registry import load_model
 from lvc.models.temporal import TemporalPrior
@@ -197,7 +197,7 @@ def _load_inter(path: str, space: str) -> ConditionalP:
 
 
 def export(args: argparse.Namespace) -> int:
-    if not 1 <= len(args.name.encode()) <= 64:
+    if not valid_model_name(args.name):
         raise ModelError("model name must be 1..64 bytes of UTF-8", args.name)
     try:
         state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
@@ -237,18 +237,20 @@ def _record(manifest: str | None, name: str, sha: str) -> None:
 def extend_model(args: argparse.Namespace) -> int:
     from lvc.models.registry import load_model
 
-    if not 1 <= len(args.name.encode()) <= 64:
+    if not valid_model_name(args.name):
         raise ModelError("model name must be 1..64 bytes of UTF-8", args.name)
     base = load_model(args.base)
-    if base.inter is not None:
-        raise ModelError(f"{base.name} already has a conditional P section", args.base, "extend its intra model")
     space = latent_space_id(base.g_a, base.log_gain)
     net = _load_inter(args.inter, space)
     hint = Path(args.base).name if args.base.endswith(".lvcm") or "/" in args.base else None
     if Path(args.output).name in (hint, f"{base.name}.lvcm"):
         raise ModelError("the output would take the base model's file name", args.output,
                          "write the extension under another name, beside the base")
-    sha = save_frozen(extend(base, args.name, net, space, base_file=hint), args.output)
+    try:
+        frozen = extend(base, args.name, net, space, base_file=hint)
+    except ValueError as e:  # e.g. the base has a conditional P section already
+        raise ModelError(str(e), args.base, "extend its intra model") from None
+    sha = save_frozen(frozen, args.output)
     _record(args.manifest, args.name, sha)
     print(f"{args.output}: {args.name} sha256 {sha}, extends {base.name} ({base.sha256[:16]}): "
           f"keep {hint or base.name + '.lvcm'} beside it unless that model is shipped")
