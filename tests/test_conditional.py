@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 import torch
@@ -71,6 +73,21 @@ def test_rate_constrained_motion_stays_in_range_and_smooths_flat_areas():
     assert far.abs().max() <= 16
 
 
+def test_batched_block_sad_equals_one_shift_at_a_time():
+    """The whole-frame search batches candidates by row; its SADs must be the same numbers
+    as moving the reference by each candidate alone (then the chosen vectors are too)."""
+    from lvc.codec.motion import _block_sad, _square
+
+    torch.manual_seed(0)
+    ref, cur = torch.rand(2, 1, 40, 72) * 255, torch.rand(2, 1, 40, 72) * 255
+    cands = torch.cat([_square(3), torch.tensor([[0, 0], [2, -3]])])
+    r = 3
+    pad = torch.nn.functional.pad(ref, (r, r, r, r), mode="replicate")
+    one = [torch.nn.functional.avg_pool2d((pad[..., r + dy:r + dy + 40, r + dx:r + dx + 72] - cur).abs(), 8)
+           for dx, dy in cands.tolist()]
+    assert torch.equal(_block_sad(ref, cur, 8, cands), torch.cat(one, 1))
+
+
 def test_intra_latent_is_what_an_i_frame_decodes_to(twelve):
     model = load_model()  # the shipped model has the checkerboard context prior
     codec = FrameCodec(model)
@@ -108,6 +125,26 @@ def test_train_inter_resumes_exactly(tiny_model, twelve, tmp_path):
     b = torch.load(resumed, weights_only=False)
     assert a["step"] == b["step"] == 4 and a["kind"] == "inter"
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_train_inter_logs_intra_display_and_keeps_old_logs(tiny_model, twelve, tmp_path):
+    """New runs log the I-frame context's display PSNR; a run resumed into a log written
+    before that column existed keeps the log's own columns."""
+    intra = load_model(tiny_model)
+    src = tmp_path / "five.y4m"
+    write_y4m(src, twelve[:5])
+    model_cfg = ConditionalConfig(M=8, C=8, N=8, Nh=8, intra_M=intra.config.M, levels=intra.log_gain.shape[0])
+    for name, old in (("new", False), ("old", True)):
+        out = tmp_path / name
+        out.mkdir()
+        if old:
+            (out / "log.csv").write_text("step,time,lr,loss,bpp,psnr,aux\n")
+        cfg = InterTrainConfig([str(src)], str(out), steps=20, batch=1, crop=64, length=2, per_clip=2,
+                               ckpt_every=20, threads=1)
+        train_inter(cfg, intra, model_cfg, progress=False)
+        rows = list(csv.reader(open(out / "log.csv")))
+        assert len(rows) == 2 and all(len(r) == len(rows[0]) for r in rows)
+        assert (rows[0][-1] == "psnr_i") != old and 0 < float(rows[1][5]) < 100
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +227,36 @@ def test_encoder_chooses_pc_frames_and_the_file_decodes_to_its_reconstructions(i
     expected = encoder_recons(inter_model, src, 0.5)
     decoded = list(api.iter_decode(out, model=str(inter_model_file)))
     assert len(decoded) == 12 and all(np.array_equal(a, b) for a, b in zip(decoded, expected))
+
+
+def test_clear_pc_wins_skip_the_intra_analysis_and_cuts_still_restart(inter_model, twelve, monkeypatch):
+    """After a PC frame that clearly beats the last measured I cost, the next frames are not
+    analysed for I (the encoder's largest saving), but a cut is: there the previous PC
+    frame's quality says nothing about this one's. The stream decodes to the encoder's pictures."""
+    from lvc.codec import sequence
+
+    analysed = []
+    real = FrameCodec.analyse
+    monkeypatch.setattr(FrameCodec, "analyse", lambda self, *a, **k: analysed.append(1) or real(self, *a, **k))
+    cut = [np.ascontiguousarray(255 - f[::-1]) for f in twelve[6:]]
+    frames = twelve[:6] + cut
+    enc = sequence.SequenceEncoder(inter_model, 40000, 32)
+    units, recons = [], []
+    try:
+        for f in frames:
+            before = len(analysed)
+            c = enc.encode(f)
+            units.append((c, len(analysed) > before))
+            recons.append(c.recon)
+    finally:
+        enc.close()
+    kinds = [c.frame_type for c, _ in units]
+    assert units[6][1]
+    skipped = [i for i, (c, looked) in enumerate(units) if not looked]
+    assert skipped and all(kinds[i] == FRAME_PC and kinds[i - 1] == FRAME_PC for i in skipped)
+    dec = SequenceDecoder(inter_model, 128, 64, "test")
+    decoded = [dec.decode(FrameUnit(i, c.frame_type, c.quality, c.payload, 0)) for i, (c, _) in enumerate(units)]
+    assert all(np.array_equal(a, b) for a, b in zip(decoded, recons))
 
 
 def test_pc_frames_follow_a_residual_p_frame_but_not_the_reverse(inter_model, twelve):

@@ -41,14 +41,28 @@ def _block_sad(ref: torch.Tensor, cur: torch.Tensor, block: int, cands: torch.Te
     r = int(cands.abs().max()) + (int(base.abs().max()) if base is not None else 0)
     pad = F.pad(ref, (r, r + wb * block - w, r, r + hb * block - h), mode="replicate")
     curp = F.pad(cur, (0, wb * block - w, 0, hb * block - h), mode="replicate")
+    if base is None:
+        return _shifted_sad(pad, curp, block, cands, r)
     out = []
-    for dx, dy in cands.tolist():
-        if base is None:
-            moved = pad[..., r + dy:r + dy + hb * block, r + dx:r + dx + wb * block]
-        else:  # per-block start: gather each block's own window
-            moved = _gather_blocks(pad, base + torch.tensor([dx, dy]), block, r, hb, wb)
+    for dx, dy in cands.tolist():  # per-block start: gather each block's own window
+        moved = _gather_blocks(pad, base + torch.tensor([dx, dy]), block, r, hb, wb)
         out.append(F.avg_pool2d((moved - curp).abs(), block))
     return torch.cat(out, 1)
+
+
+def _shifted_sad(pad: torch.Tensor, curp: torch.Tensor, block: int, cands: torch.Tensor, r: int) -> torch.Tensor:
+    """Block SADs of whole-frame shifts, batched per candidate row (one vertical offset, all
+    its horizontal ones at once): a few large operations instead of one small one per
+    candidate, with the same values."""
+    b, _, h, w = curp.shape
+    out = torch.empty(b, len(cands), h // block, w // block)
+    for dy in cands[:, 1].unique().tolist():
+        idx = (cands[:, 1] == dy).nonzero()[:, 0]
+        rows = pad[:, 0, r + dy:r + dy + h].unfold(2, w, 1)  # (B, h, 2r+1+extra, w) windows
+        moved = rows.index_select(2, cands[idx, 0] + r).permute(0, 2, 1, 3)  # (B, K, h, w)
+        sad = F.avg_pool2d((moved - curp).abs().reshape(-1, 1, h, w), block)
+        out[:, idx] = sad.view(b, len(idx), h // block, w // block)
+    return out
 
 
 def _gather_blocks(pad: torch.Tensor, mv: torch.Tensor, block: int, r: int, hb: int, wb: int,

@@ -31,7 +31,7 @@ import torch
 
 from lvc.bitstream.container import FRAME_I, FRAME_P, FRAME_PC, FrameUnit
 from lvc.codec.frame import FrameCodec, FrameResult
-from lvc.codec.inter import InterCodec
+from lvc.codec.inter import InterCodec, InterResult
 from lvc.codec.motion import RATE_WEIGHT
 from lvc.codec.synthesis import Deferred
 from lvc.errors import BitstreamError
@@ -51,9 +51,20 @@ P_DEADZONE = 0.15  # chosen on a training clip, not the benchmark clips (docs/mo
 PC_DEADZONE = 0.0
 PC_BACKOFF_MAX = 7  # after PC lost by more than PC_MARGIN, skip it for 1, 3, 7, 7, ... frames
 PC_MARGIN = 0.1
+# After a PC frame (P is not open), PC is taken without analysing the frame for I when,
+# with the previous PC frame's MSE, it beats the I cost measured on one of the last PC_TRUST
+# frames by more than PC_TRUST_MARGIN: the intra analysis and estimates are about a third of
+# the encoder's time per frame, and waiting for this frame's own picture would stall it. The
+# previous MSE stands for this one only while the content continues: not when the mean
+# absolute frame difference jumps above PC_TRUST_JUMP times the previous one (plus 2 levels).
+PC_TRUST = 4
+PC_TRUST_JUMP = 1.5
+PC_TRUST_MARGIN = 0.1
+
 # The encoder-side algorithm of conditional models (frame-type decision, motion search): a
 # change here changes their streams, so benchmark caches key on it.
-INTER_ENCODER = f"ippc-rd/5 backoff={PC_BACKOFF_MAX}@{PC_MARGIN:g} mv-rate={RATE_WEIGHT:g} pc-dz={PC_DEADZONE:g}"
+INTER_ENCODER = (f"ippc-rd/6 trust={PC_TRUST}@{PC_TRUST_MARGIN:g}x{PC_TRUST_JUMP:g} "
+                 f"backoff={PC_BACKOFF_MAX}@{PC_MARGIN:g} mv-rate={RATE_WEIGHT:g} pc-dz={PC_DEADZONE:g}")
 
 
 @dataclass(frozen=True)
@@ -118,6 +129,9 @@ class SequenceEncoder:
         self._last_latent: tuple[np.ndarray, FrameResult] | None = None
         self._latent_mse_value: float | None = None
         self._pc_backoff = self._pc_wait = 0  # frames to skip trying PC after it lost
+        self._i_cost: tuple[float, int] | None = None  # (I cost, frames since it was measured)
+        self._last_pc: tuple[np.ndarray, InterResult] | float | None = None  # the previous frame, if PC
+        self._last_diff: float | None = None  # mean absolute difference between the last two frames
 
     def close(self) -> None:
         """Stop the synthesis workers."""
@@ -178,7 +192,8 @@ class SequenceEncoder:
         intra-space latent (after an I- or P-frame: a PC frame leaves only a context).
         Conditional frames win at low rates, residual ones at high rates, where the context's
         display saturates. Rate alone is not enough: a context that has drifted makes PC
-        frames cheap *and* poor, and only an I- or P-frame restarts it."""
+        frames cheap *and* poor, and only an I- or P-frame restarts it. Where PC keeps winning
+        clearly on continuing content, the I analysis is skipped (``PC_TRUST``)."""
         pixels = frame.shape[0] * frame.shape[1]
         kind, plan = FRAME_I, None
         if self._forced_intra():
@@ -187,6 +202,8 @@ class SequenceEncoder:
             try_pc = self._pc_wait == 0
             if try_pc:  # first, so that its picture is synthesised while the estimates run
                 pc = self.inter.encode(frame, self.previous, self.quality, self.context)
+                if self._trust_pc(pc.estimated_bits / pixels, frame):
+                    return self._finish_pc(frame, pc)
             else:
                 self._pc_wait -= 1
             y, _ = self.codec.analyse(frame, self.quality)
@@ -199,19 +216,20 @@ class SequenceEncoder:
             if try_pc:
                 costs[FRAME_PC] = self._mse(frame, pc.recon) * self.lmbda + pc.estimated_bits / pixels
             kind = min(costs, key=costs.get)
+            self._i_cost = (costs[FRAME_I], 0)
             if try_pc:  # where PC frames keep losing clearly (high rates), try them ever more rarely
                 clear = costs[FRAME_PC] > (1 + PC_MARGIN) * costs[kind]
                 self._pc_backoff = min(2 * self._pc_backoff + 1, PC_BACKOFF_MAX) if clear else 0
                 self._pc_wait = self._pc_backoff
         if kind == FRAME_PC:
-            best, self.context, self.reference = pc, pc.context, None
+            return self._finish_pc(frame, pc)
         else:
             reference = self.reference if kind == FRAME_P else None
             # The decision needs the I-frame's picture (not with an intra period of 1: no decisions).
             eager = True if kind == FRAME_I and self.intra_period != 1 else None
             best = self.codec.encode(frame, self.quality, reference=reference, y=y,
                                      plan=plan if kind == FRAME_P else None, eager=eager)
-            self.reference = best.latent
+            self.reference, self._last_pc = best.latent, None
             self.context = self.inter.intra_context(best.latent, self.quality)
             # P-frames share the I-frame's synthesis and quantisation, so about its MSE. (Not
             # refreshed from P pictures: the choices must not depend on whether the caller wants
@@ -221,6 +239,28 @@ class SequenceEncoder:
         self.previous = frame
         self.index += 1
         return CodedFrame(kind, self.quality, best.payload, best.pending, best.estimated_bits)
+
+    def _trust_pc(self, bpp: float, frame: np.ndarray) -> bool:
+        """Whether PC clearly wins without looking at I (see ``PC_TRUST``)."""
+        diff = float(np.abs(frame[::4, ::4].astype(np.int16) - self.previous[::4, ::4]).mean())
+        last, self._last_diff = self._last_diff, diff
+        if self._last_pc is None or self._i_cost is None or self._i_cost[1] >= PC_TRUST:
+            return False
+        if last is None or diff > PC_TRUST_JUMP * last + 2:  # a cut, or a burst of motion
+            return False
+        if isinstance(self._last_pc, tuple):  # the previous PC frame's MSE, once
+            shown, pc = self._last_pc
+            self._last_pc = self._mse(shown, pc.recon)
+        if (self.lmbda * self._last_pc + bpp) * (1 + PC_TRUST_MARGIN) >= self._i_cost[0]:
+            return False
+        self._i_cost = (self._i_cost[0], self._i_cost[1] + 1)
+        return True
+
+    def _finish_pc(self, frame: np.ndarray, pc: InterResult) -> CodedFrame:
+        self._last_pc = (frame, pc)
+        self.context, self.reference, self.previous = pc.context, None, frame
+        self.index += 1
+        return CodedFrame(FRAME_PC, self.quality, pc.payload, pc.pending, pc.estimated_bits)
 
     def _latent_mse(self) -> float | None:
         """MSE of the last I-frame, which stands for I and P."""
