@@ -13,6 +13,9 @@
   (``lvc-model/5``) adding a (random, non-trivial) conditional P section to ``tiny-ctx.lvcm``,
   and a stream with I-, P- and PC frames: pins motion, warp, the context prior and update
   (``python tests/make_golden.py --inter``; the digest of a PC frame is of its context).
+* ``golden-skip.lvc``, ``golden-skip.json`` — over ``tiny-inter.lvcm``, PC frames with skipped
+  blocks (frame type PS) in fixed patterns: pins the skip flags' syntax and semantics
+  (``python tests/make_golden.py --skip``).
 
 The golden stream pins the bitstream: a change that breaks decoding of old files fails
 ``test_golden.py``. Regenerate the stream only together with a format version bump.
@@ -65,7 +68,8 @@ def digests(stream: Path, model: Path) -> dict[str, str]:
     return {"latents_sha256": lat.hexdigest(), "frames_sha256": frames_hash(api.iter_decode(stream, model=str(model)))}
 
 
-GOLDEN = {"golden": "tiny.lvcm", "golden-ctx": "tiny-ctx.lvcm", "golden-inter": "tiny-inter.lvcm"}  # stem -> model
+GOLDEN = {"golden": "tiny.lvcm", "golden-ctx": "tiny-ctx.lvcm", "golden-inter": "tiny-inter.lvcm",
+          "golden-skip": "tiny-inter.lvcm"}  # stem -> model
 
 
 def write_digests() -> None:
@@ -155,6 +159,37 @@ def main_inter() -> None:
     write_digests()
 
 
+def main_skip() -> None:
+    """The block-skip fixture (needs tiny-inter.lvcm and clip.y4m): I, PS, PS, PC, PS with
+    fixed skip patterns (the encoder's decision is replaced; the syntax is what is pinned)."""
+    from lvc.bitstream.container import FRAME_PS, LvcWriter, SequenceHeader
+    from lvc.codec import skip
+    from lvc.codec.frame import FrameCodec
+    from lvc.codec.inter import InterCodec
+
+    fm = load_model(str(DATA / "tiny-inter.lvcm"))
+    with open_video(DATA / "clip.y4m") as v:
+        frames = list(v.frames())
+    grid = np.indices((4, 4)).sum(0)
+    patterns = [grid % 2 == 0, grid < 3, None, np.ones((4, 4), bool)]
+    fc, ic, q = FrameCodec(fm), InterCodec(fm), 40000
+    r = fc.encode(frames[0], q)
+    units, ctx, picture = [(0, r.payload)], ic.intra_context(r.latent, q), r.pending
+    for t, pattern in enumerate(patterns, 1):
+        skip.decide = lambda *a, _p=pattern: _p if _p is not None else np.zeros((4, 4), bool)
+        r = ic.encode(frames[t], frames[t - 1], q, ctx, skip.ShownPicture(picture, frames[t - 1]))
+        picture = r.pending
+        assert (r.frame_type == FRAME_PS) == (pattern is not None)
+        units.append((r.frame_type, r.payload))
+        ctx = r.context
+    header = SequenceHeader(fm.name, fm.weights_hash, 64, 48, Fraction(25), len(units), 0)
+    with LvcWriter(DATA / "golden-skip.lvc", header) as w:
+        for kind, payload in units:
+            w.write_frame(kind, q, payload)
+        w.commit()
+    write_digests()
+
+
 def main() -> None:
     DATA.mkdir(exist_ok=True)
     with open_video(sample_clip()) as v:
@@ -171,5 +206,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    {"--digests-only": write_digests, "--context": main_context, "--inter": main_inter}.get(
+    {"--digests-only": write_digests, "--context": main_context, "--inter": main_inter, "--skip": main_skip}.get(
         sys.argv[1] if sys.argv[1:] else "", main)()

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import encoder_recons, write_y4m
 
-from lvc.bitstream.container import FRAME_I, FRAME_P, FRAME_PC, FrameUnit
+from lvc.bitstream.container import FRAME_I, FRAME_P, FRAME_PC, FRAME_PS, FrameUnit
 from lvc.codec import api
 from lvc.codec.cli import sample_clip
 from lvc.codec.frame import FrameCodec
@@ -223,7 +223,7 @@ def test_encoder_chooses_pc_frames_and_the_file_decodes_to_its_reconstructions(i
     write_y4m(src, twelve)
     api.encode(src, out, quality=0.5, model=str(inter_model_file), progress=False)
     types = [f["type"] for f in api.info(out)["frames"]]
-    assert types[0] == "I" and "PC" in types
+    assert types[0] == "I" and {"PC", "PS"} & set(types)
     expected = encoder_recons(inter_model, src, 0.5)
     decoded = list(api.iter_decode(out, model=str(inter_model_file)))
     assert len(decoded) == 12 and all(np.array_equal(a, b) for a, b in zip(decoded, expected))
@@ -253,7 +253,7 @@ def test_clear_pc_wins_skip_the_intra_analysis_and_cuts_still_restart(inter_mode
     kinds = [c.frame_type for c, _ in units]
     assert units[6][1]
     skipped = [i for i, (c, looked) in enumerate(units) if not looked]
-    assert skipped and all(kinds[i] == FRAME_PC and kinds[i - 1] == FRAME_PC for i in skipped)
+    assert skipped and all({kinds[i], kinds[i - 1]} <= {FRAME_PC, FRAME_PS} for i in skipped)
     dec = SequenceDecoder(inter_model, 128, 64, "test")
     decoded = [dec.decode(FrameUnit(i, c.frame_type, c.quality, c.payload, 0)) for i, (c, _) in enumerate(units)]
     assert all(np.array_equal(a, b) for a, b in zip(decoded, recons))
@@ -285,7 +285,166 @@ def test_scenes_of_a_conditional_stream_come_from_its_decoded_pictures(inter_mod
     src, out = tmp_path / "twelve.y4m", tmp_path / "a.lvc"
     write_y4m(src, twelve)
     api.encode(src, out, quality=0.5, model=str(inter_model_file), progress=False)
-    assert "PC" in [f["type"] for f in api.info(out)["frames"]]
+    assert {"PC", "PS"} & {f["type"] for f in api.info(out)["frames"]}
     sig, report = analyse(out, str(inter_model_file), progress=False)
     assert sig.source == "pixels" and len(sig) == 12
     assert [s["start_frame"] for s in report["scenes"]] == [0]
+
+
+@pytest.fixture(scope="module")
+def updating_model(tmp_path_factory):
+    """As ``inter_model``, but its context update is not zero (the latent changes the picture)
+    and its latent is large enough to code non-zero symbols."""
+    torch.manual_seed(1)
+    intra = LatentModel(ModelConfig(N=8, M=16, Nh=8, levels=3))
+    inter = ConditionalP(ConditionalConfig(M=8, C=8, N=8, Nh=8, intra_M=16, levels=3))
+    torch.nn.init.normal_(inter.g_c[-1].weight, std=0.1)
+    with torch.no_grad():
+        inter.log_gain += 3
+        inter.log_inv_gain -= 3
+    path = tmp_path_factory.mktemp("inter") / "tiny-updating.lvcm"
+    save_frozen(freeze(intra, "tiny-updating", inter=inter), path)
+    return load_frozen(path)
+
+
+def test_float_update_follows_the_exact_context_update(updating_model):
+    """Refinement differentiates a float stand-in; it must track the exact path closely."""
+    from lvc.codec.inter import _ONE
+
+    p = updating_model.inter
+    g = torch.Generator().manual_seed(0)
+    ctx_w = torch.randint(-3 * _ONE, 3 * _ONE, (1, 8, 8, 16), generator=g)
+    y_fx = torch.randint(-4 * _ONE, 4 * _ONE, (1, 8, 4, 8), generator=g)
+    exact = p.update(y_fx, ctx_w, 3, 6).double() / _ONE
+    from lvc.models.inter_frozen import GAIN_FRAC_BITS
+    from lvc.models.latent import interp_fixed
+
+    inv = interp_fixed(p.inv_gain_fx, 3, 6).float() / (1 << GAIN_FRAC_BITS)
+    approx = p.update_float(y_fx.float() / _ONE * inv[None, :, None, None], ctx_w.float() / _ONE)
+    assert exact.abs().max() > 0.5
+    assert torch.allclose(approx.double(), exact, atol=0.02)
+
+
+def test_refined_pc_frames_cost_less_and_decode_to_the_encoders_pictures(updating_model, twelve):
+    """Encoder-side refinement (slow preset) of PC latents: the decoder is unchanged, so the
+    stream still decodes bit-exactly, and the frame's ``lambda * MSE + bpp`` does not rise."""
+    q = 40000
+    fc = FrameCodec(updating_model)
+    i = fc.encode(twelve[0], q)
+    lmbda, pixels = fc._lambda(q) * 255**2, twelve[0].shape[0] * twelve[0].shape[1]
+
+    def cost(r, frame):
+        return lmbda * np.mean((r.recon.astype(np.float64) - frame) ** 2) / 255**2 + 8 * len(r.payload) / pixels
+
+    results = {}
+    for steps in (0, 20):
+        ic = InterCodec(updating_model, fast_analysis=False, refine_steps=steps)
+        ctx, results[steps] = ic.intra_context(i.latent, q), []
+        for t in (1, 2):
+            r = ic.encode(twelve[t], twelve[t - 1], q, ctx)
+            ctx = r.context
+            results[steps].append(r)
+    assert cost(results[20][0], twelve[1]) <= 1.01 * cost(results[0][0], twelve[1])
+    assert results[20][0].payload != results[0][0].payload
+    dec = SequenceDecoder(updating_model, 128, 64, "test")
+    units = [FrameUnit(0, FRAME_I, q, i.payload, 0)] + [FrameUnit(t + 1, FRAME_PC, q, r.payload, 0)
+                                                        for t, r in enumerate(results[20])]
+    decoded = [dec.decode(u) for u in units]
+    assert all(np.array_equal(a, b.recon) for a, b in zip(decoded[1:], results[20]))
+    assert torch.equal(dec.context, results[20][-1].context)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.05, 0.5, 0.97, 1.0])
+def test_skip_flags_round_trip_and_cost_what_they_estimate(p):
+    from lvc.codec.skip import SkipFlags
+    from lvc.entropy import coder
+
+    g = np.random.default_rng(int(p * 100))
+    mask = g.random((7, 11)) < p
+    mask[3:] = mask[3:] | (g.random((4, 11)) < p)  # some row-to-row correlation
+    flags, enc = SkipFlags(), coder.new_encoder()
+    bits = flags.encode(enc, mask)
+    payload = coder.finish(enc)
+    assert np.array_equal(flags.decode(coder.new_decoder(payload), mask.shape), mask)
+    assert bits <= len(payload) * 8 <= bits + 64
+
+
+def test_skip_decision_copies_what_the_previous_picture_shows_and_codes_changes():
+    """A block the previous picture already shows (moved by its vector) is skipped; a changed
+    block is not, unless its bits are worth more than the error it leaves."""
+    from lvc.codec.skip import ShownPicture, decide
+
+    class Ready:
+        def __init__(self, x):
+            self.x = x
+
+        def result(self):
+            return self.x
+
+    g = np.random.default_rng(0)
+    prev = g.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    frame = np.roll(prev, -3, axis=1)  # moved left by 3 pixels: vector (+3, 0)
+    frame[16:32, 32:48] = 255 - frame[16:32, 32:48]  # block (1, 2) changed
+    mv = torch.zeros(4, 6, 2, dtype=torch.long)
+    mv[..., 0] = 3
+    shown = ShownPicture(Ready(prev), prev)  # coded error so far: 0
+    skip = decide(frame, shown, mv, 16, np.full((4, 6), 50.0), lmbda=0.05)
+    assert not skip[1, 2] and not skip[:, 5].any()  # the right edge wrapped around in np.roll
+    assert skip[:, :5].sum() == 4 * 5 - 1
+    expensive = np.full((4, 6), 50.0)
+    expensive[1, 2] = 1e9
+    assert decide(frame, ShownPicture(Ready(prev), prev), mv, 16, expensive, lmbda=0.05)[1, 2]
+
+
+def test_skipped_blocks_show_the_previous_picture_moved():
+    from lvc.codec.skip import SkippedPicture, moved_picture
+
+    class Ready:
+        def __init__(self, x):
+            self.x = x
+
+        def result(self):
+            return self.x
+
+    g = np.random.default_rng(1)
+    prev = g.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    display = np.zeros_like(prev)
+    mv = torch.tensor([[[2, -1], [0, 0], [-5, 7], [1, 1]]] * 3)  # (3, 4) blocks of 16
+    skipped = np.array([[True, False, True, False]] * 3)
+    out = SkippedPicture(Ready(display), Ready(prev), skipped, mv, 16).result()
+    moved = moved_picture(prev, mv, 16)
+    assert np.array_equal(moved[5, 3], prev[4, 5]) and np.array_equal(moved[0, 40], prev[7, 35])
+    assert np.array_equal(out[:, :16], moved[:, :16]) and not out[:, 16:32].any()
+    assert np.array_equal(out[:, 32:48], moved[:, 32:48]) and not out[:, 48:].any()
+
+
+def test_skipped_blocks_keep_the_warped_context_and_decode_bit_exactly(updating_model, twelve, monkeypatch):
+    from lvc.codec import skip
+
+    q = 40000
+    fc, ic = FrameCodec(updating_model), InterCodec(updating_model)
+    i = fc.encode(twelve[0], q)
+    ctx0 = ic.intra_context(i.latent, q)
+    grid = (64 // 16, 128 // 16)
+    patterns = {"some": np.indices(grid).sum(0) % 3 == 0, "all": np.ones(grid, bool)}
+    out = {}
+    for name, pattern in patterns.items():
+        monkeypatch.setattr(skip, "decide", lambda *a, _p=pattern, **k: _p)
+        shown = skip.ShownPicture(i.pending, twelve[0], ic.show(ctx0, 64, 128))
+        out[name] = ic.encode(twelve[1], twelve[0], q, ctx0, shown)
+    r, warped = out["some"], out["all"].context  # all skipped: the context is the warped one
+    assert r.frame_type == FRAME_PS and np.array_equal(r.skipped, patterns["some"])
+    plain = ic.encode(twelve[1], twelve[0], q, ctx0)
+    assert len(out["all"].payload) < len(r.payload) < len(plain.payload)
+    keep = torch.from_numpy(patterns["some"]).repeat_interleave(2, 0).repeat_interleave(2, 1)
+    assert torch.equal(r.context[..., keep], warped[..., keep])
+    assert not torch.equal(plain.context[..., keep], warped[..., keep])
+    pixels = np.repeat(np.repeat(patterns["some"], 16, 0), 16, 1)
+    assert np.array_equal(out["all"].recon[pixels], r.recon[pixels])  # copies of the I-frame's picture
+    dec = SequenceDecoder(updating_model, 128, 64, "test")
+    dec.decode(FrameUnit(0, FRAME_I, q, i.payload, 0))
+    out = dec.decode(FrameUnit(1, FRAME_PS, q, r.payload, 0))
+    assert np.array_equal(out, r.recon) and torch.equal(dec.context, r.context)
+    dec.decode(FrameUnit(0, FRAME_I, q, i.payload, 0))
+    with pytest.raises(BitstreamError, match="frame 1"):
+        dec.decode(FrameUnit(1, FRAME_PS, q, r.payload[: len(r.payload) // 2], 0))

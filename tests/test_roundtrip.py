@@ -54,7 +54,8 @@ def test_actual_bits_cover_estimate_with_small_overhead(tmp_path, tiny_model, cl
 def test_container_overhead_is_small_at_416x240(tmp_path):
     """The shipped model at 416x240, 12 frames: the range coder adds at most two 32-bit words
     per frame to the entropy estimate, the headers about 9 bytes per frame, and the file
-    exceeds the estimate by < 2% (the P-frames here are 1-2 kB, so 9 bytes are 0.5-1%)."""
+    exceeds the estimate by < 3% (the skip P-frames here are 350-600 bytes, so 9 bytes are
+    1.5-2.5%)."""
     from PIL import Image
 
     from lvc.codec.cli import sample_clip
@@ -73,7 +74,7 @@ def test_container_overhead_is_small_at_416x240(tmp_path):
     assert 0 <= payload_bits - res.estimated_bits <= 64 * res.frames
     assert res.bytes - payload_bits // 8 <= 128 + 12 * res.frames
     overhead = res.bytes * 8 / res.estimated_bits - 1
-    assert 0 <= overhead < 0.02, overhead
+    assert 0 <= overhead < 0.03, overhead
 
 
 @pytest.mark.parametrize("size", [(17, 33), (16, 16), (33, 17)])

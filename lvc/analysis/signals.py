@@ -100,7 +100,7 @@ def _lvc_signals(path: Path, model: FrozenModel, progress, batch: int) -> Signal
         if fm.inter is not None:
             from lvc.codec.api import info, iter_decode
 
-            if any(f["type"] == "PC" for f in info(path)["frames"]):
+            if any(f["type"] in ("PC", "PS") for f in info(path)["frames"]):
                 return _pixel_signals(iter_decode(path, fm), float(h.fps), model, str(path), progress, batch)
         dec = SequenceDecoder(fm, h.width, h.height, str(path))
         try:

@@ -20,7 +20,8 @@ from lvc.bitstream.syntax import FRAME_HEADER, MAGIC, SEQUENCE_HEADER, VERSION_M
 from lvc.errors import BitstreamError, InputError, OutputError
 from lvc.io.writer import default_mode
 
-FRAME_I, FRAME_P, FRAME_PC = 0, 1, 2  # PC: conditional P (models with an inter section)
+# PC: conditional P (models with an inter section); PS: PC with skipped blocks
+FRAME_I, FRAME_P, FRAME_PC, FRAME_PS = 0, 1, 2, 3
 MAX_HEADER_BYTES = 4 + 2 + 65 + 8 + 4 * 5 + 1 + 2 + 2 + 4096 + 4
 
 

@@ -60,7 +60,8 @@ SEQUENCE_HEADER: tuple[Field, ...] = (
 )
 
 FRAME_HEADER: tuple[Field, ...] = (
-    Field("frame_type", "u8", 0, 255, "0: I, 1: P (latent residual), 2: PC (conditional P); others reserved"),
+    Field("frame_type", "u8", 0, 255,
+          "0: I, 1: P (latent residual), 2: PC (conditional P), 3: PS (PC with skipped blocks); others reserved"),
     Field("quality", "u16", 0, 65535, "quality q = value / 65535"),
     Field("payload_length", "varint", 4, (1 << 28) - 4, "bytes of payload, a multiple of 4"),
     Field("payload_crc", "u32", doc="CRC-32 of the payload"),

@@ -15,7 +15,16 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from lvc.bitstream.container import FRAME_I, FRAME_P, FRAME_PC, LvcReader, LvcWriter, SequenceHeader, pack_frame
+from lvc.bitstream.container import (
+    FRAME_I,
+    FRAME_P,
+    FRAME_PC,
+    FRAME_PS,
+    LvcReader,
+    LvcWriter,
+    SequenceHeader,
+    pack_frame,
+)
 from lvc.codec.ratecontrol import search_quality
 from lvc.codec.sequence import PRESETS, SequenceDecoder, SequenceEncoder, quality_to_int
 from lvc.codec.synthesis import default_workers, serial_main_thread
@@ -248,7 +257,7 @@ def info(input: PathLike) -> dict:
     """Header fields and per-frame unit sizes, without decoding any frame."""
     with LvcReader(input) as r:
         h = r.header
-        names = {FRAME_I: "I", FRAME_P: "P", FRAME_PC: "PC"}
+        names = {FRAME_I: "I", FRAME_P: "P", FRAME_PC: "PC", FRAME_PS: "PS"}
         units = [{"index": u.index, "type": names.get(u.frame_type, str(u.frame_type)),
                   "quality": round(u.quality / 65535, 5), "bytes": u.size, "payload_bytes": len(u.payload)}
                  for u in r.units()]

@@ -129,12 +129,13 @@ def _info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(d, indent=2))
         return 0
-    # One letter per frame (PC frames as "C", so the string stays one column per frame).
-    types = "".join({"PC": "C"}.get(f["type"], f["type"]) for f in d["frames"])
+    # One letter per frame (PC frames as "C", PS as "S", so the string stays one column per frame).
+    types = "".join({"PC": "C", "PS": "S"}.get(f["type"], f["type"]) for f in d["frames"])
     print(f"{args.input}: lvc {d['version']}, model {d['model']} ({d['weights_hash']})\n"
           f"  {d['width']}x{d['height']} @ {d['fps']} fps, {d['frame_count']} frames, intra period "
           f"{d['intra_period']}\n  {d['bytes']} bytes, {d['bpp']:.4f} bpp, {d['kbps']:.1f} kbps\n"
-          f"  frame types (I, P, C = conditional P): {types[:80]}{'...' if len(types) > 80 else ''}")
+          f"  frame types (I, P, C = conditional P, S = C with skipped blocks): "
+          f"{types[:80]}{'...' if len(types) > 80 else ''}")
     return 0
 
 

@@ -105,6 +105,13 @@ def quantise(r: torch.Tensor, deadzone: float = 0.0) -> torch.Tensor:
     return torch.sign(r) * torch.floor((r.abs() + 0.5 - deadzone).clamp_min(0))
 
 
+def quality_lambda(model: FrozenModel, q: int) -> float:
+    """The rate-distortion trade-off the model was trained for at integer quality ``q``
+    (log-linear between its lambdas): what encoder-side decisions and searches weigh by."""
+    c = model.config
+    return math.exp(math.log(c.lambda_min) + (math.log(c.lambda_max) - math.log(c.lambda_min)) * q / QUALITY_MAX)
+
+
 class FrameCodec:
     """Encode / decode single frames with one frozen model."""
 
@@ -198,8 +205,7 @@ class FrameCodec:
         return self.encode_latent(y, q, inv_gain, h, w, target=x, reference=reference, plan=plan, eager=eager)
 
     def _lambda(self, q: int) -> float:
-        c = self.m.config
-        return math.exp(math.log(c.lambda_min) + (math.log(c.lambda_max) - math.log(c.lambda_min)) * q / QUALITY_MAX)
+        return quality_lambda(self.m, q)
 
     def plan(self, y: torch.Tensor, q: int, reference: torch.Tensor | None = None) -> _Plan:
         """Side information and prior of ``y`` (before any refinement): what both coding and
@@ -299,9 +305,10 @@ class FrameCodec:
 
     @torch.no_grad()
     def decode_async(self, payload: bytes, h: int, w: int, q: int, reference: torch.Tensor | None = None,
-                     synthesize: bool = True) -> tuple[Future | None, torch.Tensor]:
-        """Entropy-decode now (the reference for the next frame); synthesise on a worker
-        (or not at all: P-frames need only the latent)."""
+                     synthesize: bool = True) -> tuple[Future | Deferred, torch.Tensor]:
+        """Entropy-decode now (the reference for the next frame); synthesise on a worker, or
+        (``synthesize`` false) only if the picture is asked for: P-frames need only the
+        latent, a skip frame after it the picture."""
         _, inv_gain = self._gains(q)
         hp, wp = h + (-h % STRIDE), w + (-w % STRIDE)
         m = self.m.config.M
@@ -331,4 +338,4 @@ class FrameCodec:
         if not dec.maybe_exhausted():
             raise ValueError("payload holds more data than the frame needs")
         latent = self._latent(sym, mean_fx, reference)
-        return (self.synthesis.submit(latent, inv_gain, h, w) if synthesize else None), latent
+        return (self.synthesis.submit if synthesize else self.synthesis.defer)(latent, inv_gain, h, w), latent

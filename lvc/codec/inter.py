@@ -10,6 +10,10 @@ The decoder's state between frames is the context (fixed point, 1/8 resolution, 
 2. the side information ``z`` (per-channel frozen tables);
 3. the latent symbols under the context-conditioned prior (scale-indexed Gaussian tables).
 
+Frame type ``FRAME_PS`` adds skip flags after the motion (:mod:`lvc.codec.skip`): skipped
+blocks send no symbols, keep the motion-compensated context and show the previous picture's
+pixels, moved.
+
 Motion is estimated on the encoder's input frames. The context is warped, the prior and the
 context update run in exact integers, so encoder and decoder hold identical contexts on
 every machine: no drift. Only the display transform runs in float, on synthesis workers.
@@ -24,15 +28,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from lvc.codec.frame import LATENT_LIMIT, STRIDE, SYMBOL_LIMIT, _pad, quantise, side_index, to_tensor
+from lvc.bitstream.container import FRAME_PC, FRAME_PS
+from lvc.codec import skip as block_skip
+from lvc.codec.frame import LATENT_LIMIT, STRIDE, SYMBOL_LIMIT, _pad, quality_lambda, quantise, side_index, to_tensor
 from lvc.codec.motion import RATE_WEIGHT, estimate_motion, warp
+from lvc.codec.refine import refine_latent
 from lvc.codec.synthesis import Deferred, Synthesizer
 from lvc.entropy import coder
 from lvc.entropy.tables import LOG_FRAC_BITS, scale_index
 from lvc.models.conditional import CONTEXT_SCALE
 from lvc.models.frozen import QUALITY_MAX, FrozenModel
-from lvc.models.inter_frozen import MV_LIMIT, MV_SCALES
-from lvc.models.latent import interp_levels
+from lvc.models.inter_frozen import GAIN_FRAC_BITS, MV_LIMIT, MV_SCALES
+from lvc.models.latent import interp_fixed, interp_levels
 
 _ONE = 1 << LOG_FRAC_BITS
 
@@ -45,6 +52,11 @@ class InterResult:
     estimated_bits: float
     context: torch.Tensor  # the next frame's context (fixed point)
     pending: Future | Deferred = field(repr=False)
+    skipped: np.ndarray | None = field(default=None, repr=False)  # (hb, wb) blocks skipped (FRAME_PS)
+
+    @property
+    def frame_type(self) -> int:
+        return FRAME_PC if self.skipped is None else FRAME_PS
 
     @property
     def recon(self) -> np.ndarray:
@@ -70,20 +82,25 @@ class InterCodec:
     """Encode / decode conditional P-frames with the inter section of a frozen model."""
 
     def __init__(self, model: FrozenModel, workers: int | None = None, eager_synthesis: bool = True,
-                 deadzone: float = 0.0, fast_analysis: bool = True) -> None:
+                 deadzone: float = 0.0, fast_analysis: bool = True, refine_steps: int = 0) -> None:
         if model.inter is None:
             raise ValueError("this model has no conditional P-frame section")
         self.m, self.p = model, model.inter
-        self.deadzone, self.fast_analysis = deadzone, fast_analysis
+        self.deadzone, self.fast_analysis, self.refine_steps = deadzone, fast_analysis, refine_steps
         self.display = Synthesizer(self.p.g_d, workers)
         self.eager = eager_synthesis
         self.z_coder = coder.TableCoder(self.p.z_tables)
         self.y_coder = coder.TableCoder(model.y_tables)
         self.mv_coder = coder.TableCoder(self.p.mv_tables)
+        self.skip_flags = block_skip.SkipFlags()
         self._ones = torch.ones(1, 1, 1, 1)
 
     def close(self) -> None:
         self.display.close()
+
+    def show(self, context: torch.Tensor, h: int, w: int) -> Deferred:
+        """The decoder's picture of ``context`` (synthesised when first asked for)."""
+        return self.display.defer(context, self._ones, h, w)
 
     def intra_context(self, latent_fx: torch.Tensor, q: int) -> torch.Tensor:
         """The context an I-frame (or latent-residual P-frame) with this decoded latent starts."""
@@ -96,19 +113,28 @@ class InterCodec:
         return ((1, c.M, hp // 16, wp // 16), (1, c.Nh, hp // STRIDE, wp // STRIDE),
                 (hp // c.block, wp // c.block, 2))
 
-    def _finish(self, y_fx: torch.Tensor, ctx_w: torch.Tensor, q: int, h: int, w: int,
-                synthesize: bool) -> tuple[torch.Tensor, Future | Deferred | None]:
-        """The next context (exact) and, if asked, the picture on a synthesis worker."""
+    def _finish(self, y_fx: torch.Tensor, ctx_w: torch.Tensor, q: int, h: int, w: int, synthesize: bool,
+                skipped: np.ndarray | None = None, mv: torch.Tensor | None = None,
+                previous=None) -> tuple[torch.Tensor, Future | Deferred | block_skip.SkippedPicture]:
+        """The next context (exact; skipped blocks keep ``ctx_w``) and the picture: on a
+        synthesis worker now, or (``synthesize`` false, or not eager) when first asked for;
+        skipped blocks copied from ``previous``."""
         ctx = self.p.update(y_fx, ctx_w, q, QUALITY_MAX)
-        if not synthesize:
-            return ctx, None
-        submit = self.display.submit if self.eager else self.display.defer
-        return ctx, submit(ctx, self._ones, h, w)
+        if skipped is not None:
+            keep = torch.from_numpy(skipped).repeat_interleave(2, 0).repeat_interleave(2, 1)
+            ctx = torch.where(keep, ctx_w, ctx)
+        submit = self.display.submit if self.eager and synthesize else self.display.defer
+        pending = submit(ctx, self._ones, h, w)
+        if skipped is not None:
+            pending = block_skip.SkippedPicture(pending, previous, skipped, mv, self.p.config.block)
+        return ctx, pending
 
     @torch.no_grad()
-    def encode(self, frame: np.ndarray, previous: np.ndarray, q: int, context: torch.Tensor) -> InterResult:
+    def encode(self, frame: np.ndarray, previous: np.ndarray, q: int, context: torch.Tensor,
+               shown: block_skip.ShownPicture | None = None) -> InterResult:
         """Code ``frame`` against the decoder's ``context``; ``previous`` (the input frame
-        before it) is where motion is searched."""
+        before it) is where motion is searched. With ``shown`` (the decoder's picture of
+        ``context``), blocks may be skipped (``FRAME_PS``)."""
         h, w = frame.shape[:2]
         x = _pad(to_tensor(frame))
         cfg = self.m.config
@@ -123,7 +149,17 @@ class InterCodec:
         z_hat = torch.round(self.p.h_a(y)).clamp(-coder.ESCAPE_LIMIT, coder.ESCAPE_LIMIT).long()
         mean_fx, log_scale_fx = self.p.prior(z_hat, ctx_w)
         idx = scale_index(log_scale_fx)
+        if self.refine_steps:
+            y = self._refine(y, mean_fx, idx, ctx_w, x[..., :h, :w], q)
         sym = quantise(y - mean_fx.float() / _ONE, self.deadzone).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).long()
+        skipped = None
+        if shown is not None:
+            position_bits = self.m.y_tables.element_bits(idx.numpy(), sym.numpy())[0].sum(0)
+            skipped = block_skip.decide(frame, shown, mv, self.p.config.block, position_bits,
+                                        quality_lambda(self.m, q))
+            skipped = skipped if skipped.any() else None
+        coded = torch.ones(sym.shape[-2:], dtype=torch.bool) if skipped is None else ~torch.from_numpy(skipped)
+        sym[:, :, ~coded] = 0
         res = mv_residuals(mv).numpy().ravel()
         enc = coder.new_encoder()
         rows = len(MV_SCALES)
@@ -131,25 +167,46 @@ class InterCodec:
         row = int(np.argmin(costs))
         self.mv_coder.encode(enc, np.array([row]), np.array([rows]))
         self.mv_coder.encode(enc, res, np.full(res.size, row))
+        bits = self.p.mv_tables.bits(np.array([rows]), np.array([row])) + costs[row]
+        if skipped is not None:
+            bits += self.skip_flags.encode(enc, skipped)
         z_idx = side_index(tuple(z_hat.shape))
         self.z_coder.encode(enc, z_hat.numpy(), z_idx)
-        self.y_coder.encode(enc, sym.numpy(), idx.numpy())
-        bits = (self.p.mv_tables.bits(np.array([rows]), np.array([row])) + costs[row]
-                + self.p.z_tables.bits(z_idx.ravel(), z_hat.numpy().ravel())
-                + self.m.y_tables.bits(idx.numpy().ravel(), sym.numpy().ravel()))
+        y_sym, y_idx = sym[:, :, coded].numpy(), idx[:, :, coded].numpy()
+        self.y_coder.encode(enc, y_sym, y_idx)
+        bits += (self.p.z_tables.bits(z_idx.ravel(), z_hat.numpy().ravel())
+                 + self.m.y_tables.bits(y_idx.ravel(), y_sym.ravel()))
         y_fx = (sym * _ONE + mean_fx).clamp(-LATENT_LIMIT, LATENT_LIMIT)
-        ctx, pending = self._finish(y_fx, ctx_w, q, h, w, True)
-        return InterResult(coder.finish(enc), bits, ctx, pending)
+        ctx, pending = self._finish(y_fx, ctx_w, q, h, w, True, skipped, mv, shown and shown.pending)
+        return InterResult(coder.finish(enc), bits, ctx, pending, skipped)
+
+    def _refine(self, y: torch.Tensor, mean_fx: torch.Tensor, idx: torch.Tensor, ctx_w: torch.Tensor,
+                target: torch.Tensor, q: int) -> torch.Tensor:
+        """``y`` refined for this frame's own ``lambda * MSE + bits`` (the motion, the side
+        information and so every mean and scale fixed), differentiating the context update
+        in float (:meth:`FrozenInter.update_float`) and the display. The frames coded from
+        this one are not looked at: their context only gets better with this picture."""
+        inv = interp_fixed(self.p.inv_gain_fx, q, QUALITY_MAX).float() / (1 << GAIN_FRAC_BITS)
+        ctx_f = ctx_w.float() / _ONE
+
+        def picture(latent: torch.Tensor) -> torch.Tensor:
+            return self.p.g_d(self.p.update_float(latent, ctx_f))
+
+        return refine_latent(picture, y, mean_fx.float() / _ONE, idx, inv[None, :, None, None], target,
+                             quality_lambda(self.m, q), self.refine_steps)
 
     @torch.no_grad()
     def decode_async(self, payload: bytes, h: int, w: int, q: int, context: torch.Tensor,
-                     synthesize: bool = True) -> tuple[Future | None, torch.Tensor]:
-        """Entropy-decode now (the next context); the pixels arrive in the future."""
+                     synthesize: bool = True, previous=None) -> tuple[object, torch.Tensor]:
+        """Entropy-decode now (the next context); the pixels arrive in the future (or are
+        synthesised when first asked for: ``synthesize`` false). With ``previous`` (the
+        previous picture), the payload is a ``FRAME_PS`` one (skip flags after the motion)."""
+        skip = previous is not None
         y_shape, z_shape, mv_shape = self._shapes(h, w)
         ctx_shape = (1, self.p.config.C, y_shape[2] * 2, y_shape[3] * 2)
         if tuple(context.shape) != ctx_shape:
             raise ValueError("context does not match the frame size")
-        floor_bits = (self.m.y_tables.min_bits() * math.prod(y_shape) + self.p.z_tables.min_bits()
+        floor_bits = (self.m.y_tables.min_bits() * math.prod(y_shape) * (not skip) + self.p.z_tables.min_bits()
                       * math.prod(z_shape) + self.p.mv_tables.min_bits() * math.prod(mv_shape))
         if len(payload) * 8 < floor_bits - 64:
             raise ValueError(f"payload of {len(payload)} bytes is too short for a {w}x{h} frame")
@@ -162,13 +219,17 @@ class InterCodec:
         if mv.abs().max() > MV_LIMIT:
             raise ValueError("motion vector out of range")
         ctx_w = warp(context, mv[None], self.p.config.block, CONTEXT_SCALE)
+        skipped = self.skip_flags.decode(dec, y_shape[-2:]) if skip else None
+        coded = torch.ones(y_shape[-2:], dtype=torch.bool) if skipped is None else ~torch.from_numpy(skipped)
         z_hat = torch.from_numpy(self.z_coder.decode(dec, side_index(z_shape)).reshape(z_shape)).long()
         mean_fx, log_scale_fx = self.p.prior(z_hat, ctx_w)
         idx = scale_index(log_scale_fx)
-        sym = torch.from_numpy(self.y_coder.decode(dec, idx.numpy()).reshape(y_shape)).long()
+        sym = torch.zeros(y_shape, dtype=torch.long)
+        sym[:, :, coded] = torch.from_numpy(self.y_coder.decode(dec, idx[:, :, coded].numpy())).view(
+            y_shape[1], -1)[None]
         if not dec.maybe_exhausted():
             raise ValueError("payload holds more data than the frame needs")
         y_fx = (sym * _ONE + mean_fx).clamp(-LATENT_LIMIT, LATENT_LIMIT)
-        ctx, pending = self._finish(y_fx, ctx_w, q, h, w, synthesize)
+        ctx, pending = self._finish(y_fx, ctx_w, q, h, w, synthesize, skipped, mv, previous)
         return pending, ctx
 

@@ -29,10 +29,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lvc.bitstream.container import FRAME_I, FRAME_P, FRAME_PC, FrameUnit
-from lvc.codec.frame import FrameCodec, FrameResult
+from lvc.bitstream.container import FRAME_I, FRAME_P, FRAME_PC, FRAME_PS, FrameUnit
+from lvc.codec.frame import FrameCodec, FrameResult, quality_lambda
 from lvc.codec.inter import InterCodec, InterResult
 from lvc.codec.motion import RATE_WEIGHT
+from lvc.codec.skip import ShownPicture, SkippedPicture
 from lvc.codec.synthesis import Deferred
 from lvc.errors import BitstreamError
 from lvc.models.frozen import QUALITY_MAX, FrozenModel
@@ -63,7 +64,9 @@ PC_TRUST_MARGIN = 0.1
 
 # The encoder-side algorithm of conditional models (frame-type decision, motion search): a
 # change here changes their streams, so benchmark caches key on it.
-INTER_ENCODER = (f"ippc-rd/6 trust={PC_TRUST}@{PC_TRUST_MARGIN:g}x{PC_TRUST_JUMP:g} "
+Pending = Future | Deferred | SkippedPicture  # a picture on its way (``result()``)
+
+INTER_ENCODER = (f"ippc-rd/6 skip=rd1 trust={PC_TRUST}@{PC_TRUST_MARGIN:g}x{PC_TRUST_JUMP:g} "
                  f"backoff={PC_BACKOFF_MAX}@{PC_MARGIN:g} mv-rate={RATE_WEIGHT:g} pc-dz={PC_DEADZONE:g}")
 
 
@@ -115,13 +118,14 @@ class SequenceEncoder:
         self.intra_period = intra_period
         self.index = 0
         self.reference: torch.Tensor | None = None
-        self.lmbda = self.codec._lambda(quality)
+        self.lmbda = quality_lambda(model, quality)
         self._recent_p: list[float] = []
         # Models with a conditional P section can also code FRAME_PC: motion-compensated,
         # conditioned on the decoder's context (lvc.codec.inter). PC and I pictures are
         # synthesised at once on the workers: the I/P/PC decision needs them.
         self.inter = (InterCodec(model, eager_synthesis=True, deadzone=PC_DEADZONE,
-                                 fast_analysis=self.preset.bf16_analysis) if model.inter is not None else None)
+                                 fast_analysis=self.preset.bf16_analysis, refine_steps=steps)
+                      if model.inter is not None else None)
         self.context: torch.Tensor | None = None
         self.previous: np.ndarray | None = None
         # The last I-frame (its MSE, for the I/P/PC decision, is taken when the next decision
@@ -132,6 +136,7 @@ class SequenceEncoder:
         self._i_cost: tuple[float, int] | None = None  # (I cost, frames since it was measured)
         self._last_pc: tuple[np.ndarray, InterResult] | float | None = None  # the previous frame, if PC
         self._last_diff: float | None = None  # mean absolute difference between the last two frames
+        self._shown: ShownPicture | None = None  # the decoder's picture of the context (block skip)
 
     def close(self) -> None:
         """Stop the synthesis workers."""
@@ -201,7 +206,7 @@ class SequenceEncoder:
         else:
             try_pc = self._pc_wait == 0
             if try_pc:  # first, so that its picture is synthesised while the estimates run
-                pc = self.inter.encode(frame, self.previous, self.quality, self.context)
+                pc = self.inter.encode(frame, self.previous, self.quality, self.context, self._shown)
                 if self._trust_pc(pc.estimated_bits / pixels, frame):
                     return self._finish_pc(frame, pc)
             else:
@@ -231,6 +236,7 @@ class SequenceEncoder:
                                      plan=plan if kind == FRAME_P else None, eager=eager)
             self.reference, self._last_pc = best.latent, None
             self.context = self.inter.intra_context(best.latent, self.quality)
+            self._shown = ShownPicture(best.pending, frame, self.inter.show(self.context, *frame.shape[:2]))
             # P-frames share the I-frame's synthesis and quantisation, so about its MSE. (Not
             # refreshed from P pictures: the choices must not depend on whether the caller wants
             # pictures, and synthesising them only for this would halve the encoder's speed.)
@@ -258,9 +264,10 @@ class SequenceEncoder:
 
     def _finish_pc(self, frame: np.ndarray, pc: InterResult) -> CodedFrame:
         self._last_pc = (frame, pc)
+        self._shown = self._shown.after(pc.pending, frame, pc.skipped)
         self.context, self.reference, self.previous = pc.context, None, frame
         self.index += 1
-        return CodedFrame(FRAME_PC, self.quality, pc.payload, pc.pending, pc.estimated_bits)
+        return CodedFrame(pc.frame_type, self.quality, pc.payload, pc.pending, pc.estimated_bits)
 
     def _latent_mse(self) -> float | None:
         """MSE of the last I-frame, which stands for I and P."""
@@ -283,6 +290,7 @@ class SequenceDecoder:
         self.reference: torch.Tensor | None = None
         self.reference_quality: int | None = None
         self.context: torch.Tensor | None = None  # conditional models: the next FRAME_PC's context
+        self.picture = None  # the last frame's picture (pending): FRAME_PS copies blocks from it
 
     def decode(self, unit: FrameUnit) -> np.ndarray:
         return self.decode_async(unit).result()
@@ -300,19 +308,19 @@ class SequenceDecoder:
 
     def decode_latent(self, unit: FrameUnit) -> torch.Tensor:
         """Entropy-decode ``unit`` without synthesising it: its fixed-point latent."""
-        if unit.frame_type == FRAME_PC:
+        if unit.frame_type in (FRAME_PC, FRAME_PS):
             raise BitstreamError("conditional P-frames carry no intra latent to analyse",
                                  f"{self.where}: frame {unit.index}", "decode the file to a video and analyse that")
         self._decode(unit, synthesize=False)
         return self.reference
 
-    def decode_async(self, unit: FrameUnit) -> Future:
+    def decode_async(self, unit: FrameUnit) -> Pending:
         """Entropy-decode ``unit`` now (errors raise here); its pixels arrive in the future."""
         return self._decode(unit, synthesize=True)
 
-    def _decode(self, unit: FrameUnit, synthesize: bool) -> Future | None:
+    def _decode(self, unit: FrameUnit, synthesize: bool) -> Pending:
         fwhere = f"{self.where}: frame {unit.index}"
-        if unit.frame_type == FRAME_PC:
+        if unit.frame_type in (FRAME_PC, FRAME_PS):
             return self._decode_conditional(unit, fwhere, synthesize)
         if unit.frame_type not in (FRAME_I, FRAME_P):
             raise BitstreamError(f"frame type {unit.frame_type} is not supported by this decoder", fwhere,
@@ -325,19 +333,20 @@ class SequenceDecoder:
             if unit.quality != self.reference_quality:
                 raise BitstreamError("P-frame quality differs from its reference's", fwhere, "the file is corrupted")
             reference = self.reference
-        self.reference = self.reference_quality = self.context = None  # a failed frame leaves nothing to predict from
+        # a failed frame leaves nothing to predict from
+        self.reference = self.reference_quality = self.context = self.picture = None
         try:
             out, latent = self.codec.decode_async(unit.payload, self.height, self.width, unit.quality, reference,
                                                   synthesize)
         except Exception as e:  # noqa: BLE001 - any failure inside a CRC-valid payload means a bad stream
             raise BitstreamError(f"payload does not decode ({e.__class__.__name__}: {e})", fwhere,
                                  "the file is corrupted or was written by another encoder") from None
-        self.reference, self.reference_quality = latent, unit.quality
+        self.reference, self.reference_quality, self.picture = latent, unit.quality, out
         if self.inter is not None:
             self.context = self.inter.intra_context(latent, unit.quality)
         return out
 
-    def _decode_conditional(self, unit: FrameUnit, fwhere: str, synthesize: bool) -> Future | None:
+    def _decode_conditional(self, unit: FrameUnit, fwhere: str, synthesize: bool) -> Pending:
         if self.inter is None:
             raise BitstreamError("conditional P-frame, but the model has no conditional P section", fwhere,
                                  "the file is corrupted or needs another model")
@@ -347,10 +356,14 @@ class SequenceDecoder:
         if unit.quality != self.reference_quality:
             raise BitstreamError("P-frame quality differs from its reference's", fwhere, "the file is corrupted")
         context, self.context, self.reference = self.context, None, None
+        previous, self.picture = (self.picture if unit.frame_type == FRAME_PS else None), None
+        if unit.frame_type == FRAME_PS and previous is None:
+            raise BitstreamError("skip frame without a previous picture", fwhere, "the file is corrupted")
         try:
             out, self.context = self.inter.decode_async(unit.payload, self.height, self.width, unit.quality,
-                                                        context, synthesize)
+                                                        context, synthesize, previous)
         except Exception as e:  # noqa: BLE001 - any failure inside a CRC-valid payload means a bad stream
             raise BitstreamError(f"payload does not decode ({e.__class__.__name__}: {e})", fwhere,
                                  "the file is corrupted or was written by another encoder") from None
+        self.picture = out
         return out

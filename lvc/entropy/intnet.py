@@ -171,6 +171,21 @@ class IntSynthesis:
             x = layer(x)
         return x
 
+    def run_float(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable float stand-in for :meth:`run_fixed` (real-valued input and output,
+        the same rounded weights, no flooring or clamping): encoder-side searches
+        differentiate through it; coding always runs the exact path."""
+        for layer in self.layers:
+            w = layer.weight.float() / (1 << WEIGHT_FRAC_BITS)
+            b = layer.bias.float() / (1 << (WEIGHT_FRAC_BITS + ACT_FRAC_BITS))
+            if layer.transposed:
+                x = F.conv_transpose2d(x, w, b, layer.stride, layer.padding, layer.output_padding)
+            else:
+                x = F.conv2d(x, w, b, layer.stride, layer.padding)
+            if layer.relu:
+                x = F.relu(x)
+        return x
+
     def to_state(self) -> list[dict]:
         """Compact form for model files: int16 weights where they fit (they usually do:
         |w| < 8 at 12 fraction bits), else int32; loading widens either to int64."""

@@ -100,12 +100,15 @@ class CdfTables:
 
     def bits(self, table: np.ndarray, symbols: np.ndarray) -> float:
         """Information content in bits of ``symbols`` under rows ``table`` (escapes: +16 bits)."""
+        return float(self.element_bits(table, symbols).sum())
+
+    def element_bits(self, table: np.ndarray, symbols: np.ndarray) -> np.ndarray:
+        """:meth:`bits` of each symbol (same shape)."""
         n = self.lengths[table]
         b = symbols - self.offsets[table]
         esc = (b < 0) | (b >= n - 1)
         b = np.where(esc, n - 1, b)
-        f = self.freqs[table, b]
-        return float(np.sum(PROB_BITS - np.log2(f)) + 16 * esc.sum())
+        return PROB_BITS - np.log2(self.freqs[table, b]) + 16 * esc
 
 
 def gaussian_tables() -> CdfTables:

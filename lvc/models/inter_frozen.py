@@ -84,6 +84,13 @@ class FrozenInter:
         return ctx.clamp(-ACT_LIMIT, ACT_LIMIT)
 
 
+    def update_float(self, latent: torch.Tensor, ctx_w: torch.Tensor) -> torch.Tensor:
+        """Differentiable float stand-in for :meth:`update` (real-valued, the latent already
+        times the inverse gain): what encoder-side refinement differentiates."""
+        u = self.exact["g_c_up"].run_float(latent)
+        return ctx_w + self.exact["g_c"].run_float(torch.cat([F.pixel_shuffle(u, 2), ctx_w], 1))
+
+
 def freeze_inter(model: ConditionalP, latent_space: str, intra_log_inv_gain: torch.Tensor) -> dict:
     """The model-file section of a trained conditional P model (with the intra model's inverse
     gains in fixed point: I-frame contexts need them exactly)."""

@@ -1,0 +1,204 @@
+"""Block skip in conditional P-frames (frame type ``FRAME_PS``): the encoder's decision, the
+flags' syntax and the picture the decoder shows.
+
+A skipped 16x16 block (one position of the 1/16 latent grid) sends no latent symbols; the
+decoder keeps the motion-compensated context there (``context_w``) instead of updating it,
+and shows the previous picture's pixels moved by the motion (a copy, as classical codecs'
+skip). Without skip, the context update of a trained model is not an identity even for zero
+symbols: static background cost a few bits per block and frame only to hold its picture
+(``vtest``, a fixed camera: 93% of the blocks static, carrying 44-54% of a PC frame's latent
+bits), and it was shown at the quality of the context's display, which stays below an
+I-frame's at high rates; a copied block keeps the quality the previous picture had.
+
+Pictures are float (the display transform), so copying them makes a picture depend on the
+earlier ones; the context, and so every probability, does not: decoding still cannot drift.
+
+The decision is the encoder's alone: a block is skipped when ``lambda * (SSE_skip -
+SSE_coded) < its latent bits``, where ``SSE_skip`` is the error of the copy (exact) and
+``SSE_coded`` the error coding the block achieved the last time it was coded (after an I-
+or P-frame: the error of the display of the context it started), standing in for this
+frame's, which is not known before the picture is synthesised.
+
+Flags are coded row by row (the decoder needs the row above first): the flag above (or,
+in the first row, a context of its own) picks the row of ``skip_tables``; the encoder
+picks per frame, for each of the three contexts, one of ``SKIP_LEVELS`` probabilities,
+sent first under a uniform row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from lvc.entropy import coder
+from lvc.entropy.tables import PROB_TOTAL, CdfTables
+
+# P(skip) of each table, in 64ths: fixed integers, so the tables are identical everywhere.
+SKIP_LEVELS = (1, 4, 12, 32, 52, 60, 63)
+_CONTEXTS = 3  # the flag above is 0 / 1 / there is no row above
+CHAIN_LIMIT = 8  # unresolved skip pictures chained before the oldest is composed anyway
+
+
+def skip_tables() -> CdfTables:
+    """One binary row per level (no skip, skip, escape) and a last, uniform row for the
+    per-context level choice (part of the bitstream: do not change)."""
+    rows = []
+    for n in SKIP_LEVELS:
+        skip = n * (PROB_TOTAL // 64) - 1
+        rows.append(np.array([PROB_TOTAL - skip - 1, skip, 1]))
+    k = len(SKIP_LEVELS)
+    uniform = np.full(k + 1, (PROB_TOTAL - 1) // k)
+    uniform[-1] = 1
+    uniform[0] += PROB_TOTAL - uniform.sum()
+    rows.append(uniform)
+    return CdfTables.from_rows(rows, [0] * (k + 1))
+
+
+class SkipFlags:
+    """Entropy coding of a (hb, wb) boolean skip map (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.tables = skip_tables()
+        self.coder = coder.TableCoder(self.tables)
+        self._choice_row = len(SKIP_LEVELS)
+
+    @staticmethod
+    def _contexts(mask: np.ndarray) -> np.ndarray:
+        ctx = np.full(mask.shape, 2, dtype=np.int64)
+        ctx[1:] = mask[:-1]
+        return ctx
+
+    def _choose(self, mask: np.ndarray) -> np.ndarray:
+        """The cheapest level per context for this map."""
+        ctx, flags = self._contexts(mask).ravel(), mask.ravel().astype(np.int64)
+        choice = np.zeros(_CONTEXTS, dtype=np.int64)
+        for c in range(_CONTEXTS):
+            f = flags[ctx == c]
+            if f.size:
+                costs = [self.tables.bits(np.full(f.size, lv), f) for lv in range(len(SKIP_LEVELS))]
+                choice[c] = int(np.argmin(costs))
+        return choice
+
+    def encode(self, enc, mask: np.ndarray) -> float:
+        """Code ``mask``; returns its information content in bits."""
+        choice = self._choose(mask)
+        rows = np.full(_CONTEXTS, self._choice_row)
+        self.coder.encode(enc, choice, rows)
+        bits = self.tables.bits(rows, choice)
+        ctx = self._contexts(mask)
+        for r in range(mask.shape[0]):  # row by row, as the decoder must
+            table = choice[ctx[r]]
+            self.coder.encode(enc, mask[r].astype(np.int64), table)
+            bits += self.tables.bits(table, mask[r].astype(np.int64))
+        return bits
+
+    def decode(self, dec, shape: tuple[int, int]) -> np.ndarray:
+        choice = self.coder.decode(dec, np.full(_CONTEXTS, self._choice_row))
+        if (choice < 0).any() or (choice >= len(SKIP_LEVELS)).any():
+            raise ValueError("skip table choice out of range")
+        mask = np.zeros(shape, dtype=bool)
+        above = np.full(shape[1], 2, dtype=np.int64)
+        for r in range(shape[0]):
+            row = self.coder.decode(dec, choice[above])
+            if ((row != 0) & (row != 1)).any():
+                raise ValueError("skip flag out of range")
+            mask[r] = row == 1
+            above = row
+        return mask
+
+
+def moved_picture(previous: np.ndarray, mv: torch.Tensor, block: int, where: np.ndarray | None = None) -> np.ndarray:
+    """``previous`` (h, w, 3) with every pixel taken from itself plus its motion block's
+    vector (dx, dy), coordinates clamped to the picture (edge replication). ``where``: an
+    (h, w) mask of the pixels wanted (others may hold anything). Still blocks cost nothing."""
+    h, w = previous.shape[:2]
+    v = mv.numpy()
+    moving = np.repeat(np.repeat(v.any(-1), block, 0), block, 1)[:h, :w]
+    if where is not None:
+        moving &= where
+    if not moving.any():
+        return previous
+    ys, xs = np.nonzero(moving)
+    bv = v[ys // block, xs // block]
+    out = previous.copy()
+    out[ys, xs] = previous[np.clip(ys + bv[:, 1], 0, h - 1), np.clip(xs + bv[:, 0], 0, w - 1)]
+    return out
+
+
+class SkippedPicture:
+    """Future-like picture of a ``FRAME_PS`` frame: the display of its context, with every
+    skipped block's pixels copied from the previous picture moved by their vectors. Composed
+    on the first ``result()`` (in the caller's thread), after which it lets go of the previous
+    picture, so a chain of them never holds more than the pictures not yet asked for."""
+
+    def __init__(self, display, previous, skipped: np.ndarray, mv: torch.Tensor, block: int) -> None:
+        self._display, self._previous = display, previous
+        self._skipped, self._mv, self._block = skipped, mv, block
+        self._picture: np.ndarray | None = None
+        chained = isinstance(previous, SkippedPicture) and previous._picture is None
+        self.depth = previous.depth + 1 if chained else 1
+        if self.depth > CHAIN_LIMIT:  # nobody asks for the pictures (a decoder skipping ahead)
+            previous.result()
+            self.depth = 1
+
+    def result(self) -> np.ndarray:
+        if self._picture is None:
+            out = self._display.result().copy()
+            h, w = out.shape[:2]
+            m = np.repeat(np.repeat(self._skipped, 16, 0), 16, 1)[:h, :w]
+            np.copyto(out, moved_picture(self._previous.result(), self._mv, self._block, m), where=m[..., None])
+            self._picture, self._display, self._previous = out, None, None
+        return self._picture
+
+
+@dataclass
+class ShownPicture:
+    """What the decoder shows before the frame being coded, for its skip decision: the
+    picture (anything with ``result()``), the input frame it stands for, and each block's
+    coding error so far: carried over for blocks skipped since (``coded_sse``, ``skipped``),
+    else the picture's own, or, after an I- or P-frame, that of ``context_picture``, the
+    display of the context it started (what coding the block from there would give)."""
+
+    pending: object
+    frame: np.ndarray
+    context_picture: object | None = None
+    coded_sse: np.ndarray | None = None
+    skipped: np.ndarray | None = None
+    _errors: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+
+    def block_errors(self, grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """(the picture, each block's coding error) once the pictures have arrived."""
+        if self._errors is None:
+            picture = self.pending.result()
+            coding = picture if self.context_picture is None else self.context_picture.result()
+            sse = block_sse(coding, self.frame, grid)
+            if self.coded_sse is not None and self.skipped is not None:
+                sse = np.where(self.skipped, self.coded_sse, sse)
+            self._errors = picture, sse
+        return self._errors
+
+    def after(self, pending: object, frame: np.ndarray, skipped: np.ndarray | None) -> ShownPicture:
+        """The next frame's view after a PC frame that skipped ``skipped``."""
+        if skipped is None or self._errors is None:
+            return ShownPicture(pending, frame)
+        return ShownPicture(pending, frame, None, self._errors[1], skipped)
+
+
+def block_sse(a: np.ndarray, b: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """Per 16x16 block of the latent ``grid`` (which may reach past the frame): the sum over
+    pixels of the mean over channels of squared 8-bit differences (pixels outside count 0)."""
+    d = torch.from_numpy((a.astype(np.float32) - b.astype(np.float32)) ** 2).mean(2)
+    h, w = d.shape
+    e = F.pad(d[None, None], (0, grid[1] * 16 - w, 0, grid[0] * 16 - h))
+    return (F.avg_pool2d(e, 16) * 256)[0, 0].numpy()
+
+
+def decide(frame: np.ndarray, shown: ShownPicture, mv: torch.Tensor, motion_block: int,
+           position_bits: np.ndarray, lmbda: float) -> np.ndarray:
+    """The blocks (latent grid) to skip: see the module docstring."""
+    picture, coded = shown.block_errors(position_bits.shape)
+    sse_skip = block_sse(moved_picture(picture, mv, motion_block), frame, position_bits.shape)
+    return lmbda * (sse_skip - coded) < position_bits
