@@ -448,3 +448,30 @@ def test_skipped_blocks_keep_the_warped_context_and_decode_bit_exactly(updating_
     dec.decode(FrameUnit(0, FRAME_I, q, i.payload, 0))
     with pytest.raises(BitstreamError, match="frame 1"):
         dec.decode(FrameUnit(1, FRAME_PS, q, r.payload[: len(r.payload) // 2], 0))
+
+
+def test_frames_after_skipped_ones_decode_the_same(inter_model_file, inter_model, twelve, tmp_path):
+    """PS frames copy pixels from the previous picture, so a decoder that skips ahead
+    (``advance``: no synthesis asked for) must still show the later frames exactly."""
+    from lvc.bitstream.container import LvcReader
+
+    src, out = tmp_path / "twelve.y4m", tmp_path / "a.lvc"
+    write_y4m(src, twelve)
+    api.encode(src, out, quality=0.5, model=str(inter_model_file), progress=False)
+    assert "PS" in [f["type"] for f in api.info(out)["frames"]]
+    full = list(api.iter_decode(out, model=str(inter_model_file)))
+    with LvcReader(out) as r:
+        dec = SequenceDecoder(inter_model, 128, 64, "test")
+        later = [dec.decode(u) if u.index % 4 == 3 else dec.advance(u) for u in r.units()]
+    assert all(np.array_equal(later[i], full[i]) for i in range(3, 12, 4))
+
+
+@pytest.mark.parametrize("preset", ["medium", "slow"])
+def test_only_slow_skips_in_the_first_pc_frame_after_an_intra_latent(inter_model_file, twelve, tmp_path, preset):
+    src, out = tmp_path / "twelve.y4m", tmp_path / "a.lvc"
+    write_y4m(src, twelve)
+    api.encode(src, out, quality=0.5, model=str(inter_model_file), progress=False, preset=preset, refine=0)
+    types = [f["type"] for f in api.info(out)["frames"]]
+    first = [t for before, t in zip(types, types[1:]) if before in ("I", "P")]
+    assert "PS" in types
+    assert ("PS" in first) == (preset == "slow"), types

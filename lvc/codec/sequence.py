@@ -18,7 +18,9 @@ Every preset writes the same syntax; the decoder's work does not depend on it.
 Models with a conditional P section (``lvc train-inter``) can also code ``FRAME_PC``
 frames (:mod:`lvc.codec.inter`): the decoder then carries a context, started by every I-
 or P-frame, and every preset picks among I, P and PC by ``lambda * MSE + bpp`` (PC wins at
-low rates; a cut, or a context that has drifted, goes back to I or P).
+low rates; a cut, or a context that has drifted, goes back to I or P). PC frames may skip
+blocks (``FRAME_PS``, :mod:`lvc.codec.skip`); ``slow`` also refines PC latents and skips in
+the first PC frame after an I- or P-frame.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ PC_TRUST_MARGIN = 0.1
 # change here changes their streams, so benchmark caches key on it.
 Pending = Future | Deferred | SkippedPicture  # a picture on its way (``result()``)
 
-INTER_ENCODER = (f"ippc-rd/6 skip=rd1 trust={PC_TRUST}@{PC_TRUST_MARGIN:g}x{PC_TRUST_JUMP:g} "
+INTER_ENCODER = (f"ippc-rd/6 skip=rd2 trust={PC_TRUST}@{PC_TRUST_MARGIN:g}x{PC_TRUST_JUMP:g} "
                  f"backoff={PC_BACKOFF_MAX}@{PC_MARGIN:g} mv-rate={RATE_WEIGHT:g} pc-dz={PC_DEADZONE:g}")
 
 
@@ -78,10 +80,11 @@ class Preset:
     refine_steps: int
     bf16_analysis: bool
     p_deadzone: float  # P-frame residual dead zone (see lvc.codec.frame.quantise); 0 when refining
+    skip_first: bool  # block skip also in the first PC frame after an I- or P-frame (lvc.codec.skip)
 
 
-PRESETS = {"fast": Preset("cut", 0, True, P_DEADZONE), "medium": Preset("rate", 0, True, P_DEADZONE),
-           "slow": Preset("rd", 50, False, 0.0)}
+PRESETS = {"fast": Preset("cut", 0, True, P_DEADZONE, False), "medium": Preset("rate", 0, True, P_DEADZONE, False),
+           "slow": Preset("rd", 50, False, 0.0, True)}
 CUT_JUMP = 1.8  # a P estimate this many times the recent mean triggers the I check (fast)
 
 
@@ -236,7 +239,8 @@ class SequenceEncoder:
                                      plan=plan if kind == FRAME_P else None, eager=eager)
             self.reference, self._last_pc = best.latent, None
             self.context = self.inter.intra_context(best.latent, self.quality)
-            self._shown = ShownPicture(best.pending, frame, self.inter.show(self.context, *frame.shape[:2]))
+            self._shown = (ShownPicture(best.pending, frame, self.inter.show(self.context, *frame.shape[:2]))
+                           if self.preset.skip_first else None)
             # P-frames share the I-frame's synthesis and quantisation, so about its MSE. (Not
             # refreshed from P pictures: the choices must not depend on whether the caller wants
             # pictures, and synthesising them only for this would halve the encoder's speed.)
@@ -264,7 +268,8 @@ class SequenceEncoder:
 
     def _finish_pc(self, frame: np.ndarray, pc: InterResult) -> CodedFrame:
         self._last_pc = (frame, pc)
-        self._shown = self._shown.after(pc.pending, frame, pc.skipped)
+        self._shown = (self._shown.after(pc.pending, frame, pc.skipped) if self._shown is not None
+                       else ShownPicture(pc.pending, frame))
         self.context, self.reference, self.previous = pc.context, None, frame
         self.index += 1
         return CodedFrame(pc.frame_type, self.quality, pc.payload, pc.pending, pc.estimated_bits)

@@ -15,9 +15,13 @@ earlier ones; the context, and so every probability, does not: decoding still ca
 
 The decision is the encoder's alone: a block is skipped when ``lambda * (SSE_skip -
 SSE_coded) < its latent bits``, where ``SSE_skip`` is the error of the copy (exact) and
-``SSE_coded`` the error coding the block achieved the last time it was coded (after an I-
-or P-frame: the error of the display of the context it started), standing in for this
-frame's, which is not known before the picture is synthesised.
+``SSE_coded`` the error coding the block achieved the last time it was coded, standing in
+for this frame's, which is not known before the picture is synthesised. In the first PC
+frame after an I- or P-frame, nothing has been coded yet; only ``--preset slow`` skips
+there (against the error of the display of the context the I-frame started, one more
+synthesis per I-frame). That skip copies the I-frame's own picture and is worth most on a
+fixed camera, but on moving content the encoder then returns to I-frames more often: 8.2-8.8
+fps instead of 10.5-10.7 on a 416x240 training clip (docs/models.md).
 
 Flags are coded row by row (the decoder needs the row above first): the flag above (or,
 in the first row, a context of its own) picks the row of ``skip_tables``; the encoder
