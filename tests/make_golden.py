@@ -123,9 +123,21 @@ def main_context() -> None:
     write_digests()
 
 
+def _write_stream(name: str, fm, units: list[tuple[int, bytes]], q: int) -> None:
+    """A 64x48 stream of hand-made frame units, then every fixture's digests."""
+    from lvc.bitstream.container import LvcWriter, SequenceHeader
+
+    header = SequenceHeader(fm.name, fm.weights_hash, 64, 48, Fraction(25), len(units), 0)
+    with LvcWriter(DATA / name, header) as w:
+        for kind, payload in units:
+            w.write_frame(kind, q, payload)
+        w.commit()
+    write_digests()
+
+
 def main_inter() -> None:
     """The conditional P fixture (needs tiny-ctx.lvcm and clip.y4m)."""
-    from lvc.bitstream.container import FRAME_I, FRAME_P, FRAME_PC, LvcWriter, SequenceHeader
+    from lvc.bitstream.container import FRAME_I, FRAME_P, FRAME_PC
     from lvc.codec.frame import FrameCodec
     from lvc.codec.inter import InterCodec
     from lvc.models.conditional import ConditionalConfig, ConditionalP
@@ -151,18 +163,13 @@ def main_inter() -> None:
             r = fc.encode(frames[t], q, reference=latent if kind == FRAME_P else None)
             latent, ctx = r.latent, ic.intra_context(r.latent, q)
         units.append((kind, r.payload))
-    header = SequenceHeader(fm.name, fm.weights_hash, 64, 48, Fraction(25), len(units), 0)
-    with LvcWriter(DATA / "golden-inter.lvc", header) as w:
-        for kind, payload in units:
-            w.write_frame(kind, q, payload)
-        w.commit()
-    write_digests()
+    _write_stream("golden-inter.lvc", fm, units, q)
 
 
 def main_skip() -> None:
     """The block-skip fixture (needs tiny-inter.lvcm and clip.y4m): I, PS, PS, PC, PS with
     fixed skip patterns (the encoder's decision is replaced; the syntax is what is pinned)."""
-    from lvc.bitstream.container import FRAME_PS, LvcWriter, SequenceHeader
+    from lvc.bitstream.container import FRAME_PS
     from lvc.codec import skip
     from lvc.codec.frame import FrameCodec
     from lvc.codec.inter import InterCodec
@@ -182,12 +189,7 @@ def main_skip() -> None:
         assert (r.frame_type == FRAME_PS) == (pattern is not None)
         units.append((r.frame_type, r.payload))
         ctx = r.context
-    header = SequenceHeader(fm.name, fm.weights_hash, 64, 48, Fraction(25), len(units), 0)
-    with LvcWriter(DATA / "golden-skip.lvc", header) as w:
-        for kind, payload in units:
-            w.write_frame(kind, q, payload)
-        w.commit()
-    write_digests()
+    _write_stream("golden-skip.lvc", fm, units, q)
 
 
 def main() -> None:

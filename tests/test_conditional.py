@@ -354,6 +354,16 @@ def test_refined_pc_frames_cost_less_and_decode_to_the_encoders_pictures(updatin
     assert torch.equal(dec.context, results[20][-1].context)
 
 
+class _Ready:
+    """A picture that has arrived (what ``result()`` returns)."""
+
+    def __init__(self, x):
+        self.x = x
+
+    def result(self):
+        return self.x
+
+
 @pytest.mark.parametrize("p", [0.0, 0.05, 0.5, 0.97, 1.0])
 def test_skip_flags_round_trip_and_cost_what_they_estimate(p):
     from lvc.codec.skip import SkipFlags
@@ -374,44 +384,30 @@ def test_skip_decision_copies_what_the_previous_picture_shows_and_codes_changes(
     block is not, unless its bits are worth more than the error it leaves."""
     from lvc.codec.skip import ShownPicture, decide
 
-    class Ready:
-        def __init__(self, x):
-            self.x = x
-
-        def result(self):
-            return self.x
-
     g = np.random.default_rng(0)
     prev = g.integers(0, 256, (64, 96, 3), dtype=np.uint8)
     frame = np.roll(prev, -3, axis=1)  # moved left by 3 pixels: vector (+3, 0)
     frame[16:32, 32:48] = 255 - frame[16:32, 32:48]  # block (1, 2) changed
     mv = torch.zeros(4, 6, 2, dtype=torch.long)
     mv[..., 0] = 3
-    shown = ShownPicture(Ready(prev), prev)  # coded error so far: 0
+    shown = ShownPicture(_Ready(prev), prev)  # coded error so far: 0
     skip = decide(frame, shown, mv, 16, np.full((4, 6), 50.0), lmbda=0.05)
     assert not skip[1, 2] and not skip[:, 5].any()  # the right edge wrapped around in np.roll
     assert skip[:, :5].sum() == 4 * 5 - 1
     expensive = np.full((4, 6), 50.0)
     expensive[1, 2] = 1e9
-    assert decide(frame, ShownPicture(Ready(prev), prev), mv, 16, expensive, lmbda=0.05)[1, 2]
+    assert decide(frame, ShownPicture(_Ready(prev), prev), mv, 16, expensive, lmbda=0.05)[1, 2]
 
 
 def test_skipped_blocks_show_the_previous_picture_moved():
     from lvc.codec.skip import SkippedPicture, moved_picture
-
-    class Ready:
-        def __init__(self, x):
-            self.x = x
-
-        def result(self):
-            return self.x
 
     g = np.random.default_rng(1)
     prev = g.integers(0, 256, (40, 50, 3), dtype=np.uint8)
     display = np.zeros_like(prev)
     mv = torch.tensor([[[2, -1], [0, 0], [-5, 7], [1, 1]]] * 3)  # (3, 4) blocks of 16
     skipped = np.array([[True, False, True, False]] * 3)
-    out = SkippedPicture(Ready(display), Ready(prev), skipped, mv, 16).result()
+    out = SkippedPicture(_Ready(display), _Ready(prev), skipped, mv, 16).result()
     moved = moved_picture(prev, mv, 16)
     assert np.array_equal(moved[5, 3], prev[4, 5]) and np.array_equal(moved[0, 40], prev[7, 35])
     assert np.array_equal(out[:, :16], moved[:, :16]) and not out[:, 16:32].any()
