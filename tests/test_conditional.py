@@ -12,7 +12,7 @@ from conftest import encoder_recons, write_y4m
 from lvc.bitstream.container import FRAME_I, FRAME_P, FRAME_PC, FRAME_PS, FrameUnit
 from lvc.codec import api
 from lvc.codec.cli import sample_clip
-from lvc.codec.frame import FrameCodec
+from lvc.codec.frame import FrameCodec, quality_lambda
 from lvc.codec.inter import InterCodec
 from lvc.codec.motion import estimate_motion, warp
 from lvc.codec.sequence import SequenceDecoder
@@ -331,7 +331,7 @@ def test_refined_pc_frames_cost_less_and_decode_to_the_encoders_pictures(updatin
     q = 40000
     fc = FrameCodec(updating_model)
     i = fc.encode(twelve[0], q)
-    lmbda, pixels = fc._lambda(q) * 255**2, twelve[0].shape[0] * twelve[0].shape[1]
+    lmbda, pixels = quality_lambda(updating_model, q) * 255**2, twelve[0].shape[0] * twelve[0].shape[1]
 
     def cost(r, frame):
         return lmbda * np.mean((r.recon.astype(np.float64) - frame) ** 2) / 255**2 + 8 * len(r.payload) / pixels

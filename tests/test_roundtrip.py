@@ -9,7 +9,7 @@ import pytest
 from conftest import DATA, frames_hash
 
 from lvc.codec import api
-from lvc.codec.frame import FrameCodec
+from lvc.codec.frame import FrameCodec, quality_lambda
 from lvc.codec.sequence import SequenceEncoder
 from lvc.io.reader import open_video
 from lvc.io.writer import FrameWriter
@@ -149,7 +149,7 @@ def test_latent_refinement_stays_bit_exact_and_lowers_rd_cost(model_file, clip):
     with open_video(clip) as v:
         frame = next(v.frames())
     q = 40000
-    lmbda = FrameCodec(model)._lambda(q)
+    lmbda = quality_lambda(model, q)
 
     def cost(r):
         mse = np.mean((r.recon.astype(np.float64) - frame) ** 2) / 255**2

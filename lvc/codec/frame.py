@@ -204,9 +204,6 @@ class FrameCodec:
             x = to_tensor(frame)
         return self.encode_latent(y, q, inv_gain, h, w, target=x, reference=reference, plan=plan, eager=eager)
 
-    def _lambda(self, q: int) -> float:
-        return quality_lambda(self.m, q)
-
     def plan(self, y: torch.Tensor, q: int, reference: torch.Tensor | None = None) -> _Plan:
         """Side information and prior of ``y`` (before any refinement): what both coding and
         estimation need, so a mode decision can hand it on to ``encode`` instead of recomputing."""
@@ -248,8 +245,8 @@ class FrameCodec:
         mean = plan.mean_fx.float() / _ONE
         y = plan.y
         if self.refine_steps and target is not None:
-            y = refine_latent(self.m.g_s, y, mean, plan.idx, inv_gain, target, self._lambda(q), self.refine_steps,
-                              offset=plan.offset)
+            y = refine_latent(self.m.g_s, y, mean, plan.idx, inv_gain, target, quality_lambda(self.m, q),
+                              self.refine_steps, offset=plan.offset)
         sym = self._symbols(y - mean, reference)
         mean_fx, idx = plan.mean_fx, plan.idx
         if self._checkerboard(reference, plan.z_hat):

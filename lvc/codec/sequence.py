@@ -64,10 +64,10 @@ PC_TRUST = 4
 PC_TRUST_JUMP = 1.5
 PC_TRUST_MARGIN = 0.1
 
-# The encoder-side algorithm of conditional models (frame-type decision, motion search): a
-# change here changes their streams, so benchmark caches key on it.
 Pending = Future | Deferred | SkippedPicture  # a picture on its way (``result()``)
 
+# The encoder-side algorithm of conditional models (frame-type decision, motion search): a
+# change here changes their streams, so benchmark caches key on it.
 INTER_ENCODER = (f"ippc-rd/6 skip=rd2 trust={PC_TRUST}@{PC_TRUST_MARGIN:g}x{PC_TRUST_JUMP:g} "
                  f"backoff={PC_BACKOFF_MAX}@{PC_MARGIN:g} mv-rate={RATE_WEIGHT:g} pc-dz={PC_DEADZONE:g}")
 
