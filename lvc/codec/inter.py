@@ -115,7 +115,8 @@ class InterCodec:
 
     def _finish(self, y_fx: torch.Tensor, ctx_w: torch.Tensor, q: int, h: int, w: int, synthesize: bool,
                 skipped: np.ndarray | None = None, mv: torch.Tensor | None = None,
-                previous=None) -> tuple[torch.Tensor, Future | Deferred | block_skip.SkippedPicture]:
+                previous=None, moved: np.ndarray | None = None,
+                ) -> tuple[torch.Tensor, Future | Deferred | block_skip.SkippedPicture]:
         """The next context (exact; skipped blocks keep ``ctx_w``) and the picture: on a
         synthesis worker now, or (``synthesize`` false, or not eager) when first asked for;
         skipped blocks copied from ``previous``."""
@@ -126,7 +127,7 @@ class InterCodec:
         submit = self.display.submit if self.eager and synthesize else self.display.defer
         pending = submit(ctx, self._ones, h, w)
         if skipped is not None:
-            pending = block_skip.SkippedPicture(pending, previous, skipped, mv, self.p.config.block)
+            pending = block_skip.SkippedPicture(pending, previous, skipped, mv, self.p.config.block, moved)
         return ctx, pending
 
     @torch.no_grad()
@@ -177,7 +178,8 @@ class InterCodec:
         bits += (self.p.z_tables.bits(z_idx.ravel(), z_hat.numpy().ravel())
                  + self.m.y_tables.bits(y_idx.ravel(), y_sym.ravel()))
         y_fx = (sym * _ONE + mean_fx).clamp(-LATENT_LIMIT, LATENT_LIMIT)
-        ctx, pending = self._finish(y_fx, ctx_w, q, h, w, True, skipped, mv, shown and shown.pending)
+        moved = shown.moved(mv, self.p.config.block) if skipped is not None else None
+        ctx, pending = self._finish(y_fx, ctx_w, q, h, w, True, skipped, mv, shown and shown.pending, moved)
         return InterResult(coder.finish(enc), bits, ctx, pending, skipped)
 
     def _refine(self, y: torch.Tensor, mean_fx: torch.Tensor, idx: torch.Tensor, ctx_w: torch.Tensor,

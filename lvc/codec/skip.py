@@ -138,9 +138,11 @@ class SkippedPicture:
     on the first ``result()`` (in the caller's thread), after which it lets go of the previous
     picture, so a chain of them never holds more than the pictures not yet asked for."""
 
-    def __init__(self, display, previous, skipped: np.ndarray, mv: torch.Tensor, block: int) -> None:
+    def __init__(self, display, previous, skipped: np.ndarray, mv: torch.Tensor, block: int,
+                 moved: np.ndarray | None = None) -> None:
+        """``moved``: the previous picture already moved by ``mv``, if the caller has it."""
         self._display, self._previous = display, previous
-        self._skipped, self._mv, self._block = skipped, mv, block
+        self._skipped, self._mv, self._block, self._moved = skipped, mv, block, moved
         self._picture: np.ndarray | None = None
         chained = isinstance(previous, SkippedPicture) and previous._picture is None
         self.depth = previous.depth + 1 if chained else 1
@@ -153,8 +155,10 @@ class SkippedPicture:
             out = self._display.result().copy()
             h, w = out.shape[:2]
             m = np.repeat(np.repeat(self._skipped, 16, 0), 16, 1)[:h, :w]
-            np.copyto(out, moved_picture(self._previous.result(), self._mv, self._block, m), where=m[..., None])
-            self._picture, self._display, self._previous = out, None, None
+            moved = self._moved if self._moved is not None else moved_picture(
+                self._previous.result(), self._mv, self._block, m)
+            np.copyto(out, moved, where=m[..., None])
+            self._picture, self._display, self._previous, self._moved = out, None, None, None
         return self._picture
 
 
@@ -172,6 +176,7 @@ class ShownPicture:
     coded_sse: np.ndarray | None = None
     skipped: np.ndarray | None = None
     _errors: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    _moved: np.ndarray | None = field(default=None, repr=False)
 
     def block_errors(self, grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """(the picture, each block's coding error) once the pictures have arrived."""
@@ -183,6 +188,12 @@ class ShownPicture:
                 sse = np.where(self.skipped, self.coded_sse, sse)
             self._errors = picture, sse
         return self._errors
+
+    def moved(self, mv: torch.Tensor, block: int) -> np.ndarray:
+        """The picture moved by ``mv`` (:func:`moved_picture`), kept for the frame's picture."""
+        if self._moved is None:
+            self._moved = moved_picture(self.pending.result(), mv, block)
+        return self._moved
 
     def after(self, pending: object, frame: np.ndarray, skipped: np.ndarray | None) -> ShownPicture:
         """The next frame's view after a PC frame that skipped ``skipped``."""
@@ -203,6 +214,6 @@ def block_sse(a: np.ndarray, b: np.ndarray, grid: tuple[int, int]) -> np.ndarray
 def decide(frame: np.ndarray, shown: ShownPicture, mv: torch.Tensor, motion_block: int,
            position_bits: np.ndarray, lmbda: float) -> np.ndarray:
     """The blocks (latent grid) to skip: see the module docstring."""
-    picture, coded = shown.block_errors(position_bits.shape)
-    sse_skip = block_sse(moved_picture(picture, mv, motion_block), frame, position_bits.shape)
+    _, coded = shown.block_errors(position_bits.shape)
+    sse_skip = block_sse(shown.moved(mv, motion_block), frame, position_bits.shape)
     return lmbda * (sse_skip - coded) < position_bits
