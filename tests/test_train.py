@@ -101,15 +101,15 @@ def test_ddp_two_processes_stay_in_sync(tmp_path):
 
 
 def test_widened_model_starts_where_the_narrow_one_ended(tmp_path):
-    """``--init`` into a wider synthesis preserves the function exactly, then trains, and
-    the wider model codes bit-exactly through its own model file."""
+    """``--init`` into a wider synthesis and analysis preserves the function exactly, then
+    trains, and the wider model codes bit-exactly through its own model file."""
     from dataclasses import replace
 
     from lvc.train.widen import widen_from
 
     narrow = train(_cfg(tmp_path / "a", 2), TINY, progress=False)
     state = torch.load(narrow, weights_only=False)["model"]
-    wide_cfg = replace(TINY, synthesis_widths=(16, 12, 8))
+    wide_cfg = replace(TINY, synthesis_widths=(16, 12, 8), analysis_widths=(8, 12, 16))
     old, new = LatentModel(TINY), LatentModel(wide_cfg)
     old.load_state_dict(state)
     assert widen_from(new, state)
@@ -121,6 +121,7 @@ def test_widened_model_starts_where_the_narrow_one_ended(tmp_path):
     cfg.init = str(narrow)
     wide = torch.load(train(cfg, wide_cfg, progress=False), weights_only=False)
     assert wide["model"]["g_s.2.weight"].shape[:2] == (16, 12) and wide["train_config"]["init"] == str(narrow)
+    assert wide["model"]["g_a.4.weight"].shape[:2] == (16, 12)
     model = LatentModel(ModelConfig.from_dict(wide["model_config"]))
     model.load_state_dict(wide["model"])
     codec = FrameCodec(freeze(model, "wide-test"))

@@ -24,6 +24,7 @@ from lvc.entropy.priors import FactorizedDensity, gaussian_likelihood, lower_bou
 from lvc.models.layers import SimpleGDN, conv, deconv
 
 SCALE_MIN = 0.11
+WIDTH_FIELDS = ("synthesis_widths", "analysis_widths")  # per-layer channel counts (empty: N each)
 
 
 def _autocast(enabled: bool):
@@ -44,31 +45,42 @@ class ModelConfig:
     # Channels after the synthesis' first three layers (1/8, 1/4, 1/2 resolution); empty
     # means N everywhere. The decoder is where capacity limits quality at high rates.
     synthesis_widths: tuple[int, ...] = ()
+    # Channels after the analysis' first three layers (1/2, 1/4, 1/8 resolution); empty means
+    # N everywhere. Narrow at high resolution, wide at low, as LoC-LIC-style lean transforms.
+    analysis_widths: tuple[int, ...] = ()
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        if not self.synthesis_widths:  # model files of uniform-width models stay byte-identical
-            del d["synthesis_widths"]
+        for k in WIDTH_FIELDS:  # model files of uniform-width models stay byte-identical
+            if not d[k]:
+                del d[k]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
         d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        if "synthesis_widths" in d:
-            d["synthesis_widths"] = tuple(int(c) for c in d["synthesis_widths"])
+        for k in WIDTH_FIELDS:
+            if k in d:
+                d[k] = tuple(int(c) for c in d[k])
         return cls(**d)
 
     @property
     def synthesis(self) -> tuple[int, int, int]:
         return self.synthesis_widths or (self.N,) * 3
 
+    @property
+    def analysis(self) -> tuple[int, int, int]:
+        return self.analysis_widths or (self.N,) * 3
+
     def __post_init__(self) -> None:
         if self.arch not in ("hyperprior", "factorized"):
             raise ValueError(f"unknown arch {self.arch!r}; expected 'hyperprior' or 'factorized'")
         if self.levels < 2:
             raise ValueError("levels must be >= 2")
-        if self.synthesis_widths and (len(self.synthesis_widths) != 3 or min(self.synthesis_widths) < 1):
-            raise ValueError(f"synthesis_widths needs three positive channel counts, got {self.synthesis_widths}")
+        for k in WIDTH_FIELDS:
+            v = getattr(self, k)
+            if v and (len(v) != 3 or min(v) < 1):
+                raise ValueError(f"{k} needs three positive channel counts, got {v}")
 
 
 def interp_fixed(table: torch.Tensor, q: int, q_max: int) -> torch.Tensor:
@@ -98,9 +110,10 @@ class LatentModel(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        n, m, nh = cfg.N, cfg.M, cfg.Nh
+        m, nh = cfg.M, cfg.Nh
+        a1, a2, a3 = cfg.analysis
         self.g_a = nn.Sequential(
-            conv(3, n), SimpleGDN(n), conv(n, n), SimpleGDN(n), conv(n, n), SimpleGDN(n), conv(n, m)
+            conv(3, a1), SimpleGDN(a1), conv(a1, a2), SimpleGDN(a2), conv(a2, a3), SimpleGDN(a3), conv(a3, m)
         )
         s1, s2, s3 = cfg.synthesis
         self.g_s = nn.Sequential(

@@ -34,6 +34,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         if f.name == "synthesis_widths":
             p.add_argument("--synthesis-widths", type=_widths, default=(), metavar="C1,C2,C3",
                            help="synthesis channels at 1/8, 1/4, 1/2 resolution (default: N each)")
+        elif f.name == "analysis_widths":
+            p.add_argument("--analysis-widths", type=_widths, default=(), metavar="C1,C2,C3",
+                           help="analysis channels at 1/2, 1/4, 1/8 resolution (default: N each)")
         elif f.name != "arch":
             p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     for f in fields(TrainConfig):

@@ -220,7 +220,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False, progre
     return last
 
 
-WIDTHS = ("N", "M", "Nh", "synthesis_widths")  # what --init may change
+WIDTHS = ("N", "M", "Nh", "synthesis_widths", "analysis_widths")  # what --init may change
 
 
 def _init_from(model: LatentModel, path: str, rank: int) -> None:
