@@ -90,7 +90,8 @@ class IntLayer:
         digits = None
         if not self.transposed and k < INT32_SAFE_FAN_IN and _int_mm_exact():
             w = self.weight.permute(0, 2, 3, 1).flatten(1).t()  # K ordered (row, col, channel)
-            digits = [d.contiguous() for d in _digits(w, _digit_count(int(self.weight.abs().max())))]
+            # All digit matrices side by side, (K, n_digits * C_out): one product per call.
+            digits = torch.cat(_digits(w, _digit_count(int(self.weight.abs().max()))), 1).contiguous()
         object.__setattr__(self, "_weight_digits", digits)
 
     def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -99,21 +100,26 @@ class IntLayer:
         return F.conv2d(x, weight, None, self.stride, self.padding)
 
     def _int8_conv(self, x: torch.Tensor, peak: int) -> torch.Tensor:
+        """The convolution as one int8 matrix product of every input digit (stacked as rows)
+        with every weight digit (side by side as columns), recombined in int64."""
         b, cin, h, w = x.shape
         cout, _, kh, kw = self.weight.shape
         s, p = self.stride, self.padding
         ho, wo = (h + 2 * p - kh) // s + 1, (w + 2 * p - kw) // s + 1
+        nx, nw = _digit_count(peak), self._weight_digits.shape[1] // cout
+        # channels last: the unfolded rows are then plain concatenations
+        xd = torch.cat(_digits(x.permute(0, 2, 3, 1).to(torch.int32), nx), 0)  # (nx * b, h, w, cin)
+        xd = F.pad(xd, (0, 0, p, p, p, p))
+        cols = torch.cat([xd[:, r:r + s * ho:s, c:c + s * wo:s] for r in range(kh) for c in range(kw)], 3)
+        k = cin * kh * kw
+        prod = torch._int_mm(cols.reshape(nx * b * ho * wo, k), self._weight_digits).view(nx, -1, nw, cout)
+        if k * (DIGIT_HALF * DIGIT_HALF) * min(nx, nw) >= 1 << 31:  # products of one place might overflow
+            prod = prod.long()
+        # Horner over place values 128**(i + j): products of one place add up first.
         acc = None
-        x = x.permute(0, 2, 3, 1)  # channels last: the unfolded rows are then plain concatenations
-        for i, xd in enumerate(_digits(x, _digit_count(peak))):
-            xd = F.pad(xd, (0, 0, p, p, p, p))
-            cols = torch.cat([xd[:, r:r + s * ho:s, c:c + s * wo:s] for r in range(kh) for c in range(kw)], 3)
-            cols = cols.reshape(b * ho * wo, cin * kh * kw)
-            for j, wd in enumerate(self._weight_digits):
-                part = torch._int_mm(cols, wd).long()
-                if i + j:
-                    part = part * (1 << (DIGIT_BITS * (i + j)))
-                acc = part if acc is None else acc + part
+        for e in reversed(range(nx + nw - 1)):
+            place = sum(prod[i, :, e - i] for i in range(max(0, e - nw + 1), min(nx, e + 1)))
+            acc = place.long() if acc is None else (acc << DIGIT_BITS) + place
         return acc.view(b, ho, wo, cout).permute(0, 3, 1, 2)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
