@@ -27,8 +27,10 @@ so a change of synthesis arithmetic (not of the format) refreshes only the diges
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -40,6 +42,7 @@ from lvc.bitstream.container import LvcReader
 from lvc.codec import api
 from lvc.codec.cli import sample_clip
 from lvc.codec.sequence import SequenceDecoder
+from lvc.codec.synthesis import SYNTHESIS_ENV
 from lvc.io.reader import open_video
 from lvc.io.writer import FrameWriter
 from lvc.models.frozen import freeze, save_frozen
@@ -65,7 +68,23 @@ def digests(stream: Path, model: Path) -> dict[str, str]:
         for unit in r.units():
             dec.decode(unit)
             lat.update((dec.reference if dec.reference is not None else dec.context).numpy().tobytes())
-    return {"latents_sha256": lat.hexdigest(), "frames_sha256": frames_hash(api.iter_decode(stream, model=str(model)))}
+    with reference_synthesis():
+        frames = frames_hash(api.iter_decode(stream, model=str(model)))
+    return {"latents_sha256": lat.hexdigest(), "frames_sha256": frames}
+
+
+@contextlib.contextmanager
+def reference_synthesis():
+    """Float32 synthesis for every picture (no bfloat16 fast path): the pinned frames."""
+    before = os.environ.get(SYNTHESIS_ENV)
+    os.environ[SYNTHESIS_ENV] = "float32"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[SYNTHESIS_ENV]
+        else:
+            os.environ[SYNTHESIS_ENV] = before
 
 
 GOLDEN = {"golden": "tiny.lvcm", "golden-ctx": "tiny-ctx.lvcm", "golden-inter": "tiny-inter.lvcm",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from conftest import DATA
 from make_golden import GOLDEN, digests
@@ -22,3 +23,21 @@ def test_golden_stream_decodes_to_committed_checksums(stem):
 def test_golden_stream_header():
     info = api.info(DATA / "golden.lvc")
     assert (info["width"], info["height"], info["frame_count"], info["model"]) == (64, 48, 6, "lvc-test-tiny")
+
+
+def test_fast_synthesis_stays_close_to_the_reference():
+    """Where bfloat16 is native, conditional frames' displays take it: within 40 dB of the
+    float32 reference picture (the golden frames), and decoding still equals encoding
+    (the round-trip tests run on that path)."""
+    from make_golden import reference_synthesis
+
+    from lvc.codec.synthesis import bf16_synthesis
+
+    stream, model = DATA / "golden-skip.lvc", str(DATA / GOLDEN["golden-skip"])
+    fast = list(api.iter_decode(stream, model=model))
+    with reference_synthesis():
+        assert not bf16_synthesis()
+        ref = list(api.iter_decode(stream, model=model))
+    for a, b in zip(fast, ref, strict=True):
+        mse = float(np.mean((a.astype(np.float64) - b) ** 2))
+        assert mse == 0 or 10 * np.log10(255**2 / mse) > 40

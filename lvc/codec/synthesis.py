@@ -12,6 +12,7 @@ but the writer (and the encoder's own mode decision).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -28,6 +29,28 @@ MAX_WORKERS = 8
 def to_uint8(x: torch.Tensor, h: int, w: int) -> np.ndarray:
     x = x[0, :, :h, :w].clamp(0, 1).mul(255.0).round().to(torch.uint8)
     return x.permute(1, 2, 0).contiguous().numpy()
+
+
+SYNTHESIS_ENV = "LVC_SYNTHESIS"  # "float32": the reference synthesis everywhere
+
+
+@functools.lru_cache(maxsize=1)
+def _native_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def bf16_synthesis() -> bool:
+    """Whether fast-path pictures (conditional frames' displays) are synthesised in
+    bfloat16: where oneDNN computes it natively (AVX-512 BF16, AMX), 2.4x faster than
+    float32 for 0.01-0.03 dB, unless ``LVC_SYNTHESIS=float32`` asks for the reference.
+    Pixels feed nothing the decoder's probabilities depend on, and float32 pictures may
+    already differ between CPU families (oneDNN's blocking follows the ISA), so this adds
+    no drift: on one machine, encoder and decoder still synthesise the same picture bit
+    for bit."""
+    return os.environ.get(SYNTHESIS_ENV, "").lower() != "float32" and _native_bf16()
 
 
 def _one_intra_op_thread() -> None:
@@ -59,8 +82,9 @@ def serial_main_thread():
 class Synthesizer:
     """Runs ``g_s`` on single-threaded workers; ``submit`` returns a future frame."""
 
-    def __init__(self, g_s: nn.Module, workers: int | None = None) -> None:
+    def __init__(self, g_s: nn.Module, workers: int | None = None, bf16: bool = False) -> None:
         self.g_s = g_s
+        self.bf16 = bf16 and bf16_synthesis()
         self.workers = workers or default_workers()
         self._pool: ThreadPoolExecutor | None = None
 
@@ -70,7 +94,9 @@ class Synthesizer:
         with torch.no_grad():
             # channels_last: oneDNN's blocked kernels, 1.5x faster here than NCHW.
             y = (latent_fx.float() / _ONE * inv_gain).contiguous(memory_format=torch.channels_last)
-            return to_uint8(self.g_s(y), h, w)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                x = self.g_s(y)
+            return to_uint8(x.float(), h, w)
 
     def submit(self, latent_fx: torch.Tensor, inv_gain: torch.Tensor, h: int, w: int) -> Future:
         if self._pool is None:
