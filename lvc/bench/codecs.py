@@ -110,6 +110,7 @@ def lvc_codec(model: str | None = None, intra_period: int = 32, refine: int | No
 
     from lvc.codec.refine import ALGORITHM as refine_algorithm
     from lvc.codec.sequence import INTER_ENCODER, PRESETS
+    from lvc.codec.synthesis import bf16_synthesis
     from lvc.models.registry import load_model
 
     fm = load_model(model)  # the weights' hash is part of the version: cached points follow the model
@@ -121,6 +122,7 @@ def lvc_codec(model: str | None = None, intra_period: int = 32, refine: int | No
         tag += f" p_deadzone={PRESETS[preset].p_deadzone}"
     if fm.inter is not None and intra_period != 1:  # conditional P-frames: the encoder's choices
         tag += f" inter={INTER_ENCODER}" + (" pc-refined" if refining else "")
+        tag += " display=bf16" if bf16_synthesis() else ""  # pictures (and so choices) follow it
     return Codec(name, "any", LVC_POINTS, f"lvc {lvc.__version__} model={fm.name}@{fm.sha256[:12]} {tag}", run)
 
 
