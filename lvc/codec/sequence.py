@@ -25,7 +25,7 @@ the first PC frame after an I- or P-frame.
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +36,7 @@ from lvc.codec.frame import FrameCodec, FrameResult, quality_lambda
 from lvc.codec.inter import InterCodec, InterResult
 from lvc.codec.motion import RATE_WEIGHT
 from lvc.codec.skip import ShownPicture, SkippedPicture
-from lvc.codec.synthesis import Deferred, one_intra_op_thread
+from lvc.codec.synthesis import Deferred
 from lvc.errors import BitstreamError
 from lvc.models.frozen import QUALITY_MAX, FrozenModel
 
@@ -140,25 +140,12 @@ class SequenceEncoder:
         self._last_pc: tuple[np.ndarray, InterResult] | float | None = None  # the previous frame, if PC
         self._last_diff: float | None = None  # mean absolute difference between the last two frames
         self._shown: ShownPicture | None = None  # the decoder's picture of the context (block skip)
-        # The intra analysis of a frame runs here while its PC candidate is coded: it needs
-        # only the input, and the second core otherwise mostly waits for pictures.
-        self._ahead: ThreadPoolExecutor | None = None
 
     def close(self) -> None:
-        """Stop the synthesis and analysis workers."""
+        """Stop the synthesis workers."""
         self.codec.synthesis.close()
         if self.inter is not None:
             self.inter.close()
-        if self._ahead is not None:
-            self._ahead.shutdown(wait=True, cancel_futures=True)
-            self._ahead = None
-
-    def _analyse_ahead(self, frame: np.ndarray) -> Future:
-        """The intra analysis on a single-threaded worker (so its result does not depend on
-        the thread count either)."""
-        if self._ahead is None:
-            self._ahead = ThreadPoolExecutor(1, "lvc-analysis", initializer=one_intra_op_thread)
-        return self._ahead.submit(self.codec.analyse, frame, self.quality)
 
     def _forced_intra(self) -> bool:
         started = self.reference is not None or self.context is not None
@@ -222,15 +209,12 @@ class SequenceEncoder:
         else:
             try_pc = self._pc_wait == 0
             if try_pc:  # first, so that its picture is synthesised while the estimates run
-                ahead = self._analyse_ahead(frame)
                 pc = self.inter.encode(frame, self.previous, self.quality, self.context, self._shown)
                 if self._trust_pc(pc.estimated_bits / pixels, frame):
-                    ahead.cancel()
                     return self._finish_pc(frame, pc)
-                y, _ = ahead.result()
             else:
                 self._pc_wait -= 1
-                y, _ = self.codec.analyse(frame, self.quality)
+            y, _ = self.codec.analyse(frame, self.quality)
             bits = {FRAME_I: self.codec.estimate_bits(y, self.quality)}
             if self.reference is not None:
                 plan = self.codec.plan(y, self.quality, self.reference)

@@ -53,7 +53,7 @@ def bf16_synthesis() -> bool:
     return os.environ.get(SYNTHESIS_ENV, "").lower() != "float32" and _native_bf16()
 
 
-def one_intra_op_thread() -> None:
+def _one_intra_op_thread() -> None:
     torch.set_num_threads(1)
 
 
@@ -100,7 +100,7 @@ class Synthesizer:
 
     def submit(self, latent_fx: torch.Tensor, inv_gain: torch.Tensor, h: int, w: int) -> Future:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.workers, "lvc-synthesis", initializer=one_intra_op_thread)
+            self._pool = ThreadPoolExecutor(self.workers, "lvc-synthesis", initializer=_one_intra_op_thread)
         return self._pool.submit(self._run, latent_fx, inv_gain, h, w)
 
     def defer(self, latent_fx: torch.Tensor, inv_gain: torch.Tensor, h: int, w: int) -> Deferred:
