@@ -41,3 +41,16 @@ def test_int8_products_are_checked_before_use():
     full-range int8 pair sums; 7-bit digits avoid that). On this machine it must pass, or the
     fast path would silently never run."""
     assert _int_mm_exact()
+
+
+def test_wide_fan_in_sums_each_place_in_int64():
+    """Fan-ins so wide that the products of one place could overflow int32 when added take
+    the int64 branch, and stay exact with every digit at its extreme."""
+    cin, k = 20000, 3  # K = 180,000: 3 places of 5 x 3 digits could reach 2**31
+    w = torch.full((2, cin, k, k), -(2**20))
+    w[1] = 2**20 - 1
+    layer = IntLayer(w, torch.zeros(2, dtype=torch.int64), False, 1, 0, 0, relu=False)
+    assert layer._weight_digits is not None
+    x = torch.full((1, cin, k, k), -ACT_LIMIT)
+    want = F.conv2d(x, w) >> 12
+    assert torch.equal(layer(x), want.clamp(-ACT_LIMIT, ACT_LIMIT))

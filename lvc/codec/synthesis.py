@@ -36,16 +36,24 @@ SYNTHESIS_ENV = "LVC_SYNTHESIS"  # "float32": the reference synthesis everywhere
 
 @functools.lru_cache(maxsize=1)
 def _native_bf16() -> bool:
+    """bfloat16 in hardware (AVX-512 BF16 or AMX) and not capped away by oneDNN's ISA limit:
+    ``mkldnn._is_mkldnn_bf16_supported`` alone is also true where oneDNN only emulates it
+    (any AVX-512 CPU), which would cost the quality without the speed."""
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        hardware = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        usable = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()
+    capped = cap not in ("ALL", "DEFAULT") and not any(t in cap for t in ("BF16", "AMX", "FP16", "AVX10"))
+    return bool(hardware and usable and not capped)
 
 
 def bf16_synthesis() -> bool:
     """Whether fast-path pictures (conditional frames' displays) are synthesised in
-    bfloat16: where oneDNN computes it natively (AVX-512 BF16, AMX), 2.4x faster than
-    float32 for 0.01-0.03 dB, unless ``LVC_SYNTHESIS=float32`` asks for the reference.
+    bfloat16: where the CPU computes it natively (AVX-512 BF16, AMX), 2.4x faster than
+    float32 for 0.01-0.03 dB, unless ``LVC_SYNTHESIS=float32`` asks for the reference
+    (then for encoding and decoding alike, or the pictures differ slightly).
     Pixels feed nothing the decoder's probabilities depend on, and float32 pictures may
     already differ between CPU families (oneDNN's blocking follows the ISA), so this adds
     no drift: on one machine, encoder and decoder still synthesise the same picture bit

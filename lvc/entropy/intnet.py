@@ -39,7 +39,8 @@ def _digit_count(peak: int) -> int:
 
 
 def _digits(x: torch.Tensor, n: int) -> list[torch.Tensor]:
-    """``x`` (int64) as ``n`` int8 tensors ``d_i`` with ``x = sum(d_i * 128**i)``."""
+    """``x`` (int64, or int32 below 2**31 - 64) as ``n`` int8 tensors ``d_i`` with
+    ``x = sum(d_i * 128**i)``."""
     out = []
     for _ in range(n - 1):
         d = ((x + DIGIT_HALF) & ((1 << DIGIT_BITS) - 1)) - DIGIT_HALF
