@@ -122,7 +122,7 @@ def lvc_codec(model: str | None = None, intra_period: int = 32, refine: int | No
         tag += f" p_deadzone={PRESETS[preset].p_deadzone}"
     if fm.inter is not None and intra_period != 1:  # conditional P-frames: the encoder's choices
         tag += f" inter={INTER_ENCODER}" + (" pc-refined" if refining else "")
-    tag += " synthesis=bf16" if bf16_synthesis() else ""  # pictures (and so choices) follow it
+        tag += " display=bf16-last-f32" if bf16_synthesis() else ""  # pictures (and so choices) follow it
     return Codec(name, "any", LVC_POINTS, f"lvc {lvc.__version__} model={fm.name}@{fm.sha256[:12]} {tag}", run)
 
 

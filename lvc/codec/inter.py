@@ -87,7 +87,7 @@ class InterCodec:
             raise ValueError("this model has no conditional P-frame section")
         self.m, self.p = model, model.inter
         self.deadzone, self.fast_analysis, self.refine_steps = deadzone, fast_analysis, refine_steps
-        self.display = Synthesizer(self.p.g_d, workers)
+        self.display = Synthesizer(self.p.g_d, workers, bf16=True)
         self.eager = eager_synthesis
         self.z_coder = coder.TableCoder(self.p.z_tables)
         self.y_coder = coder.TableCoder(model.y_tables)

@@ -50,9 +50,10 @@ def _native_bf16() -> bool:
 
 
 def bf16_synthesis() -> bool:
-    """Whether pictures are synthesised in bfloat16 (all layers but the last): where the
-    CPU computes it natively (AVX-512 BF16, AMX), about 2x faster than float32 for
-    0.004-0.010 dB, unless ``LVC_SYNTHESIS=float32`` asks for the reference
+    """Whether fast-path pictures (conditional frames' displays) are synthesised in
+    bfloat16 (all layers but the last): where the CPU computes it natively (AVX-512 BF16,
+    AMX), about 2x faster than float32; not I- and P-frames, whose pictures lost 0.14-0.51
+    dB to it at 40-47 dB (smooth video). ``LVC_SYNTHESIS=float32`` asks for the reference
     (then for encoding and decoding alike, or the pictures differ slightly).
     Pixels feed nothing the decoder's probabilities depend on, and float32 pictures may
     already differ between CPU families (oneDNN's blocking follows the ISA), so this adds
@@ -90,7 +91,7 @@ def serial_main_thread():
 class Synthesizer:
     """Runs ``g_s`` on single-threaded workers; ``submit`` returns a future frame."""
 
-    def __init__(self, g_s: nn.Module, workers: int | None = None, bf16: bool = True) -> None:
+    def __init__(self, g_s: nn.Module, workers: int | None = None, bf16: bool = False) -> None:
         self.g_s = g_s
         self.bf16 = bf16 and bf16_synthesis()
         self.workers = workers or default_workers()
