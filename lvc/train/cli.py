@@ -22,6 +22,9 @@ from lvc.train.inter import InterTrainConfig, train_inter
 from lvc.train.temporal import TemporalTrainConfig, train_temporal
 from lvc.train.trainer import TrainConfig, train
 
+_WIDTH_HELP = {"synthesis_widths": "synthesis channels at 1/8, 1/4, 1/2 resolution (default: N each)",
+               "analysis_widths": "analysis channels at 1/2, 1/4, 1/8 resolution (default: N each)"}
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a latent model on folders of images and/or videos",
@@ -31,12 +34,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--arch", choices=["hyperprior", "factorized"], default="hyperprior")
     for f in fields(ModelConfig):
-        if f.name == "synthesis_widths":
-            p.add_argument("--synthesis-widths", type=_widths, default=(), metavar="C1,C2,C3",
-                           help="synthesis channels at 1/8, 1/4, 1/2 resolution (default: N each)")
-        elif f.name == "analysis_widths":
-            p.add_argument("--analysis-widths", type=_widths, default=(), metavar="C1,C2,C3",
-                           help="analysis channels at 1/2, 1/4, 1/8 resolution (default: N each)")
+        if f.name in _WIDTH_HELP:
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=_widths, default=(), metavar="C1,C2,C3",
+                           help=_WIDTH_HELP[f.name])
         elif f.name != "arch":
             p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     for f in fields(TrainConfig):
