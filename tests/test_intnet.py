@@ -33,7 +33,7 @@ def test_int8_path_equals_int64_convolution(shape, w_peak, x_peak):
     x = torch.randint(-x_peak, x_peak + 1, (2, cin, 9, 13), generator=g)
     x[0, 0, 0, 0] = x_peak
     want = (F.conv2d(x, w, None, stride, pad) + b[None, :, None, None]) >> 12
-    assert torch.equal(layer(x), want.clamp(-ACT_LIMIT, ACT_LIMIT))
+    assert torch.equal(layer(x).long(), want.clamp(-ACT_LIMIT, ACT_LIMIT))
 
 
 def test_int8_products_are_checked_before_use():
@@ -44,8 +44,8 @@ def test_int8_products_are_checked_before_use():
 
 
 def test_wide_fan_in_sums_each_place_in_int64():
-    """Fan-ins so wide that the products of one place could overflow int32 when added take
-    the int64 branch, and stay exact with every digit at its extreme."""
+    """Fan-ins so wide that the products of one place could overflow int32 if added there
+    stay exact with every digit at its extreme (each product is added to the int64 sum)."""
     cin, k = 20000, 3  # K = 180,000: 3 places of 5 x 3 digits could reach 2**31
     w = torch.full((2, cin, k, k), -(2**20))
     w[1] = 2**20 - 1
@@ -53,4 +53,23 @@ def test_wide_fan_in_sums_each_place_in_int64():
     assert layer._weight_digits is not None
     x = torch.full((1, cin, k, k), -ACT_LIMIT)
     want = F.conv2d(x, w) >> 12
-    assert torch.equal(layer(x), want.clamp(-ACT_LIMIT, ACT_LIMIT))
+    assert torch.equal(layer(x).long(), want.clamp(-ACT_LIMIT, ACT_LIMIT))
+
+
+@pytest.mark.parametrize("large", [[], [0], [2, 5], list(range(7))])
+@pytest.mark.parametrize("edge", [8127, -8256, 2**20, -ACT_LIMIT])
+def test_sparse_top_digits_cover_the_channels_that_need_them(large, edge):
+    """Only channels holding values beyond two digits get further digits; channels at the
+    two-digit range's edges (8127 and -8256 need no third digit, though their magnitude
+    counts as three) and mixtures of small and large channels stay exact."""
+    g = torch.Generator().manual_seed(len(large))
+    cin, cout = 7, 5
+    w = torch.randint(-(2**14), 2**14, (cout, cin, 3, 3), generator=g)
+    b = torch.randint(-(2**20), 2**20, (cout,), generator=g)
+    layer = IntLayer(w, b, False, 1, 1, 0, relu=True)
+    x = torch.randint(-8000, 8000, (2, cin, 6, 11), generator=g)
+    x[1, 3, 2, 4] = edge
+    for c in large:
+        x[:, c] = torch.randint(-ACT_LIMIT, ACT_LIMIT + 1, (2, 6, 11), generator=g)
+    want = ((F.conv2d(x, w, None, 1, 1) + b[None, :, None, None]) >> 12).clamp(0, ACT_LIMIT)
+    assert torch.equal(layer(x).long(), want)

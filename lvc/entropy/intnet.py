@@ -27,6 +27,7 @@ ACT_LIMIT = 1 << 30  # activations are clamped here; keeps every sum far below 2
 EXACT_F64 = 1 << 53  # integers below this add and multiply exactly in float64, in any order
 DIGIT_BITS = 7  # digits in [-64, 63]: see _int_mm_exact
 DIGIT_HALF = 1 << (DIGIT_BITS - 1)
+DENSE_DIGITS = 2  # input digits every channel gets; larger values get a sparse extra product
 INT32_SAFE_FAN_IN = (1 << 31) >> (2 * DIGIT_BITS - 2)  # K * 64 * 64 < 2**31: no int32 overflow
 
 
@@ -38,16 +39,37 @@ def _digit_count(peak: int) -> int:
     return n
 
 
-def _digits(x: torch.Tensor, n: int) -> list[torch.Tensor]:
+def _digits(x: torch.Tensor, n: int, reduce_last: bool = False) -> list[torch.Tensor]:
     """``x`` (int64, or int32 below 2**31 - 64) as ``n`` int8 tensors ``d_i`` with
-    ``x = sum(d_i * 128**i)``."""
+    ``x = sum(d_i * 128**i)``; with ``reduce_last`` every digit is the balanced one and
+    the sum only holds below 128**n (the caller codes the rest)."""
     out = []
-    for _ in range(n - 1):
+    for i in range(n):
+        if i == n - 1 and not reduce_last:
+            out.append(x.to(torch.int8))
+            break
         d = ((x + DIGIT_HALF) & ((1 << DIGIT_BITS) - 1)) - DIGIT_HALF
         out.append(d.to(torch.int8))
-        x = (x - d) >> DIGIT_BITS
-    out.append(x.to(torch.int8))
+        if i < n - 1:
+            x = (x - d) >> DIGIT_BITS
     return out
+
+
+def _padded_digits(x: torch.Tensor, n: int, reduce_last: bool, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``n`` digits of channels-last int32 ``x`` as one zero-padded int8 tensor, digit
+    ``i`` at batch rows ``i * B ...``; and what they leave (``x // 128**n`` with balanced
+    digits), which is zero unless ``reduce_last`` and ``x`` needs more than ``n`` digits."""
+    b, h, w, c = x.shape
+    out = x.new_zeros((n * b, h + 2 * pad, w + 2 * pad, c), dtype=torch.int8)
+    for i in range(n):
+        dst = out[i * b:(i + 1) * b, pad:pad + h, pad:pad + w]
+        if i == n - 1 and not reduce_last:
+            dst.copy_(x)
+            return out, torch.zeros_like(x[..., :0])
+        d = ((x + DIGIT_HALF) & ((1 << DIGIT_BITS) - 1)) - DIGIT_HALF
+        dst.copy_(d)
+        x = (x - d) >> DIGIT_BITS
+    return out, x
 
 
 @functools.lru_cache(maxsize=1)
@@ -100,41 +122,66 @@ class IntLayer:
             return F.conv_transpose2d(x, weight, None, self.stride, self.padding, self.output_padding)
         return F.conv2d(x, weight, None, self.stride, self.padding)
 
-    def _int8_conv(self, x: torch.Tensor, peak: int) -> torch.Tensor:
-        """The convolution as one int8 matrix product of every input digit (stacked as rows)
-        with every weight digit (side by side as columns), recombined in int64."""
+    def _int8_conv(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The convolution plus bias, channels last (int64), as int8 matrix products of
+        input digits (stacked as rows) with every weight digit (side by side as columns).
+
+        Every input gets ``DENSE_DIGITS`` digits; the few channels with larger values get
+        their further digits in a second, narrow product over those channels only (in the
+        trained networks 1-13% of channels), so exactness costs about two digits, not three.
+        Each digit product is exact in int32; they are recombined in int64 in place."""
         b, cin, h, w = x.shape
         cout, _, kh, kw = self.weight.shape
         s, p = self.stride, self.padding
         ho, wo = (h + 2 * p - kh) // s + 1, (w + 2 * p - kw) // s + 1
-        nx, nw = _digit_count(peak), self._weight_digits.shape[1] // cout
-        # channels last: the unfolded rows are then plain concatenations
-        xd = torch.cat(_digits(x.permute(0, 2, 3, 1).to(torch.int32), nx), 0)  # (nx * b, h, w, cin)
-        xd = F.pad(xd, (0, 0, p, p, p, p))
-        cols = torch.cat([xd[:, r:r + s * ho:s, c:c + s * wo:s] for r in range(kh) for c in range(kw)], 3)
-        k = cin * kh * kw
-        prod = torch._int_mm(cols.reshape(nx * b * ho * wo, k), self._weight_digits).view(nx, -1, nw, cout)
-        if k * (DIGIT_HALF * DIGIT_HALF) * min(nx, nw) >= 1 << 31:  # products of one place might overflow
-            prod = prod.long()
-        # Horner over place values 128**(i + j): products of one place add up first.
+        nw = self._weight_digits.shape[1] // cout
+        x = x.permute(0, 2, 3, 1).to(torch.int32)  # channels last: unfolded rows are concatenations
+        lo, hi = x.aminmax()
+        nx = _digit_count(max(-int(lo), int(hi)))
+
+        def product(digits: torch.Tensor, weight_digits: torch.Tensor) -> list[torch.Tensor]:
+            n = digits.shape[0]
+            cols = torch.cat([digits[:, r:r + s * ho:s, c:c + s * wo:s] for r in range(kh) for c in range(kw)], 3)
+            out = torch._int_mm(cols.view(n * ho * wo, -1), weight_digits)
+            return list(out.view(n // b, b * ho * wo, nw, cout).unbind(0))
+
+        dense = min(nx, DENSE_DIGITS)
+        digits, rest = _padded_digits(x, dense, nx > dense, p)
+        prods = product(digits, self._weight_digits)
+        if nx > dense:  # rest is zero except in the channels holding large values
+            wide = rest.flatten(0, 2).ne(0).any(0).nonzero().squeeze(1)
+            if len(wide):
+                rows = (torch.arange(kh * kw)[:, None] * cin + wide[None, :]).flatten()
+                top, _ = _padded_digits(rest[..., wide], nx - dense, False, p)
+                prods += product(top, self._weight_digits[rows])
+        # Horner over place values 128**(i + j), in place in int64.
         acc = None
-        for e in reversed(range(nx + nw - 1)):
-            place = sum(prod[i, :, e - i] for i in range(max(0, e - nw + 1), min(nx, e + 1)))
-            acc = place.long() if acc is None else (acc << DIGIT_BITS) + place
-        return acc.view(b, ho, wo, cout).permute(0, 3, 1, 2)
+        for e in reversed(range(len(prods) + nw - 1)):
+            if acc is not None:
+                acc.bitwise_left_shift_(DIGIT_BITS)
+            for i in range(max(0, e - nw + 1), min(len(prods), e + 1)):
+                if acc is None:
+                    acc = prods[i][:, e - i].to(torch.int64)
+                else:
+                    acc += prods[i][:, e - i]
+        acc += self.bias
+        return acc.view(b, ho, wo, cout)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         # Fast paths, both bit-exact: int8 digit products summed in int32 (exact while the
         # fan-in is below INT32_SAFE_FAN_IN) and recombined in int64; or, when |x| * sum|w|
         # stays below 2**53, a float64 convolution (every partial sum is an integer float64
         # holds exactly). Both equal the int64 convolution, several times faster.
-        peak = int(x.abs().max())
         if self._weight_digits is not None:
-            acc = self._int8_conv(x, peak)
-        elif peak * self._fan < EXACT_F64:
+            acc = self._int8_conv(x)
+            acc.bitwise_right_shift_(WEIGHT_FRAC_BITS)  # floor division by 2**WEIGHT_FRAC_BITS
+            acc.clamp_(0 if self.relu else -ACT_LIMIT, ACT_LIMIT)
+            return acc.to(torch.int32).permute(0, 3, 1, 2)
+        peak = int(x.abs().max())
+        if peak * self._fan < EXACT_F64:
             acc = self._conv(x.double(), self._weight_f64).long()
         else:
-            acc = self._conv(x, self.weight)
+            acc = self._conv(x.long(), self.weight)
         acc = acc + self.bias[None, :, None, None]
         out = acc >> WEIGHT_FRAC_BITS  # arithmetic shift: floor division by 2**WEIGHT_FRAC_BITS
         if self.relu:
@@ -176,7 +223,7 @@ class IntSynthesis:
         x = x.clamp(-ACT_LIMIT, ACT_LIMIT)
         for layer in self.layers:
             x = layer(x)
-        return x
+        return x.long()
 
     def run_float(self, x: torch.Tensor) -> torch.Tensor:
         """Differentiable float stand-in for :meth:`run_fixed` (real-valued input and output,
