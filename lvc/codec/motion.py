@@ -14,6 +14,7 @@ refinement), which costs a few milliseconds per 416x240 frame instead of a full 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -43,11 +44,10 @@ def _block_sad(ref: torch.Tensor, cur: torch.Tensor, block: int, cands: torch.Te
     curp = F.pad(cur, (0, wb * block - w, 0, hb * block - h), mode="replicate")
     if base is None:
         return _shifted_sad(pad, curp, block, cands, r)
-    out = []
-    for dx, dy in cands.tolist():  # per-block start: gather each block's own window
-        moved = _gather_blocks(pad, base + torch.tensor([dx, dy]), block, r, hb, wb)
-        out.append(F.avg_pool2d((moved - curp).abs(), block))
-    return torch.cat(out, 1)
+    # per-block start: every candidate's blocks gathered at once
+    moved = _gather_blocks(pad, base[:, None] + cands.view(1, -1, 1, 1, 2), block, r, hb, wb)
+    sad = F.avg_pool2d((moved - curp[:, None]).abs().flatten(0, 1), block)
+    return sad.view(b, len(cands), hb, wb)
 
 
 def _shifted_sad(pad: torch.Tensor, curp: torch.Tensor, block: int, cands: torch.Tensor, r: int) -> torch.Tensor:
@@ -66,16 +66,17 @@ def _shifted_sad(pad: torch.Tensor, curp: torch.Tensor, block: int, cands: torch
 
 
 def _gather_blocks(pad: torch.Tensor, mv: torch.Tensor, block: int, r: int, hb: int, wb: int,
-                  y0: int = 0, x0: int = 0) -> torch.Tensor:
-    """The padded reference moved per block by ``mv`` (B, hb, wb, 2), for the blocks whose
-    top-left pixel starts at (``y0``, ``x0``)."""
-    b = pad.shape[0]
-    ys = torch.arange(y0, y0 + hb * block).view(1, -1, 1)
-    xs = torch.arange(x0, x0 + wb * block).view(1, 1, -1)
-    dy = mv[..., 1].repeat_interleave(block, 1).repeat_interleave(block, 2)
-    dx = mv[..., 0].repeat_interleave(block, 1).repeat_interleave(block, 2)
-    idx = (ys + r + dy) * pad.shape[-1] + (xs + r + dx)
-    return pad.flatten(1).gather(1, idx.flatten(1).long()).view(b, 1, hb * block, wb * block)
+                   y0: int = 0, x0: int = 0) -> torch.Tensor:
+    """The padded reference moved per block by ``mv`` (B, [K,] hb, wb, 2), for the blocks
+    whose top-left pixel starts at (``y0``, ``x0``): (B, [K,] 1, hb * block, wb * block)."""
+    b, width = pad.shape[0], pad.shape[-1]
+    lead = mv.shape[1:-3]  # K candidate fields per batch item, or none
+    ys = torch.arange(y0 + r, y0 + r + hb * block).view(hb, block, 1, 1)
+    xs = torch.arange(x0 + r, x0 + r + wb * block).view(1, 1, wb, block)
+    start = (ys * width + xs).view(hb, block, wb, block)  # each pixel's unmoved index
+    shift = (mv[..., 1] * width + mv[..., 0])[..., :, None, :, None]  # one offset per block
+    idx = (start + shift).reshape(b, -1)
+    return pad.flatten(1).gather(1, idx).view(b, *lead, 1, hb * block, wb * block)
 
 
 def _square(radius: int) -> torch.Tensor:
@@ -87,6 +88,11 @@ def _vector_bits(d: torch.Tensor) -> torch.Tensor:
     """A rate proxy for vector residuals (..., 2): Exp-Golomb-like lengths per component."""
     a = d.abs().float()
     return torch.where(a > 0, 2 * torch.floor(torch.log2(a.clamp(min=1))) + 3, 1.0).sum(-1)
+
+
+def _bits_of(v: tuple[int, int], pred: tuple[int, int]) -> float:
+    """:func:`_vector_bits` of one residual ``v - pred``, on plain integers."""
+    return float(sum(2 * (abs(a - p).bit_length() - 1) + 3 if a != p else 1 for a, p in zip(v, pred)))
 
 
 def _rate_constrained(lr: torch.Tensor, lc: torch.Tensor, block: int, cands: torch.Tensor, sad: torch.Tensor,
@@ -114,11 +120,22 @@ def _rate_constrained(lr: torch.Tensor, lc: torch.Tensor, block: int, cands: tor
         cur = lc[..., row * block:(row + 1) * block, cols[0] * block:(cols[-1] + 1) * block]
         return F.avg_pool2d((moved - cur).abs(), block).flatten(1) * block * block
 
-    for col in range(wb):  # row 0: each block predicted from its left neighbour
-        pred = out[:, 0, col - 1] if col else zero[:, 0, 0]
-        c = torch.cat([cands[:, :, 0, col], pred[:, None]], 1)
-        s = torch.cat([sad[:, :, 0, col], pred_sad(pred[:, None, None], 0, slice(col, col + 1))], 1)
-        out[:, 0, col] = pick(c[:, :, None], s[:, :, None], pred[:, None])[:, 0]
+    # Row 0 is sequential (each block predicted from its left neighbour), so it runs on
+    # plain numbers. The predictor is always one of the row's candidates: the block SADs
+    # of all of them are computed beforehand, in one batched pass.
+    row0 = cands[:, :, 0]  # (B, K, wb, 2)
+    vecs = torch.unique(row0.reshape(-1, 2), dim=0)
+    table = (_shifted_sad(pad, lc[..., :block, :], block, vecs, r)[:, :, 0] * block * block).numpy()
+    index = {tuple(v): i for i, v in enumerate(vecs.tolist())}
+    own, weight = sad[:, :, 0].numpy(), np.float32(rate_weight)
+    for i in range(b):
+        pred = (0, 0)
+        for col in range(wb):
+            options = [tuple(v) for v in row0[i, :, col].tolist()] + [pred]
+            costs = np.append(own[i, :, col], table[i, index[pred], col])
+            costs = costs + weight * np.array([_bits_of(v, pred) for v in options], np.float32)
+            pred = options[int(costs.argmin())]
+            out[i, 0, col] = torch.tensor(pred)
     for row in range(1, hb):  # later rows: from the row above, all blocks of a row at once
         pred = out[:, row - 1]
         c = torch.cat([cands[:, :, row], pred[:, None]], 1)
