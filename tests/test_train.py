@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -39,6 +40,23 @@ def test_resume_continues_exactly(tmp_path):
     for k, v in sa["model"].items():
         assert torch.equal(v, sb["model"][k]), k
     assert (tmp_path / "b" / "log.csv").exists() and (tmp_path / "b" / "progress.png").exists()
+
+
+def test_resume_after_a_kill_logs_each_step_once(tmp_path):
+    """A process killed after its last checkpoint has logged (and validated) steps the
+    resumed run repeats: those rows go, and the time column counts on from the checkpoint."""
+    train(_cfg(tmp_path, 2), TINY, progress=False)
+    ckpt = torch.load(latest_checkpoint(tmp_path), weights_only=False)
+    log, val = tmp_path / "log.csv", tmp_path / "val.csv"
+    with open(log, "a") as f:  # what the killed process wrote after ckpt-00000002.pt, the last cut short
+        f.write("3,999.0,0.1,1,1,1,1,1\n4,999.5,0.1,1,1,1,1,1\n5,99")
+    val.write_text("step,quality,bpp,psnr_rgb\n2,0.0,0.1,20.0\n4,0.0,0.1,20.0\n")
+    train(_cfg(tmp_path, 4), TINY, resume=True, progress=False)
+    rows = list(csv.DictReader(open(log)))
+    steps, times = [int(r["step"]) for r in rows], [float(r["time"]) for r in rows]
+    assert steps == [2, 4] and times[1] >= times[0] >= 0 and times[1] < 999
+    assert times[1] >= ckpt["elapsed"] > 0
+    assert [r["step"] for r in csv.DictReader(open(val))] == ["2"]
 
 
 def test_ms_ssim_distortion_trains(tmp_path):

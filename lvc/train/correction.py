@@ -11,11 +11,9 @@ the intra latent space they belong to, optimizer and RNG state) and resume exact
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import random
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from lvc.errors import InputError
 from lvc.models.correction import Correction
 from lvc.models.frozen import FrozenModel, latent_space_id
 from lvc.models.latent import interp_levels
+from lvc.train.runlog import RunLog
 from lvc.train.trainer import CKPT_FORMAT, cosine_lr, latest_checkpoint, save_checkpoint
 
 
@@ -122,19 +121,14 @@ def train_correction(cfg: CorrectionTrainConfig, intra: FrozenModel, task: Task,
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(state["rng"]["python"])
         rng.bit_generator.state = state["rng"]["sampler"]
-    log_path = out / "log.csv"
-    new_log = not log_path.exists()
-    log = open(log_path, "a", newline="")
-    writer = csv.writer(log)
-    if new_log:
-        writer.writerow(["step", "time", "lr", "bpp", "uncorrected_bpp"])
+    log = RunLog(out / "log.csv", ["step", "time", "lr", "bpp", "uncorrected_bpp"], step,
+                 state.get("elapsed") if state else None)
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.steps, initial=step, desc=f"train {task.kind}", dynamic_ncols=True, mininterval=5)
     pixels = cfg.crop * cfg.crop
-    t0 = time.time()
     last = ckpt_path
     net.train()
     while step < cfg.steps:
@@ -150,9 +144,8 @@ def train_correction(cfg: CorrectionTrainConfig, intra: FrozenModel, task: Task,
         opt.step()
         step += 1
         if step % 20 == 0:
-            writer.writerow([step, f"{time.time() - t0:.1f}", f"{cfg.lr_at(step):.3g}", f"{bpp.mean().item():.4f}",
-                             f"{(base / pixels).mean().item():.4f}"])
-            log.flush()
+            log.write(step, f"{cfg.lr_at(step):.3g}", f"{bpp.mean().item():.4f}",
+                      f"{(base / pixels).mean().item():.4f}")
             if bar:
                 saved = 1 - bits.sum().item() / base.sum().item()
                 bar.set_postfix(bpp=f"{bpp.mean().item():.4f}", saved=f"{saved:.2%}")
@@ -163,8 +156,8 @@ def train_correction(cfg: CorrectionTrainConfig, intra: FrozenModel, task: Task,
             rngs = {"torch": torch.get_rng_state(), "python": random.getstate(), "sampler": rng.bit_generator.state}
             save_checkpoint(last, format=CKPT_FORMAT, kind=task.kind, code_version=lvc.__version__,
                             correction_config=net.cfg.to_dict(), train_config=asdict(cfg), latent_space=space,
-                            intra_name=intra.name, step=step, model=net.state_dict(), optimizer=opt.state_dict(),
-                            rng=rngs)
+                            intra_name=intra.name, step=step, elapsed=log.elapsed(), model=net.state_dict(),
+                            optimizer=opt.state_dict(), rng=rngs)
             for old in sorted(out.glob("ckpt-*.pt"))[: -max(1, cfg.keep)]:
                 old.unlink()
     if bar:

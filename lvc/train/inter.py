@@ -16,10 +16,8 @@ and sampler state).
 
 from __future__ import annotations
 
-import csv
 import math
 import random
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from lvc.models.frozen import QUALITY_MAX, FrozenModel
 from lvc.models.inter_frozen import gains_fixed, scale_fixed
 from lvc.train.correction import intra_identity
 from lvc.train.data import collect_sources
+from lvc.train.runlog import RunLog
 from lvc.train.sequences import SequenceCache, SequenceSampler
 from lvc.train.trainer import CKPT_FORMAT, cosine_lr, distortion, latest_checkpoint, save_checkpoint
 
@@ -168,21 +167,13 @@ def train_inter(cfg: InterTrainConfig, intra: FrozenModel, model_cfg: Conditiona
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(state["rng"]["python"])
         sampler.set_state(state["rng"]["sampler"])
-    log_path = out / "log.csv"
-    header = ["step", "time", "lr", "loss", "bpp", "psnr", "aux", "psnr_i"]
-    if log_path.exists():  # keep an older run's columns
-        with open(log_path, newline="") as f:
-            header = next(csv.reader(f), header)
-    log = open(log_path, "a", newline="")
-    writer = csv.writer(log)
-    if log_path.stat().st_size == 0:
-        writer.writerow(header)
+    log = RunLog(out / "log.csv", ["step", "time", "lr", "loss", "bpp", "psnr", "aux", "psnr_i"], step,
+                 state.get("elapsed") if state else None)
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.steps, initial=step, desc="train inter", dynamic_ncols=True, mininterval=5)
-    t0 = time.time()
     last = ckpt_path
     model.train()
     while step < cfg.steps:
@@ -218,10 +209,8 @@ def train_inter(cfg: InterTrainConfig, intra: FrozenModel, model_cfg: Conditiona
         if step % 20 == 0:
             psnr = -10 * math.log10(max(float(mse) / p_frames, 1e-10))
             psnr_i = -10 * math.log10(max(float(mse_i), 1e-10))
-            row = [step, f"{time.time() - t0:.1f}", f"{cfg.lr_at(step):.3g}", f"{loss.item():.4f}",
-                   f"{float(bpp) / p_frames:.4f}", f"{psnr:.2f}", f"{aux.item():.2f}", f"{psnr_i:.2f}"]
-            writer.writerow(row[:len(header)])
-            log.flush()
+            log.write(step, f"{cfg.lr_at(step):.3g}", f"{loss.item():.4f}", f"{float(bpp) / p_frames:.4f}",
+                      f"{psnr:.2f}", f"{aux.item():.2f}", f"{psnr_i:.2f}")
             if bar:
                 bar.set_postfix(bpp=f"{float(bpp) / p_frames:.3f}", psnr=f"{psnr:.2f}")
         if bar:
@@ -231,8 +220,8 @@ def train_inter(cfg: InterTrainConfig, intra: FrozenModel, model_cfg: Conditiona
             rngs = {"torch": torch.get_rng_state(), "python": random.getstate(), "sampler": sampler.state()}
             save_checkpoint(last, format=CKPT_FORMAT, kind=KIND, code_version=lvc.__version__,
                             inter_config=model.cfg.to_dict(), train_config=asdict(cfg), latent_space=space,
-                            intra_name=intra.name, step=step, model=model.state_dict(), optimizer=opt.state_dict(),
-                            aux_optimizer=aux_opt.state_dict(), rng=rngs)
+                            intra_name=intra.name, step=step, elapsed=log.elapsed(), model=model.state_dict(),
+                            optimizer=opt.state_dict(), aux_optimizer=aux_opt.state_dict(), rng=rngs)
             for old in sorted(out.glob("ckpt-*.pt"))[: -max(1, cfg.keep)]:
                 old.unlink()
     if bar:

@@ -8,11 +8,9 @@ gloo); only rank 0 writes checkpoints and logs.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import random
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import lvc
 from lvc.errors import InputError
 from lvc.models.latent import LatentModel, ModelConfig
 from lvc.train.data import CropSampler, FrameCache, collect_sources
+from lvc.train.runlog import RunLog, truncate_after
 
 CKPT_FORMAT = "lvc-checkpoint/1"
 
@@ -158,18 +157,16 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False, progre
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model)
-    log_path = out / "log.csv"
-    new_log = not log_path.exists()
-    log = open(log_path, "a", newline="") if rank == 0 else None
-    writer = csv.writer(log) if log else None
-    if writer and new_log:
-        writer.writerow(["step", "time", "lr", "loss", "bpp", "mse", "psnr", "aux"])
+    log = None
+    if rank == 0:
+        log = RunLog(out / "log.csv", ["step", "time", "lr", "loss", "bpp", "mse", "psnr", "aux"], step,
+                     state.get("elapsed") if state else None)
+        truncate_after(out / "val.csv", step)
     bar = None
     if progress and rank == 0:
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.steps, initial=step, desc="train", dynamic_ncols=True, mininterval=5)
-    t0 = time.time()
     last = ckpt_path
     model.train()
     while step < cfg.steps:
@@ -193,18 +190,17 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False, progre
         if aux_opt is not None:
             aux_opt.step()
         step += 1
-        if writer and (step % 20 == 0 or step % cfg.ckpt_every == 0):
+        if log and (step % 20 == 0 or step % cfg.ckpt_every == 0):
             psnr = (-10 * torch.log10(mse.clamp_min(1e-10))).mean().item()
-            writer.writerow([step, f"{time.time() - t0:.1f}", f"{cfg.lr_at(step):.3g}", f"{loss.item():.4f}",
-                             f"{out_['bpp'].mean().item():.4f}", f"{mse.mean().item():.6f}", f"{psnr:.2f}",
-                             f"{aux.item():.2f}"])
-            log.flush()
+            log.write(step, f"{cfg.lr_at(step):.3g}", f"{loss.item():.4f}", f"{out_['bpp'].mean().item():.4f}",
+                      f"{mse.mean().item():.6f}", f"{psnr:.2f}", f"{aux.item():.2f}")
         if bar:
             bar.update(1)
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}", bpp=f"{out_['bpp'].mean().item():.3f}")
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            last = _checkpoint(out, model, opt, aux_opt, sampler, cfg, step, rank, world)
+            last = _checkpoint(out, model, opt, aux_opt, sampler, cfg, step, rank, world,
+                               log.elapsed() if log else None)
             if rank == 0 and cfg.val and (step % cfg.val_every == 0 or step == cfg.steps):
                 from lvc.train.validate import validate_and_log
 
@@ -253,7 +249,8 @@ def _assert_replicas_in_sync(model: torch.nn.Module, rank: int) -> None:
         print(f"replicas in sync across {len(digests)} processes", flush=True)
 
 
-def _checkpoint(out: Path, model, opt, aux_opt, sampler, cfg: TrainConfig, step: int, rank: int, world: int) -> Path:
+def _checkpoint(out: Path, model, opt, aux_opt, sampler, cfg: TrainConfig, step: int, rank: int, world: int,
+                elapsed: float | None) -> Path:
     rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
            "sampler": sampler.state()}
     rngs = [rng]
@@ -263,7 +260,8 @@ def _checkpoint(out: Path, model, opt, aux_opt, sampler, cfg: TrainConfig, step:
     path = out / f"ckpt-{step:08d}.pt"
     if rank == 0:
         save_checkpoint(path, format=CKPT_FORMAT, code_version=lvc.__version__, model_config=model.cfg.to_dict(),
-                        train_config=asdict(cfg), step=step, model=model.state_dict(), optimizer=opt.state_dict(),
+                        train_config=asdict(cfg), step=step, elapsed=elapsed, model=model.state_dict(),
+                        optimizer=opt.state_dict(),
                         aux_optimizer=aux_opt.state_dict() if aux_opt else None, rng=rngs)
         for old in sorted(out.glob("ckpt-*.pt"))[: -max(1, cfg.keep)]:
             old.unlink()
