@@ -33,7 +33,7 @@ import torch
 
 from lvc.bitstream.container import FRAME_I, FRAME_P, FRAME_PC, FRAME_PS, FrameUnit
 from lvc.codec.frame import FrameCodec, FrameResult, quality_lambda
-from lvc.codec.inter import InterCodec, InterResult
+from lvc.codec.inter import InterCodec, InterResult, LazyContext
 from lvc.codec.motion import RATE_WEIGHT
 from lvc.codec.skip import ShownPicture, SkippedPicture
 from lvc.codec.synthesis import Deferred
@@ -129,7 +129,7 @@ class SequenceEncoder:
         self.inter = (InterCodec(model, eager_synthesis=True, deadzone=PC_DEADZONE,
                                  fast_analysis=self.preset.bf16_analysis, refine_steps=steps)
                       if model.inter is not None else None)
-        self.context: torch.Tensor | None = None
+        self.context = LazyContext(self.inter) if self.inter is not None else None
         self.previous: np.ndarray | None = None
         # The last I-frame (its MSE, for the I/P/PC decision, is taken when the next decision
         # needs it: its synthesis overlaps the next frame's analysis).
@@ -148,7 +148,7 @@ class SequenceEncoder:
             self.inter.close()
 
     def _forced_intra(self) -> bool:
-        started = self.reference is not None or self.context is not None
+        started = self.reference is not None or bool(self.context)
         return not started or (self.intra_period > 0 and self.index % self.intra_period == 0)
 
     def _cost(self, frame: np.ndarray, r: FrameResult) -> float:
@@ -209,7 +209,7 @@ class SequenceEncoder:
         else:
             try_pc = self._pc_wait == 0
             if try_pc:  # first, so that its picture is synthesised while the estimates run
-                pc = self.inter.encode(frame, self.previous, self.quality, self.context, self._shown)
+                pc = self.inter.encode(frame, self.previous, self.quality, self.context.get(), self._shown)
                 if self._trust_pc(pc.estimated_bits / pixels, frame):
                     return self._finish_pc(frame, pc)
             else:
@@ -238,8 +238,8 @@ class SequenceEncoder:
             best = self.codec.encode(frame, self.quality, reference=reference, y=y,
                                      plan=plan if kind == FRAME_P else None, eager=eager)
             self.reference, self._last_pc = best.latent, None
-            self.context = self.inter.intra_context(best.latent, self.quality)
-            self._shown = (ShownPicture(best.pending, frame, self.inter.show(self.context, *frame.shape[:2]))
+            self.context.from_intra(best.latent, self.quality)
+            self._shown = (ShownPicture(best.pending, frame, self.inter.show(self.context.get(), *frame.shape[:2]))
                            if self.preset.skip_first else None)
             # P-frames share the I-frame's synthesis and quantisation, so about its MSE. (Not
             # refreshed from P pictures: the choices must not depend on whether the caller wants
@@ -270,7 +270,8 @@ class SequenceEncoder:
         self._last_pc = (frame, pc)
         self._shown = (self._shown.after(pc.pending, frame, pc.skipped) if self._shown is not None
                        else ShownPicture(pc.pending, frame))
-        self.context, self.reference, self.previous = pc.context, None, frame
+        self.context.set(pc.context)
+        self.reference, self.previous = None, frame
         self.index += 1
         return CodedFrame(pc.frame_type, self.quality, pc.payload, pc.pending, pc.estimated_bits)
 
@@ -294,8 +295,14 @@ class SequenceDecoder:
         self.where = where
         self.reference: torch.Tensor | None = None
         self.reference_quality: int | None = None
-        self.context: torch.Tensor | None = None  # conditional models: the next FRAME_PC's context
+        self._context = LazyContext(self.inter) if self.inter is not None else None  # the next FRAME_PC's
         self.picture = None  # the last frame's picture (pending): FRAME_PS copies blocks from it
+
+    @property
+    def context(self) -> torch.Tensor | None:
+        """The context the next conditional frame would be decoded against (derived now if
+        the last frame was an I- or P-frame)."""
+        return self._context.get() if self._context is not None else None
 
     def decode(self, unit: FrameUnit) -> np.ndarray:
         return self.decode_async(unit).result()
@@ -339,7 +346,9 @@ class SequenceDecoder:
                 raise BitstreamError("P-frame quality differs from its reference's", fwhere, "the file is corrupted")
             reference = self.reference
         # a failed frame leaves nothing to predict from
-        self.reference = self.reference_quality = self.context = self.picture = None
+        self.reference = self.reference_quality = self.picture = None
+        if self._context is not None:
+            self._context.set(None)
         try:
             out, latent = self.codec.decode_async(unit.payload, self.height, self.width, unit.quality, reference,
                                                   synthesize)
@@ -347,28 +356,31 @@ class SequenceDecoder:
             raise BitstreamError(f"payload does not decode ({e.__class__.__name__}: {e})", fwhere,
                                  "the file is corrupted or was written by another encoder") from None
         self.reference, self.reference_quality, self.picture = latent, unit.quality, out
-        if self.inter is not None:
-            self.context = self.inter.intra_context(latent, unit.quality)
+        if self._context is not None:
+            self._context.from_intra(latent, unit.quality)
         return out
 
     def _decode_conditional(self, unit: FrameUnit, fwhere: str, synthesize: bool) -> Pending:
         if self.inter is None:
             raise BitstreamError("conditional P-frame, but the model has no conditional P section", fwhere,
                                  "the file is corrupted or needs another model")
-        if self.context is None:
+        context = self._context.get()
+        if context is None:
             raise BitstreamError("P-frame without a preceding frame to predict from", fwhere,
                                  "the file is corrupted or was cut in the middle of a group")
         if unit.quality != self.reference_quality:
             raise BitstreamError("P-frame quality differs from its reference's", fwhere, "the file is corrupted")
-        context, self.context, self.reference = self.context, None, None
+        self._context.set(None)
+        self.reference = None
         previous, self.picture = (self.picture if unit.frame_type == FRAME_PS else None), None
         if unit.frame_type == FRAME_PS and previous is None:
             raise BitstreamError("skip frame without a previous picture", fwhere, "the file is corrupted")
         try:
-            out, self.context = self.inter.decode_async(unit.payload, self.height, self.width, unit.quality,
+            out, next_context = self.inter.decode_async(unit.payload, self.height, self.width, unit.quality,
                                                         context, synthesize, previous)
         except Exception as e:  # noqa: BLE001 - any failure inside a CRC-valid payload means a bad stream
             raise BitstreamError(f"payload does not decode ({e.__class__.__name__}: {e})", fwhere,
                                  "the file is corrupted or was written by another encoder") from None
+        self._context.set(next_context)
         self.picture = out
         return out
