@@ -59,6 +59,21 @@ def test_resume_after_a_kill_logs_each_step_once(tmp_path):
     assert [r["step"] for r in csv.DictReader(open(val))] == ["2"]
 
 
+def test_run_log_drops_a_line_cut_short_and_sets_an_old_run_aside(tmp_path):
+    from lvc.train.runlog import RunLog
+
+    log = tmp_path / "log.csv"
+    log.write_text("step,time,lr\n980,5.0,0.1\n1000,6.0,0.1\n10")  # "1020,..." cut short by a kill
+    run = RunLog(log, ["step", "time", "lr"], 1000)  # a checkpoint that did not record its time
+    run.write(1020, "0.1")
+    run.close()
+    rows = list(csv.reader(open(log)))
+    assert [r[0] for r in rows] == ["step", "980", "1000", "1020"] and float(rows[-1][1]) >= 6.0
+    RunLog(log, ["step", "time", "lr", "new"], 0).close()  # a fresh run into the same folder
+    assert (tmp_path / "log.previous.csv").read_text().splitlines()[-1].startswith("1020,")
+    assert log.read_text() == "step,time,lr,new\n"
+
+
 def test_ms_ssim_distortion_trains(tmp_path):
     cfg = _cfg(tmp_path, 2)
     cfg.distortion = "ms-ssim"

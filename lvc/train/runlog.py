@@ -11,20 +11,34 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
 import time
 from pathlib import Path
 
 
 def truncate_after(path: Path, step: int) -> list[str] | None:
-    """Drop the rows of ``path`` (a CSV whose first column is the step) after ``step``,
-    rewriting it atomically only if that changes it; returns its header (None if absent)."""
+    """Drop the rows of ``path`` (a CSV whose first column is the step) after ``step``, and a
+    last line a kill cut short (no newline, or fewer fields than the header); rewrites the
+    file atomically only if that changes it. Returns its header (None if absent or empty).
+
+    At step 0 (a fresh run into a folder that holds an older run's logs) nothing of them is
+    kept: they are moved aside to ``NAME.previous.csv`` instead of being mixed with the new run.
+    """
     if not path.exists() or path.stat().st_size == 0:
         return None
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        rows = list(reader)
-    kept = [r for r in rows if r and _step(r) <= step]
+    text = path.read_text()
+    rows = list(csv.reader(text.splitlines()))
+    header, rows = rows[0], rows[1:]
+    if step == 0:
+        if rows:
+            aside = path.with_suffix(".previous.csv")
+            os.replace(path, aside)
+            print(f"{path}: an earlier run's log moved to {aside.name}", file=sys.stderr, flush=True)
+            return None
+        return header
+    complete = text.endswith("\n")
+    kept = [r for i, r in enumerate(rows)
+            if len(r) >= len(header) and (complete or i < len(rows) - 1) and _step(r) <= step]
     if len(kept) != len(rows):
         tmp = path.with_suffix(path.suffix + ".tmp")
         with open(tmp, "w", newline="") as f:
@@ -36,7 +50,7 @@ def truncate_after(path: Path, step: int) -> list[str] | None:
 def _step(row: list[str]) -> float:
     try:
         return float(row[0])
-    except ValueError:  # a line cut short by a kill: drop it
+    except ValueError:
         return float("inf")
 
 
@@ -49,7 +63,7 @@ def last_time(path: Path) -> float:
         rows = list(csv.DictReader(f))
     try:
         return float(rows[-1]["time"]) if rows else 0.0
-    except (KeyError, ValueError):
+    except (KeyError, TypeError, ValueError):
         return 0.0
 
 
