@@ -3,9 +3,10 @@
 A float network can give different results across processes, thread counts or CPUs,
 and one flipped scale index desynchronises the range decoder. Following Ballé et al.,
 "Integer networks for data compression with latent-variable models" (2019), the
-trained float hyper-synthesis is converted to fixed point: int64 weights, int64
-activations, floor-division rescaling, ReLU. Integer sums are exact in any order, so
-the outputs (mean and log-scale in fixed point) are identical everywhere.
+trained float hyper-synthesis is converted to fixed point: integer weights, activations
+clamped to 2**30 (so they pass between layers as int32), sums in int64, floor-division
+rescaling, ReLU. Integer sums are exact in any order, so the outputs (mean and log-scale
+in fixed point, int64) are identical everywhere.
 """
 
 from __future__ import annotations
@@ -168,8 +169,8 @@ class IntLayer:
         return acc.view(b, ho, wo, cout)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        # Fast paths, both bit-exact: int8 digit products summed in int32 (exact while the
-        # fan-in is below INT32_SAFE_FAN_IN) and recombined in int64; or, when |x| * sum|w|
+        # Fast paths, both bit-exact: int8 digit products, each exact in int32 (the fan-in is
+        # below INT32_SAFE_FAN_IN), recombined in int64; or, when |x| * sum|w|
         # stays below 2**53, a float64 convolution (every partial sum is an integer float64
         # holds exactly). Both equal the int64 convolution, several times faster.
         if self._weight_digits is not None:
