@@ -73,6 +73,19 @@ def test_rate_constrained_motion_stays_in_range_and_smooths_flat_areas():
     assert far.abs().max() <= 16
 
 
+def test_motion_is_the_same_whatever_the_gather_batch(monkeypatch):
+    """Large frames gather the fine search's candidates in several batches (memory bound);
+    the vectors must not depend on it."""
+    from lvc.codec import motion
+
+    torch.manual_seed(2)
+    ref = torch.nn.functional.avg_pool2d(torch.rand(2, 3, 72, 120) * 255, 3, 1, 1)
+    cur = torch.roll(ref, (2, -7), (2, 3)) + torch.rand(2, 3, 72, 120)
+    whole = [estimate_motion(ref, cur, 16, rate_weight=w) for w in (0.0, 64.0)]
+    monkeypatch.setattr(motion, "GATHER_PIXELS", 1)  # one candidate at a time
+    assert all(torch.equal(a, estimate_motion(ref, cur, 16, rate_weight=w)) for a, w in zip(whole, (0.0, 64.0)))
+
+
 def test_batched_block_sad_equals_one_shift_at_a_time():
     """The whole-frame search batches candidates by row; its SADs must be the same numbers
     as moving the reference by each candidate alone (then the chosen vectors are too)."""

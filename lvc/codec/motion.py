@@ -25,6 +25,7 @@ LENGTH_COST = 0.05  # mean-abs-difference (0..255 luma) per pixel of vector leng
 # Chosen on two training clips (co-tracker bear, sam2 bedroom: -2% to -4% of the bits at
 # q=0 with the step-14,000 conditional model, docs/models.md), not on benchmark clips.
 RATE_WEIGHT = 64.0
+GATHER_PIXELS = 1 << 22  # pixels gathered per batch of candidates: bounds memory (int64 indices) on large frames
 
 
 def _luma(x: torch.Tensor) -> torch.Tensor:
@@ -44,10 +45,14 @@ def _block_sad(ref: torch.Tensor, cur: torch.Tensor, block: int, cands: torch.Te
     curp = F.pad(cur, (0, wb * block - w, 0, hb * block - h), mode="replicate")
     if base is None:
         return _shifted_sad(pad, curp, block, cands, r)
-    # per-block start: every candidate's blocks gathered at once
-    moved = _gather_blocks(pad, base[:, None] + cands.view(1, -1, 1, 1, 2), block, r, hb, wb)
-    sad = F.avg_pool2d((moved - curp[:, None]).abs().flatten(0, 1), block)
-    return sad.view(b, len(cands), hb, wb)
+    # per-block start: as many candidates' blocks gathered at once as GATHER_PIXELS allows
+    step = max(1, GATHER_PIXELS // (b * hb * wb * block * block))
+    out = []
+    for k in range(0, len(cands), step):
+        c = cands[k:k + step]
+        moved = _gather_blocks(pad, base[:, None] + c.view(1, -1, 1, 1, 2), block, r, hb, wb)
+        out.append(F.avg_pool2d((moved - curp[:, None]).abs().flatten(0, 1), block).view(b, len(c), hb, wb))
+    return torch.cat(out, 1)
 
 
 def _shifted_sad(pad: torch.Tensor, curp: torch.Tensor, block: int, cands: torch.Tensor, r: int) -> torch.Tensor:
