@@ -44,7 +44,7 @@ class TableCoder:
         table = table.astype(np.int64).ravel()
         if symbols.size and np.abs(symbols).max() > ESCAPE_LIMIT:
             raise ValueError("symbol magnitude exceeds the escape range")
-        order = np.argsort(table, kind="stable")
+        order = _stable_order(table)
         escaped = []
         for row, idx in _groups(table, order):
             n = int(self.tables.lengths[row])
@@ -62,7 +62,7 @@ class TableCoder:
         """Inverse of :meth:`encode`: symbols for the flat row indices ``table``."""
         table = table.astype(np.int64).ravel()
         out = np.empty(table.size, dtype=np.int64)
-        order = np.argsort(table, kind="stable")
+        order = _stable_order(table)
         escaped_pos = []
         for row, idx in _groups(table, order):
             n = int(self.tables.lengths[row])
@@ -76,6 +76,15 @@ class TableCoder:
             values = np.asarray(decoder.decode(self._escape_model, pos.size), dtype=np.int64)
             out[pos] = values - (1 << (ESCAPE_BITS - 1))
         return out
+
+
+def _stable_order(table: np.ndarray) -> np.ndarray:
+    """Positions sorted by row, raster order within a row. Row indices are small, and
+    NumPy's stable sort of 16-bit integers is a radix sort: several times faster than on
+    int64, with the same order."""
+    if table.size and 0 <= table.min() and table.max() < 1 << 16:
+        return np.argsort(table.astype(np.uint16), kind="stable")
+    return np.argsort(table, kind="stable")
 
 
 def _groups(table: np.ndarray, order: np.ndarray):
