@@ -40,34 +40,36 @@ def _digit_count(peak: int) -> int:
     return n
 
 
-def _digits(x: torch.Tensor, n: int, reduce_last: bool = False) -> list[torch.Tensor]:
+def _low_digit(x: torch.Tensor) -> torch.Tensor:
+    """The balanced lowest base-128 digit of ``x``, in [-64, 63]."""
+    return ((x + DIGIT_HALF) & ((1 << DIGIT_BITS) - 1)) - DIGIT_HALF
+
+
+def _digits(x: torch.Tensor, n: int) -> list[torch.Tensor]:
     """``x`` (int64, or int32 below 2**31 - 64) as ``n`` int8 tensors ``d_i`` with
-    ``x = sum(d_i * 128**i)``; with ``reduce_last`` every digit is the balanced one and
-    the sum only holds below 128**n (the caller codes the rest)."""
+    ``x = sum(d_i * 128**i)``."""
     out = []
-    for i in range(n):
-        if i == n - 1 and not reduce_last:
-            out.append(x.to(torch.int8))
-            break
-        d = ((x + DIGIT_HALF) & ((1 << DIGIT_BITS) - 1)) - DIGIT_HALF
+    for _ in range(n - 1):
+        d = _low_digit(x)
         out.append(d.to(torch.int8))
-        if i < n - 1:
-            x = (x - d) >> DIGIT_BITS
+        x = (x - d) >> DIGIT_BITS
+    out.append(x.to(torch.int8))
     return out
 
 
 def _padded_digits(x: torch.Tensor, n: int, reduce_last: bool, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``n`` digits of channels-last int32 ``x`` as one zero-padded int8 tensor, digit
-    ``i`` at batch rows ``i * B ...``; and what they leave (``x // 128**n`` with balanced
-    digits), which is zero unless ``reduce_last`` and ``x`` needs more than ``n`` digits."""
+    """:func:`_digits` of channels-last int32 ``x`` written into one zero-padded int8 tensor
+    (digit ``i`` at batch rows ``i * B ...``), and what they leave. With ``reduce_last`` the
+    last digit is balanced too, and the rest (``x // 128**n``) is zero unless ``x`` needs
+    more than ``n`` digits; without, the rest is empty."""
     b, h, w, c = x.shape
     out = x.new_zeros((n * b, h + 2 * pad, w + 2 * pad, c), dtype=torch.int8)
     for i in range(n):
         dst = out[i * b:(i + 1) * b, pad:pad + h, pad:pad + w]
         if i == n - 1 and not reduce_last:
             dst.copy_(x)
-            return out, torch.zeros_like(x[..., :0])
-        d = ((x + DIGIT_HALF) & ((1 << DIGIT_BITS) - 1)) - DIGIT_HALF
+            return out, x[..., :0]
+        d = _low_digit(x)
         dst.copy_(d)
         x = (x - d) >> DIGIT_BITS
     return out, x
@@ -123,7 +125,7 @@ class IntLayer:
             return F.conv_transpose2d(x, weight, None, self.stride, self.padding, self.output_padding)
         return F.conv2d(x, weight, None, self.stride, self.padding)
 
-    def _int8_conv(self, x: torch.Tensor) -> torch.Tensor | None:
+    def _int8_conv(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution plus bias, channels last (int64), as int8 matrix products of
         input digits (stacked as rows) with every weight digit (side by side as columns).
 
