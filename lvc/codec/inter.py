@@ -78,7 +78,6 @@ def mv_from_residuals(r: torch.Tensor) -> torch.Tensor:
     return torch.cumsum(mv, 0)
 
 
-
 class LazyContext:
     """The context the next conditional frame is coded against. After an I- or P-frame it
     is derived from that frame's latent (:meth:`InterCodec.intra_context`) only when a
@@ -104,6 +103,7 @@ class LazyContext:
             self._value = self._inter.intra_context(*self._source)
             self._source = None
         return self._value
+
 
 class InterCodec:
     """Encode / decode conditional P-frames with the inter section of a frozen model."""
