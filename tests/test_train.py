@@ -45,33 +45,56 @@ def test_resume_continues_exactly(tmp_path):
 def test_resume_after_a_kill_logs_each_step_once(tmp_path):
     """A process killed after its last checkpoint has logged (and validated) steps the
     resumed run repeats: those rows go, and the time column counts on from the checkpoint."""
-    train(_cfg(tmp_path, 2), TINY, progress=False)
-    ckpt = torch.load(latest_checkpoint(tmp_path), weights_only=False)
+    cfg = _cfg(tmp_path, 2)
+    cfg.val, cfg.val_every = [str(sample_clip())], 2
+    last = train(cfg, TINY, progress=False)
+    ckpt = torch.load(last, weights_only=False)
+    ckpt["elapsed"] = 500.0  # as if step 2 had taken that long: the resumed rows count on from it
+    torch.save(ckpt, last)
     log, val = tmp_path / "log.csv", tmp_path / "val.csv"
     with open(log, "a") as f:  # what the killed process wrote after ckpt-00000002.pt, the last cut short
         f.write("3,999.0,0.1,1,1,1,1,1\n4,999.5,0.1,1,1,1,1,1\n5,99")
-    val.write_text("step,quality,bpp,psnr_rgb\n2,0.0,0.1,20.0\n4,0.0,0.1,20.0\n")
-    train(_cfg(tmp_path, 4), TINY, resume=True, progress=False)
+    val.write_text("step,quality,bpp,psnr_rgb\n4,0.0,0.1,20.0\n")  # killed while validating step 2
+    cfg.steps = 4
+    train(cfg, TINY, resume=True, progress=False)
     rows = list(csv.DictReader(open(log)))
     steps, times = [int(r["step"]) for r in rows], [float(r["time"]) for r in rows]
-    assert steps == [2, 4] and times[1] >= times[0] >= 0 and times[1] < 999
-    assert times[1] >= ckpt["elapsed"] > 0
-    assert [r["step"] for r in csv.DictReader(open(val))] == ["2"]
+    assert steps == [2, 4] and times[0] < 500 <= times[1] < 999
+    assert [r["step"] for r in csv.DictReader(open(val))] == ["2"] * 3 + ["4"] * 3
 
 
 def test_run_log_drops_a_line_cut_short_and_sets_an_old_run_aside(tmp_path):
     from lvc.train.runlog import RunLog
 
     log = tmp_path / "log.csv"
-    log.write_text("step,time,lr\n980,5.0,0.1\n1000,6.0,0.1\n10")  # "1020,..." cut short by a kill
+    # 960 was written by an older version with fewer columns: kept; "1020,..." cut short by a kill
+    log.write_text("step,time,lr\n960,4.0\n980,5.0,0.1\n1000,6.0,0.1\n10")
     run = RunLog(log, ["step", "time", "lr"], 1000)  # a checkpoint that did not record its time
     run.write(1020, "0.1")
     run.close()
     rows = list(csv.reader(open(log)))
-    assert [r[0] for r in rows] == ["step", "980", "1000", "1020"] and float(rows[-1][1]) >= 6.0
+    assert [r[0] for r in rows] == ["step", "960", "980", "1000", "1020"] and float(rows[-1][1]) >= 6.0
+    run = RunLog(log, ["step", "time", "lr", "new"], 1020)  # the old run's columns stay; rows padded
+    run.write(1040)
+    run.close()
+    assert open(log).read().splitlines()[-1].startswith("1040,") and len(list(csv.reader(open(log)))[-1]) == 3
     RunLog(log, ["step", "time", "lr", "new"], 0).close()  # a fresh run into the same folder
-    assert (tmp_path / "log.previous.csv").read_text().splitlines()[-1].startswith("1020,")
+    assert (tmp_path / "log.previous.csv").read_text().splitlines()[-1].startswith("1040,")
     assert log.read_text() == "step,time,lr,new\n"
+    run = RunLog(log, ["step", "time"], 0)  # that run logs a step; a third one keeps both earlier logs
+    run.write(20)
+    run.close()
+    RunLog(log, ["step", "time"], 0).close()
+    assert (tmp_path / "log.previous.csv").exists() and (tmp_path / "log.previous-2.csv").exists()
+
+
+def test_run_log_sets_an_unreadable_log_aside(tmp_path):
+    from lvc.train.runlog import RunLog
+
+    log = tmp_path / "log.csv"
+    log.write_bytes(b"\xff\xfe\x00garbage\n")
+    RunLog(log, ["step", "time"], 1000).close()
+    assert log.read_text() == "step,time\n" and (tmp_path / "log.previous.csv").read_bytes().startswith(b"\xff")
 
 
 def test_ms_ssim_distortion_trains(tmp_path):

@@ -2,9 +2,10 @@
 
 A process killed after its last checkpoint has already logged steps that the resumed run
 repeats. Resuming therefore first drops the rows after the checkpoint's step, so every
-step appears once and the curves do not fold back. The ``time`` column is the run's
-training wall time: checkpoints record it (``elapsed``) and a resumed process counts on
-from there instead of from zero.
+step appears once and the curves do not fold back. The ``time`` column is the run's wall
+time (training plus the validation and plots done along the way, without the gaps between
+a kill and its resume): checkpoints record it (``elapsed``) and a resumed process counts
+on from there instead of from zero.
 """
 
 from __future__ import annotations
@@ -22,23 +23,28 @@ def truncate_after(path: Path, step: int) -> list[str] | None:
     file atomically only if that changes it. Returns its header (None if absent or empty).
 
     At step 0 (a fresh run into a folder that holds an older run's logs) nothing of them is
-    kept: they are moved aside to ``NAME.previous.csv`` instead of being mixed with the new run.
+    kept: they are moved aside to a free ``NAME.previous*.csv`` instead of being mixed with
+    the new run. So is a log that cannot be read as CSV text, whatever the step.
     """
     if not path.exists() or path.stat().st_size == 0:
         return None
-    text = path.read_text()
-    rows = list(csv.reader(text.splitlines()))
+    try:
+        text = path.read_text(encoding="utf-8")
+        rows = list(csv.reader(text.splitlines()))
+    except (UnicodeDecodeError, csv.Error):
+        _set_aside(path, "is not a readable CSV log")
+        return None
+    if not rows or not any(rows[0]):
+        _set_aside(path, "has no header")
+        return None
     header, rows = rows[0], rows[1:]
     if step == 0:
         if rows:
-            aside = path.with_suffix(".previous.csv")
-            os.replace(path, aside)
-            print(f"{path}: an earlier run's log moved to {aside.name}", file=sys.stderr, flush=True)
+            _set_aside(path, "is an earlier run's log")
             return None
         return header
-    complete = text.endswith("\n")
-    kept = [r for i, r in enumerate(rows)
-            if len(r) >= len(header) and (complete or i < len(rows) - 1) and _step(r) <= step]
+    cut = bool(rows) and (not text.endswith("\n") or len(rows[-1]) < len(header))  # by a kill
+    kept = [r for r in (rows[:-1] if cut else rows) if r and _step(r) <= step]
     if len(kept) != len(rows):
         tmp = path.with_suffix(path.suffix + ".tmp")
         with open(tmp, "w", newline="") as f:
@@ -47,11 +53,30 @@ def truncate_after(path: Path, step: int) -> list[str] | None:
     return header
 
 
+def _set_aside(path: Path, why: str) -> Path:
+    """Move ``path`` to the first free ``NAME.previous.csv``, ``NAME.previous-2.csv``, ...
+    so no earlier log is ever overwritten."""
+    n = 1
+    while (aside := path.with_suffix(".previous.csv" if n == 1 else f".previous-{n}.csv")).exists():
+        n += 1
+    os.replace(path, aside)
+    print(f"{path}: {why}; moved to {aside.name}", file=sys.stderr, flush=True)
+    return aside
+
+
 def _step(row: list[str]) -> float:
     try:
         return float(row[0])
     except ValueError:
         return float("inf")
+
+
+def has_step(path: Path, step: int) -> bool:
+    """Whether a log holds a row for ``step``."""
+    if not path.exists():
+        return False
+    with open(path, newline="", errors="replace") as f:
+        return any(r and r[0] == str(step) for r in csv.reader(f))
 
 
 def last_time(path: Path) -> float:
@@ -85,7 +110,9 @@ class RunLog:
         return self.base + time.time() - self.t0
 
     def write(self, step: int, *values: str) -> None:
-        self._writer.writerow([step, f"{self.elapsed():.1f}", *values][:len(self.header)])
+        n = len(self.header)  # an older run's columns: cut or pad, so every row has n fields
+        row = [step, f"{self.elapsed():.1f}", *values]
+        self._writer.writerow((row + [""] * n)[:n])
         self._file.flush()
 
     def close(self) -> None:

@@ -22,7 +22,7 @@ import lvc
 from lvc.errors import InputError
 from lvc.models.latent import LatentModel, ModelConfig
 from lvc.train.data import CropSampler, FrameCache, collect_sources
-from lvc.train.runlog import RunLog, truncate_after
+from lvc.train.runlog import RunLog, has_step, truncate_after
 
 CKPT_FORMAT = "lvc-checkpoint/1"
 
@@ -162,6 +162,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False, progre
         log = RunLog(out / "log.csv", ["step", "time", "lr", "loss", "bpp", "mse", "psnr", "aux"], step,
                      state.get("elapsed") if state else None)
         truncate_after(out / "val.csv", step)
+        if state and _due_for_validation(cfg, step) and not has_step(out / "val.csv", step):
+            _validate(model, cfg, out, step)  # a kill during the checkpoint's own validation
     bar = None
     if progress and rank == 0:
         from tqdm import tqdm
@@ -201,12 +203,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False, progre
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             last = _checkpoint(out, model, opt, aux_opt, sampler, cfg, step, rank, world,
                                log.elapsed() if log else None)
-            if rank == 0 and cfg.val and (step % cfg.val_every == 0 or step == cfg.steps):
-                from lvc.train.validate import validate_and_log
-
-                with torch.random.fork_rng():  # validation must not shift the training RNG stream
-                    validate_and_log(model, cfg.val, out, step)
-                model.train()
+            if rank == 0 and _due_for_validation(cfg, step):
+                _validate(model, cfg, out, step)
     if bar:
         bar.close()
     if log:
@@ -247,6 +245,18 @@ def _assert_replicas_in_sync(model: torch.nn.Module, rank: int) -> None:
         raise RuntimeError(f"DDP replicas diverged: {digests}")
     if rank == 0:
         print(f"replicas in sync across {len(digests)} processes", flush=True)
+
+
+def _due_for_validation(cfg: TrainConfig, step: int) -> bool:
+    return bool(cfg.val) and (step % cfg.val_every == 0 or step == cfg.steps)
+
+
+def _validate(model: LatentModel, cfg: TrainConfig, out: Path, step: int) -> None:
+    from lvc.train.validate import validate_and_log
+
+    with torch.random.fork_rng():  # validation must not shift the training RNG stream
+        validate_and_log(model, cfg.val, out, step)
+    model.train()
 
 
 def _checkpoint(out: Path, model, opt, aux_opt, sampler, cfg: TrainConfig, step: int, rank: int, world: int,
