@@ -60,8 +60,9 @@ def test_wide_fan_in_sums_each_place_in_int64():
 @pytest.mark.parametrize("edge", [8127, -8256, 2**20, -ACT_LIMIT])
 def test_sparse_top_digits_cover_the_channels_that_need_them(large, edge):
     """Only channels holding values beyond two digits get further digits; channels at the
-    two-digit range's edges (8127 and -8256 need no third digit, though their magnitude
-    counts as three) and mixtures of small and large channels stay exact."""
+    two-digit range's edges (8127 and -8256; the latter's magnitude counts as three digits,
+    so it takes the sparse branch without needing a third) and mixtures of small and large
+    channels stay exact."""
     g = torch.Generator().manual_seed(len(large))
     cin, cout = 7, 5
     w = torch.randint(-(2**14), 2**14, (cout, cin, 3, 3), generator=g)

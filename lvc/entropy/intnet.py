@@ -4,7 +4,7 @@ A float network can give different results across processes, thread counts or CP
 and one flipped scale index desynchronises the range decoder. Following Ballé et al.,
 "Integer networks for data compression with latent-variable models" (2019), the
 trained float hyper-synthesis is converted to fixed point: integer weights, activations
-clamped to 2**30 (so they pass between layers as int32), sums in int64, floor-division
+clamped to 2**30 (so the int8 path passes them between layers as int32), sums in int64, floor-division
 rescaling, ReLU. Integer sums are exact in any order, so the outputs (mean and log-scale
 in fixed point, int64) are identical everywhere.
 """
@@ -46,8 +46,8 @@ def _low_digit(x: torch.Tensor) -> torch.Tensor:
 
 
 def _digits(x: torch.Tensor, n: int) -> list[torch.Tensor]:
-    """``x`` (int64, or int32 below 2**31 - 64) as ``n`` int8 tensors ``d_i`` with
-    ``x = sum(d_i * 128**i)``."""
+    """The integer weights ``x`` (int64) as ``n`` int8 tensors ``d_i`` with
+    ``x = sum(d_i * 128**i)``, all but the last balanced."""
     out = []
     for _ in range(n - 1):
         d = _low_digit(x)
@@ -60,8 +60,8 @@ def _digits(x: torch.Tensor, n: int) -> list[torch.Tensor]:
 def _padded_digits(x: torch.Tensor, n: int, reduce_last: bool, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`_digits` of channels-last int32 ``x`` written into one zero-padded int8 tensor
     (digit ``i`` at batch rows ``i * B ...``), and what they leave. With ``reduce_last`` the
-    last digit is balanced too, and the rest (``x // 128**n``) is zero unless ``x`` needs
-    more than ``n`` digits; without, the rest is empty."""
+    last digit is balanced too, and the rest (``(x - sum(d_i * 128**i)) / 128**n``, exact)
+    is zero unless ``x`` needs more than ``n`` balanced digits; without, the rest is empty."""
     b, h, w, c = x.shape
     out = x.new_zeros((n * b, h + 2 * pad, w + 2 * pad, c), dtype=torch.int8)
     for i in range(n):
