@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from lvc.codec.refine import refine_latent
+from lvc.codec.refine import Checkerboard, refine_latent
 from lvc.codec.synthesis import Deferred, Synthesizer
 from lvc.entropy import coder
 from lvc.entropy.tables import LOG_FRAC_BITS, scale_index
@@ -245,8 +245,9 @@ class FrameCodec:
         mean = plan.mean_fx.float() / _ONE
         y = plan.y
         if self.refine_steps and target is not None:
+            context = self._search_context(plan) if self._checkerboard(reference, plan.z_hat) else None
             y = refine_latent(self.m.g_s, y, mean, plan.idx, inv_gain, target, quality_lambda(self.m, q),
-                              self.refine_steps, offset=plan.offset)
+                              self.refine_steps, offset=plan.offset, context=context)
         sym = self._symbols(y - mean, reference)
         mean_fx, idx = plan.mean_fx, plan.idx
         if self._checkerboard(reference, plan.z_hat):
@@ -254,8 +255,7 @@ class FrameCodec:
             self._y_coder.encode(enc, sym[anchors].numpy(), idx[anchors].numpy())
             mean_fx, idx = self._context_prior(mean_fx, plan.log_scale_fx, anchors, sym)
             rest = ~anchors
-            # A refined y is re-rounded against the corrected means here; coding this half from
-            # the unrefined y instead measured worse (docs in lvc/codec/refine.py).
+            # Refinement returned this half at corrected means plus its symbols: re-rounding keeps them.
             sym[rest] = torch.round(y - mean_fx.float() / _ONE)[rest].clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).long()
             self._y_coder.encode(enc, sym[rest].numpy(), idx[rest].numpy())
         else:
@@ -265,6 +265,23 @@ class FrameCodec:
         eager = self.eager_synthesis if eager is None else eager
         synth = self.synthesis.submit if eager else self.synthesis.defer
         return FrameResult(coder.finish(enc), bits, latent, synth(latent, inv_gain, h, w))
+
+    def _search_context(self, plan: _Plan) -> Checkerboard:
+        """The checkerboard prior for refinement: the context network's float stand-in, and
+        the exact path :meth:`encode_latent` codes with."""
+        anchors = anchor_mask(*plan.y.shape[-2:]).expand_as(plan.y)
+        mean, log_scale = plan.mean_fx.float() / _ONE, plan.log_scale_fx.float() / _ONE
+        fuse = self.m.context.fuse
+
+        def soft(cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return fuse.run_float(torch.cat([mean, log_scale, cond], 1)).chunk(2, 1)
+
+        def exact(sym: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            mean_fx, idx = self._context_prior(plan.mean_fx, plan.log_scale_fx, anchors,
+                                               sym.clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT))
+            return (mean_fx - plan.mean_fx).float() / _ONE, idx
+
+        return Checkerboard(anchors, log_scale, soft, exact)
 
     @torch.no_grad()
     def intra_latent(self, y: torch.Tensor, q: int) -> torch.Tensor:
