@@ -170,3 +170,27 @@ def test_roundtrip_command_with_model_path(tmp_path, clip, tiny_model):
     r = run_lvc("roundtrip", clip, "--out", tmp_path, "--model", tiny_model, "--frames", "2")
     assert r.returncode == 0, r.stderr
     assert "decoder output equals the encoder's reconstruction" in r.stdout
+
+
+def test_refined_side_information_is_what_the_stream_carries(clip):
+    """The I-frame search moves ``z_hat`` too; the stream then carries the new side
+    information and the prior it predicts, and still decodes to the encoder's pictures."""
+    import torch
+
+    from lvc.codec.refine import refine_latent
+    from lvc.entropy.tables import LOG_FRAC_BITS
+
+    model = load_model(str(DATA / "tiny-ctx.lvcm"))
+    with open_video(clip) as v:
+        frame = next(v.frames())
+    q = 40000
+    codec = FrameCodec(model, refine_steps=30)
+    y, x = codec.analyse(frame, q)
+    plan = codec.plan(y, q)
+    _, inv_gain = codec._gains(q)
+    _, z_hat = refine_latent(model.g_s, plan.y, plan.mean_fx.float() / 2**LOG_FRAC_BITS, plan.idx, inv_gain, x,
+                             quality_lambda(model, q), 30, context=codec._search_context(plan),
+                             side=codec._search_side(plan, q))
+    assert z_hat is not None and not torch.equal(z_hat, plan.z_hat)
+    r = codec.encode(frame, q, y=y)
+    assert np.array_equal(codec.decode(r.payload, *frame.shape[:2], q)[0], r.recon)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from lvc.codec.refine import Checkerboard, refine_latent
+from lvc.codec.refine import Checkerboard, SidePrior, refine_latent
 from lvc.codec.synthesis import Deferred, Synthesizer
 from lvc.entropy import coder
 from lvc.entropy.tables import LOG_FRAC_BITS, scale_index
@@ -239,15 +239,19 @@ class FrameCodec:
         result of :meth:`plan` for the same arguments, if the caller has it already.
         """
         plan = plan or self.plan(y, q, reference)
+        y = plan.y
+        if self.refine_steps and target is not None:
+            context = self._search_context(plan) if self._checkerboard(reference, plan.z_hat) else None
+            side = self._search_side(plan, q) if reference is None and plan.side is not None else None
+            y, z_hat = refine_latent(self.m.g_s, y, plan.mean_fx.float() / _ONE, plan.idx, inv_gain, target,
+                                     quality_lambda(self.m, q), self.refine_steps, offset=plan.offset,
+                                     context=context, side=side)
+            if z_hat is not None and not torch.equal(z_hat, plan.z_hat):
+                plan = self._plan_from(plan, z_hat, q)
         enc = coder.new_encoder()
         if plan.side is not None:
             plan.side.coder.encode(enc, plan.z_hat.numpy(), plan.side.index(tuple(plan.z_hat.shape)))
         mean = plan.mean_fx.float() / _ONE
-        y = plan.y
-        if self.refine_steps and target is not None:
-            context = self._search_context(plan) if self._checkerboard(reference, plan.z_hat) else None
-            y = refine_latent(self.m.g_s, y, mean, plan.idx, inv_gain, target, quality_lambda(self.m, q),
-                              self.refine_steps, offset=plan.offset, context=context)
         sym = self._symbols(y - mean, reference)
         mean_fx, idx = plan.mean_fx, plan.idx
         if self._checkerboard(reference, plan.z_hat):
@@ -268,20 +272,51 @@ class FrameCodec:
 
     def _search_context(self, plan: _Plan) -> Checkerboard:
         """The checkerboard prior for refinement: the context network's float stand-in, and
-        the exact path :meth:`encode_latent` codes with."""
+        the exact path :meth:`encode_latent` codes with (both around the plan's prediction
+        unless given another)."""
         anchors = anchor_mask(*plan.y.shape[-2:]).expand_as(plan.y)
-        mean, log_scale = plan.mean_fx.float() / _ONE, plan.log_scale_fx.float() / _ONE
         fuse = self.m.context.fuse
 
-        def soft(cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def soft(cond: torch.Tensor, mean: torch.Tensor | None = None,
+                 log_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+            mean = plan.mean_fx.float() / _ONE if mean is None else mean
+            log_scale = plan.log_scale_fx.float() / _ONE if log_scale is None else log_scale
             return fuse.run_float(torch.cat([mean, log_scale, cond], 1)).chunk(2, 1)
 
-        def exact(sym: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            mean_fx, idx = self._context_prior(plan.mean_fx, plan.log_scale_fx, anchors,
-                                               sym.clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT))
-            return (mean_fx - plan.mean_fx).float() / _ONE, idx
+        def exact(sym: torch.Tensor, fx: tuple[torch.Tensor, torch.Tensor] | None = None):
+            mean_fx, log_scale_fx = fx or (plan.mean_fx, plan.log_scale_fx)
+            corrected, idx = self._context_prior(mean_fx, log_scale_fx, anchors, sym.clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT))
+            return (corrected - mean_fx).float() / _ONE, idx
 
-        return Checkerboard(anchors, log_scale, soft, exact)
+        return Checkerboard(anchors, plan.log_scale_fx.float() / _ONE, soft, exact)
+
+    def _search_side(self, plan: _Plan, q: int) -> SidePrior:
+        """The hyper-latent for refinement (I-frames): float hyper-synthesis, exact prior, and
+        the side tables' bits per symbol."""
+        side, shape = plan.side, tuple(plan.y.shape)
+        tables = side.tables
+        chans = np.arange(side.channels)
+        width = int(tables.lengths[chans].max())
+        offsets = np.asarray(tables.offsets)[chans]
+        sym = offsets[:, None] + np.arange(width)[None, :]
+        bits = tables.element_bits(np.broadcast_to(chans[:, None], sym.shape), sym)
+
+        def exact(z_hat: torch.Tensor):
+            mean_fx, log_scale_fx = self._prior(z_hat, q, shape)
+            return mean_fx.float() / _ONE, scale_index(log_scale_fx), (mean_fx, log_scale_fx)
+
+        def hard_bits(z_hat: torch.Tensor) -> float:
+            return side.tables.bits(side.index(tuple(z_hat.shape)).ravel(), z_hat.numpy().ravel())
+
+        return SidePrior(side.h_a(plan.y), lambda z: self.m.hyper.run_float(z).chunk(2, 1),
+                         exact, torch.from_numpy(bits).float(), torch.from_numpy(offsets).long(),
+                         hard_bits, coder.ESCAPE_LIMIT)
+
+    def _plan_from(self, plan: _Plan, z_hat: torch.Tensor, q: int) -> _Plan:
+        """``plan`` with another side information (an I-frame's refined ``z_hat``)."""
+        z_bits = plan.side.tables.bits(plan.side.index(tuple(z_hat.shape)).ravel(), z_hat.numpy().ravel())
+        mean_fx, log_scale_fx = self._prior(z_hat, q, tuple(plan.y.shape))
+        return _Plan(plan.y, plan.side, z_hat, z_bits, mean_fx, log_scale_fx, scale_index(log_scale_fx), None)
 
     @torch.no_grad()
     def intra_latent(self, y: torch.Tensor, q: int) -> torch.Tensor:

@@ -222,7 +222,7 @@ class InterCodec:
             return self.p.g_d(self.p.update_float(latent, ctx_f))
 
         return refine_latent(picture, y, mean_fx.float() / _ONE, idx, inv[None, :, None, None], target,
-                             quality_lambda(self.m, q), self.refine_steps)
+                             quality_lambda(self.m, q), self.refine_steps)[0]
 
     @torch.no_grad()
     def decode_async(self, payload: bytes, h: int, w: int, q: int, context: torch.Tensor,
