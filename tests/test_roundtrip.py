@@ -6,11 +6,16 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+import torch
 from conftest import DATA, frames_hash
 
+import lvc.codec.frame as frame_module
 from lvc.codec import api
 from lvc.codec.frame import FrameCodec, quality_lambda
+from lvc.codec.refine import refine_latent
 from lvc.codec.sequence import SequenceEncoder
+from lvc.entropy import coder
+from lvc.entropy.tables import LOG_FRAC_BITS
 from lvc.io.reader import open_video
 from lvc.io.writer import FrameWriter
 from lvc.models.registry import load_model
@@ -172,25 +177,26 @@ def test_roundtrip_command_with_model_path(tmp_path, clip, tiny_model):
     assert "decoder output equals the encoder's reconstruction" in r.stdout
 
 
-def test_refined_side_information_is_what_the_stream_carries(clip):
-    """The I-frame search moves ``z_hat`` too; the stream then carries the new side
-    information and the prior it predicts, and still decodes to the encoder's pictures."""
-    import torch
+def test_refined_side_information_is_what_the_stream_carries(clip, monkeypatch):
+    """The I-frame search moves ``z_hat`` too: the stream carries the searched ``z_hat`` and
+    ``y`` exactly (coded symbols, the bits reported), and decodes to the encoder's pictures."""
+    found = []
 
-    from lvc.codec.refine import refine_latent
-    from lvc.entropy.tables import LOG_FRAC_BITS
+    def spy(*args, **kwargs):
+        found.append(refine_latent(*args, **kwargs))
+        return found[-1]
 
+    monkeypatch.setattr(frame_module, "refine_latent", spy)
     model = load_model(str(DATA / "tiny-ctx.lvcm"))
     with open_video(clip) as v:
         frame = next(v.frames())
-    q = 40000
+    q, (h, w) = 40000, frame.shape[:2]
     codec = FrameCodec(model, refine_steps=30)
-    y, x = codec.analyse(frame, q)
-    plan = codec.plan(y, q)
-    _, inv_gain = codec._gains(q)
-    _, z_hat = refine_latent(model.g_s, plan.y, plan.mean_fx.float() / 2**LOG_FRAC_BITS, plan.idx, inv_gain, x,
-                             quality_lambda(model, q), 30, context=codec._search_context(plan),
-                             side=codec._search_side(plan, q))
-    assert z_hat is not None and not torch.equal(z_hat, plan.z_hat)
-    r = codec.encode(frame, q, y=y)
-    assert np.array_equal(codec.decode(r.payload, *frame.shape[:2], q)[0], r.recon)
+    r = codec.encode(frame, q)
+    (y, z_hat), = found
+    side = codec._side
+    plain_z = FrameCodec(model).plan(codec.analyse(frame, q)[0], q).z_hat
+    coded_z = side.coder.decode(coder.new_decoder(r.payload), side.index(tuple(z_hat.shape)))
+    assert not torch.equal(z_hat, plain_z) and np.array_equal(coded_z.reshape(z_hat.shape), z_hat.numpy())
+    assert torch.equal(r.latent, torch.round(y * 2**LOG_FRAC_BITS).long())
+    assert np.array_equal(codec.decode(r.payload, h, w, q)[0], r.recon)

@@ -77,6 +77,19 @@ class _Side:
     def index(shape: tuple[int, ...]) -> np.ndarray:
         return side_index(shape)
 
+    def bits(self, z_hat: torch.Tensor) -> float:
+        return self.tables.bits(self.index(tuple(z_hat.shape)).ravel(), z_hat.numpy().ravel())
+
+    @cached_property
+    def bits_table(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bits of every in-table symbol per channel, an escape's on either side, and the
+        channels' first symbols: what refinement interpolates."""
+        chans = np.arange(self.channels)
+        offsets = np.asarray(self.tables.offsets)[chans]
+        sym = offsets[:, None] + np.arange(-1, int(self.tables.lengths[chans].max()))[None, :]
+        bits = self.tables.element_bits(np.broadcast_to(chans[:, None], sym.shape), sym)
+        return torch.from_numpy(bits).float(), torch.from_numpy(offsets).long()
+
 
 @dataclass(frozen=True)
 class _Plan:
@@ -215,7 +228,7 @@ class FrameCodec:
         if side is not None:
             z = side.h_a(y)
             z_hat = torch.round(z).clamp(-coder.ESCAPE_LIMIT, coder.ESCAPE_LIMIT).long()
-            z_bits = side.tables.bits(side.index(tuple(z_hat.shape)).ravel(), z_hat.numpy().ravel())
+            z_bits = side.bits(z_hat)
         mean_fx, log_scale_fx = self._prior(z_hat, q, tuple(y.shape), reference)
         return _Plan(y, side, z_hat, z_bits, mean_fx, log_scale_fx, scale_index(log_scale_fx), base)
 
@@ -245,7 +258,7 @@ class FrameCodec:
             side = self._search_side(plan, q) if reference is None and plan.side is not None else None
             y, z_hat = refine_latent(self.m.g_s, y, plan.mean_fx.float() / _ONE, plan.idx, inv_gain, target,
                                      quality_lambda(self.m, q), self.refine_steps, offset=plan.offset,
-                                     context=context, side=side)
+                                     context=context, side=side, symbol_limit=SYMBOL_LIMIT)
             if z_hat is not None and not torch.equal(z_hat, plan.z_hat):
                 plan = self._plan_from(plan, z_hat, q)
         enc = coder.new_encoder()
@@ -259,7 +272,8 @@ class FrameCodec:
             self._y_coder.encode(enc, sym[anchors].numpy(), idx[anchors].numpy())
             mean_fx, idx = self._context_prior(mean_fx, plan.log_scale_fx, anchors, sym)
             rest = ~anchors
-            # Refinement returned this half at corrected means plus its symbols: re-rounding keeps them.
+            # Round this half around its corrected means (a refined y re-rounds to the symbols
+            # the search scored there).
             sym[rest] = torch.round(y - mean_fx.float() / _ONE)[rest].clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).long()
             self._y_coder.encode(enc, sym[rest].numpy(), idx[rest].numpy())
         else:
@@ -293,30 +307,21 @@ class FrameCodec:
     def _search_side(self, plan: _Plan, q: int) -> SidePrior:
         """The hyper-latent for refinement (I-frames): float hyper-synthesis, exact prior, and
         the side tables' bits per symbol."""
-        side, shape = plan.side, tuple(plan.y.shape)
-        tables = side.tables
-        chans = np.arange(side.channels)
-        width = int(tables.lengths[chans].max())
-        offsets = np.asarray(tables.offsets)[chans]
-        sym = offsets[:, None] + np.arange(width)[None, :]
-        bits = tables.element_bits(np.broadcast_to(chans[:, None], sym.shape), sym)
+        shape = tuple(plan.y.shape)
 
         def exact(z_hat: torch.Tensor):
             mean_fx, log_scale_fx = self._prior(z_hat, q, shape)
             return mean_fx.float() / _ONE, scale_index(log_scale_fx), (mean_fx, log_scale_fx)
 
-        def hard_bits(z_hat: torch.Tensor) -> float:
-            return side.tables.bits(side.index(tuple(z_hat.shape)).ravel(), z_hat.numpy().ravel())
-
-        return SidePrior(side.h_a(plan.y), lambda z: self.m.hyper.run_float(z).chunk(2, 1),
-                         exact, torch.from_numpy(bits).float(), torch.from_numpy(offsets).long(),
-                         hard_bits, coder.ESCAPE_LIMIT)
+        return SidePrior(plan.side.h_a(plan.y), lambda z: self.m.hyper.run_float(z).chunk(2, 1), exact,
+                         *plan.side.bits_table, plan.side.bits, coder.ESCAPE_LIMIT)
 
     def _plan_from(self, plan: _Plan, z_hat: torch.Tensor, q: int) -> _Plan:
-        """``plan`` with another side information (an I-frame's refined ``z_hat``)."""
-        z_bits = plan.side.tables.bits(plan.side.index(tuple(z_hat.shape)).ravel(), z_hat.numpy().ravel())
+        """An I-frame's ``plan`` with another side information (its refined ``z_hat``)."""
+        assert plan.offset is None, "only I-frames search their side information"
         mean_fx, log_scale_fx = self._prior(z_hat, q, tuple(plan.y.shape))
-        return _Plan(plan.y, plan.side, z_hat, z_bits, mean_fx, log_scale_fx, scale_index(log_scale_fx), None)
+        return _Plan(plan.y, plan.side, z_hat, plan.side.bits(z_hat), mean_fx, log_scale_fx,
+                     scale_index(log_scale_fx), None)
 
     @torch.no_grad()
     def intra_latent(self, y: torch.Tensor, q: int) -> torch.Tensor:

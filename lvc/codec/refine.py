@@ -71,8 +71,9 @@ class Checkerboard:
 class SidePrior:
     """The hyper-latent ``z``, searched with ``y`` (the decoder reads both): ``soft(z)`` is the
     hyper-synthesis's float ``(mean, log_scale)``, ``exact(z_hat)`` the codec's ``(mean, scale
-    index, fixed-point prediction)``; ``bits[c, k]`` what symbol ``offsets[c] + k`` of channel
-    ``c`` costs, ``hard_bits(z_hat)`` what the coder spends."""
+    index, fixed-point prediction)``; ``bits[c, k]`` what symbol ``offsets[c] + k - 1`` of
+    channel ``c`` costs (an escape's cost at the first column and past the channel's table),
+    ``hard_bits(z_hat)`` what the coder spends. ``y`` is scored under a Gaussian, ``z`` under its exact tables."""
 
     z: torch.Tensor  # the analysis' z, where the search starts
     soft: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -83,14 +84,15 @@ class SidePrior:
     limit: int  # |z_hat| the coder takes
 
     def soft_bits(self, z: torch.Tensor, z_soft: torch.Tensor) -> torch.Tensor:
-        """Bits of soft-rounded ``z_soft`` (``floor(z)`` plus a weight): the table
-        interpolated between the two neighbouring symbols."""
+        """Bits of soft-rounded ``z_soft`` (``floor(z)`` plus a weight): the costs of the two
+        neighbouring symbols, interpolated (escape costs outside the tables)."""
         f = torch.floor(z).detach()
-        k = (f.long() - self.offsets[None, :, None, None]).clamp(0, self.bits.shape[1] - 2)
-        rows = self.bits[torch.arange(self.bits.shape[0])[None, :, None, None], k]
-        nxt = self.bits[torch.arange(self.bits.shape[0])[None, :, None, None], k + 1]
+        k = f.long() - self.offsets[None, :, None, None] + 1
+        last = self.bits.shape[1] - 1
+        rows = torch.arange(self.bits.shape[0])[None, :, None, None]
+        low, high = self.bits[rows, k.clamp(0, last)], self.bits[rows, (k + 1).clamp(0, last)]
         wgt = z_soft - f
-        return ((1 - wgt) * rows + wgt * nxt).sum()
+        return ((1 - wgt) * low + wgt * high).sum()
 
 
 def _soft_round(v: torch.Tensor, tau: float, gen: torch.Generator) -> torch.Tensor:
@@ -106,14 +108,17 @@ def refine_latent(g_s: torch.nn.Module, y: torch.Tensor, mean: torch.Tensor, sca
                   inv_gain: torch.Tensor, target: torch.Tensor, lmbda: float, steps: int,
                   lr: float = 0.01, offset: torch.Tensor | None = None,
                   context: Checkerboard | None = None,
-                  side: SidePrior | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Refined ``y`` (``round(y - mean)`` are the symbols to code) for the frame ``target``,
-    and with ``side`` the refined ``z_hat`` whose prediction ``mean`` then stands for.
+                  side: SidePrior | None = None,
+                  symbol_limit: int = 1 << 20) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Refined ``y`` for the frame ``target``, and the refined ``z_hat`` (None without ``side``).
+
+    ``round(y - mean)`` are the symbols to code, where ``mean`` is the prediction of the
+    returned ``z_hat`` (with ``side``, the ``mean`` and ``scale_idx`` arguments are unused).
 
     ``target`` is the (1, 3, H, W) frame in [0, 1]; ``offset`` is added before synthesis (a
     P-frame's reference latent; ``y`` is then the residual). With ``context`` the second
     checkerboard half is searched around its corrected means, and the result re-rounds
-    there to the symbols found.
+    there to the symbols found. ``symbol_limit``: the largest ``|symbol|`` the coder takes.
     """
     table = torch.from_numpy(table_scales()).float()
     lo, hi = float(table[0]), float(table[-1])
@@ -146,11 +151,11 @@ def refine_latent(g_s: torch.nn.Module, y: torch.Tensor, mean: torch.Tensor, sca
             z_hat = torch.round(z).clamp(-side.limit, side.limit).long()
             m, idx, fx = side.exact(z_hat)
             z_bits = side.hard_bits(z_hat)
-        k = torch.round(u - m)
+        k = torch.round(u - m).clamp(-symbol_limit, symbol_limit)  # as the coder clamps them
         if context is None:
             return k, table[idx], k + m, z_bits, z_hat
         d_mean, idx = context.exact(k.long(), fx)
-        k = torch.where(context.anchors, k, torch.round(u - m - d_mean))
+        k = torch.where(context.anchors, k, torch.round(u - m - d_mean).clamp(-symbol_limit, symbol_limit))
         return k, table[idx], m + k + d_mean, z_bits, z_hat
 
     def cost(sym: torch.Tensor, sc: torch.Tensor, decoded: torch.Tensor, z_bits, clamp: bool) -> torch.Tensor:
