@@ -213,3 +213,46 @@ def test_more_latent_channels_keep_the_old_ones_exact():
     assert torch.equal(y_old, y_new[:, :16])
     for a, b in zip(old.entropy_params(y_old, q, False)[:2], new.entropy_params(y_new, q, False)[:2]):
         assert torch.equal(a, b[:, :16])
+
+
+def test_joint_context_starts_from_a_plain_model_and_exports_as_its_context_prior(tmp_path, capsys):
+    """``--init`` adds a checkerboard context network that changes nothing at first, trains
+    it with the transforms, and ``lvc export`` writes it as the model's context prior."""
+    from dataclasses import replace
+
+    from lvc.cli import main
+    from lvc.models.registry import load_model
+    from lvc.train.widen import widen_from
+
+    plain = train(_cfg(tmp_path / "a", 2), TINY, progress=False)
+    joint_cfg = replace(TINY, context=8)
+    old, new = LatentModel(TINY), LatentModel(joint_cfg)
+    old.load_state_dict(torch.load(plain, weights_only=False)["model"])
+    widen_from(new, old.state_dict())
+    old.eval(), new.eval()
+    x, q = torch.rand(2, 3, 64, 64), torch.tensor([0.2, 0.9])
+    a, b = old(x, q), new(x, q)
+    assert torch.equal(a["x_hat"], b["x_hat"]) and torch.equal(a["bpp"], b["bpp"])
+
+    cfg = _cfg(tmp_path / "b", 2)
+    cfg.init = str(plain)
+    joint = train(cfg, joint_cfg, progress=False)
+    state = torch.load(joint, weights_only=False)
+    assert state["model_config"]["context"] == 8 and state["model"]["context.fuse.4.weight"].abs().sum() > 0
+
+    out = tmp_path / "joint.lvcm"
+    assert main(["export", str(joint), "--name", "joint", "-o", str(out)]) == 0
+    fm = load_model(str(out))
+    assert fm.context is not None and fm.config.context == 0  # stored like any model with a context prior
+    codec = FrameCodec(fm)
+    frame = (np.random.default_rng(1).random((40, 70, 3)) * 255).astype(np.uint8)
+    for quality in (0, 65535):
+        r = codec.encode(frame, quality)
+        assert np.array_equal(codec.decode(r.payload, 40, 70, quality)[0], r.recon)
+        assert len(r.payload) * 8 >= r.estimated_bits
+
+    bad = tmp_path / "bad.lvcm"
+    assert main(["export", str(joint), "--name", "j", "-o", str(bad), "--context", str(joint)]) != 0
+    assert "trained its own context prior" in capsys.readouterr().err and not bad.exists()
+    with pytest.raises(ValueError, match="needs arch 'hyperprior'"):
+        ModelConfig(arch="factorized", context=8)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from lvc.entropy.priors import ste_round
 from lvc.models.correction import Correction
 
 
@@ -25,6 +26,15 @@ def anchor_mask(h: int, w: int) -> torch.Tensor:
 
 class SpatialContext(Correction):
     """Correction conditioned on the decoded anchors (zero at the other half)."""
+
+    def checkerboard(self, y: torch.Tensor, mu: torch.Tensor, log_scale: torch.Tensor):
+        """Means and log-scales of the whole latent as the codec uses them: the hyperprior's
+        at the anchors, corrected from the quantised anchors elsewhere. For joint training
+        with the transforms, so the anchors pass gradients straight through the rounding."""
+        anchors = anchor_mask(*y.shape[-2:]).to(y.device)
+        y_hat = mu + ste_round(y - mu)
+        mean, scale = self.corrected(mu, log_scale, y_hat * anchors.to(y.dtype))
+        return torch.where(anchors, mu, mean), torch.where(anchors, log_scale, scale)
 
     def forward(self, y: torch.Tensor, mu: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
         """Noisy-proxy bits per sample (B,) of the whole latent ``y`` (gained domain).

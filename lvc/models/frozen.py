@@ -95,10 +95,14 @@ def freeze(model: LatentModel, name: str, temporal: Correction | None = None,
     """Build the integer coding state of ``model`` (explicit, once, before saving).
 
     The result is what loading the saved file gives, byte for byte: transforms are
-    stored in float16 and the model is re-read from its own serialisation.
+    stored in float16 and the model is re-read from its own serialisation. A context
+    network trained jointly with the transforms is the context prior unless ``context``
+    names another; the file then looks like any model with a context prior.
     """
     model = model.eval()
-    cfg = model.cfg
+    if model.cfg.context and context is None:
+        context = model.context
+    cfg = replace(model.cfg, context=0)
     one = 1 << LOG_FRAC_BITS
     frozen: dict = {"hyper": None, "z_tables": None, "static_mean": None, "static_log_scale": None}
     with torch.no_grad():

@@ -48,10 +48,13 @@ class ModelConfig:
     # Channels after the analysis' first three layers (1/2, 1/4, 1/8 resolution); empty means
     # N everywhere. Narrow at high resolution, wide at low, as LoC-LIC-style lean transforms.
     analysis_widths: tuple[int, ...] = ()
+    # Width of a checkerboard context network trained jointly with the transforms (0: none;
+    # `lvc train-ctx` then adds one to the frozen latents after the fact).
+    context: int = 0
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for k in WIDTH_FIELDS:  # model files of uniform-width models stay byte-identical
+        for k in (*WIDTH_FIELDS, "context"):  # files of models without them stay byte-identical
             if not d[k]:
                 del d[k]
         return d
@@ -77,6 +80,9 @@ class ModelConfig:
             raise ValueError(f"unknown arch {self.arch!r}; expected 'hyperprior' or 'factorized'")
         if self.levels < 2:
             raise ValueError("levels must be >= 2")
+        if self.context < 0 or (self.context and self.arch != "hyperprior"):
+            raise ValueError("a context network corrects the hyperprior's predictions: it needs "
+                             "arch 'hyperprior' and a positive width")
         for k in WIDTH_FIELDS:
             v = getattr(self, k)
             if v and (len(v) != 3 or min(v) < 1):
@@ -132,6 +138,12 @@ class LatentModel(nn.Module):
                 deconv(nh, nh), nn.ReLU(), deconv(nh, nh * 3 // 2), nn.ReLU(), conv(nh * 3 // 2, 2 * m, 3, 1)
             )
             self.z_density = FactorizedDensity(nh)
+            if cfg.context:
+                # Imported here: the correction networks import SCALE_MIN from this module.
+                from lvc.models.context import SpatialContext
+                from lvc.models.correction import CorrectionConfig
+
+                self.context = SpatialContext(CorrectionConfig(M=m, C=cfg.context))
         else:
             # Non-adaptive prior: a mean and log-scale per channel and gain level.
             self.y_mean = nn.Parameter(torch.zeros(cfg.levels, m))
@@ -175,6 +187,8 @@ class LatentModel(nn.Module):
             y = self.g_a(x).float()
         y = y * torch.exp(self.interp(self.log_gain, q))[:, :, None, None]
         mean, log_scale, z_lik = self.entropy_params(y, q, self.training, bf16)
+        if self.cfg.context:
+            mean, log_scale = self.context.checkerboard(y, mean, log_scale)
         scale = lower_bound(torch.exp(log_scale), SCALE_MIN)
         y_noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5) if self.training else torch.round(y - mean) + mean
         y_lik = gaussian_likelihood(y_noisy, mean, scale)
@@ -208,6 +222,8 @@ def count_macs_per_pixel(model: LatentModel, part: str = "decoder", size: tuple[
     mods = [model.g_s] + ([model.h_s] if model.cfg.arch == "hyperprior" else [])
     if part == "encoder":
         mods = [model.g_a] + ([model.h_a, model.h_s] if model.cfg.arch == "hyperprior" else [])
+    if model.cfg.context:
+        mods.append(model.context)
     handles = [m.register_forward_hook(hook) for mod in mods for m in mod.modules()]
     h, w = size
     try:
@@ -215,6 +231,8 @@ def count_macs_per_pixel(model: LatentModel, part: str = "decoder", size: tuple[
             y = model.g_a(torch.zeros(1, 3, h, w))
             if model.cfg.arch == "hyperprior":
                 model.h_s(torch.round(model.h_a(y)))
+            if model.cfg.context:
+                model.context.corrected(y, y, y)
             model.g_s(y)
     finally:
         for hd in handles:

@@ -24,6 +24,8 @@ from lvc.train.trainer import TrainConfig, train
 
 _WIDTH_HELP = {"synthesis_widths": "synthesis channels at 1/8, 1/4, 1/2 resolution (default: N each)",
                "analysis_widths": "analysis channels at 1/2, 1/4, 1/8 resolution (default: N each)"}
+_MODEL_HELP = {"context": "width of a checkerboard context network trained jointly with the transforms "
+                           "(e.g. 128; default 0: none, `lvc train-ctx` adds one afterwards)"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +40,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             p.add_argument(f"--{f.name.replace('_', '-')}", type=_widths, default=(), metavar="C1,C2,C3",
                            help=_WIDTH_HELP[f.name])
         elif f.name != "arch":
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
+                           help=_MODEL_HELP.get(f.name))
     for f in fields(TrainConfig):
         if f.name in ("data", "out"):
             continue
@@ -209,6 +212,9 @@ def export(args: argparse.Namespace) -> int:
     except Exception as e:  # noqa: BLE001 - unpickling can fail in many ways; all mean "not a checkpoint"
         raise ModelError(f"not a usable lvc checkpoint ({e.__class__.__name__})", args.checkpoint) from None
     space = latent_space_id(model.g_a, model.log_gain)
+    if model.cfg.context and args.context:
+        raise ModelError("this checkpoint trained its own context prior with the transforms", args.checkpoint,
+                         "drop --context (its own is exported)")
     nets: dict[str, Correction | None] = {"temporal": None, "context": None}
     for key, cls, command in (("temporal", TemporalPrior, "lvc train-p"), ("context", SpatialContext, "lvc train-ctx")):
         path = getattr(args, key)

@@ -214,7 +214,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False, progre
     return last
 
 
-WIDTHS = ("N", "M", "Nh", "synthesis_widths", "analysis_widths")  # what --init may change
+WIDTHS = ("N", "M", "Nh", "synthesis_widths", "analysis_widths", "context")  # what --init may change
 
 
 def _init_from(model: LatentModel, path: str, rank: int) -> None:
@@ -231,7 +231,7 @@ def _init_from(model: LatentModel, path: str, rank: int) -> None:
         raise InputError(f"cannot start from this checkpoint ({e})", path,
                          "pass an `lvc train` checkpoint of the same family, at most as wide") from None
     if rank == 0:
-        print(f"initialised from {path} (step {state.get('step')}); widened: {', '.join(grown) or 'nothing'}",
+        print(f"initialised from {path} (step {state.get('step')}); new or widened: {', '.join(grown) or 'nothing'}",
               flush=True)
 
 

@@ -9,7 +9,8 @@ weights *out of* new channels start at zero, so the old outputs are unchanged. M
 latent channels (M) work the same way: the new channels start with zero weight into the
 synthesis and the hyper-analysis, so they only cost their (small, quickly trained away)
 rate until they pay. (A fresh GDN's couplings are the identity, so new channels do not
-touch the old ones' norms.)
+touch the old ones' norms.) A checkerboard context network the narrower model lacks starts
+fresh: its last layer is zero, so it too changes nothing until trained.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ def widen_from(model: LatentModel, state: dict[str, torch.Tensor]) -> list[str]:
     with torch.no_grad():
         for name, new in own.items():
             if name not in state:
+                if name.startswith("context."):  # a new context network: its zero last layer changes nothing
+                    grown.append(name)
+                    continue
                 raise ValueError(f"the checkpoint has no {name}")
             old = state[name]
             if old.shape == new.shape:
