@@ -252,7 +252,11 @@ def test_joint_context_starts_from_a_plain_model_and_exports_as_its_context_prio
         assert len(r.payload) * 8 >= r.estimated_bits
 
     bad = tmp_path / "bad.lvcm"
-    assert main(["export", str(joint), "--name", "j", "-o", str(bad), "--context", str(joint)]) != 0
-    assert "trained its own context prior" in capsys.readouterr().err and not bad.exists()
+    assert main(["export", str(joint), "--name", "j", "-o", str(bad), "--context", str(plain)]) != 0
+    assert "not a context one" in capsys.readouterr().err and not bad.exists()
     with pytest.raises(ValueError, match="needs arch 'hyperprior'"):
         ModelConfig(arch="factorized", context=8)
+    with pytest.raises(ValueError, match="context network would be dropped"):
+        widen_from(LatentModel(TINY), state["model"])
+    with pytest.raises(ValueError, match="cannot be widened"):
+        widen_from(LatentModel(replace(joint_cfg, M=24)), state["model"])

@@ -5,8 +5,10 @@ efficient learned image compression", CVPR 2021): the *anchor* half is coded wit
 hyperprior alone; then a correction network (:mod:`lvc.models.correction`) sees the
 decoded anchors and corrects the hyperprior's mean and scale for the other half. Both
 halves decode as whole tensors (two passes instead of a serial autoregressive scan),
-which keeps decoding fast on a CPU. The correction is trained on frozen intra latents
-(``lvc train-ctx``), so it can be added to, and retrained for, any hyperprior model.
+which keeps decoding fast on a CPU. The correction is trained either on frozen intra
+latents (``lvc train-ctx``), so it can be added to, and retrained for, any hyperprior
+model, or with the transforms (``lvc train --context``), so the latent itself learns to be
+predictable from its anchors.
 """
 
 from __future__ import annotations
@@ -27,23 +29,18 @@ def anchor_mask(h: int, w: int) -> torch.Tensor:
 class SpatialContext(Correction):
     """Correction conditioned on the decoded anchors (zero at the other half)."""
 
-    def checkerboard(self, y: torch.Tensor, mu: torch.Tensor, log_scale: torch.Tensor):
+    def checkerboard(self, y: torch.Tensor, mu: torch.Tensor,
+                     log_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Means and log-scales of the whole latent as the codec uses them: the hyperprior's
-        at the anchors, corrected from the quantised anchors elsewhere. For joint training
-        with the transforms, so the anchors pass gradients straight through the rounding."""
+        at the anchors, corrected from the quantised anchors elsewhere. The anchors are
+        quantised exactly as the codec does (``mu + round(y - mu)``), so the condition is what
+        the decoder holds; the rounding passes gradients straight through, for training
+        jointly with the transforms."""
         anchors = anchor_mask(*y.shape[-2:]).to(y.device)
         y_hat = mu + ste_round(y - mu)
-        mean, scale = self.corrected(mu, log_scale, y_hat * anchors.to(y.dtype))
-        return torch.where(anchors, mu, mean), torch.where(anchors, log_scale, scale)
+        mean_c, log_scale_c = self.corrected(mu, log_scale, y_hat * anchors.to(y.dtype))
+        return torch.where(anchors, mu, mean_c), torch.where(anchors, log_scale, log_scale_c)
 
     def forward(self, y: torch.Tensor, mu: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
-        """Noisy-proxy bits per sample (B,) of the whole latent ``y`` (gained domain).
-
-        The anchors are quantised exactly as the codec does (``mu + round(y - mu)``):
-        the condition is what the decoder holds.
-        """
-        anchors = anchor_mask(*y.shape[-2:]).to(y.dtype)
-        y_hat = mu + torch.round(y - mu)
-        mean, scale = self.corrected(mu, log_scale, y_hat * anchors)
-        bits = self.bits(y, mu, log_scale) * anchors + self.bits(y, mean, scale) * (1 - anchors)
-        return bits.flatten(1).sum(1)
+        """Noisy-proxy bits per sample (B,) of the whole latent ``y`` (gained domain)."""
+        return self.rate(y, *self.checkerboard(y, mu, log_scale))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from dataclasses import fields
 from pathlib import Path
 
@@ -213,8 +214,8 @@ def export(args: argparse.Namespace) -> int:
         raise ModelError(f"not a usable lvc checkpoint ({e.__class__.__name__})", args.checkpoint) from None
     space = latent_space_id(model.g_a, model.log_gain)
     if model.cfg.context and args.context:
-        raise ModelError("this checkpoint trained its own context prior with the transforms", args.checkpoint,
-                         "drop --context (its own is exported)")
+        warnings.warn(f"--context replaces the context network {args.checkpoint} trained with the transforms",
+                      stacklevel=1)
     nets: dict[str, Correction | None] = {"temporal": None, "context": None}
     for key, cls, command in (("temporal", TemporalPrior, "lvc train-p"), ("context", SpatialContext, "lvc train-ctx")):
         path = getattr(args, key)

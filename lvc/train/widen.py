@@ -30,6 +30,9 @@ def widen_from(model: LatentModel, state: dict[str, torch.Tensor]) -> list[str]:
     grown = []
     zero_out = _outgoing_inputs(model)
     own = model.state_dict()
+    dropped = sorted(k for k in state if k.startswith("context.") and k not in own)
+    if dropped:
+        raise ValueError("the checkpoint's context network would be dropped (give the same --context)")
     with torch.no_grad():
         for name, new in own.items():
             if name not in state:
@@ -43,6 +46,8 @@ def widen_from(model: LatentModel, state: dict[str, torch.Tensor]) -> list[str]:
                 continue
             if old.dim() != new.dim() or any(o > n for o, n in zip(old.shape, new.shape)):
                 raise ValueError(f"{name}: cannot widen {tuple(old.shape)} to {tuple(new.shape)}")
+            if name.startswith("context."):  # its inputs and outputs are stacked M-wide blocks
+                raise ValueError(f"{name}: a context network cannot be widened (start without one)")
             grown.append(name)
             if name in zero_out:  # weights leaving new input channels: zero
                 dim = zero_out[name]
