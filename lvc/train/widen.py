@@ -30,8 +30,7 @@ def widen_from(model: LatentModel, state: dict[str, torch.Tensor]) -> list[str]:
     grown = []
     zero_out = _outgoing_inputs(model)
     own = model.state_dict()
-    dropped = sorted(k for k in state if k.startswith("context.") and k not in own)
-    if dropped:
+    if any(k.startswith("context.") and k not in own for k in state):
         raise ValueError("the checkpoint's context network would be dropped (give the same --context)")
     with torch.no_grad():
         for name, new in own.items():
