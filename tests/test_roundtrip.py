@@ -148,8 +148,10 @@ def test_streaming_decode_yields_before_reading_everything(tmp_path, tiny_model,
     assert frames_hash([first]) == frames_hash(list(api.iter_decode(out, model=tiny_model))[:1])
 
 
+@pytest.mark.parametrize("bf16", [False, True])  # the relaxed steps' synthesis (scoring stays float32)
 @pytest.mark.parametrize("model_file", ["tiny.lvcm", "tiny-ctx.lvcm"])  # without / with the checkerboard
-def test_latent_refinement_stays_bit_exact_and_lowers_rd_cost(model_file, clip):
+def test_latent_refinement_stays_bit_exact_and_lowers_rd_cost(model_file, bf16, clip, monkeypatch):
+    monkeypatch.setattr(frame_module, "bf16_synthesis", lambda: bf16)
     model = load_model(str(DATA / model_file))
     with open_video(clip) as v:
         frame = next(v.frames())

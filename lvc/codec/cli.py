@@ -91,7 +91,7 @@ def _encode_options(p: argparse.ArgumentParser) -> None:
                    help="encoder effort (I/P decisions, latent refinement); decoding speed is the same")
     p.add_argument("--bitrate", type=_kbps, help="target bitrate in kbps (replaces --quality; multi-pass)")
     p.add_argument("--refine", type=int,
-                   help="encoder-side latent refinement steps per frame (default: the preset's; slow = 50)")
+                   help="encoder-side latent refinement steps per frame (default: the preset's; slow = 200)")
 
 
 def _do_encode(args: argparse.Namespace, input: str, output: str) -> api.EncodeResult:

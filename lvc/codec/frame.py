@@ -24,7 +24,7 @@ import torch
 from torch.nn import functional as F
 
 from lvc.codec.refine import Checkerboard, SidePrior, refine_latent
-from lvc.codec.synthesis import Deferred, Synthesizer
+from lvc.codec.synthesis import Deferred, Synthesizer, bf16_synthesis
 from lvc.entropy import coder
 from lvc.entropy.tables import LOG_FRAC_BITS, scale_index
 from lvc.models.context import anchor_mask
@@ -258,7 +258,8 @@ class FrameCodec:
             side = self._search_side(plan, q) if reference is None and plan.side is not None else None
             y, z_hat = refine_latent(self.m.g_s, y, plan.mean_fx.float() / _ONE, plan.idx, inv_gain, target,
                                      quality_lambda(self.m, q), self.refine_steps, offset=plan.offset,
-                                     context=context, side=side, symbol_limit=SYMBOL_LIMIT)
+                                     context=context, side=side, symbol_limit=SYMBOL_LIMIT,
+                                     bf16=bf16_synthesis())
             if z_hat is not None and not torch.equal(z_hat, plan.z_hat):
                 plan = self._plan_from(plan, z_hat, q)
         enc = coder.new_encoder()

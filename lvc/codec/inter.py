@@ -33,7 +33,7 @@ from lvc.codec import skip as block_skip
 from lvc.codec.frame import LATENT_LIMIT, STRIDE, SYMBOL_LIMIT, _pad, quality_lambda, quantise, side_index, to_tensor
 from lvc.codec.motion import RATE_WEIGHT, estimate_motion, warp
 from lvc.codec.refine import refine_latent
-from lvc.codec.synthesis import Deferred, Synthesizer
+from lvc.codec.synthesis import Deferred, Synthesizer, bf16_synthesis
 from lvc.entropy import coder
 from lvc.entropy.tables import LOG_FRAC_BITS, scale_index
 from lvc.models.conditional import CONTEXT_SCALE
@@ -222,7 +222,7 @@ class InterCodec:
             return self.p.g_d(self.p.update_float(latent, ctx_f))
 
         return refine_latent(picture, y, mean_fx.float() / _ONE, idx, inv[None, :, None, None], target,
-                             quality_lambda(self.m, q), self.refine_steps)[0]
+                             quality_lambda(self.m, q), self.refine_steps, bf16=bf16_synthesis())[0]
 
     @torch.no_grad()
     def decode_async(self, payload: bytes, h: int, w: int, q: int, context: torch.Tensor,

@@ -84,7 +84,7 @@ class Preset:
 
 
 PRESETS = {"fast": Preset("cut", 0, True, P_DEADZONE, False), "medium": Preset("rate", 0, True, P_DEADZONE, False),
-           "slow": Preset("rd", 50, False, 0.0, True)}
+           "slow": Preset("rd", 200, False, 0.0, True)}
 CUT_JUMP = 1.8  # a P estimate this many times the recent mean triggers the I check (fast)
 
 
