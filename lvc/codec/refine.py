@@ -166,12 +166,14 @@ def refine_latent(g_s: torch.nn.Module, y: torch.Tensor, mean: torch.Tensor, sca
         k = torch.where(context.anchors, k, torch.round(u - m - d_mean).clamp(-symbol_limit, symbol_limit))
         return k, table[idx], m + k + d_mean, z_bits, z_hat
 
-    def cost(sym: torch.Tensor, sc: torch.Tensor, decoded: torch.Tensor, z_bits, clamp: bool) -> torch.Tensor:
+    def cost(sym: torch.Tensor, sc: torch.Tensor, decoded: torch.Tensor, z_bits, scoring: bool) -> torch.Tensor:
+        """``lambda * MSE + bpp``: a candidate's score (clamped float32 picture) when ``scoring``,
+        else the relaxed step's loss."""
         latent = ((decoded if offset is None else decoded + offset) * inv_gain).contiguous(
             memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and not clamp):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and not scoring):
             x_hat = g_s(latent)[..., :h, :w].float()
-        mse = torch.mean(((x_hat.clamp(0, 1) if clamp else x_hat) - target) ** 2)
+        mse = torch.mean(((x_hat.clamp(0, 1) if scoring else x_hat) - target) ** 2)
         bits = -torch.log2(gaussian_likelihood(sym, torch.zeros_like(sym), sc)).sum() + z_bits
         return lmbda * 255**2 * mse + bits / pixels
 
