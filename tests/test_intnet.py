@@ -74,3 +74,25 @@ def test_sparse_top_digits_cover_the_channels_that_need_them(large, edge):
         x[:, c] = torch.randint(-ACT_LIMIT, ACT_LIMIT + 1, (2, 6, 11), generator=g)
     want = ((F.conv2d(x, w, None, 1, 1) + b[None, :, None, None]) >> 12).clamp(0, ACT_LIMIT)
     assert torch.equal(layer(x).long(), want)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("x_peak", [1, 2**15, ACT_LIMIT])
+def test_transposed_layers_take_the_int8_path_as_subpixel_convolutions(relu, x_peak):
+    """5x5 stride-2 transposed layers (the hyper-syntheses') run as a 3x3 convolution to four
+    phases and a pixel shuffle: still the int64 transposed convolution bit for bit, odd sizes
+    and the activation limit included. Other transposed geometries keep the float64/int64 path."""
+    g = torch.Generator().manual_seed(x_peak % 97 + relu)
+    cin, cout = 6, 5
+    w = torch.randint(-(2**14), 2**14, (cin, cout, 5, 5), generator=g)
+    b = torch.randint(-(2**20), 2**20, (cout,), generator=g)
+    layer = IntLayer(w, b, True, 2, 2, 1, relu=relu)
+    assert layer._weight_digits is not None
+    x = torch.randint(-x_peak, x_peak + 1, (2, cin, 5, 7), generator=g)
+    x[1, 2, 4, 6] = -x_peak
+    want = (F.conv_transpose2d(x, w, None, 2, 2, 1) + b[None, :, None, None]) >> 12
+    assert torch.equal(layer(x).long(), want.clamp(0 if relu else -ACT_LIMIT, ACT_LIMIT))
+    other = IntLayer(torch.randint(-99, 99, (cin, cout, 4, 4), generator=g), b, True, 2, 1, 0, relu=relu)
+    assert other._weight_digits is None
+    want = (F.conv_transpose2d(x, other.weight, None, 2, 1, 0) + b[None, :, None, None]) >> 12
+    assert torch.equal(other(x).long(), want.clamp(0 if relu else -ACT_LIMIT, ACT_LIMIT))

