@@ -177,6 +177,25 @@ def test_roundtrip_command_with_model_path(tmp_path, clip, tiny_model):
     r = run_lvc("roundtrip", clip, "--out", tmp_path, "--model", tiny_model, "--frames", "2")
     assert r.returncode == 0, r.stderr
     assert "decoder output equals the encoder's reconstruction" in r.stdout
+    assert "MS-SSIM" in r.stdout
+
+
+def test_encode_scores_ms_ssim_only_when_asked(tmp_path, clip, tiny_model):
+    """``lvc encode`` reports PSNR by default (MS-SSIM costs a third of the encode time);
+    ``--ms-ssim`` adds it, and the stream is the same either way."""
+    import json
+
+    from conftest import run_lvc
+
+    out = {}
+    for extra in ([], ["--ms-ssim"]):
+        path = tmp_path / f"{len(extra)}.lvc"
+        r = run_lvc("encode", clip, "-o", path, "--model", tiny_model, "--frames", "2", "--json", *extra)
+        assert r.returncode == 0, r.stderr
+        out[len(extra)] = (json.loads(r.stdout)["metrics"], path.read_bytes())
+    assert "psnr_rgb" in out[0][0] and "ms_ssim" not in out[0][0]
+    assert 0 < out[1][0]["ms_ssim"] <= 1 and out[1][0]["psnr_rgb"] == out[0][0]["psnr_rgb"]
+    assert out[0][1] == out[1][1]
 
 
 def test_refined_side_information_is_what_the_stream_carries(clip, monkeypatch):
