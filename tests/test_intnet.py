@@ -96,3 +96,19 @@ def test_transposed_layers_take_the_int8_path_as_subpixel_convolutions(relu, x_p
     assert other._weight_digits is None
     want = (F.conv_transpose2d(x, other.weight, None, 2, 1, 0) + b[None, :, None, None]) >> 12
     assert torch.equal(other(x).long(), want.clamp(0 if relu else -ACT_LIMIT, ACT_LIMIT))
+
+
+@pytest.mark.parametrize("peak", [1, 63, 64, 5000, 2**14 + 7])
+def test_integer_input_skips_its_zero_fraction_bits_exactly(peak):
+    """``IntSynthesis(z)`` runs its first layer on ``z`` itself and shifts the sum: the same
+    as the fixed-point path on ``z << ACT_FRAC_BITS`` (clamping included)."""
+    from torch import nn
+
+    from lvc.entropy.intnet import ACT_FRAC_BITS, IntSynthesis
+
+    torch.manual_seed(peak % 11)
+    net = IntSynthesis.from_float(nn.Sequential(nn.ConvTranspose2d(4, 6, 5, 2, 2, 1), nn.ReLU(),
+                                                nn.Conv2d(6, 8, 3, 1, 1)))
+    z = torch.randint(-peak, peak + 1, (2, 4, 3, 5))
+    z[0, 1, 2, 3] = peak
+    assert torch.equal(net(z), net.run_fixed(z << ACT_FRAC_BITS))

@@ -137,7 +137,7 @@ class IntLayer:
             return F.conv_transpose2d(x, weight, None, self.stride, self.padding, self.output_padding)
         return F.conv2d(x, weight, None, self.stride, self.padding)
 
-    def _int8_conv(self, x: torch.Tensor) -> torch.Tensor:
+    def _int8_conv(self, x: torch.Tensor, scale_bits: int = 0) -> torch.Tensor:
         """The convolution plus bias, channels last (int64), as int8 matrix products of
         input digits (stacked as rows) with every weight digit (side by side as columns).
 
@@ -179,22 +179,28 @@ class IntLayer:
                     acc = prods[i][:, e - i].to(torch.int64)
                 else:
                     acc += prods[i][:, e - i]
+        if scale_bits:
+            acc.bitwise_left_shift_(scale_bits)
         acc += bias
         if shuffle:  # channel (c, row phase, column phase) -> pixel (2 row + phase, 2 column + phase)
             c = cout // 4
             return acc.view(b, ho, wo, c, 2, 2).permute(0, 1, 4, 2, 5, 3).reshape(b, 2 * ho, 2 * wo, c)
         return acc.view(b, ho, wo, cout)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, scale_bits: int = 0) -> torch.Tensor:
+        """The layer on the fixed-point input ``x << scale_bits``. A hyper-synthesis' input is
+        an integer latent with ``ACT_FRAC_BITS`` zero fraction bits: its digits all sit above
+        the two dense ones, so the int8 path takes ``x`` itself (one digit) and shifts the sum."""
         # Fast paths, both bit-exact: int8 digit products, each exact in int32 (the fan-in is
         # below INT32_SAFE_FAN_IN), recombined in int64; or, when |x| * sum|w|
         # stays below 2**53, a float64 convolution (every partial sum is an integer float64
         # holds exactly). Both equal the int64 convolution, several times faster.
         if self._weight_digits is not None:
-            acc = self._int8_conv(x)
+            acc = self._int8_conv(x, scale_bits)
             acc.bitwise_right_shift_(WEIGHT_FRAC_BITS)  # floor division by 2**WEIGHT_FRAC_BITS
             acc.clamp_(0 if self.relu else -ACT_LIMIT, ACT_LIMIT)
             return acc.to(torch.int32).permute(0, 3, 1, 2)
+        x = x.long() << scale_bits
         peak = int(x.abs().max())
         if peak * self._fan < EXACT_F64:
             acc = self._conv(x.double(), self._weight_f64).long()
@@ -233,8 +239,13 @@ class IntSynthesis:
         return cls(layers)
 
     def __call__(self, z_hat: torch.Tensor) -> torch.Tensor:
-        """Fixed-point output (``ACT_FRAC_BITS`` fraction bits) for integer input ``z_hat``."""
-        return self.run_fixed(z_hat.long() << ACT_FRAC_BITS)
+        """Fixed-point output (``ACT_FRAC_BITS`` fraction bits) for integer input ``z_hat``:
+        :meth:`run_fixed` of ``z_hat << ACT_FRAC_BITS``, clamped alike, without its zero bits."""
+        top = ACT_LIMIT >> ACT_FRAC_BITS
+        x = self.layers[0](z_hat.long().clamp(-top, top), scale_bits=ACT_FRAC_BITS)
+        for layer in self.layers[1:]:
+            x = layer(x)
+        return x.long()
 
     def run_fixed(self, x: torch.Tensor) -> torch.Tensor:
         """Fixed-point output for fixed-point input (both ``ACT_FRAC_BITS`` fraction bits)."""
