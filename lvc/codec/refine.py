@@ -196,6 +196,7 @@ def refine_latent(g_s: torch.nn.Module, y: torch.Tensor, mean: torch.Tensor, sca
         g["params"][0].requires_grad_(True)
     opt = torch.optim.Adam(groups, lr=lr)
     base_lrs = [g["lr"] for g in opt.param_groups]
+    end = LR_END / LR_START
     gen = torch.Generator().manual_seed(0)
     with torch.enable_grad():
         for t in range(steps):
@@ -203,7 +204,6 @@ def refine_latent(g_s: torch.nn.Module, y: torch.Tensor, mean: torch.Tensor, sca
             loss = cost(*relaxed(u, z, tau, gen), False)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            end = LR_END / LR_START
             scale = end + (1 - end) * 0.5 * (1 + math.cos(math.pi * t / steps))
             for g, base in zip(opt.param_groups, base_lrs, strict=True):
                 g["lr"] = base * scale

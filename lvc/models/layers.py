@@ -81,6 +81,12 @@ def subpixel_kernel(w: torch.Tensor) -> torch.Tensor:
     return kernel.reshape(4 * cout, cin, 3, 3)
 
 
+def recastable(m: nn.Module) -> bool:
+    """Whether ``m`` is a transposed convolution of :data:`SUBPIXEL_GEOMETRY` (ungrouped)."""
+    return (isinstance(m, nn.ConvTranspose2d) and m.groups == 1
+            and (m.kernel_size, m.stride, m.padding, m.output_padding) == SUBPIXEL_GEOMETRY)
+
+
 class SubpixelDeconv(nn.Module):
     """A stride-2, 5x5 transposed convolution recast as a 3x3 convolution to four phases of
     output channels and a pixel shuffle: the same function (float rounding aside, ~1e-6).
@@ -93,8 +99,8 @@ class SubpixelDeconv(nn.Module):
 
     def __init__(self, deconv: nn.ConvTranspose2d) -> None:
         super().__init__()
-        geometry = (deconv.kernel_size, deconv.stride, deconv.padding, deconv.output_padding)
-        if geometry != SUBPIXEL_GEOMETRY or deconv.groups != 1:
+        if not recastable(deconv):
+            geometry = (deconv.kernel_size, deconv.stride, deconv.padding, deconv.output_padding)
             raise ValueError(f"SubpixelDeconv takes 5x5 stride-2 layers as built by deconv(), not {geometry}")
         w = deconv.weight.detach()
         self.register_buffer("weight", subpixel_kernel(w))
@@ -109,7 +115,6 @@ def subpixel_tail(seq: nn.Sequential) -> nn.Sequential:
     """``seq`` with its last layer recast by :class:`SubpixelDeconv` where that layer is a
     transposed convolution to a picture (at most 4 channels); the layers before are shared."""
     last = seq[-1]
-    if (isinstance(last, nn.ConvTranspose2d) and last.out_channels <= 4 and last.groups == 1
-            and (last.kernel_size, last.stride, last.padding, last.output_padding) == SUBPIXEL_GEOMETRY):
+    if recastable(last) and last.out_channels <= 4:
         return nn.Sequential(*list(seq)[:-1], SubpixelDeconv(last).eval())
     return seq
