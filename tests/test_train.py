@@ -260,3 +260,26 @@ def test_joint_context_starts_from_a_plain_model_and_exports_as_its_context_prio
         widen_from(LatentModel(TINY), state["model"])
     with pytest.raises(ValueError, match="cannot be widened"):
         widen_from(LatentModel(replace(joint_cfg, M=24)), state["model"])
+
+
+def test_source_sampling_gives_each_file_the_same_share(tmp_path):
+    """A photo and a clip of many large frames are drawn equally often with --sample-by source."""
+    from PIL import Image
+
+    from lvc.train.data import CropSampler, FrameCache, collect_sources, frame_weights
+
+    Image.fromarray(np.full((70, 90, 3), 128, np.uint8)).save(tmp_path / "photo.png")
+    sources = collect_sources([tmp_path / "photo.png", sample_clip()])
+    cache = FrameCache.build(sources, tmp_path / "cache", crop=64, frames_per_video=4)
+    assert set(cache.index[:, 3]) == {0, 1} and (cache.index[:, 3] == 1).sum() >= 2
+    by_source = frame_weights(cache.index, 64, "source")
+    by_area = frame_weights(cache.index, 64, "area")
+    photo = cache.index[:, 3] == 0
+    assert by_source[photo].sum() == pytest.approx(0.5)
+    assert by_area[photo].sum() < 0.1  # what area weighting did to small photos
+    clip = ~photo  # within a source, frames still go by their area
+    area = (cache.index[clip, 1] - 63) * (cache.index[clip, 2] - 63)
+    assert np.allclose(by_source[clip] / by_source[clip].sum(), area / area.sum())
+    assert CropSampler(cache, 64, seed=0).batch(3).shape == (3, 3, 64, 64)
+    with pytest.raises(ValueError):
+        frame_weights(cache.index, 64, "pixels")

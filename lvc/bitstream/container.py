@@ -16,7 +16,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from lvc.bitstream import syntax
-from lvc.bitstream.syntax import FRAME_HEADER, MAGIC, SEQUENCE_HEADER, VERSION_MAJOR
+from lvc.bitstream.syntax import FRAME_HEADER, GREY_FLAG, MAGIC, SEQUENCE_HEADER, VERSION_MAJOR
 from lvc.errors import BitstreamError, InputError, OutputError
 from lvc.io.writer import default_mode
 
@@ -34,7 +34,7 @@ class SequenceHeader:
     fps: Fraction
     frame_count: int
     intra_period: int
-    version: tuple[int, int] = (VERSION_MAJOR, syntax.VERSION_MINOR)
+    version: tuple[int, int] = (VERSION_MAJOR, 0)  # the writer raises the minor to what the frames need
 
     def pack(self) -> bytes:
         values = dict(magic=MAGIC, version_major=self.version[0], version_minor=self.version[1],
@@ -53,11 +53,14 @@ class FrameUnit:
     quality: int
     payload: bytes
     size: int  # bytes of the whole unit, header included
+    grey: bool = False  # shown with R = G = B (syntax.GREY_FLAG)
 
 
-def pack_frame(frame_type: int, quality: int, payload: bytes) -> bytes:
-    head = syntax.pack(FRAME_HEADER, dict(frame_type=frame_type, quality=quality, payload_length=len(payload),
-                                          payload_crc=zlib.crc32(payload)))
+def pack_frame(frame_type: int, quality: int, payload: bytes, grey: bool = False) -> bytes:
+    if not 0 <= frame_type < GREY_FLAG:
+        raise ValueError(f"frame type {frame_type} is outside [0, {GREY_FLAG})")
+    head = syntax.pack(FRAME_HEADER, dict(frame_type=frame_type | (GREY_FLAG if grey else 0), quality=quality,
+                                          payload_length=len(payload), payload_crc=zlib.crc32(payload)))
     return head + payload
 
 
@@ -69,6 +72,7 @@ class LvcWriter:
         self.header = header
         self.frames = 0
         self.bytes_written = 0
+        self.minor = header.version[1]  # raised to 1 by the first grey frame
         try:
             head = header.pack()  # range-check every field before anything touches the disk
         except ValueError as e:
@@ -92,8 +96,10 @@ class LvcWriter:
             raise OutputError(f"write failed ({e.strerror})", str(self.path)) from None
         self.bytes_written += len(data)
 
-    def write_frame(self, frame_type: int, quality: int, payload: bytes) -> int:
-        unit = pack_frame(frame_type, quality, payload)
+    def write_frame(self, frame_type: int, quality: int, payload: bytes, grey: bool = False) -> int:
+        unit = pack_frame(frame_type, quality, payload, grey)
+        if grey:
+            self.minor = max(self.minor, 1)
         self._write(unit)
         self.frames += 1
         return len(unit)
@@ -102,7 +108,8 @@ class LvcWriter:
         if self.frames == 0:
             self.abort()
             raise InputError("no frames to write", str(self.path), "the input has zero frames")
-        header = SequenceHeader(**{**self.header.__dict__, "frame_count": self.frames})
+        header = SequenceHeader(**{**self.header.__dict__, "frame_count": self.frames,
+                                   "version": (self.header.version[0], self.minor)})
         try:
             self._f.seek(0)
             self._f.write(header.pack())
@@ -184,7 +191,8 @@ class LvcReader:
                 raise BitstreamError("payload CRC mismatch", fwhere, "the file is corrupted")
             if values["payload_length"] % 4:
                 raise BitstreamError("payload length is not a multiple of 4", fwhere, "the file is corrupted")
-            yield FrameUnit(i, values["frame_type"], values["quality"], payload, pos + len(payload))
+            ft = values["frame_type"]
+            yield FrameUnit(i, ft & ~GREY_FLAG, values["quality"], payload, pos + len(payload), bool(ft & GREY_FLAG))
         if self._f.read(1):
             raise BitstreamError("trailing bytes after the last frame", where, "the file is corrupted")
 

@@ -14,7 +14,9 @@ from lvc.errors import BitstreamError
 
 MAGIC = b"LVC\x1a"
 VERSION_MAJOR = 1
-VERSION_MINOR = 0
+VERSION_MINOR = 1  # the newest minor version this lvc writes; a stream carries the lowest it needs
+# Minor versions: 1.0 the first; 1.1 adds the grey flag of frame units (GREY_FLAG).
+GREY_FLAG = 0x80  # frame_type bit 7: the frame is shown grey
 
 _FIXED = {"u8": "<B", "u16": "<H", "u32": "<I"}
 
@@ -61,7 +63,9 @@ SEQUENCE_HEADER: tuple[Field, ...] = (
 
 FRAME_HEADER: tuple[Field, ...] = (
     Field("frame_type", "u8", 0, 255,
-          "0: I, 1: P (latent residual), 2: PC (conditional P), 3: PS (PC with skipped blocks); others reserved"),
+          "bits 0-6: 0 I, 1 P (latent residual), 2 PC (conditional P), 3 PS (PC with skipped blocks), others "
+          "reserved; bit 7 (since 1.1): grey, the picture is shown with R = G = B = (R + G + B + 1) // 3 of "
+          "the decoded one (the next frames still predict from the decoded one)"),
     Field("quality", "u16", 0, 65535, "quality q = value / 65535"),
     Field("payload_length", "varint", 4, (1 << 28) - 4, "bytes of payload, a multiple of 4"),
     Field("payload_crc", "u32", doc="CRC-32 of the payload"),

@@ -146,9 +146,9 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
                     if max_frames is not None and i >= max_frames:
                         break
                     coded = enc.encode(frame)
-                    size += len(pack_frame(coded.frame_type, coded.quality, coded.payload))
+                    size += len(pack_frame(coded.frame_type, coded.quality, coded.payload, coded.grey))
                     if writer is not None:
-                        writer.write_frame(coded.frame_type, coded.quality, coded.payload)
+                        writer.write_frame(coded.frame_type, coded.quality, coded.payload, coded.grey)
                     est += coded.estimated_bits
                     n += 1
                     if acc is not None:
@@ -261,7 +261,7 @@ def info(input: PathLike) -> dict:
     with LvcReader(input) as r:
         h = r.header
         names = {FRAME_I: "I", FRAME_P: "P", FRAME_PC: "PC", FRAME_PS: "PS"}
-        units = [{"index": u.index, "type": names.get(u.frame_type, str(u.frame_type)),
+        units = [{"index": u.index, "type": names.get(u.frame_type, str(u.frame_type)) + (" grey" if u.grey else ""),
                   "quality": round(u.quality / 65535, 5), "bytes": u.size, "payload_bytes": len(u.payload)}
                  for u in r.units()]
         header_bytes = r.header_size

@@ -33,6 +33,7 @@ import torch
 
 from lvc.bitstream.container import FRAME_I, FRAME_P, FRAME_PC, FRAME_PS, FrameUnit
 from lvc.codec.frame import FrameCodec, FrameResult, quality_lambda
+from lvc.codec.grey import GreyPicture, is_grey
 from lvc.codec.inter import InterCodec, InterResult, LazyContext
 from lvc.codec.motion import RATE_WEIGHT
 from lvc.codec.skip import ShownPicture, SkippedPicture
@@ -64,7 +65,7 @@ PC_TRUST = 4
 PC_TRUST_JUMP = 1.5
 PC_TRUST_MARGIN = 0.1
 
-Pending = Future | Deferred | SkippedPicture  # a picture on its way (``result()``)
+Pending = Future | Deferred | SkippedPicture | GreyPicture  # a picture on its way (``result()``)
 
 # The encoder-side algorithm of conditional models (frame-type decision, motion search): a
 # change here changes their streams, so benchmark caches key on it.
@@ -95,6 +96,7 @@ class CodedFrame:
     payload: bytes
     pending: Future | Deferred  # the reconstruction, synthesised on a worker (or on demand)
     estimated_bits: float
+    grey: bool = False  # shown grey (lvc.codec.grey); ``pending`` then gives the grey picture
 
     @property
     def recon(self) -> np.ndarray:
@@ -169,8 +171,13 @@ class SequenceEncoder:
         return intra, plan
 
     def encode(self, frame: np.ndarray) -> CodedFrame:
-        if self.inter is not None:
-            return self._encode_conditional(frame)
+        coded = self._encode_conditional(frame) if self.inter is not None else self._encode(frame)
+        if is_grey(frame):
+            return CodedFrame(coded.frame_type, coded.quality, coded.payload, GreyPicture(coded.pending),
+                              coded.estimated_bits, True)
+        return coded
+
+    def _encode(self, frame: np.ndarray) -> CodedFrame:
         y, _ = self.codec.analyse(frame, self.quality)
         if self._forced_intra():
             best, kind = self.codec.encode(frame, self.quality, y=y), FRAME_I
@@ -328,7 +335,8 @@ class SequenceDecoder:
 
     def decode_async(self, unit: FrameUnit) -> Pending:
         """Entropy-decode ``unit`` now (errors raise here); its pixels arrive in the future."""
-        return self._decode(unit, synthesize=True)
+        out = self._decode(unit, synthesize=True)
+        return GreyPicture(out) if unit.grey else out
 
     def _decode(self, unit: FrameUnit, synthesize: bool) -> Pending:
         fwhere = f"{self.where}: frame {unit.index}"

@@ -19,6 +19,7 @@ from lvc.models.latent import LatentModel, ModelConfig
 from lvc.models.registry import load_model
 from lvc.models.temporal import TemporalPrior
 from lvc.train.context import ContextTrainConfig, train_context
+from lvc.train.data import SAMPLE_BY
 from lvc.train.inter import InterTrainConfig, train_inter
 from lvc.train.temporal import TemporalTrainConfig, train_temporal
 from lvc.train.trainer import TrainConfig, train
@@ -48,6 +49,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             continue
         if f.name == "distortion":
             p.add_argument("--distortion", choices=["mse", "ms-ssim"], default="mse")
+        elif f.name == "sample_by":
+            p.add_argument("--sample-by", choices=SAMPLE_BY, default=f.default,
+                           help="draw crops per source file (each photo or clip alike; default) or per "
+                                "pixel area (runs before session 22)")
         elif f.name == "val":
             p.add_argument("--val", nargs="*", default=[], help="validation images/folders (real encoder)")
         elif f.type == "bool" or isinstance(f.default, bool):

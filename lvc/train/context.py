@@ -51,7 +51,7 @@ def build_latent_crops(model: FrozenModel, sources: list[Path], cache_dir: Path,
                 out.append(model.g_a(x).half().numpy())
         return np.concatenate(out)
 
-    spec = [str(s) for s in sources] + [intra_identity(model), cfg.crop, cfg.crops, cfg.seed]
+    spec = [str(s) for s in sources] + [intra_identity(model), cfg.crop, cfg.crops, cfg.seed, "by-source"]
     return cached_latents(cache_dir, "latent-crops", spec, build)
 
 

@@ -46,6 +46,7 @@ class TrainConfig:
     val: list[str] = field(default_factory=list)
     threads: int = 0
     frames_per_video: int = 24
+    sample_by: str = "source"  # crops per source file or per pixel area (data.frame_weights)
     distortion: str = "mse"  # or "ms-ssim"
     init: str = ""  # start a new run from this checkpoint's weights, widened if the model is wider
 
@@ -138,7 +139,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False, progre
     if world > 1:
         dist.barrier()
     cache = FrameCache.build(sources, out / "cache", cfg.crop, cfg.frames_per_video, cfg.seed)
-    sampler = CropSampler(cache, cfg.crop, seed=cfg.seed * 1000 + rank)
+    sampler = CropSampler(cache, cfg.crop, seed=cfg.seed * 1000 + rank, by=cfg.sample_by)
     step = 0
     if state is not None:
         model.load_state_dict(state["model"])
