@@ -16,6 +16,9 @@
 * ``golden-skip.lvc``, ``golden-skip.json`` — over ``tiny-inter.lvcm``, PC frames with skipped
   blocks (frame type PS) in fixed patterns: pins the skip flags' syntax and semantics
   (``python tests/make_golden.py --skip``).
+* ``golden-grey.lvc``, ``golden-grey.json`` — over ``tiny-inter.lvcm``, the test clip with
+  frames 0-3 made grey (format 1.1: grey frame units, shown with R = G = B), coded by the
+  encoder (``python tests/make_golden.py --grey``).
 
 The golden stream pins the bitstream: a change that breaks decoding of old files fails
 ``test_golden.py``. Regenerate the stream only together with a format version bump.
@@ -88,7 +91,7 @@ def reference_synthesis():
 
 
 GOLDEN = {"golden": "tiny.lvcm", "golden-ctx": "tiny-ctx.lvcm", "golden-inter": "tiny-inter.lvcm",
-          "golden-skip": "tiny-inter.lvcm"}  # stem -> model
+          "golden-skip": "tiny-inter.lvcm", "golden-grey": "tiny-inter.lvcm"}  # stem -> model
 
 
 def write_digests() -> None:
@@ -211,6 +214,26 @@ def main_skip() -> None:
     _write_stream("golden-skip.lvc", fm, units, q)
 
 
+def main_grey() -> None:
+    """The grey-frame fixture (needs tiny-inter.lvcm and clip.y4m)."""
+    from lvc.codec.grey import show_grey
+
+    with open_video(DATA / "clip.y4m") as v:
+        frames = [show_grey(f) if i < 4 else f for i, f in enumerate(v.frames())]
+    src = DATA / "grey.tmp.y4m"
+    w = FrameWriter(src, 64, 48, Fraction(25))
+    for f in frames:
+        w.write(np.ascontiguousarray(f))
+    w.commit()
+    api.encode(src, DATA / "golden-grey.lvc", quality=0.7, model=str(DATA / "tiny-inter.lvcm"), intra_period=3,
+               progress=False)
+    src.unlink()
+    with LvcReader(DATA / "golden-grey.lvc") as r:
+        if [u.grey for u in r.units()] != [True] * 4 + [False] * 2:
+            raise SystemExit("the grey frames did not come back from the 4:2:0 clip as grey")
+    write_digests()
+
+
 def main() -> None:
     DATA.mkdir(exist_ok=True)
     with open_video(sample_clip()) as v:
@@ -227,5 +250,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    {"--digests-only": write_digests, "--context": main_context, "--inter": main_inter, "--skip": main_skip}.get(
+    {"--digests-only": write_digests, "--context": main_context, "--inter": main_inter, "--skip": main_skip,
+     "--grey": main_grey}.get(
         sys.argv[1] if sys.argv[1:] else "", main)()

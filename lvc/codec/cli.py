@@ -82,7 +82,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def _encode_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quality", "-q", type=_quality, default=0.5, help="0 (smallest) .. 1 (best), default 0.5")
-    p.add_argument("--model", help="model name or .lvcm path (default: the shipped default model)")
+    p.add_argument("--model", help="model name or .lvcm path (default: the shipped image model for a still "
+                                   "image or a single frame, else the shipped video model)")
     p.add_argument("--intra-period", type=int, default=32,
                    help="force an I-frame every N frames (default 32); 1: intra only; -1 or 0: only the first "
                         "(the encoder may still choose I-frames elsewhere, e.g. at scene cuts)")
@@ -131,12 +132,15 @@ def _info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(d, indent=2))
         return 0
-    # One letter per frame (PC frames as "C", PS as "S", so the string stays one column per frame).
-    types = "".join({"PC": "C", "PS": "S"}.get(f["type"], f["type"]) for f in d["frames"])
+    # One letter per frame (PC frames as "C", PS as "S", so the string stays one column per frame;
+    # lower case for frames shown grey).
+    letters = [{"PC": "C", "PS": "S"}.get(f["type"], f["type"]) for f in d["frames"]]
+    types = "".join(c.lower() if f["grey"] else c for c, f in zip(letters, d["frames"], strict=True))
+    grey = ", lower case = shown grey" if any(f["grey"] for f in d["frames"]) else ""
     print(f"{args.input}: lvc {d['version']}, model {d['model']} ({d['weights_hash']})\n"
           f"  {d['width']}x{d['height']} @ {d['fps']} fps, {d['frame_count']} frames, intra period "
           f"{d['intra_period']}\n  {d['bytes']} bytes, {d['bpp']:.4f} bpp, {d['kbps']:.1f} kbps\n"
-          f"  frame types (I, P, C = conditional P, S = C with skipped blocks): "
+          f"  frame types (I, P, C = conditional P, S = C with skipped blocks{grey}): "
           f"{types[:80]}{'...' if len(types) > 80 else ''}")
     return 0
 
