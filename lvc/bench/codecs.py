@@ -111,9 +111,11 @@ def lvc_codec(model: str | None = None, intra_period: int = 32, refine: int | No
     from lvc.codec.refine import ALGORITHM as refine_algorithm
     from lvc.codec.sequence import INTER_ENCODER, PRESETS
     from lvc.codec.synthesis import bf16_synthesis
-    from lvc.models.registry import load_model
+    from lvc.models.registry import default_model, load_model
 
-    fm = load_model(model)  # the weights' hash is part of the version: cached points follow the model
+    # the weights' hashes are part of the version: cached points follow the model(s)
+    fm = load_model(model or default_model())
+    still = None if model else load_model(default_model(still=True))
     tag = f"preset={preset} intra_period={intra_period}" + (f" refine={refine}" if refine is not None else "")
     refining = bool(refine or (refine is None and preset == "slow"))
     if refining:  # only refining points depend on the algorithm
@@ -123,7 +125,10 @@ def lvc_codec(model: str | None = None, intra_period: int = 32, refine: int | No
     if fm.inter is not None and intra_period != 1:  # conditional P-frames: the encoder's choices
         tag += f" inter={INTER_ENCODER}" + (" pc-refined" if refining else "")
         tag += " display=bf16-last-f32" if bf16_synthesis() else ""  # pictures (and so choices) follow it
-    return Codec(name, "any", LVC_POINTS, f"lvc {lvc.__version__} model={fm.name}@{fm.sha256[:12]} {tag}", run)
+    models = f"model={fm.name}@{fm.sha256[:12]}"
+    if still is not None and still.sha256 != fm.sha256:
+        models += f" image-model={still.name}@{still.sha256[:12]}"
+    return Codec(name, "any", LVC_POINTS, f"lvc {lvc.__version__} {models} {tag}", run)
 
 
 def _ffmpeg_version() -> str | None:

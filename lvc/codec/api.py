@@ -33,7 +33,7 @@ from lvc.io.reader import open_video
 from lvc.io.writer import FrameWriter, output_kind
 from lvc.metrics import MetricAccumulator
 from lvc.models.frozen import FrozenModel
-from lvc.models.registry import load_model, model_for_stream
+from lvc.models.registry import default_model, load_model, model_for_stream
 
 PathLike = str | os.PathLike
 
@@ -95,6 +95,8 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
            ms_ssim: bool = True) -> EncodeResult:
     """Encode a video/image/PNG folder to an ``.lvc`` file (written atomically).
 
+    Without ``model``, a still image (or a single frame) takes the shipped image model and
+    video the shipped video model (:func:`lvc.models.registry.default_model`).
     ``preset`` (fast | medium | slow) sets the encoder's effort; ``refine`` > 0 overrides its
     encoder-side latent refinement steps per frame. ``bitrate`` (kbps) replaces ``quality``:
     the quality is searched with whole encoding passes so the file lands on that rate.
@@ -117,10 +119,10 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
     if bitrate is not None and not (isinstance(bitrate, (int, float)) and math.isfinite(bitrate) and bitrate > 0):
         raise InputError(f"bitrate {bitrate!r} is invalid", None, "pass --bitrate in kbps, > 0")
     _threads(threads)
-    fm = load_model(model)
     t0 = time.perf_counter()
     with open_video(input, fps) as src:
         info = src.info
+    fm = load_model(model or default_model(still=info.kind == "image" or max_frames == 1 or info.frame_count == 1))
     rate = info.fps if max(info.fps.numerator, info.fps.denominator) <= 1_000_000 else \
         info.fps.limit_denominator(10_000)
     header = SequenceHeader(fm.name, fm.weights_hash, info.width, info.height, rate, 1, max(intra_period, 0))
@@ -261,7 +263,7 @@ def info(input: PathLike) -> dict:
     with LvcReader(input) as r:
         h = r.header
         names = {FRAME_I: "I", FRAME_P: "P", FRAME_PC: "PC", FRAME_PS: "PS"}
-        units = [{"index": u.index, "type": names.get(u.frame_type, str(u.frame_type)) + (" grey" if u.grey else ""),
+        units = [{"index": u.index, "type": names.get(u.frame_type, str(u.frame_type)), "grey": u.grey,
                   "quality": round(u.quality / 65535, 5), "bytes": u.size, "payload_bytes": len(u.payload)}
                  for u in r.units()]
         header_bytes = r.header_size

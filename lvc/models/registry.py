@@ -14,7 +14,10 @@ from pathlib import Path
 from lvc.errors import ModelError
 from lvc.models.frozen import FrozenModel, base_beside, load_frozen
 
-DEFAULT_MODEL = "lvc-hp64c"  # lvc-hp64 plus conditional P-frames (an extension file)
+DEFAULT_MODEL = "lvc-hp64c"  # video: lvc-hp64 plus conditional P-frames (an extension file)
+# Still images: a wider intra-only model (docs/models.md); video keeps lvc-hp64c, whose
+# conditional P-frames are trained on lvc-hp64's latent space.
+DEFAULT_IMAGE_MODEL = "lvc-hl192c"
 SUFFIX = ".lvcm"
 
 
@@ -44,6 +47,11 @@ def _resolve_base(path: Path):
 @lru_cache(maxsize=8)
 def _load_cached(path: str, sha: str | None) -> FrozenModel:
     return load_frozen(path, expect_sha256=sha, resolve_base=_resolve_base(Path(path)))
+
+
+def default_model(still: bool = False) -> str:
+    """The shipped model ``lvc encode`` takes without ``--model``: for a still image or video."""
+    return DEFAULT_IMAGE_MODEL if still and DEFAULT_IMAGE_MODEL in manifest() else DEFAULT_MODEL
 
 
 def load_model(name_or_path: str | None = None) -> FrozenModel:
