@@ -189,3 +189,24 @@ def test_unrepresentable_frame_rate_leaves_nothing(work, clip, tiny_model):
     r = run_lvc("encode", clip, "-o", work / "a.lvc", "--fps", "2000000", "--model", tiny_model)
     _assert_clean_failure(r, "fps_num")
     _no_output_left(work)
+
+
+def test_a_closed_output_pipe_ends_quietly(tmp_path, tiny_model, clip, monkeypatch, capsys):
+    """`lvc info X | head -1`: when the reader goes away, exit 141 without a traceback."""
+    import io
+    import os
+
+    from lvc.cli import main
+
+    out = tmp_path / "a.lvc"
+    assert main(["encode", str(clip), "-o", str(out), "--model", tiny_model]) == 0
+
+    class ClosedPipe(io.StringIO):
+        def write(self, s):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self):
+            return os.open(os.devnull, os.O_WRONLY)
+
+    monkeypatch.setattr("sys.stdout", ClosedPipe())
+    assert main(["info", str(out)]) == 141

@@ -125,7 +125,10 @@ def lvc_codec(model: str | None = None, intra_period: int = 32, refine: int | No
     if fm.inter is not None and intra_period != 1:  # conditional P-frames: the encoder's choices
         tag += f" inter={INTER_ENCODER}" + (" pc-refined" if refining else "")
         tag += " display=bf16-last-f32" if bf16_synthesis() else ""  # pictures (and so choices) follow it
-    models = f"model={fm.name}@{fm.sha256[:12]}"
+    from lvc.bitstream.syntax import VERSION_MAJOR, VERSION_MINOR
+
+    # the format version too: 1.1's grey frames changed what grey input decodes to
+    models = f"format={VERSION_MAJOR}.{VERSION_MINOR} model={fm.name}@{fm.sha256[:12]}"
     if still is not None and still.sha256 != fm.sha256:
         models += f" image-model={still.name}@{still.sha256[:12]}"
     return Codec(name, "any", LVC_POINTS, f"lvc {lvc.__version__} {models} {tag}", run)
