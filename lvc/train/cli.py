@@ -123,7 +123,10 @@ def _add_prior_parser(sub: argparse._SubParsersAction, name: str, help: str, des
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     t.add_argument("--init", help=f"start from this {kind} checkpoint's weights (e.g. after the intra model changed)")
     for f in fields(config):
-        if f.name not in ("data", "out"):
+        if f.name == "sample_by":
+            t.add_argument("--sample-by", choices=SAMPLE_BY, default=f.default,
+                           help="draw crops per source file (default) or per pixel area (before session 22)")
+        elif f.name not in ("data", "out"):
             t.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     t.set_defaults(func=func)
 

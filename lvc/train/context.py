@@ -34,6 +34,7 @@ from lvc.train.data import CropSampler, FrameCache, collect_sources
 class ContextTrainConfig(CorrectionTrainConfig):
     crops: int = 2400  # latent crops in the cache
     lr: float = 5e-4
+    sample_by: str = "source"  # crops per source file or per pixel area (lvc.train.data.frame_weights)
 
 
 def build_latent_crops(model: FrozenModel, sources: list[Path], cache_dir: Path,
@@ -41,7 +42,7 @@ def build_latent_crops(model: FrozenModel, sources: list[Path], cache_dir: Path,
     """(n, M, crop/16, crop/16) float16 latents of random crops, computed once and cached."""
 
     def build() -> np.ndarray:
-        sampler = CropSampler(FrameCache.build(sources, cache_dir, cfg.crop), cfg.crop, cfg.seed)
+        sampler = CropSampler(FrameCache.build(sources, cache_dir, cfg.crop), cfg.crop, cfg.seed, by=cfg.sample_by)
         out = []
         from tqdm import tqdm
 
@@ -51,7 +52,7 @@ def build_latent_crops(model: FrozenModel, sources: list[Path], cache_dir: Path,
                 out.append(model.g_a(x).half().numpy())
         return np.concatenate(out)
 
-    spec = [str(s) for s in sources] + [intra_identity(model), cfg.crop, cfg.crops, cfg.seed, "by-source"]
+    spec = [str(s) for s in sources] + [intra_identity(model), cfg.crop, cfg.crops, cfg.seed, f"by-{cfg.sample_by}"]
     return cached_latents(cache_dir, "latent-crops", spec, build)
 
 
