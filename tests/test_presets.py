@@ -50,7 +50,10 @@ def test_one_frame_video(tmp_path, twelve):
     res = api.encode(src, out, max_frames=1, progress=False)
     assert res.frames == 1 and api.info(out)["frame_count"] == 1
     (decoded,) = list(api.iter_decode(out))
-    enc = SequenceEncoder(load_model(), round(0.5 * QUALITY_MAX), 32)
+    from lvc.models.registry import default_model
+
+    assert api.info(out)["model"] == default_model(still=True)  # a single frame takes the image model
+    enc = SequenceEncoder(load_model(default_model(still=True)), round(0.5 * QUALITY_MAX), 32)
     assert np.array_equal(decoded, enc.encode(frames[0]).recon)
 
 
