@@ -50,9 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         if f.name == "distortion":
             p.add_argument("--distortion", choices=["mse", "ms-ssim"], default="mse")
         elif f.name == "sample_by":
-            p.add_argument("--sample-by", choices=SAMPLE_BY, default=f.default,
-                           help="draw crops per source file (each photo or clip alike; default) or per "
-                                "pixel area (runs before session 22)")
+            _add_sample_by(p, f.default)
         elif f.name == "val":
             p.add_argument("--val", nargs="*", default=[], help="validation images/folders (real encoder)")
         elif f.type == "bool" or isinstance(f.default, bool):
@@ -124,11 +122,16 @@ def _add_prior_parser(sub: argparse._SubParsersAction, name: str, help: str, des
     t.add_argument("--init", help=f"start from this {kind} checkpoint's weights (e.g. after the intra model changed)")
     for f in fields(config):
         if f.name == "sample_by":
-            t.add_argument("--sample-by", choices=SAMPLE_BY, default=f.default,
-                           help="draw crops per source file (default) or per pixel area (before session 22)")
+            _add_sample_by(t, f.default)
         elif f.name not in ("data", "out"):
             t.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     t.set_defaults(func=func)
+
+
+def _add_sample_by(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--sample-by", choices=SAMPLE_BY, default=default,
+                   help="draw crops per source file, each photo or clip alike (default), or per pixel area "
+                        "(runs before session 22; lvc.train.data.frame_weights)")
 
 
 def _widths(text: str) -> tuple[int, ...]:
