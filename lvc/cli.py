@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.showwarning = note
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe must fail here, not in the interpreter's exit flush
+        return rc
     except LvcError as e:
         print(f"lvc {args.command}: error: {e.message()}", file=sys.stderr)
         return e.exit_code
@@ -53,7 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lvc {args.command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader went away (`lvc info X | head`): stop quietly, as cat does
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        try:  # no second error when the interpreter flushes stdout at exit
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):  # stdout without a file descriptor: nothing to redirect
+            pass
         return 141
 
 

@@ -25,6 +25,36 @@ def test_golden_stream_header():
     assert (info["width"], info["height"], info["frame_count"], info["model"]) == (64, 48, 6, "lvc-test-tiny")
 
 
+def test_golden_grey_stream_pins_grey_frames_on_any_machine():
+    """The grey fixture's flags, version and shown pictures hold whatever the synthesis rounds
+    to: format 1.1, four grey frames then two colour ones, and the grey ones shown R = G = B."""
+    from lvc.bitstream.container import LvcReader
+    from lvc.codec.grey import is_grey
+
+    stream, model = DATA / "golden-grey.lvc", str(DATA / GOLDEN["golden-grey"])
+    with LvcReader(stream) as r:
+        assert r.header.version == (1, 1)
+        assert [u.grey for u in r.units()] == [True] * 4 + [False] * 2
+    shown = list(api.iter_decode(stream, model=model))
+    assert [is_grey(f) for f in shown] == [True] * 4 + [False] * 2
+
+
+def test_grey_flag_in_a_1_0_stream_is_refused(tmp_path):
+    """A 1.0 stream cannot carry grey frames: a set bit 7 there is corruption, not a grey frame."""
+    from lvc.bitstream.container import LvcReader
+    from lvc.errors import BitstreamError
+
+    data = bytearray((DATA / "golden.lvc").read_bytes())
+    with LvcReader(DATA / "golden.lvc") as r:
+        assert r.header.version == (1, 0)
+        start = len(data) - sum(u.size for u in r.units())  # the first frame unit's first byte
+    data[start] |= 0x80
+    bad = tmp_path / "bad.lvc"
+    bad.write_bytes(bytes(data))
+    with LvcReader(bad) as r, pytest.raises(BitstreamError, match="not valid in a format 1.0 stream"):
+        list(r.units())
+
+
 def test_fast_synthesis_stays_close_to_the_reference():
     """Where bfloat16 is native, conditional frames' displays take it: within 40 dB of the
     float32 reference pictures (the golden frames), and decoding still equals encoding (the

@@ -192,6 +192,9 @@ class LvcReader:
             if values["payload_length"] % 4:
                 raise BitstreamError("payload length is not a multiple of 4", fwhere, "the file is corrupted")
             ft = values["frame_type"]
+            if ft & GREY_FLAG and self.header.version < (1, 1):  # 1.0 has no grey frames
+                raise BitstreamError(f"frame type {ft} is not valid in a format 1.0 stream", fwhere,
+                                     "the file is corrupted")
             yield FrameUnit(i, ft & ~GREY_FLAG, values["quality"], payload, pos + len(payload), bool(ft & GREY_FLAG))
         if self._f.read(1):
             raise BitstreamError("trailing bytes after the last frame", where, "the file is corrupted")

@@ -1,8 +1,8 @@
 """Grey frames: shown with R = G = B, so grey input comes back grey.
 
 The learned transforms code RGB and leave a little colour in a grey picture's
-reconstruction: about one level of chroma, which costs a grey clip nothing to avoid and
-most of its PSNR-YUV (chroma is otherwise exact). The encoder flags every frame whose three
+reconstruction: about one level of chroma, which is most of a grey clip's PSNR-YUV loss
+and costs nothing to remove. The encoder flags every frame whose three
 channels are equal (``syntax.GREY_FLAG``); the decoder shows it with each pixel set to the
 rounded mean of the decoded channels, in integers, so both sides agree bit for bit. Only
 the picture shown changes: later frames predict from the decoded picture as before.

@@ -94,7 +94,7 @@ class CodedFrame:
     frame_type: int
     quality: int
     payload: bytes
-    pending: Future | Deferred  # the reconstruction, synthesised on a worker (or on demand)
+    pending: Pending  # the reconstruction, synthesised on a worker (or on demand)
     estimated_bits: float
     grey: bool = False  # shown grey (lvc.codec.grey); ``pending`` then gives the grey picture
 
@@ -196,7 +196,6 @@ class SequenceEncoder:
         self.reference = best.latent
         self.index += 1
         return CodedFrame(kind, self.quality, best.payload, best.pending, best.estimated_bits)
-
 
     def _encode_conditional(self, frame: np.ndarray) -> CodedFrame:
         """I, P or FRAME_PC, by ``lambda * MSE + bpp``.

@@ -27,14 +27,14 @@ from lvc.train.correction import (
     intra_identity,
     train_correction,
 )
-from lvc.train.data import CropSampler, FrameCache, collect_sources
+from lvc.train.data import SAMPLE_BY, CropSampler, FrameCache, collect_sources
 
 
 @dataclass
 class ContextTrainConfig(CorrectionTrainConfig):
     crops: int = 2400  # latent crops in the cache
     lr: float = 5e-4
-    sample_by: str = "source"  # crops per source file or per pixel area (lvc.train.data.frame_weights)
+    sample_by: str = SAMPLE_BY[0]  # crops per source file or per pixel area (lvc.train.data.frame_weights)
 
 
 def build_latent_crops(model: FrozenModel, sources: list[Path], cache_dir: Path,

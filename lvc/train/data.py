@@ -61,7 +61,7 @@ class FrameCache:
         key = hashlib.sha256(spec.encode()).hexdigest()[:16]
         cache_dir.mkdir(parents=True, exist_ok=True)
         data_path, index_path = cache_dir / f"frames-{key}.u8", cache_dir / f"frames-{key}.idx.npy"
-        if index_path.exists() and np.load(index_path).shape[1] != 4:  # written before sources were kept
+        if index_path.exists() and np.load(index_path, mmap_mode="r").shape[1] != 4:  # written before sources were kept
             index_path.unlink()
         if not (data_path.exists() and index_path.exists()):
             rng = np.random.default_rng(seed)

@@ -21,7 +21,7 @@ from torch import distributed as dist
 import lvc
 from lvc.errors import InputError
 from lvc.models.latent import LatentModel, ModelConfig
-from lvc.train.data import CropSampler, FrameCache, collect_sources
+from lvc.train.data import SAMPLE_BY, CropSampler, FrameCache, collect_sources
 from lvc.train.runlog import RunLog, has_step, truncate_after
 
 CKPT_FORMAT = "lvc-checkpoint/1"
@@ -46,7 +46,7 @@ class TrainConfig:
     val: list[str] = field(default_factory=list)
     threads: int = 0
     frames_per_video: int = 24
-    sample_by: str = "source"  # crops per source file or per pixel area (data.frame_weights)
+    sample_by: str = SAMPLE_BY[0]  # crops per source file or per pixel area (data.frame_weights)
     distortion: str = "mse"  # or "ms-ssim"
     init: str = ""  # start a new run from this checkpoint's weights, widened if the model is wider
 
