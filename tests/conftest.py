@@ -24,6 +24,16 @@ def clip() -> Path:
     return DATA / "clip.y4m"
 
 
+@pytest.fixture(scope="session")
+def twelve() -> list[np.ndarray]:
+    """Twelve 128x64 crops of the shipped sample clip: a short moving shot."""
+    from lvc.codec.cli import sample_clip
+    from lvc.io.reader import open_video
+
+    with open_video(sample_clip()) as v:
+        return [np.ascontiguousarray(f[100:164, 300:428]) for _, f in zip(range(12), v.frames())]
+
+
 def frames_hash(frames) -> str:
     h = hashlib.sha256()
     for f in frames:

@@ -1,8 +1,6 @@
-"""Conditional P-frames: block motion (estimation, exact warping), training, and exact coding."""
+"""Conditional P-frames: block motion (estimation, exact warping) and exact coding."""
 
 from __future__ import annotations
-
-import csv
 
 import numpy as np
 import pytest
@@ -11,18 +9,15 @@ from conftest import encoder_recons, write_y4m
 
 from lvc.bitstream.container import FRAME_I, FRAME_P, FRAME_PC, FRAME_PS, FrameUnit
 from lvc.codec import api
-from lvc.codec.cli import sample_clip
 from lvc.codec.frame import FrameCodec, quality_lambda
 from lvc.codec.inter import InterCodec
 from lvc.codec.motion import estimate_motion, warp
 from lvc.codec.sequence import SequenceDecoder
 from lvc.errors import BitstreamError
-from lvc.io.reader import open_video
 from lvc.models.conditional import ConditionalConfig, ConditionalP
 from lvc.models.frozen import freeze, load_frozen, save_frozen
 from lvc.models.latent import LatentModel, ModelConfig
 from lvc.models.registry import load_model
-from lvc.train.inter import InterTrainConfig, train_inter
 
 TINY = ConditionalConfig(M=8, C=8, N=8, Nh=8, intra_M=16, levels=3)
 
@@ -121,45 +116,6 @@ def test_forward_carries_the_context_and_counts_bits():
     assert torch.isfinite(out["bpp"]).all() and (out["bpp"] > 0).all()
 
 
-def test_train_inter_resumes_exactly(tiny_model, twelve, tmp_path):
-    intra = load_model(tiny_model)
-    src = tmp_path / "five.y4m"
-    write_y4m(src, twelve[:5])
-
-    def cfg(out, steps):
-        return InterTrainConfig([str(src)], str(out), steps=steps, batch=2, crop=64, length=3, per_clip=3,
-                                ckpt_every=2, keep=5, threads=1)
-
-    model_cfg = ConditionalConfig(M=8, C=8, N=8, Nh=8, intra_M=intra.config.M, levels=intra.log_gain.shape[0])
-    straight = train_inter(cfg(tmp_path / "a", 4), intra, model_cfg, progress=False)
-    train_inter(cfg(tmp_path / "b", 2), intra, model_cfg, progress=False)
-    resumed = train_inter(cfg(tmp_path / "b", 4), intra, resume=True, progress=False)
-    a = torch.load(straight, weights_only=False)
-    b = torch.load(resumed, weights_only=False)
-    assert a["step"] == b["step"] == 4 and a["kind"] == "inter"
-    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-
-
-def test_train_inter_logs_intra_display_and_keeps_old_logs(tiny_model, twelve, tmp_path):
-    """New runs log the I-frame context's display PSNR; a run resumed into a log written
-    before that column existed keeps the log's own columns."""
-    intra = load_model(tiny_model)
-    src = tmp_path / "five.y4m"
-    write_y4m(src, twelve[:5])
-    model_cfg = ConditionalConfig(M=8, C=8, N=8, Nh=8, intra_M=intra.config.M, levels=intra.log_gain.shape[0])
-    for name, old in (("new", False), ("old", True)):
-        out = tmp_path / name
-        out.mkdir()
-        if old:
-            (out / "log.csv").write_text("step,time,lr,loss,bpp,psnr,aux\n")
-        cfg = InterTrainConfig([str(src)], str(out), steps=20, batch=1, crop=64, length=2, per_clip=2,
-                               ckpt_every=20, threads=1)
-        train_inter(cfg, intra, model_cfg, progress=False)
-        rows = list(csv.reader(open(out / "log.csv")))
-        assert len(rows) == 2 and all(len(r) == len(rows[0]) for r in rows)
-        assert (rows[0][-1] == "psnr_i") != old and 0 < float(rows[1][5]) < 100
-
-
 @pytest.fixture(scope="module")
 def inter_model_file(tmp_path_factory):
     """A tiny intra model with a tiny (untrained, seeded) conditional P section. Its context
@@ -176,12 +132,6 @@ def inter_model_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def inter_model(inter_model_file):
     return load_frozen(inter_model_file)
-
-
-@pytest.fixture(scope="module")
-def twelve():
-    with open_video(sample_clip()) as v:
-        return [np.ascontiguousarray(f[100:164, 300:428]) for _, f in zip(range(12), v.frames())]
 
 
 def _units(model, frames, q=40000):

@@ -76,14 +76,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     for f in fields(ConditionalConfig):
         if f.name not in ("intra_M", "levels"):  # those follow the intra model
-            t.add_argument(f"--{f.name}", type=int, default=f.default, help="model shape (new runs only)")
+            t.add_argument(f"--{f.name}", type=int, default=f.default,
+                           help="model shape (new runs; with --init, the checkpoint's)")
     for f in fields(InterTrainConfig):
         if f.name in ("data", "out"):
             continue
         if isinstance(f.default, bool):
             t.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=f.default)
         else:
-            t.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+            t.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
+                           help=INTER_HELP.get(f.name))
     t.set_defaults(func=run_inter)
 
     e = sub.add_parser("export", help="freeze a training checkpoint into a .lvcm model file",
@@ -150,6 +152,10 @@ def run(args: argparse.Namespace) -> int:
     last = train(tcfg, mcfg, resume=args.resume)
     print(f"last checkpoint: {last}")
     return 0
+
+
+INTER_HELP = {"init": "new runs: start from this `lvc train-inter` checkpoint, e.g. one trained for another intra "
+                      "model (its shape; tensors that fit are taken, the I-frame context is fitted anew)"}
 
 
 def run_temporal(args: argparse.Namespace) -> int:

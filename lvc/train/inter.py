@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -59,6 +59,7 @@ class InterTrainConfig:
     threads: int = 0
     distil_steps: int = 400  # new runs: I-frame context warm start (see distil_intra_context)
     intra_display: float = 1.0  # weight of the I-frame context's display distortion (module docstring)
+    init: str = ""  # new runs: start from this inter checkpoint (e.g. trained for another intra model)
 
     def lr_at(self, step: int) -> float:
         return cosine_lr(step, self.steps, self.lr, self.lr_final, self.decay_start)
@@ -98,29 +99,62 @@ def _new_model(intra: FrozenModel, cfg: ConditionalConfig) -> ConditionalP:
 
 
 def distil_intra_context(model: ConditionalP, intra: FrozenModel, sampler: SequenceSampler, steps: int,
-                         batch: int) -> float:
-    """Warm start of a new run: fit the I-frame context to the intra synthesis' own 1/8
-    features, ``g_s[:2]``. The display transform starts as ``g_s[2:]``, so I-frame contexts
-    then display as the intra decoder would, and P-frames start from a motion-compensated
-    copy of a good picture instead of noise. Returns the last distillation MSE."""
+                         batch: int, through_display: bool = False) -> float:
+    """Warm start of the I-frame context (``g_i_up``, ``g_i``), so that P-frames start from a
+    motion-compensated copy of a good picture instead of noise. A new run fits it to the
+    intra synthesis' own 1/8 features, ``g_s[:2]`` (the display starts as ``g_s[2:]``, so
+    I-frame contexts then display as the intra decoder would). A run started from another
+    intra model's inter checkpoint (``through_display``) keeps that run's display and fits
+    the context so that the display shows the I-frame: the new intra latent then feeds the
+    context the trained P-frame machinery expects. Returns the last distillation MSE."""
     params = [*model.g_i_up.parameters(), *model.g_i.parameters()]
     opt = torch.optim.Adam(params, lr=1e-3)
     loss = torch.zeros(())
     for _ in range(steps):
         x, _ = sampler.batch(batch)
         y_hat = intra_latents(intra, x[:, 0], torch.rand(batch))
-        with torch.no_grad():
-            target = intra.g_s[:2](y_hat)
-        loss = ((model.intra_context(y_hat) - target) ** 2).mean()
+        ctx = model.intra_context(y_hat)
+        if through_display:
+            loss = ((model.g_d(ctx) - x[:, 0]) ** 2).mean()
+        else:
+            with torch.no_grad():
+                target = intra.g_s[:2](y_hat)
+            loss = ((ctx - target) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def _lmbda(intra: FrozenModel, q: torch.Tensor) -> torch.Tensor:
     lo, hi = math.log(intra.config.lambda_min), math.log(intra.config.lambda_max)
     return torch.exp(lo + (hi - lo) * q)
+
+
+def load_init(path: str) -> dict:
+    """The inter checkpoint ``--init`` names, checked to be one."""
+    if not Path(path).is_file():
+        raise InputError("--init: no such file", path, "pass the path of a `lvc train-inter` checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        ok = state.get("kind") == KIND and isinstance(state.get("model"), dict) and "inter_config" in state
+    except Exception as e:  # noqa: BLE001 - unpickling fails in many ways; all mean "not a checkpoint"
+        raise InputError(f"--init: not a usable checkpoint ({e.__class__.__name__})", path,
+                         "pass a `lvc train-inter` checkpoint") from None
+    if not ok:
+        raise InputError(f"--init: this is a {state.get('kind')} checkpoint, not an inter one", path,
+                         "pass a `lvc train-inter` checkpoint")
+    return state
+
+
+def init_from(model: ConditionalP, weights: dict[str, torch.Tensor]) -> list[str]:
+    """Load every tensor of ``weights`` whose name and shape match ``model`` (the P-frame
+    machinery does not depend on the intra model: only ``g_i_up`` reads its latent, and the
+    gains follow its levels). Returns the names left as they were."""
+    own = model.state_dict()
+    taken = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(taken, strict=False)
+    return sorted(set(own) - set(taken))
 
 
 def train_inter(cfg: InterTrainConfig, intra: FrozenModel, model_cfg: ConditionalConfig | None = None,
@@ -132,9 +166,8 @@ def train_inter(cfg: InterTrainConfig, intra: FrozenModel, model_cfg: Conditiona
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     space = intra_identity(intra)
-    ckpt_path = latest_checkpoint(out) if resume else None
+    ckpt_path = latest_checkpoint(out) if resume and out.is_dir() else None
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path else None
     if state is not None:
         if state.get("kind") != KIND:
@@ -144,7 +177,12 @@ def train_inter(cfg: InterTrainConfig, intra: FrozenModel, model_cfg: Conditiona
             raise InputError("checkpoint was trained for another intra model", str(ckpt_path),
                              "start a new --out folder")
         model_cfg = ConditionalConfig.from_dict(state["inter_config"])
+    init = load_init(cfg.init) if state is None and cfg.init else None
+    if init is not None:  # its shape, reading this intra model's latent
+        model_cfg = replace(ConditionalConfig.from_dict(init["inter_config"]), intra_M=intra.config.M,
+                            levels=intra.log_gain.shape[0])
     model_cfg = model_cfg or ConditionalConfig(intra_M=intra.config.M, levels=intra.log_gain.shape[0])
+    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     model = _new_model(intra, model_cfg)
@@ -155,7 +193,13 @@ def train_inter(cfg: InterTrainConfig, intra: FrozenModel, model_cfg: Conditiona
                                 model_cfg.block, cfg.seed)
     sampler = SequenceSampler(cache, cfg.seed)
     step = 0
-    if state is None and cfg.distil_steps and _display_is_intra(model, intra):
+    if init is not None:
+        fresh = init_from(model, init["model"])
+        print(f"started from {cfg.init}; new: {', '.join(fresh) or 'nothing'}")
+        if cfg.distil_steps and any(k.startswith("g_i") for k in fresh):
+            mse = distil_intra_context(model, intra, sampler, cfg.distil_steps, cfg.batch, through_display=True)
+            print(f"I-frame context fitted through the display: picture MSE {mse:.4g}")
+    elif state is None and cfg.distil_steps and _display_is_intra(model, intra):
         mse = distil_intra_context(model, intra, sampler, cfg.distil_steps, cfg.batch)
         print(f"I-frame context distilled from the intra synthesis: feature MSE {mse:.4g}")
     if state is not None:
