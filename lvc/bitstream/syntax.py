@@ -64,7 +64,8 @@ SEQUENCE_HEADER: tuple[Field, ...] = (
 FRAME_HEADER: tuple[Field, ...] = (
     Field("frame_type", "u8", 0, 255,
           "bits 0-6: 0 I, 1 P (latent residual), 2 PC (conditional P), 3 PS (PC with skipped blocks), others "
-          "reserved; bit 7 (since 1.1): grey, the picture is shown with R = G = B = (R + G + B + 1) // 3 of "
+          "reserved; bit 7 (since 1.1; set in a 1.0 stream, it is refused as corrupt): grey, the picture is "
+          "shown with R = G = B = (R + G + B + 1) // 3 of "
           "the decoded one (the next frames still predict from the decoded one)"),
     Field("quality", "u16", 0, 65535, "quality q = value / 65535"),
     Field("payload_length", "varint", 4, (1 << 28) - 4, "bytes of payload, a multiple of 4"),
