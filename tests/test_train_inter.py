@@ -14,16 +14,27 @@ from lvc.models.registry import load_model
 from lvc.train.inter import InterTrainConfig, train_inter
 
 
-def test_train_inter_resumes_exactly(tiny_model, twelve, tmp_path):
-    intra = load_model(tiny_model)
+@pytest.fixture
+def five(twelve, tmp_path):
+    """A five-frame clip to train on."""
     src = tmp_path / "five.y4m"
     write_y4m(src, twelve[:5])
+    return src
+
+
+def tiny_shape(intra, **kw) -> ConditionalConfig:
+    """A tiny conditional model reading ``intra``'s latent."""
+    return ConditionalConfig(M=8, C=8, N=8, Nh=8, intra_M=intra.config.M, levels=intra.log_gain.shape[0], **kw)
+
+
+def test_train_inter_resumes_exactly(tiny_model, five, tmp_path):
+    intra = load_model(tiny_model)
 
     def cfg(out, steps):
-        return InterTrainConfig([str(src)], str(out), steps=steps, batch=2, crop=64, length=3, per_clip=3,
+        return InterTrainConfig([str(five)], str(out), steps=steps, batch=2, crop=64, length=3, per_clip=3,
                                 ckpt_every=2, keep=5, threads=1)
 
-    model_cfg = ConditionalConfig(M=8, C=8, N=8, Nh=8, intra_M=intra.config.M, levels=intra.log_gain.shape[0])
+    model_cfg = tiny_shape(intra)
     straight = train_inter(cfg(tmp_path / "a", 4), intra, model_cfg, progress=False)
     train_inter(cfg(tmp_path / "b", 2), intra, model_cfg, progress=False)
     resumed = train_inter(cfg(tmp_path / "b", 4), intra, resume=True, progress=False)
@@ -33,19 +44,17 @@ def test_train_inter_resumes_exactly(tiny_model, twelve, tmp_path):
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
-def test_train_inter_logs_intra_display_and_keeps_old_logs(tiny_model, twelve, tmp_path):
+def test_train_inter_logs_intra_display_and_keeps_old_logs(tiny_model, five, tmp_path):
     """New runs log the I-frame context's display PSNR; a run resumed into a log written
     before that column existed keeps the log's own columns."""
     intra = load_model(tiny_model)
-    src = tmp_path / "five.y4m"
-    write_y4m(src, twelve[:5])
-    model_cfg = ConditionalConfig(M=8, C=8, N=8, Nh=8, intra_M=intra.config.M, levels=intra.log_gain.shape[0])
+    model_cfg = tiny_shape(intra)
     for name, old in (("new", False), ("old", True)):
         out = tmp_path / name
         out.mkdir()
         if old:
             (out / "log.csv").write_text("step,time,lr,loss,bpp,psnr,aux\n")
-        cfg = InterTrainConfig([str(src)], str(out), steps=20, batch=1, crop=64, length=2, per_clip=2,
+        cfg = InterTrainConfig([str(five)], str(out), steps=20, batch=1, crop=64, length=2, per_clip=2,
                                ckpt_every=20, threads=1)
         train_inter(cfg, intra, model_cfg, progress=False)
         rows = list(csv.reader(open(out / "log.csv")))
@@ -53,7 +62,7 @@ def test_train_inter_logs_intra_display_and_keeps_old_logs(tiny_model, twelve, t
         assert (rows[0][-1] == "psnr_i") != old and 0 < float(rows[1][5]) < 100
 
 
-def test_train_inter_init_takes_another_intra_models_p_machinery(tiny_model, twelve, tmp_path):
+def test_train_inter_init_takes_another_intra_models_p_machinery(tiny_model, five, tmp_path):
     """``--init`` from a run trained for another intra model (here a different latent width)
     keeps every tensor that fits, in the checkpoint's shape, and fits only the intra latent's
     input anew; a checkpoint of another kind is refused with a clear error."""
@@ -61,16 +70,14 @@ def test_train_inter_init_takes_another_intra_models_p_machinery(tiny_model, twe
     from lvc.models.latent import LatentModel, ModelConfig
 
     intra = load_model(tiny_model)
-    src = tmp_path / "five.y4m"
-    write_y4m(src, twelve[:5])
-    shape = ConditionalConfig(M=8, C=8, N=8, Nh=8, intra_M=intra.config.M, levels=intra.log_gain.shape[0], block=8)
-    first = train_inter(InterTrainConfig([str(src)], str(tmp_path / "a"), steps=2, batch=1, crop=64, length=2,
+    shape = tiny_shape(intra, block=8)
+    first = train_inter(InterTrainConfig([str(five)], str(tmp_path / "a"), steps=2, batch=1, crop=64, length=2,
                                          per_clip=2, threads=1), intra, shape, progress=False)
     torch.manual_seed(0)
     other = LatentModel(ModelConfig(N=8, M=intra.config.M + 4, Nh=8, levels=intra.log_gain.shape[0]))
     save_frozen(freeze(other, "wider"), tmp_path / "wider.lvcm")
     wider = load_frozen(tmp_path / "wider.lvcm")
-    cfg = InterTrainConfig([str(src)], str(tmp_path / "b"), steps=1, batch=1, crop=64, length=2, per_clip=2,
+    cfg = InterTrainConfig([str(five)], str(tmp_path / "b"), steps=1, batch=1, crop=64, length=2, per_clip=2,
                            threads=1, lr=0.0, aux_lr=0.0, distil_steps=3, init=str(first))
     second = train_inter(cfg, wider, progress=False)  # no shape given: the checkpoint's
     a, b = (torch.load(p, weights_only=False) for p in (first, second))
@@ -81,6 +88,6 @@ def test_train_inter_init_takes_another_intra_models_p_machinery(tiny_model, twe
     assert b["model"]["g_i_up.0.weight"].shape[1] == intra.config.M + 4
     assert not torch.equal(a["model"]["g_i.0.weight"], b["model"]["g_i.0.weight"])  # fitted anew
     with pytest.raises(InputError, match="not an inter one"):
-        train_inter(InterTrainConfig([str(src)], str(tmp_path / "c"), steps=1, init=str(tiny_model)), wider,
+        train_inter(InterTrainConfig([str(five)], str(tmp_path / "c"), steps=1, init=str(tiny_model)), wider,
                     progress=False)
 

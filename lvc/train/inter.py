@@ -167,7 +167,7 @@ def train_inter(cfg: InterTrainConfig, intra: FrozenModel, model_cfg: Conditiona
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     space = intra_identity(intra)
-    ckpt_path = latest_checkpoint(out) if resume and out.is_dir() else None
+    ckpt_path = latest_checkpoint(out) if resume else None
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path else None
     if state is not None:
         if state.get("kind") != KIND:
