@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 from conftest import run_lvc
 
@@ -82,3 +83,25 @@ def test_missing_encoder_is_reported_and_skipped(tmp_path, clip, tiny_model):
     assert "x265 is not available" in r.stderr
     doc = json.loads((tmp_path / "b" / "results.json").read_text())
     assert [c["name"] for c in doc["codecs"]] == ["lvc"]
+
+
+def test_cache_follows_content_not_path_or_time(tmp_path):
+    """A cache copied to another checkout or machine (other paths, other times) is still used,
+    and an edited input is coded again."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    first = tmp_path / "a" / "img.png"
+    first.parent.mkdir()
+    Image.fromarray(rng.integers(0, 256, (32, 48, 3), dtype="uint8")).save(first)
+    out = tmp_path / "bench"
+    assert run_lvc("bench", first, "--out", out, "--codecs", "jpeg", "--no-ms-ssim").returncode == 0
+    cached = sorted(p.name for p in (out / "cache").iterdir())
+    moved = tmp_path / "b" / "img.png"
+    moved.parent.mkdir()
+    shutil.copy(first, moved)  # new path, new mtime, same bytes
+    assert run_lvc("bench", moved, "--out", out, "--codecs", "jpeg", "--no-ms-ssim").returncode == 0
+    assert sorted(p.name for p in (out / "cache").iterdir()) == cached
+    Image.fromarray(rng.integers(0, 256, (32, 48, 3), dtype="uint8")).save(moved)
+    assert run_lvc("bench", moved, "--out", out, "--codecs", "jpeg", "--no-ms-ssim").returncode == 0
+    assert len(list((out / "cache").iterdir())) == 2 * len(cached)

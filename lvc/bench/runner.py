@@ -1,11 +1,14 @@
 """Run codecs over inputs at their RD points, with a resumable per-point result cache.
 
-Each finished point is stored as one JSON file keyed by (input, codec, version, point),
-so an interrupted bench resumes without redoing it. Rates come from real file sizes.
+Each finished point is stored as one JSON file keyed by (input content, codec, version,
+point), so an interrupted bench resumes without redoing it, and a cache copied to another
+machine or checkout (the inputs' paths and times differ there) is still used. Rates come
+from real file sizes.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -31,6 +34,15 @@ class Reference:
     frames: list[np.ndarray]  # RGB
     fps: float
     yuv: list | None = None
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """SHA-256 of the file codecs read: what the result cache keys on, not its path or time."""
+        h = hashlib.sha256()
+        with open(self.path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
 
     @property
     def pixels(self) -> int:
@@ -93,9 +105,7 @@ def load_reference(path: Path, max_frames: int | None, refs: Path) -> Reference:
 
 
 def _key(ref: Reference, codec: Codec, point) -> str:
-    st = ref.path.stat()
-    raw = json.dumps([str(ref.path.resolve()), st.st_size, st.st_mtime_ns, len(ref.frames), codec.name,
-                      codec.version, point])
+    raw = json.dumps([ref.name, ref.digest, len(ref.frames), codec.name, codec.version, point])
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
