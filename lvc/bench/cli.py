@@ -88,6 +88,7 @@ def _select_codecs(names: list[str], model: str | None, intra_period: int) -> li
 
 
 def _bench(args: argparse.Namespace) -> int:
+    import torch
     from tqdm import tqdm
 
     from lvc.bench.bdrate import bd_table
@@ -103,6 +104,8 @@ def _bench(args: argparse.Namespace) -> int:
     if not paths:
         raise InputError("no inputs", None, "pass video/image files or folders")
     codecs = _select_codecs(args.codecs.split(","), args.model, args.intra_period)
+    if args.jobs > 1:  # lvc's points share this process: one intra-op team per job, not one each of all cores
+        torch.set_num_threads(max(1, torch.get_num_threads() // args.jobs))
     rows = []
     tty = sys.stderr.isatty()
     first = None
