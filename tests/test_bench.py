@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import run_lvc
 
-from lvc.bench.bdrate import bd_rate, bd_table
+from lvc.bench.bdrate import bd_rate, bd_table, bootstrap_interval
 
 
 def test_bd_rate_of_a_shifted_curve():
@@ -105,3 +105,24 @@ def test_cache_follows_content_not_path_or_time(tmp_path):
     Image.fromarray(rng.integers(0, 256, (32, 48, 3), dtype="uint8")).save(moved)
     assert run_lvc("bench", moved, "--out", out, "--codecs", "jpeg", "--no-ms-ssim").returncode == 0
     assert len(list((out / "cache").iterdir())) == 2 * len(cached)
+
+
+def _curves(savings: list[float]) -> list[dict]:
+    """Per input, an anchor curve and a test curve that saves ``saving`` of its rate."""
+    rows = []
+    for s, saving in enumerate(savings):
+        for i, q in enumerate((30.0, 33.0, 36.0, 39.0)):
+            rate = (0.1 + 0.05 * s) * 1.6 ** i
+            rows.append({"sequence": f"s{s}", "codec": "anchor", "param": i, "bpp": rate, "psnr_rgb": q})
+            rows.append({"sequence": f"s{s}", "codec": "test", "param": i, "bpp": rate * (1 - saving), "psnr_rgb": q})
+    return rows
+
+
+def test_bootstrap_interval_reflects_how_much_the_inputs_disagree():
+    same = bootstrap_interval(_curves([0.2] * 8), "test", "anchor", "psnr_rgb")
+    assert same == pytest.approx((-20, -20), abs=0.1)  # every input agrees: no sampling spread
+    mixed = _curves([0.0, 0.4, 0.1, 0.3, 0.0, 0.4, 0.2, 0.2])
+    lo, hi = bootstrap_interval(mixed, "test", "anchor", "psnr_rgb")
+    point = next(r["percent"] for r in bd_table(mixed, [("test", "anchor")]) if r["sequence"] == "AVERAGE")
+    assert lo < point < hi and hi - lo > 5
+    assert bootstrap_interval(_curves([0.2] * 4), "test", "anchor", "psnr_rgb") is None  # too few inputs

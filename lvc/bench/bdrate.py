@@ -9,6 +9,7 @@ import numpy as np
 
 METRICS = ("psnr_rgb", "psnr_y", "psnr_yuv", "ssim", "ms_ssim")
 MIN_OVERLAP = 0.5
+BOOTSTRAP_MIN_SEQUENCES = 5  # fewer inputs than this: no interval (it would mean little)
 
 
 def _curve(rows: list[dict], metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -95,3 +96,33 @@ def bd_table(rows: list[dict], pairs: list[tuple[str, str]]) -> list[dict]:
                     table.append({"sequence": "MEAN", "test": test, "anchor": anchor, "metric": m,
                                   "percent": float(np.mean(vals))})
     return table
+
+
+def bootstrap_interval(rows: list[dict], test: str, anchor: str, metric: str, resamples: int = 200,
+                       seed: int = 0) -> tuple[float, float] | None:
+    """95% percentile interval of the average-curve BD-rate when the inputs are drawn again
+    with replacement: how much the figure depends on which images or clips were measured
+    (sampling error only; the codecs themselves are deterministic). None with fewer than
+    ``BOOTSTRAP_MIN_SEQUENCES`` inputs or where most resamples give no BD-rate."""
+    by_seq: dict = defaultdict(dict)
+    for r in rows:
+        if r["codec"] in (test, anchor) and metric in r:
+            by_seq[r["sequence"]][(r["codec"], r["param"])] = (r["bpp"], r[metric])
+    keys = sorted({k for pts in by_seq.values() for k in pts}, key=str)
+    seqs = [s for s, pts in by_seq.items() if len(pts) == len(keys)]  # only inputs with every point
+    if len(seqs) < BOOTSTRAP_MIN_SEQUENCES:
+        return None
+    values = np.array([[by_seq[s][k] for k in keys] for s in seqs])  # (sequences, points, 2)
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(resamples):
+        mean = values[rng.integers(0, len(seqs), len(seqs))].mean(axis=0)
+        curves = {c: [{"bpp": b, metric: d} for (codec, _), (b, d) in zip(keys, mean, strict=True) if codec == c]
+                  for c in (test, anchor)}
+        v = bd_rate(curves[anchor], curves[test], metric)
+        if v is not None:
+            out.append(v)
+    if len(out) < resamples // 2:
+        return None
+    lo, hi = np.percentile(out, [2.5, 97.5])
+    return float(lo), float(hi)

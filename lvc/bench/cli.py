@@ -87,11 +87,14 @@ def _select_codecs(names: list[str], model: str | None, intra_period: int) -> li
     return out
 
 
+_CI_METRICS = ("psnr_rgb", "psnr_yuv", "ms_ssim")  # the ones the results are judged by
+
+
 def _bench(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from lvc.bench.bdrate import bd_table
+    from lvc.bench.bdrate import bd_table, bootstrap_interval
     from lvc.bench.html import render
     from lvc.bench.report import plot_average, write_results
     from lvc.bench.runner import expand_inputs, load_reference, run_point
@@ -118,6 +121,11 @@ def _bench(args: argparse.Namespace) -> int:
                              tasks)
     names = [c.name for c in codecs]
     bd = bd_table(rows, [(t, a) for t in names for a in names if t != a])  # every codec against every other
+    for r in bd:  # lvc's average-curve figures get a bootstrap interval over the inputs
+        if r["sequence"] == "AVERAGE" and r["test"].startswith("lvc") and r["metric"] in _CI_METRICS:
+            ci = bootstrap_interval(rows, r["test"], r["anchor"], r["metric"])
+            if ci is not None:
+                r["ci95"] = [round(ci[0], 3), round(ci[1], 3)]
     write_results(out, codecs, rows, bd, {"frames": args.frames, "intra_period": args.intra_period,
                                           "inputs": [str(p) for p in paths]})
     plots = [p for m in ("psnr_rgb", "psnr_yuv", "ms_ssim") if (p := plot_average(out, rows, m)) is not None]
@@ -125,6 +133,8 @@ def _bench(args: argparse.Namespace) -> int:
     for r in bd:  # the average curve, then the mean of per-sequence values
         if r["sequence"] in ("AVERAGE", "MEAN") and r["test"].startswith("lvc"):
             what = "average curve" if r["sequence"] == "AVERAGE" else "per-sequence mean"
+            if "ci95" in r:
+                what += f"; 95% interval over the inputs {r['ci95'][0]:+.2f}..{r['ci95'][1]:+.2f}%"
             print(f"BD-rate {r['test']} vs {r['anchor']:7s} {r['metric']:9s} {r['percent']:+7.2f}%  ({what})")
     print(f"results: {out / 'results.json'}")
     return 0

@@ -84,15 +84,20 @@ def _bd_table(bd: list[dict]) -> str:
     if not rows:
         return "<p>No BD-rate: the curves do not overlap enough.</p>"
     keys = sorted({(r["test"], r["anchor"], r["sequence"]) for r in rows})
-    out = ["<p>AVERAGE: between the dataset-average curves; MEAN: the mean of the per-sequence "
+    out = ["<p>AVERAGE: between the dataset-average curves (with 5 or more inputs, below it the 95% "
+           "interval when the inputs are resampled); MEAN: the mean of the per-sequence "
            "BD-rates (only where every sequence has one).</p>",
            "<table><tr><th>test vs anchor</th><th></th>" + "".join(f"<th>{m}</th>" for m in METRICS) + "</tr>"]
     for t, a, seq in keys:
         cells = []
         for m in METRICS:
-            v = next((r["percent"] for r in rows if (r["test"], r["anchor"], r["sequence"], r["metric"])
-                      == (t, a, seq, m)), None)
-            cells.append("<td>-</td>" if v is None else f"<td class='{'neg' if v < 0 else 'pos'}'>{v:+.1f}%</td>")
+            r = next((r for r in rows if (r["test"], r["anchor"], r["sequence"], r["metric"]) == (t, a, seq, m)), None)
+            if r is None:
+                cells.append("<td>-</td>")
+                continue
+            v, ci = r["percent"], r.get("ci95")
+            span = f"<br><small>{ci[0]:+.1f}..{ci[1]:+.1f}</small>" if ci else ""
+            cells.append(f"<td class='{'neg' if v < 0 else 'pos'}'>{v:+.1f}%{span}</td>")
         out.append(f"<tr><td>{html.escape(t)} vs {html.escape(a)}</td><td>{html.escape(seq)}</td>{''.join(cells)}</tr>")
     return "".join(out) + "</table>"
 
