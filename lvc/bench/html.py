@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lvc.bench.bdrate import METRICS, average_curves
+from lvc.bench.bdrate import BOOTSTRAP_MIN_SEQUENCES, METRICS, average_curves
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -84,7 +84,8 @@ def _bd_table(bd: list[dict]) -> str:
     if not rows:
         return "<p>No BD-rate: the curves do not overlap enough.</p>"
     keys = sorted({(r["test"], r["anchor"], r["sequence"]) for r in rows})
-    out = ["<p>AVERAGE: between the dataset-average curves (with 5 or more inputs, below it the 95% "
+    out = [f"<p>AVERAGE: between the dataset-average curves (with {BOOTSTRAP_MIN_SEQUENCES} or more inputs, "
+           "below it the 95% "
            "interval when the inputs are resampled); MEAN: the mean of the per-sequence "
            "BD-rates (only where every sequence has one).</p>",
            "<table><tr><th>test vs anchor</th><th></th>" + "".join(f"<th>{m}</th>" for m in METRICS) + "</tr>"]
