@@ -115,6 +115,20 @@ def test_slim_checkpoint_resumes(tmp_path):
     assert torch.load(resumed, weights_only=False)["step"] == 4
 
 
+def test_resume_says_when_no_checkpoint_is_named_to_resume(tmp_path, capsys):
+    """A checkpoint copied in under another name is not resumed silently as a fresh run."""
+    from lvc.train.trainer import resume_checkpoint
+
+    last = train(_cfg(tmp_path / "a", 2), TINY, progress=False)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "saved-ckpt-2.pt").write_bytes(last.read_bytes())
+    assert resume_checkpoint(tmp_path / "b", True) is None
+    assert "saved-ckpt-2.pt" in capsys.readouterr().err
+    (tmp_path / "b" / "saved-ckpt-2.pt").rename(tmp_path / "b" / last.name)
+    assert resume_checkpoint(tmp_path / "b", True) == tmp_path / "b" / last.name
+    assert resume_checkpoint(tmp_path / "b", False) is None
+
+
 def test_checkpoint_describes_itself(tmp_path):
     last = train(_cfg(tmp_path, 2), TINY, progress=False)
     state = torch.load(last, weights_only=False)

@@ -30,7 +30,7 @@ from lvc.models.correction import Correction
 from lvc.models.frozen import FrozenModel, latent_space_id
 from lvc.models.latent import interp_levels
 from lvc.train.runlog import RunLog
-from lvc.train.trainer import CKPT_FORMAT, cosine_lr, latest_checkpoint, save_checkpoint
+from lvc.train.trainer import CKPT_FORMAT, cosine_lr, resume_checkpoint, save_checkpoint
 
 
 @dataclass
@@ -100,7 +100,7 @@ def train_correction(cfg: CorrectionTrainConfig, intra: FrozenModel, task: Task,
     """Train (or resume) ``net`` on cached ``latents`` (n, ..., M, h, w); returns the last checkpoint."""
     space = intra_identity(intra)
     out = Path(cfg.out)
-    ckpt_path = latest_checkpoint(out) if resume else None
+    ckpt_path = resume_checkpoint(out, resume)
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path else None
     if init and state is None:  # warm start, e.g. from the correction of a previous intra model
         net.load_state_dict(torch.load(init, map_location="cpu", weights_only=False)["model"])

@@ -34,7 +34,7 @@ from lvc.train.correction import intra_identity
 from lvc.train.data import collect_sources
 from lvc.train.runlog import RunLog
 from lvc.train.sequences import SequenceCache, SequenceSampler
-from lvc.train.trainer import CKPT_FORMAT, cosine_lr, distortion, latest_checkpoint, save_checkpoint
+from lvc.train.trainer import CKPT_FORMAT, cosine_lr, distortion, resume_checkpoint, save_checkpoint
 
 KIND = "inter"
 
@@ -167,7 +167,7 @@ def train_inter(cfg: InterTrainConfig, intra: FrozenModel, model_cfg: Conditiona
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     space = intra_identity(intra)
-    ckpt_path = latest_checkpoint(out) if resume else None
+    ckpt_path = resume_checkpoint(out, resume)
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path else None
     if state is not None:
         if state.get("kind") != KIND:

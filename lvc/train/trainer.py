@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -104,6 +105,20 @@ def latest_checkpoint(out: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+def resume_checkpoint(out: Path, resume: bool) -> Path | None:
+    """The checkpoint ``--resume`` continues from; says so when there is none, so that a
+    checkpoint copied in under another name does not silently become a fresh run."""
+    if not resume:
+        return None
+    found = latest_checkpoint(out)
+    if found is None:
+        others = sorted(p.name for p in out.glob("*.pt")) if out.is_dir() else []
+        hint = (f" (other .pt files there: {', '.join(others)}; name one ckpt-NNNNNNNN.pt to resume it)"
+                if others else "")
+        print(f"--resume: no ckpt-*.pt in {out}; starting a new run{hint}", file=sys.stderr)
+    return found
+
+
 def slim_checkpoint(src: Path, dst: Path) -> None:
     """A resumable checkpoint without optimizer state (a third of the size), for carrying a
     run across machines in git; resuming from it restarts Adam's moment estimates."""
@@ -125,7 +140,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False, progre
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = latest_checkpoint(out) if resume else None
+    ckpt_path = resume_checkpoint(out, resume)
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path else None
     if state is not None:
         model_cfg = ModelConfig.from_dict(state["model_config"])
