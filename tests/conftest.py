@@ -62,12 +62,13 @@ def run_lvc(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 def encoder_recons(model, src, quality: float, intra_period: int = 32) -> list[np.ndarray]:
     """The encoder's own reconstructions of ``src`` (frames as read back from the file, as
     ``api.encode`` sees them): what a decoder must reproduce bit for bit."""
-    from lvc.codec.sequence import SequenceEncoder
+    from lvc.codec.sequence import PRESETS, SequenceEncoder
     from lvc.io.reader import open_video
 
     with open_video(src) as v:
         frames = list(v.frames())
-    enc = SequenceEncoder(model, round(quality * 65535), intra_period)
+    still = PRESETS["medium"].still_steps(frames[0].shape[0] * frames[0].shape[1]) if len(frames) == 1 else None
+    enc = SequenceEncoder(model, round(quality * 65535), intra_period, still)
     try:
         return [enc.encode(f).recon for f in frames]
     finally:

@@ -12,7 +12,7 @@ import pytest
 from lvc.codec import api
 from lvc.codec.cli import sample_clip
 from lvc.codec.ratecontrol import search_quality
-from lvc.codec.sequence import SequenceEncoder
+from lvc.codec.sequence import PRESETS, SequenceEncoder
 from lvc.io.reader import open_video
 from lvc.io.writer import FrameWriter
 from lvc.models.frozen import QUALITY_MAX
@@ -53,8 +53,19 @@ def test_one_frame_video(tmp_path, twelve):
     from lvc.models.registry import default_model
 
     assert api.info(out)["model"] == default_model(still=True)  # a single frame takes the image model
-    enc = SequenceEncoder(load_model(default_model(still=True)), round(0.5 * QUALITY_MAX), 32)
+    steps = PRESETS["medium"].still_steps(frames[0].shape[0] * frames[0].shape[1])
+    enc = SequenceEncoder(load_model(default_model(still=True)), round(0.5 * QUALITY_MAX), 32, steps)
     assert np.array_equal(decoded, enc.encode(frames[0]).recon)
+
+
+def test_still_refinement_budget_bounds_large_images():
+    """medium refines a still image fully up to its pixel budget, then the same total work, then none."""
+    medium, slow = PRESETS["medium"], PRESETS["slow"]
+    assert medium.refine_steps == 0 < medium.still_refine_steps  # video frames are not refined at medium
+    assert medium.still_steps(481 * 321) == medium.still_steps(1 << 20) == medium.still_refine_steps
+    assert medium.still_steps(2 << 20) == medium.still_refine_steps // 2
+    assert medium.still_steps(12_000_000) == 0 and slow.still_steps(12_000_000) == slow.still_refine_steps
+    assert PRESETS["fast"].still_steps(1000) == 0
 
 
 def test_bitrate_lands_within_5_percent(tmp_path, twelve):

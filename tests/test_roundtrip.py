@@ -13,7 +13,7 @@ import lvc.codec.frame as frame_module
 from lvc.codec import api
 from lvc.codec.frame import FrameCodec, quality_lambda
 from lvc.codec.refine import refine_latent
-from lvc.codec.sequence import SequenceEncoder
+from lvc.codec.sequence import PRESETS, SequenceEncoder
 from lvc.entropy import coder
 from lvc.entropy.tables import LOG_FRAC_BITS
 from lvc.io.reader import open_video
@@ -23,9 +23,11 @@ from lvc.models.registry import load_model
 
 def _recons(model: str, clip, q: int, intra_period: int = 32) -> list[np.ndarray]:
     """The encoder's own reconstructions, frame by frame (I- and P-frames as it decides)."""
-    enc = SequenceEncoder(load_model(model), q, intra_period)
     with open_video(clip) as v:
-        return [enc.encode(f).recon for f in v.frames()]
+        frames = list(v.frames())
+    still = PRESETS["medium"].still_steps(frames[0].shape[0] * frames[0].shape[1]) if len(frames) == 1 else None
+    enc = SequenceEncoder(load_model(model), q, intra_period, still)
+    return [enc.encode(f).recon for f in frames]
 
 
 def test_decode_equals_encoder_reconstruction(tmp_path, tiny_model, clip):

@@ -31,7 +31,7 @@ def test_a_still_image_takes_the_image_model_and_video_the_video_model(tmp_path)
     Image.fromarray(np.ascontiguousarray(crop)).save(tmp_path / "still.png")
     api.encode(tmp_path / "still.png", tmp_path / "still.lvc", progress=False, metrics=False)
     api.encode(sample_clip(), tmp_path / "clip.lvc", max_frames=2, progress=False, metrics=False)
-    api.encode(sample_clip(), tmp_path / "one.lvc", max_frames=1, progress=False, metrics=False)
+    api.encode(sample_clip(), tmp_path / "one.lvc", max_frames=1, progress=False, metrics=False, refine=0)
     assert api.info(tmp_path / "still.lvc")["model"] == registry.DEFAULT_IMAGE_MODEL
     assert api.info(tmp_path / "one.lvc")["model"] == registry.DEFAULT_IMAGE_MODEL
     assert api.info(tmp_path / "clip.lvc")["model"] == registry.DEFAULT_MODEL

@@ -117,11 +117,15 @@ def lvc_codec(model: str | None = None, intra_period: int = 32, refine: int | No
     fm = load_model(model or default_model())
     still = None if model else load_model(default_model(still=True))
     tag = f"preset={preset} intra_period={intra_period}" + (f" refine={refine}" if refine is not None else "")
-    refining = bool(refine or (refine is None and preset == "slow"))
-    if refining:  # only refining points depend on the algorithm
+    p = PRESETS[preset]
+    refining = bool(refine or (refine is None and p.refine_steps))
+    if refine is None and p.still_refine_steps != p.refine_steps:  # still images have their own budget
+        tag += f" still-refine={p.still_refine_steps}" + (f"@{p.still_refine_pixels:g}px" if p.still_refine_pixels
+                                                           < float("inf") else "")
+    if refining or (refine is None and p.still_refine_steps):  # only refining points depend on the algorithm
         tag += f" refinement={refine_algorithm}"
-    elif intra_period != 1 and PRESETS[preset].p_deadzone:  # ... and only P-frames on the dead zone
-        tag += f" p_deadzone={PRESETS[preset].p_deadzone}"
+    if not refining and intra_period != 1 and p.p_deadzone:  # ... and only P-frames on the dead zone
+        tag += f" p_deadzone={p.p_deadzone}"
     if fm.inter is not None and intra_period != 1:  # conditional P-frames: the encoder's choices
         tag += f" inter={INTER_ENCODER}" + (" pc-refined" if refining else "")
         tag += " display=bf16-last-f32" if bf16_synthesis() else ""  # pictures (and so choices) follow it

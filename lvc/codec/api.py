@@ -97,8 +97,9 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
 
     Without ``model``, a still image (or a single frame) takes the shipped image model and
     video the shipped video model (:func:`lvc.models.registry.default_model`).
-    ``preset`` (fast | medium | slow) sets the encoder's effort; ``refine`` > 0 overrides its
-    encoder-side latent refinement steps per frame. ``bitrate`` (kbps) replaces ``quality``:
+    ``preset`` (fast | medium | slow) sets the encoder's effort (a still image's own budget:
+    :data:`lvc.codec.sequence.PRESETS`); ``refine`` overrides its encoder-side latent
+    refinement steps per frame. ``bitrate`` (kbps) replaces ``quality``:
     the quality is searched with whole encoding passes so the file lands on that rate.
     ``metrics`` scores the encoder's reconstruction against the input (PSNR), ``ms_ssim``
     adds SSIM and MS-SSIM (about a third of a 416x240 encode's time at the default preset).
@@ -122,7 +123,9 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
     t0 = time.perf_counter()
     with open_video(input, fps) as src:
         info = src.info
-    fm = load_model(model or default_model(still=info.kind == "image" or max_frames == 1 or info.frame_count == 1))
+    still = info.kind == "image" or max_frames == 1 or info.frame_count == 1
+    fm = load_model(model or default_model(still=still))
+    steps = PRESETS[preset].still_steps(info.width * info.height) if still and refine is None else refine
     rate = info.fps if max(info.fps.numerator, info.fps.denominator) <= 1_000_000 else \
         info.fps.limit_denominator(10_000)
     header = SequenceHeader(fm.name, fm.weights_hash, info.width, info.height, rate, 1, max(intra_period, 0))
@@ -134,7 +137,7 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
 
     def run(q: int, writer: LvcWriter | None, acc: MetricAccumulator | None, desc: str) -> tuple[int, int, float]:
         """One encoding pass: (frames, file bytes, estimated bits)."""
-        enc = SequenceEncoder(fm, q, intra_period, refine, preset, synthesize=acc is not None)
+        enc = SequenceEncoder(fm, q, intra_period, steps, preset, synthesize=acc is not None)
         size, n, est = len(header.pack()), 0, 0.0
         pending: deque = deque()  # reconstructions still being synthesised, scored in order
 

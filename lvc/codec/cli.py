@@ -9,6 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from lvc.codec import api
+from lvc.codec.sequence import PRESETS
 from lvc.errors import InputError, OutputError
 
 SAMPLE_CLIP = "bikes.mp4"
@@ -90,11 +91,14 @@ def _encode_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int)
     p.add_argument("--frames", type=int, help="encode at most this many frames")
     p.add_argument("--fps", type=_fraction, help="frame rate for images / PNG folders (default 25)")
-    p.add_argument("--preset", choices=["fast", "medium", "slow"], default="medium",
+    p.add_argument("--preset", choices=list(PRESETS), default="medium",
                    help="encoder effort (I/P decisions, latent refinement); decoding speed is the same")
     p.add_argument("--bitrate", type=_kbps, help="target bitrate in kbps (replaces --quality; multi-pass)")
     p.add_argument("--refine", type=int,
-                   help="encoder-side latent refinement steps per frame (default: the preset's; slow = 200)")
+                   help="encoder-side latent refinement steps per frame (default: the preset's; a still image "
+                        + ", ".join(f"{k} {v.still_refine_steps}" for k, v in PRESETS.items())
+                        + " (medium: fewer above 1 MP, none above 5); video "
+                        + ", ".join(f"{k} {v.refine_steps}" for k, v in PRESETS.items()) + ")")
 
 
 def _do_encode(args: argparse.Namespace, input: str, output: str, ms_ssim: bool) -> api.EncodeResult:

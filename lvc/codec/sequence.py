@@ -25,6 +25,7 @@ the first PC frame after an I- or P-frame.
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -73,19 +74,38 @@ INTER_ENCODER = (f"ippc-rd/6 skip=rd2 trust={PC_TRUST}@{PC_TRUST_MARGIN:g}x{PC_T
                  f"backoff={PC_BACKOFF_MAX}@{PC_MARGIN:g} mv-rate={RATE_WEIGHT:g} pc-dz={PC_DEADZONE:g}")
 
 
+# A still image is coded once and has no frame rate to keep up with, so the default preset
+# spends seconds refining its latent (lvc.codec.refine; docs/models.md, "Presets for still
+# images"); video frames at medium are not refined (issue 5's 10 fps at 416x240). Its time
+# and memory grow with the pixels, so beyond STILL_REFINE_PIXELS medium takes fewer steps.
+STILL_REFINE_MEDIUM = 50
+STILL_REFINE_PIXELS = 1 << 20
+
+
 @dataclass(frozen=True)
 class Preset:
     """Encoder effort; see the module docstring."""
 
     decision: str  # "cut", "rate" or "rd"
     refine_steps: int
+    still_refine_steps: int  # for a still image (one frame), up to still_refine_pixels
     bf16_analysis: bool
     p_deadzone: float  # P-frame residual dead zone (see lvc.codec.frame.quantise); 0 when refining
     skip_first: bool  # block skip also in the first PC frame after an I- or P-frame (lvc.codec.skip)
+    still_refine_pixels: float = math.inf
+
+    def still_steps(self, pixels: int) -> int:
+        """Refinement steps for a still image of ``pixels``: the preset's, scaled down beyond
+        ``still_refine_pixels`` (the same total work), none where under a fifth would remain."""
+        if pixels <= self.still_refine_pixels:
+            return self.still_refine_steps
+        steps = int(self.still_refine_steps * self.still_refine_pixels // pixels)
+        return steps if 5 * steps >= self.still_refine_steps else 0
 
 
-PRESETS = {"fast": Preset("cut", 0, True, P_DEADZONE, False), "medium": Preset("rate", 0, True, P_DEADZONE, False),
-           "slow": Preset("rd", 200, False, 0.0, True)}
+PRESETS = {"fast": Preset("cut", 0, 0, True, P_DEADZONE, False),
+           "medium": Preset("rate", 0, STILL_REFINE_MEDIUM, True, P_DEADZONE, False, STILL_REFINE_PIXELS),
+           "slow": Preset("rd", 200, 200, False, 0.0, True)}
 CUT_JUMP = 1.8  # a P estimate this many times the recent mean triggers the I check (fast)
 
 
@@ -106,7 +126,8 @@ class CodedFrame:
 class SequenceEncoder:
     """``intra_period``: N > 0 forces an I-frame every N frames; 0 or -1: only the first.
 
-    ``refine_steps`` (if given) overrides the preset's. ``synthesize=False`` synthesises
+    ``refine_steps`` (if given) overrides the preset's (for video; a caller coding a still
+    image passes :meth:`Preset.still_steps`). ``synthesize=False`` synthesises
     reconstructions only when asked for (``recon``), except those the encoder's own choices
     look at (conditional models: PC frames and I-frames); the stream is the same either way.
     """
