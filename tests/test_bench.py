@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -105,6 +106,24 @@ def test_cache_follows_content_not_path_or_time(tmp_path):
     Image.fromarray(rng.integers(0, 256, (32, 48, 3), dtype="uint8")).save(moved)
     assert run_lvc("bench", moved, "--out", out, "--codecs", "jpeg", "--no-ms-ssim").returncode == 0
     assert len(list((out / "cache").iterdir())) == 2 * len(cached)
+
+
+def test_still_image_settings_key_only_one_frame_points(tmp_path):
+    """medium's still-image refinement budget is part of the cache key of one-frame points
+    only: video points stay cached across changes to it, and slow's key is the same as before."""
+    from lvc.bench.codecs import lvc_codec
+    from lvc.bench.runner import Reference, _key
+
+    frame = np.zeros((16, 16, 3), np.uint8)
+    (tmp_path / "x").write_bytes(b"x")
+    still = Reference(tmp_path / "x", "x", "image", [frame], 25.0)
+    video = Reference(tmp_path / "x", "x", "video", [frame, frame], 25.0)
+    medium, slow, refine = lvc_codec(), lvc_codec(preset="slow"), lvc_codec(refine=3)
+    assert "still-refine=50@1048576px/fifth" in medium.still_version and "still-refine" not in medium.version
+    assert _key(still, medium, 0.5) != _key(still, lvc_codec(preset="fast"), 0.5)
+    assert _key(video, medium, 0.5) == _key(video, replace(medium, still_version="other"), 0.5)
+    assert _key(still, medium, 0.5) != _key(still, replace(medium, still_version="other"), 0.5)
+    assert slow.still_version is None and refine.still_version is None  # the preset's steps everywhere
 
 
 def _curves(savings: list[float]) -> list[dict]:

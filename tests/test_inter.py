@@ -112,7 +112,7 @@ def test_p_frame_without_reference_is_refused(tmp_path, forty):
 
     src, frames = forty
     full = tmp_path / "a.lvc"
-    api.encode(src, full, quality=0.6, intra_period=1, max_frames=1, progress=False)
+    api.encode(src, full, quality=0.6, intra_period=1, max_frames=1, progress=False, refine=0)
     with LvcReader(full) as r:
         h = r.header
     codec, q = FrameCodec(load_model()), round(0.6 * 65535)

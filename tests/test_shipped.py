@@ -29,7 +29,7 @@ def test_a_still_image_takes_the_image_model_and_video_the_video_model(tmp_path)
     with open_video(sample_clip()) as v:
         crop = next(v.frames())[:64, :96]
     Image.fromarray(np.ascontiguousarray(crop)).save(tmp_path / "still.png")
-    api.encode(tmp_path / "still.png", tmp_path / "still.lvc", progress=False, metrics=False)
+    api.encode(tmp_path / "still.png", tmp_path / "still.lvc", progress=False, metrics=False, refine=0)
     api.encode(sample_clip(), tmp_path / "clip.lvc", max_frames=2, progress=False, metrics=False)
     api.encode(sample_clip(), tmp_path / "one.lvc", max_frames=1, progress=False, metrics=False, refine=0)
     assert api.info(tmp_path / "still.lvc")["model"] == registry.DEFAULT_IMAGE_MODEL
@@ -37,7 +37,7 @@ def test_a_still_image_takes_the_image_model_and_video_the_video_model(tmp_path)
     assert api.info(tmp_path / "clip.lvc")["model"] == registry.DEFAULT_MODEL
     # an explicit --model wins over the routing
     api.encode(tmp_path / "still.png", tmp_path / "v.lvc", model=registry.DEFAULT_MODEL, progress=False,
-               metrics=False)
+               metrics=False, refine=0)
     assert api.info(tmp_path / "v.lvc")["model"] == registry.DEFAULT_MODEL
     decoded = list(api.iter_decode(tmp_path / "still.lvc"))
     assert len(decoded) == 1 and decoded[0].shape == crop.shape

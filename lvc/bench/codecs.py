@@ -68,6 +68,7 @@ class Codec:
     points: list
     version: str
     run: Callable[..., Coded] = field(repr=False)
+    still_version: str | None = None  # for one-frame references, where still-image settings apply too
 
 
 def _pillow_codec(fmt: str) -> Codec:
@@ -119,13 +120,13 @@ def lvc_codec(model: str | None = None, intra_period: int = 32, refine: int | No
     tag = f"preset={preset} intra_period={intra_period}" + (f" refine={refine}" if refine is not None else "")
     p = PRESETS[preset]
     refining = bool(refine or (refine is None and p.refine_steps))
-    if refine is None and p.still_refine_steps != p.refine_steps:  # still images have their own budget
-        tag += f" still-refine={p.still_refine_steps}" + (f"@{p.still_refine_pixels:g}px" if p.still_refine_pixels
-                                                           < float("inf") else "")
-    if refining or (refine is None and p.still_refine_steps):  # only refining points depend on the algorithm
+    if refining:  # only refining points depend on the algorithm
         tag += f" refinement={refine_algorithm}"
-    if not refining and intra_period != 1 and p.p_deadzone:  # ... and only P-frames on the dead zone
+    elif intra_period != 1 and p.p_deadzone:  # ... and only P-frames on the dead zone
         tag += f" p_deadzone={p.p_deadzone}"
+    # a still image has its own refinement budget: only one-frame points key on it
+    still_tag = (f" still-refine={p.still_policy} refinement={refine_algorithm}"
+                 if refine is None and p.still_policy != str(p.refine_steps) else "")
     if fm.inter is not None and intra_period != 1:  # conditional P-frames: the encoder's choices
         tag += f" inter={INTER_ENCODER}" + (" pc-refined" if refining else "")
         tag += " display=bf16-last-f32" if bf16_synthesis() else ""  # pictures (and so choices) follow it
@@ -135,7 +136,8 @@ def lvc_codec(model: str | None = None, intra_period: int = 32, refine: int | No
     models = f"format={VERSION_MAJOR}.{VERSION_MINOR} model={fm.name}@{fm.sha256[:12]}"
     if still is not None and still.sha256 != fm.sha256:
         models += f" image-model={still.name}@{still.sha256[:12]}"
-    return Codec(name, "any", LVC_POINTS, f"lvc {lvc.__version__} {models} {tag}", run)
+    version = f"lvc {lvc.__version__} {models} {tag}"
+    return Codec(name, "any", LVC_POINTS, version, run, version + still_tag if still_tag else None)
 
 
 def _ffmpeg_version() -> str | None:

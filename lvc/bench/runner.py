@@ -105,7 +105,8 @@ def load_reference(path: Path, max_frames: int | None, refs: Path) -> Reference:
 
 
 def _key(ref: Reference, codec: Codec, point) -> str:
-    raw = json.dumps([ref.name, ref.digest, len(ref.frames), codec.name, codec.version, point])
+    version = codec.still_version if len(ref.frames) == 1 and codec.still_version else codec.version
+    raw = json.dumps([ref.name, ref.digest, len(ref.frames), codec.name, version, point])
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 

@@ -97,7 +97,8 @@ def _encode_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refine", type=int,
                    help="encoder-side latent refinement steps per frame (default: the preset's; a still image "
                         + ", ".join(f"{k} {v.still_refine_steps}" for k, v in PRESETS.items())
-                        + " (medium: fewer above 1 MP, none above 5); video "
+                        + f" (medium: fewer above {PRESETS['medium'].still_refine_pixels / 1e6:.2g} MP, "
+                        + f"none above {5 * PRESETS['medium'].still_refine_pixels / 1e6:.2g} MP); video "
                         + ", ".join(f"{k} {v.refine_steps}" for k, v in PRESETS.items()) + ")")
 
 

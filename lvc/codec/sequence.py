@@ -8,6 +8,8 @@ a scene cut therefore becomes an I-frame by itself. How hard it looks is the pre
 * ``fast``: P, unless the P estimate jumps well above the recent P-frames' (a likely cut);
   then the cheaper of the two estimates;
 * ``medium``: the cheaper of the two estimated rates (no range coding, no synthesis);
+  a still image (one frame) is refined as under ``slow``, with fewer steps
+  (:meth:`Preset.still_steps`);
 * ``slow``: both coded and synthesised, the lower ``lambda * MSE + bpp`` wins, after
   encoder-side latent refinement.
 
@@ -75,9 +77,11 @@ INTER_ENCODER = (f"ippc-rd/6 skip=rd2 trust={PC_TRUST}@{PC_TRUST_MARGIN:g}x{PC_T
 
 
 # A still image is coded once and has no frame rate to keep up with, so the default preset
-# spends seconds refining its latent (lvc.codec.refine; docs/models.md, "Presets for still
-# images"); video frames at medium are not refined (issue 5's 10 fps at 416x240). Its time
-# and memory grow with the pixels, so beyond STILL_REFINE_PIXELS medium takes fewer steps.
+# spends seconds refining its latent (lvc.codec.refine; docs/models.md, "Still images at the
+# default preset"); video frames at medium are not refined (issue 5's 10 fps at 416x240).
+# Its time grows with the pixels, so beyond STILL_REFINE_PIXELS medium takes fewer steps
+# (the same total work) and none above 5x that (where the backward pass's memory, about
+# 1 GB per megapixel, also grows).
 STILL_REFINE_MEDIUM = 50
 STILL_REFINE_PIXELS = 1 << 20
 
@@ -101,6 +105,13 @@ class Preset:
             return self.still_refine_steps
         steps = int(self.still_refine_steps * self.still_refine_pixels // pixels)
         return steps if 5 * steps >= self.still_refine_steps else 0
+
+    @property
+    def still_policy(self) -> str:
+        """:meth:`still_steps` as text: benchmark caches key on it."""
+        if math.isinf(self.still_refine_pixels):
+            return str(self.still_refine_steps)
+        return f"{self.still_refine_steps}@{int(self.still_refine_pixels)}px/fifth"
 
 
 PRESETS = {"fast": Preset("cut", 0, 0, True, P_DEADZONE, False),

@@ -111,7 +111,7 @@ def resume_checkpoint(out: Path, resume: bool) -> Path | None:
     if not resume:
         return None
     found = latest_checkpoint(out)
-    if found is None:
+    if found is None and int(os.environ.get("RANK", "0")) == 0:  # one note per run, not per process
         others = sorted(p.name for p in out.glob("*.pt")) if out.is_dir() else []
         hint = (f" (other .pt files there: {', '.join(others)}; name one ckpt-NNNNNNNN.pt to resume it)"
                 if others else "")
