@@ -68,6 +68,21 @@ def test_still_refinement_budget_bounds_large_images():
     assert PRESETS["fast"].still_steps(1000) == 0
 
 
+def test_one_frame_y4m_is_a_still_image(tmp_path, twelve):
+    """y4m does not state its length: a one-frame file is still coded as an image."""
+    from lvc.models.registry import default_model
+
+    _, frames = twelve
+    src = tmp_path / "one.y4m"
+    w = FrameWriter(src, 96, 64, Fraction(25))
+    w.write(frames[0])
+    w.commit()
+    with open_video(src) as v:
+        assert v.info.frame_count is None  # what makes the look necessary
+    api.encode(src, tmp_path / "one.lvc", progress=False, metrics=False, refine=0)
+    assert api.info(tmp_path / "one.lvc")["model"] == default_model(still=True)
+
+
 def test_bitrate_lands_within_5_percent(tmp_path, twelve):
     src, _ = twelve
     probe = api.encode(src, tmp_path / "p.lvc", quality=0.37, progress=False, metrics=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import sys
@@ -29,7 +30,7 @@ from lvc.codec.ratecontrol import search_quality
 from lvc.codec.sequence import PRESETS, SequenceDecoder, SequenceEncoder, quality_to_int
 from lvc.codec.synthesis import default_workers, serial_main_thread
 from lvc.errors import InputError, LvcError
-from lvc.io.reader import open_video
+from lvc.io.reader import VideoInfo, open_video
 from lvc.io.writer import FrameWriter, output_kind
 from lvc.metrics import MetricAccumulator
 from lvc.models.frozen import FrozenModel
@@ -88,6 +89,17 @@ def _threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
+def _is_still(input: PathLike, fps: Fraction | None, info: VideoInfo, max_frames: int | None) -> bool:
+    """One frame to code: the image model and a still image's encoder effort. Containers
+    that do not state their length (y4m, raw streams) are looked into for a second frame."""
+    if info.kind == "image" or max_frames == 1 or info.frame_count == 1:
+        return True
+    if info.frame_count is None:
+        with open_video(input, fps) as src:
+            return sum(1 for _ in itertools.islice(src.frames(), 2)) == 1
+    return False
+
+
 def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str | None = None,
            intra_period: int = 32, threads: int | None = None, max_frames: int | None = None,
            fps: Fraction | None = None, progress: bool | None = None, metrics: bool = True,
@@ -123,7 +135,7 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
     t0 = time.perf_counter()
     with open_video(input, fps) as src:
         info = src.info
-    still = info.kind == "image" or max_frames == 1 or info.frame_count == 1
+    still = _is_still(input, fps, info, max_frames)
     fm = load_model(model or default_model(still=still))
     steps = PRESETS[preset].still_steps(info.width * info.height) if still and refine is None else refine
     rate = info.fps if max(info.fps.numerator, info.fps.denominator) <= 1_000_000 else \
