@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from lvc.codec import api
-from lvc.codec.sequence import PRESETS
+from lvc.codec.sequence import PRESETS, STILL_REFINE_MIN_SHARE
 from lvc.errors import InputError, OutputError
 
 SAMPLE_CLIP = "bikes.mp4"
@@ -98,7 +98,8 @@ def _encode_options(p: argparse.ArgumentParser) -> None:
                    help="encoder-side latent refinement steps per frame (default: the preset's; a still image "
                         + ", ".join(f"{k} {v.still_refine_steps}" for k, v in PRESETS.items())
                         + f" (medium: fewer above {PRESETS['medium'].still_refine_pixels / 1e6:.2g} MP, "
-                        + f"none above {5 * PRESETS['medium'].still_refine_pixels / 1e6:.2g} MP); video "
+                        + f"none above {STILL_REFINE_MIN_SHARE * PRESETS['medium'].still_refine_pixels / 1e6:.2g} "
+                        + "MP); video "
                         + ", ".join(f"{k} {v.refine_steps}" for k, v in PRESETS.items()) + ")")
 
 

@@ -84,6 +84,7 @@ INTER_ENCODER = (f"ippc-rd/6 skip=rd2 trust={PC_TRUST}@{PC_TRUST_MARGIN:g}x{PC_T
 # 1 GB per megapixel, also grows).
 STILL_REFINE_MEDIUM = 50
 STILL_REFINE_PIXELS = 1 << 20
+STILL_REFINE_MIN_SHARE = 5  # fewer than 1/5 of the steps left: none at all
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ class Preset:
         if pixels <= self.still_refine_pixels:
             return self.still_refine_steps
         steps = int(self.still_refine_steps * self.still_refine_pixels // pixels)
-        return steps if 5 * steps >= self.still_refine_steps else 0
+        return steps if STILL_REFINE_MIN_SHARE * steps >= self.still_refine_steps else 0
 
     @property
     def still_policy(self) -> str:
