@@ -123,3 +123,38 @@ def test_an_index_built_with_the_base_serves_the_extension(parts, six, tmp_path)
     service.index_add([six], idx, model=str(folder / "tiny-base.lvcm"), progress=False)
     hits = service.search(idx, six, k=1, model=str(path))
     assert hits and hits[0].path == str(six)
+
+
+def test_extension_with_a_p_frame_prior_codes_as_the_whole_model(six, tmp_path):
+    """`extend --temporal` for a base without a P-frame prior: the two small files code exactly
+    as one file holding intra model, P-frame prior and inter section."""
+    from lvc.models.temporal import TemporalConfig, TemporalPrior
+
+    torch.manual_seed(0)
+    intra = LatentModel(ModelConfig(N=8, M=16, Nh=8, levels=3))
+    inter = ConditionalP(ConditionalConfig(M=8, C=8, N=8, Nh=8, intra_M=16, levels=3))
+    prior = TemporalPrior(TemporalConfig(M=16, C=8))
+    torch.nn.init.normal_(prior.fuse[-1].weight, std=0.05)  # non-trivial corrections
+    base = freeze(intra, "tp-base")
+    save_frozen(base, tmp_path / "tp-base.lvcm")
+    space = latent_space_id(base.g_a, base.log_gain)
+    save_frozen(extend(base, "tp-ext", inter, space, temporal=prior, temporal_space=space), tmp_path / "tp-ext.lvcm")
+    whole = tmp_path / "whole.lvcm"
+    save_frozen(freeze(intra, "tp-ext", prior, None, inter), whole)
+    ext = load_frozen(tmp_path / "tp-ext.lvcm")
+    assert ext.temporal is not None and ext.base == ("tp-base", base.sha256)
+    streams = {}
+    for name in ("tp-ext.lvcm", "whole.lvcm"):
+        out = tmp_path / f"{name}.lvc"
+        api.encode(six, out, quality=0.7, model=str(tmp_path / name), progress=False)
+        frames = api.info(out)["frames"]
+        streams[name] = [(f["type"], f["bytes"]) for f in frames]
+        decoded = list(api.iter_decode(out, model=str(tmp_path / name)))
+        expected = encoder_recons(load_frozen(tmp_path / name), six, 0.7)
+        assert all(np.array_equal(x, y) for x, y in zip(decoded, expected, strict=True))
+    assert streams["tp-ext.lvcm"] == streams["whole.lvcm"]
+    assert "P" in {t for t, _ in streams["whole.lvcm"]}  # a residual P-frame: where the prior acts
+    with pytest.raises(ValueError, match="P-frame prior"):  # a base with a prior of its own
+        extend(freeze(intra, "tp-prior", prior), "x", inter, space, temporal=prior, temporal_space=space)
+    with pytest.raises(ValueError, match="latent space"):
+        extend(base, "x", inter, space, temporal=prior, temporal_space="0" * 64)

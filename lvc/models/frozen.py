@@ -34,7 +34,11 @@ FILE_FORMAT_INTER = "lvc-model/4"  # with a conditional P-frame section (lvc.mod
 # Only a conditional P-frame section, over a base model named by name and SHA-256 (not copied):
 # the base keeps its own identity, so streams coded with it still find it.
 FILE_FORMAT_EXTENSION = "lvc-model/5"
-FILE_FORMATS = (FILE_FORMAT, FILE_FORMAT_TEMPORAL, FILE_FORMAT_CONTEXT, FILE_FORMAT_INTER, FILE_FORMAT_EXTENSION)
+# An extension that also brings a P-frame prior (for a base without one): older readers must
+# refuse it, not decode residual P-frames without the prior.
+FILE_FORMAT_EXTENSION_TEMPORAL = "lvc-model/6"
+EXTENSION_FORMATS = (FILE_FORMAT_EXTENSION, FILE_FORMAT_EXTENSION_TEMPORAL)
+FILE_FORMATS = (FILE_FORMAT, FILE_FORMAT_TEMPORAL, FILE_FORMAT_CONTEXT, FILE_FORMAT_INTER, *EXTENSION_FORMATS)
 BaseResolver = Callable[[dict], "FrozenModel"]  # {"name", "sha256", "file"} -> that model, or ModelError
 QUALITY_MAX = 65535  # qualities travel as 16-bit integers
 
@@ -124,10 +128,7 @@ def freeze(model: LatentModel, name: str, temporal: Correction | None = None,
         if cfg.arch != "hyperprior":
             raise ValueError(f"a {key} prior corrects the hyperprior's predictions; this model has none")
         state["format"] = FILE_FORMAT_CONTEXT if context is not None else FILE_FORMAT_TEMPORAL
-        net = net.eval()
-        with torch.no_grad():
-            state[key] = {"config": net.cfg.to_dict(), "fuse": IntSynthesis.from_float(net.fuse).to_state(),
-                          "latent_space": latent_space_id(model.g_a, model.log_gain)}
+        state[key] = _freeze_correction(net, latent_space_id(model.g_a, model.log_gain))
     if inter is not None:
         state["format"] = FILE_FORMAT_INTER
         state["inter"] = freeze_inter(inter, latent_space_id(model.g_a, model.log_gain), model.log_inv_gain)
@@ -137,18 +138,29 @@ def freeze(model: LatentModel, name: str, temporal: Correction | None = None,
 
 
 def extend(base: FrozenModel, name: str, inter: ConditionalP, latent_space: str,
-           base_file: str | None = None) -> FrozenModel:
+           base_file: str | None = None, temporal: Correction | None = None,
+           temporal_space: str | None = None) -> FrozenModel:
     """A model that adds conditional P-frames to ``base`` without copying it: its file holds
     the inter section and the base's name and SHA-256 (and ``base_file``, the base's file name,
     as a hint where to find it; the hash decides). ``latent_space`` is the one the inter model
-    was trained for; it must be the base's."""
+    was trained for; it must be the base's. ``temporal``: a P-frame prior for the residual
+    P-frames of a base that has none (trained for ``temporal_space``, again the base's)."""
     if base.inter is not None or base.base is not None:
         raise ValueError(f"{base.name} already has a conditional P section")
-    if latent_space != latent_space_id(base.g_a, base.log_gain):
+    space = latent_space_id(base.g_a, base.log_gain)
+    if latent_space != space:
         raise ValueError(f"the inter model was trained for latent space {latent_space[:16]}, not {base.name}'s")
     ref = {"name": base.name, "sha256": base.sha256, "file": base_file or f"{base.name}.lvcm"}
     state = {"format": FILE_FORMAT_EXTENSION, "name": name, "base": ref,
              "inter": freeze_inter(inter, latent_space, base.log_inv_gain)}
+    if temporal is not None:
+        if base.temporal is not None:
+            raise ValueError(f"{base.name} has a P-frame prior already")
+        if temporal_space != space:
+            raise ValueError(f"the P-frame prior was trained for latent space {str(temporal_space)[:16]}, "
+                             f"not {base.name}'s")
+        state["format"] = FILE_FORMAT_EXTENSION_TEMPORAL
+        state["temporal"] = _freeze_correction(temporal, space)
     buf = io.BytesIO()
     torch.save(state, buf)
     return from_bytes(buf.getvalue(), name, lambda ref: base)
@@ -174,6 +186,13 @@ def save_frozen(fm: FrozenModel, path: str | os.PathLike) -> str:
         tmp.unlink(missing_ok=True)
         raise ModelError(f"cannot write the model file ({e.strerror})", str(path)) from None
     return hashlib.sha256(data).hexdigest()
+
+
+def _freeze_correction(net: Correction, latent_space: str) -> dict:
+    """A correction network's file section: its config and integer fuse layers."""
+    with torch.no_grad():
+        return {"config": net.eval().cfg.to_dict(), "fuse": IntSynthesis.from_float(net.fuse).to_state(),
+                "latent_space": latent_space}
 
 
 def load_frozen(path: str | os.PathLike, expect_sha256: str | None = None,
@@ -205,7 +224,7 @@ def from_bytes(data: bytes, where: str, resolve_base: BaseResolver | None = None
     if not isinstance(state, dict) or state.get("format") not in FILE_FORMATS:
         raise ModelError("not an lvc model file (format tag missing)", str(path))
     base = None
-    if state["format"] == FILE_FORMAT_EXTENSION:
+    if state["format"] in EXTENSION_FORMATS:
         ref = state.get("base")
         if not (isinstance(ref, dict) and valid_model_name(ref.get("name")) and valid_model_name(state.get("name"))
                 and isinstance(ref.get("sha256"), str) and re.fullmatch("[0-9a-f]{64}", ref["sha256"])):
@@ -255,8 +274,17 @@ def _build_extension(state: dict, data: bytes, base: FrozenModel, where: str) ->
         raise ModelError(f"the inter section was made for another latent space than {base.name}'s", where,
                          "re-export it against its base model")
     _check_inter(inter, base.config)
+    temporal = base.temporal
+    if state["format"] == FILE_FORMAT_EXTENSION_TEMPORAL:
+        if temporal is not None:
+            raise ModelError(f"the extension brings a P-frame prior, but {base.name} has one", where,
+                             "re-export it against its base model")
+        temporal = _build_correction(state["temporal"])
+        if temporal.latent_space != inter.latent_space:
+            raise ModelError(f"the P-frame prior was made for another latent space than {base.name}'s", where,
+                             "re-export it against its base model")
     return replace(base, name=state["name"], sha256=hashlib.sha256(data).hexdigest(), data=data, inter=inter,
-                   base=(base.name, base.sha256))
+                   temporal=temporal, base=(base.name, base.sha256))
 
 
 def _build(state: dict, data: bytes) -> FrozenModel:

@@ -14,9 +14,10 @@ from pathlib import Path
 from lvc.errors import ModelError
 from lvc.models.frozen import FrozenModel, base_beside, load_frozen
 
-DEFAULT_MODEL = "lvc-hp64c"  # video: lvc-hp64 plus conditional P-frames (an extension file)
-# Still images: a wider intra-only model (docs/models.md); video keeps lvc-hp64c, whose
-# conditional P-frames are trained on lvc-hp64's latent space.
+# Video: lvc-hl192c plus conditional P-frames and a P-frame prior trained on its latent space
+# (an extension file; docs/models.md). Still images take the base itself, so their streams
+# need only the intra model.
+DEFAULT_MODEL = "lvc-hl192cv"
 DEFAULT_IMAGE_MODEL = "lvc-hl192c"
 SUFFIX = ".lvcm"
 

@@ -102,11 +102,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     x = sub.add_parser("extend", help="add conditional P-frames to a model in a small file of their own",
                        description="Writes OUTPUT.lvcm holding only the inter section of a `lvc train-inter` "
-                                   "checkpoint and the base model's name and SHA-256. It loads with the base "
-                                   "(a shipped model, or BASE_NAME.lvcm beside it); streams of the base keep "
-                                   "decoding with the base alone.")
+                                   "checkpoint (and, with --temporal, a P-frame prior for a base without one) "
+                                   "and the base model's name and SHA-256. It loads with the base (a shipped "
+                                   "model, or BASE_NAME.lvcm beside it); streams of the base keep decoding "
+                                   "with the base alone.")
     x.add_argument("base", help="the base model: a shipped model's name or a .lvcm file")
     x.add_argument("--inter", required=True, help="a `lvc train-inter` checkpoint trained against the base")
+    x.add_argument("--temporal", help="a `lvc train-p` checkpoint trained against the base, for its residual "
+                                      "P-frames (only for a base without a P-frame prior)")
     x.add_argument("--name", required=True, help="stable name of the extended model (recorded in bitstreams)")
     x.add_argument("-o", "--output", required=True, help="output .lvcm file")
     x.add_argument("--manifest", help="MANIFEST.json to update (e.g. lvc/weights/MANIFEST.json)")
@@ -269,13 +272,16 @@ def extend_model(args: argparse.Namespace) -> int:
     base = load_model(args.base)
     space = latent_space_id(base.g_a, base.log_gain)
     net = _load_inter(args.inter, space)
+    temporal, temporal_space = None, None
+    if getattr(args, "temporal", None):
+        temporal, temporal_space = _load_correction(args.temporal, "temporal", TemporalPrior, "lvc train-p")
     hint = Path(args.base).name if args.base.endswith(".lvcm") or "/" in args.base else None
     if Path(args.output).name in (hint, f"{base.name}.lvcm"):
         raise ModelError("the output would take the base model's file name", args.output,
                          "write the extension under another name, beside the base")
     try:
-        frozen = extend(base, args.name, net, space, base_file=hint)
-    except ValueError as e:  # e.g. the base has a conditional P section already
+        frozen = extend(base, args.name, net, space, base_file=hint, temporal=temporal, temporal_space=temporal_space)
+    except ValueError as e:  # e.g. the base has a conditional P section (or a P-frame prior) already
         raise ModelError(str(e), args.base, "extend its intra model") from None
     sha = save_frozen(frozen, args.output)
     _record(args.manifest, args.name, sha)
