@@ -115,6 +115,26 @@ def test_slim_checkpoint_resumes(tmp_path):
     assert torch.load(resumed, weights_only=False)["step"] == 4
 
 
+def test_frozen_analysis_keeps_the_latent_space(tmp_path, capsys):
+    """--freeze-analysis trains the decoder side only, so the latent space (and every prior
+    trained for it) survives; resuming a full run that way restarts Adam instead of failing."""
+    from lvc.models.frozen import latent_space_id
+
+    first = train(_cfg(tmp_path / "a", 2), TINY, progress=False)
+    cfg = _cfg(tmp_path / "a", 4)
+    cfg.freeze_analysis = True
+    last = train(cfg, TINY, resume=True, progress=False)
+    assert "restarting Adam" in capsys.readouterr().err
+    before, after = (torch.load(p, weights_only=False)["model"] for p in (first, last))
+    models = []
+    for sd in (before, after):
+        m = LatentModel(TINY)
+        m.load_state_dict(sd)
+        models.append(m)
+    assert latent_space_id(models[0].g_a, models[0].log_gain) == latent_space_id(models[1].g_a, models[1].log_gain)
+    assert not torch.equal(before["g_s.0.weight"], after["g_s.0.weight"])
+
+
 def test_resume_says_when_no_checkpoint_is_named_to_resume(tmp_path, capsys):
     """A checkpoint copied in under another name is not resumed silently as a fresh run."""
     from lvc.train.trainer import resume_checkpoint

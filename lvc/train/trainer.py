@@ -50,6 +50,10 @@ class TrainConfig:
     sample_by: str = SAMPLE_BY[0]  # crops per source file or per pixel area (data.frame_weights)
     distortion: str = "mse"  # or "ms-ssim"
     init: str = ""  # start a new run from this checkpoint's weights, widened if the model is wider
+    # Train only what the analysis feeds (synthesis, hyperprior, context): the latent space
+    # (lvc.models.frozen.latent_space_id) stays the same, so P-frame priors and conditional P
+    # models trained for it stay valid for the result.
+    freeze_analysis: bool = False
 
     def lr_at(self, step: int) -> float:
         return cosine_lr(step, self.steps, self.lr, self.lr_final, self.decay_start)
@@ -93,8 +97,11 @@ def _world() -> tuple[int, int]:
 
 
 def _optimizers(model: LatentModel, cfg: TrainConfig):
+    if cfg.freeze_analysis:
+        model.g_a.requires_grad_(False)
+        model.log_gain.requires_grad_(False)
     aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
-    main = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
+    main = [p for n, p in model.named_parameters() if not n.endswith("quantiles") and p.requires_grad]
     opt = torch.optim.Adam(main, lr=cfg.lr)
     aux_opt = torch.optim.Adam(aux, lr=cfg.aux_lr) if aux else None
     return opt, aux_opt
@@ -159,7 +166,12 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False, progre
     if state is not None:
         model.load_state_dict(state["model"])
         if state.get("optimizer"):  # slim checkpoints (see slim_checkpoint) restart Adam's moments
-            opt.load_state_dict(state["optimizer"])
+            try:
+                opt.load_state_dict(state["optimizer"])
+            except ValueError:  # --freeze-analysis changed what it updates
+                if rank == 0:
+                    print("--resume: the optimizer's parameters changed (--freeze-analysis); restarting Adam's "
+                          "moment estimates", file=sys.stderr)
         if aux_opt is not None and state.get("aux_optimizer"):
             aux_opt.load_state_dict(state["aux_optimizer"])
         step = state["step"]
