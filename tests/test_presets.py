@@ -93,6 +93,23 @@ def test_bitrate_lands_within_5_percent(tmp_path, twelve):
     assert 1 <= res.rate_passes <= 7
 
 
+def test_bitrate_writes_the_chosen_probe_instead_of_coding_it_again(tmp_path, twelve, monkeypatch):
+    """The probe rate control picks is written as coded: no extra pass, the same bytes and
+    scores as a plain encode at that quality."""
+    src, _ = twelve
+    probe = api.encode(src, tmp_path / "p.lvc", quality=0.6, max_frames=4, progress=False, metrics=False)
+    passes = []
+    real = api.SequenceEncoder
+    monkeypatch.setattr(api, "SequenceEncoder", lambda *a, **k: passes.append(a[1]) or real(*a, **k))
+    res = api.encode(src, tmp_path / "r.lvc", bitrate=probe.kbps * 0.9, max_frames=4, progress=False)
+    assert len(passes) == res.rate_passes and round(res.quality * QUALITY_MAX) in passes
+    monkeypatch.undo()
+    plain = api.encode(src, tmp_path / "q.lvc", quality=res.quality, max_frames=4, progress=False)
+    assert (tmp_path / "r.lvc").read_bytes() == (tmp_path / "q.lvc").read_bytes()
+    assert res.metrics == plain.metrics and res.frames == plain.frames == 4
+    assert res.estimated_bits == plain.estimated_bits
+
+
 def test_unreachable_bitrate_warns_and_uses_the_nearest_quality(tmp_path, twelve):
     src, _ = twelve
     with warnings.catch_warnings(record=True) as w:

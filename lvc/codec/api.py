@@ -100,6 +100,10 @@ def _is_still(input: PathLike, fps: Fraction | None, info: VideoInfo, max_frames
     return False
 
 
+# Rate control keeps a probe's frame units up to this size, to write them instead of a last pass.
+KEEP_PROBE_BYTES = 64 << 20
+
+
 def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str | None = None,
            intra_period: int = 32, threads: int | None = None, max_frames: int | None = None,
            fps: Fraction | None = None, progress: bool | None = None, metrics: bool = True,
@@ -147,8 +151,11 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
         raise InputError(f"cannot be coded: {e}", str(input)) from None
     total = min(x for x in (info.frame_count, max_frames) if x) if (info.frame_count or max_frames) else None
 
-    def run(q: int, writer: LvcWriter | None, acc: MetricAccumulator | None, desc: str) -> tuple[int, int, float]:
-        """One encoding pass: (frames, file bytes, estimated bits)."""
+    def run(q: int, writer: LvcWriter | None, acc: MetricAccumulator | None, desc: str,
+            keep: list | None = None) -> tuple[int, int, float]:
+        """One encoding pass: (frames, file bytes, estimated bits). ``keep`` collects the
+        frame units while they total at most ``KEEP_PROBE_BYTES`` (then it is cleared and
+        stops), so that rate control can write its chosen probe instead of coding it again."""
         enc = SequenceEncoder(fm, q, intra_period, steps, preset, synthesize=acc is not None)
         size, n, est = len(header.pack()), 0, 0.0
         pending: deque = deque()  # reconstructions still being synthesised, scored in order
@@ -166,6 +173,10 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
                     size += len(pack_frame(coded.frame_type, coded.quality, coded.payload, coded.grey))
                     if writer is not None:
                         writer.write_frame(coded.frame_type, coded.quality, coded.payload, coded.grey)
+                    if keep is not None and size <= KEEP_PROBE_BYTES:
+                        keep.append((coded.frame_type, coded.quality, coded.payload, coded.grey))
+                    elif keep:
+                        keep.clear()
                     est += coded.estimated_bits
                     n += 1
                     if acc is not None:
@@ -181,10 +192,19 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
 
     q = quality_to_int(quality)
     search = None
+    # The probe nearest the target so far (the one the search returns): quality -> (frame
+    # units, frames, estimated bits, |log rate error|); one at a time, so memory stays bounded.
+    probed: dict[int, tuple[list, int, float, float]] = {}
     if bitrate is not None:
         def measure(qq: int) -> float:
-            n, size, _ = run(qq, None, None, f"rate q={qq / 65535:.3f}")
-            return size * 8 * float(rate) / max(n, 1)
+            units: list = []
+            n, size, est = run(qq, None, None, f"rate q={qq / 65535:.3f}", units)
+            bits = size * 8 * float(rate) / max(n, 1)
+            err = abs(math.log(bits / (bitrate * 1000)))
+            if units and all(err < kept[3] for kept in probed.values()):
+                probed.clear()
+                probed[qq] = (units, n, est, err)
+            return bits
 
         search = search_quality(measure, bitrate * 1000)
         q = search.quality
@@ -193,9 +213,18 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
                           f"encoding at quality {q / 65535:.3f} ({search.bits / 1000:.1f} kbps)", stacklevel=2)
     acc = MetricAccumulator(with_ms_ssim=ms_ssim) if metrics else None
     with LvcWriter(output, header) as w:
-        frames, _, est = run(q, w, acc, "encode")
+        if q in probed:  # the chosen probe's units: the same encoder, quality and seed would code them again
+            units, frames, est, _ = probed[q]
+            for unit in units:
+                w.write_frame(*unit)
+        else:
+            frames, _, est = run(q, w, acc, "encode")
         w.commit()
         size = w.bytes_written
+    if q in probed and acc is not None:  # score what the decoder shows: the encoder's reconstruction
+        with open_video(input, fps) as s:
+            for frame, recon in zip(s.frames(), iter_decode(output, fm), strict=False):
+                acc.add(frame, recon)
     seconds = time.perf_counter() - t0
     return EncodeResult(frames, info.width, info.height, float(info.fps), size, est, seconds,
                         acc.mean() if acc else {}, q / 65535, len(search.probes) if search else 0)

@@ -5,7 +5,8 @@ monotonically with quality, close to exponentially (``log rate`` is nearly linea
 ``q``). So the encoder searches ``q`` with a safeguarded secant on ``log rate``: each
 probe is a full encoding pass (file bytes counted exactly, nothing written), and the
 bracket keeps the search from leaving the range where the answer lies. Three to five
-passes usually land within 2% of the target; the final pass writes the file.
+passes usually land within 2% of the target; the encoder then writes the chosen
+probe's units (``lvc.codec.api.encode``).
 """
 
 from __future__ import annotations

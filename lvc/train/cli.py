@@ -30,6 +30,10 @@ _MODEL_HELP = {"context": "width of a checkerboard context network trained joint
                            "(e.g. 128; default 0: none, `lvc train-ctx` adds one afterwards)"}
 
 
+_TRAIN_HELP = {"freeze_analysis": "train only the decoder side (synthesis, hyperprior, context): the latent space "
+                                  "stays, and so do the P-frame priors and inter models trained for it"}
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a latent model on folders of images and/or videos",
                        description="Rate-distortion training; one model covers every --quality.")
@@ -54,7 +58,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         elif f.name == "val":
             p.add_argument("--val", nargs="*", default=[], help="validation images/folders (real encoder)")
         elif f.type == "bool" or isinstance(f.default, bool):
-            p.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=f.default)
+            p.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=f.default,
+                           help=_TRAIN_HELP.get(f.name))
         else:
             p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     p.set_defaults(func=run)
