@@ -46,3 +46,16 @@ def test_a_still_image_takes_the_image_model_and_video_the_video_model(tmp_path)
 def test_unknown_model_name_is_refused():
     with pytest.raises(ModelError):
         registry.load_model("lvc-nonexistent")
+
+
+def test_search_and_scenes_keep_the_analysis_their_indexes_were_built_with(tmp_path):
+    """The coding defaults moved to lvc-hl192c's latent space; an index built with the
+    earlier default (lvc-hp64c, described by its base lvc-hp64) still opens."""
+    from lvc.search import service
+
+    hp64 = f"lvc-hp64@{registry.manifest()['lvc-hp64'][:16]}"
+    assert service._model_tag(registry.analysis_model()) == hp64
+    assert registry.analysis_model().name != registry.load_model(registry.DEFAULT_MODEL).name
+    root = tmp_path / "idx"
+    state, _ = service._open(root, None, create=True)
+    assert state.model == hp64 and state.dim == 2 * registry.load_model("lvc-hp64").config.M

@@ -12,7 +12,9 @@ from lvc.analysis import outputs
 from lvc.analysis.scenes import activity, detect, keyframes, scenes_of
 from lvc.analysis.signals import Signals, video_signals
 from lvc.errors import InputError, LvcError
-from lvc.models.registry import load_model
+from lvc.models.registry import ANALYSIS_MODEL, analysis_model
+
+MODEL_HELP = f"model name or .lvcm path whose analysis makes the signals (default: {ANALYSIS_MODEL})"
 
 
 def analyse(video: str | os.PathLike, model: str | None = None, progress: bool | None = None) -> tuple[Signals, dict]:
@@ -25,7 +27,7 @@ def analyse(video: str | os.PathLike, model: str | None = None, progress: bool |
     enabled = sys.stderr.isatty() if progress is None else progress
     try:
         with tqdm(desc="scenes", unit="frame", disable=not enabled, leave=False) as bar:
-            sig = video_signals(path, load_model(model), bar)
+            sig = video_signals(path, analysis_model(model), bar)
     except LvcError:
         raise
     except Exception as e:  # noqa: BLE001 - PyAV / container failures on a damaged file
@@ -45,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--keyframes", metavar="DIR", help="write one representative PNG per scene")
     s.add_argument("--contact-sheet", metavar="PNG", help="write a grid of key-frame thumbnails with times")
     s.add_argument("--activity", metavar="CSV", help="write latent change per second (CSV, and a .png plot)")
-    s.add_argument("--model", help="model name or .lvcm path (default: the shipped model)")
+    s.add_argument("--model", help=MODEL_HELP)
     s.set_defaults(func=run)
 
 

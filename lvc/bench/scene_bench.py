@@ -19,7 +19,7 @@ import numpy as np
 from lvc.analysis.scenes import detect
 from lvc.analysis.signals import video_signals
 from lvc.errors import InputError
-from lvc.models.registry import load_model
+from lvc.models.registry import analysis_model
 
 W, H, FPS = 416, 240, 25
 KINDS = {"cut": None, "dissolve": "dissolve", "fade": "fadeblack"}
@@ -98,7 +98,7 @@ def run(sources: list[Path], work: Path, videos_per_kind: int = 4, pieces: int =
     sources = [s for s in sources if _clip_duration(s) >= MIN_SOURCE]
     if len(sources) < 2:
         raise InputError(f"need at least two source clips of {MIN_SOURCE} s or more", None, "pass more or longer clips")
-    model = load_model()
+    model = analysis_model()
     result: dict = {"videos": [], "summary": {}}
     for kind in KINDS:
         totals = {"lvc": [0, 0, 0, 0.0, 0], "pyscenedetect": [0, 0, 0, 0.0, 0]}

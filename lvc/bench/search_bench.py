@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from lvc.errors import InputError
+from lvc.models.registry import analysis_model
 from lvc.search import index as ix
 from lvc.search import service
 from lvc.search.descriptors import Describer, iter_frames
@@ -92,7 +93,7 @@ def run(sources: list[Path], work: Path, queries_per_source: int = 2, seed: int 
         service.index_add(sources, root, progress=False)
     state = ix.load(root)
     searcher = Searcher(state)
-    describer = Describer(service.load_model(None))
+    describer = Describer(analysis_model())
     hb = HashBaseline() if baseline else None
     if hb:
         for s in sources:

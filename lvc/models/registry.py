@@ -19,6 +19,10 @@ from lvc.models.frozen import FrozenModel, base_beside, load_frozen
 # need only the intra model.
 DEFAULT_MODEL = "lvc-hl192cv"
 DEFAULT_IMAGE_MODEL = "lvc-hl192c"
+# Search descriptors and scene signals come from a model's analysis; their thresholds and
+# measurements (docs/search.md) are lvc-hp64's, and indexes record the model they were built
+# with, so they keep it when the coding defaults move on.
+ANALYSIS_MODEL = "lvc-hp64c"
 SUFFIX = ".lvcm"
 
 
@@ -53,6 +57,12 @@ def _load_cached(path: str, sha: str | None) -> FrozenModel:
 def default_model(still: bool = False) -> str:
     """The shipped model ``lvc encode`` takes without ``--model``: for a still image or video."""
     return DEFAULT_IMAGE_MODEL if still and DEFAULT_IMAGE_MODEL in manifest() else DEFAULT_MODEL
+
+
+def analysis_model(name_or_path: str | None = None) -> FrozenModel:
+    """The model whose analysis makes search descriptors and scene signals (default
+    :data:`ANALYSIS_MODEL`)."""
+    return load_model(name_or_path or ANALYSIS_MODEL)
 
 
 def load_model(name_or_path: str | None = None) -> FrozenModel:

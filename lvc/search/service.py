@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from lvc.errors import InputError, LvcError
-from lvc.models.registry import load_model
+from lvc.models.registry import analysis_model
 from lvc.search import index as ix
 from lvc.search.descriptors import DESCRIPTOR_VERSION, INDEX_CROPS, Describer, describe_video
 from lvc.search.query import Match, Searcher
@@ -48,7 +48,7 @@ def _progress(total: int, desc: str, enabled: bool | None):
 
 
 def _open(root: PathLike, model: str | None, create: bool) -> tuple[ix.IndexState, Describer]:
-    fm = load_model(model)
+    fm = analysis_model(model)
     tag = _model_tag(fm)
     if Path(root).exists() and not Path(root).is_dir():
         raise InputError("--index is a file, not a folder", str(root), "pass an index folder")
@@ -116,7 +116,7 @@ def index_list(root: PathLike) -> list[dict]:
 def index_rebuild(root: PathLike, model: str | None = None, progress: bool | None = None) -> list[str]:
     """Recompute every descriptor (after a model or descriptor change)."""
     old = ix.load(root)
-    fm = load_model(model)
+    fm = analysis_model(model)
     state = ix.IndexState(_model_tag(fm), DESCRIPTOR_VERSION, 2 * fm.config.M)
     describer = Describer(fm)
     for v in old.videos:
