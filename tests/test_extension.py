@@ -127,7 +127,9 @@ def test_an_index_built_with_the_base_serves_the_extension(parts, six, tmp_path)
 
 def test_extension_with_a_p_frame_prior_codes_as_the_whole_model(six, tmp_path):
     """`extend --temporal` for a base without a P-frame prior: the two small files code exactly
-    as one file holding intra model, P-frame prior and inter section."""
+    as one file holding intra model, P-frame prior and inter section, and the prior is used."""
+    import io
+
     from lvc.models.temporal import TemporalConfig, TemporalPrior
 
     torch.manual_seed(0)
@@ -138,23 +140,43 @@ def test_extension_with_a_p_frame_prior_codes_as_the_whole_model(six, tmp_path):
     base = freeze(intra, "tp-base")
     save_frozen(base, tmp_path / "tp-base.lvcm")
     space = latent_space_id(base.g_a, base.log_gain)
-    save_frozen(extend(base, "tp-ext", inter, space, temporal=prior, temporal_space=space), tmp_path / "tp-ext.lvcm")
-    whole = tmp_path / "whole.lvcm"
-    save_frozen(freeze(intra, "tp-ext", prior, None, inter), whole)
+    ckpt = tmp_path / "inter.pt"
+    torch.save({"kind": "inter", "inter_config": inter.cfg.to_dict(), "model": inter.state_dict(),
+                "latent_space": space}, ckpt)
+    p_ckpt = tmp_path / "p.pt"
+    torch.save({"kind": "temporal", "correction_config": prior.cfg.to_dict(), "model": prior.state_dict(),
+                "latent_space": space}, p_ckpt)
+    r = run_lvc("extend", tmp_path / "tp-base.lvcm", "--inter", ckpt, "--temporal", p_ckpt, "--name", "tp-ext",
+                "-o", tmp_path / "tp-ext.lvcm")
+    assert r.returncode == 0, r.stderr
+    save_frozen(extend(base, "tp-plain", inter, space), tmp_path / "tp-plain.lvcm")  # no prior
+    save_frozen(freeze(intra, "tp-ext", prior, None, inter), tmp_path / "whole.lvcm")
     ext = load_frozen(tmp_path / "tp-ext.lvcm")
     assert ext.temporal is not None and ext.base == ("tp-base", base.sha256)
-    streams = {}
-    for name in ("tp-ext.lvcm", "whole.lvcm"):
-        out = tmp_path / f"{name}.lvc"
-        api.encode(six, out, quality=0.7, model=str(tmp_path / name), progress=False)
-        frames = api.info(out)["frames"]
-        streams[name] = [(f["type"], f["bytes"]) for f in frames]
-        decoded = list(api.iter_decode(out, model=str(tmp_path / name)))
-        expected = encoder_recons(load_frozen(tmp_path / name), six, 0.7)
-        assert all(np.array_equal(x, y) for x, y in zip(decoded, expected, strict=True))
-    assert streams["tp-ext.lvcm"] == streams["whole.lvcm"]
-    assert "P" in {t for t, _ in streams["whole.lvcm"]}  # a residual P-frame: where the prior acts
-    with pytest.raises(ValueError, match="P-frame prior"):  # a base with a prior of its own
-        extend(freeze(intra, "tp-prior", prior), "x", inter, space, temporal=prior, temporal_space=space)
+    streams, pictures = {}, {}
+    for name in ("tp-ext", "whole", "tp-plain"):
+        out, model = tmp_path / f"{name}.lvc", str(tmp_path / f"{name}.lvcm")
+        api.encode(six, out, quality=0.7, model=model, progress=False)
+        streams[name] = [(f["type"], f["bytes"]) for f in api.info(out)["frames"]]
+        pictures[name] = list(api.iter_decode(out, model=model))
+        expected = encoder_recons(load_frozen(model), six, 0.7)
+        assert all(np.array_equal(x, y) for x, y in zip(pictures[name], expected, strict=True))
+    assert streams["tp-ext"] == streams["whole"]
+    assert all(np.array_equal(x, y) for x, y in zip(pictures["tp-ext"], pictures["whole"], strict=True))
+    assert "P" in {t for t, _ in streams["whole"]}  # a residual P-frame: where the prior acts ...
+    assert streams["tp-plain"] != streams["whole"]  # ... and it does act
+    # A base with a prior of its own: refused when writing, and when reading a file that claims it.
+    with_prior = freeze(intra, "tp-prior", prior)
+    save_frozen(with_prior, tmp_path / "tp-prior.lvcm")
+    with pytest.raises(ValueError, match="P-frame prior"):
+        extend(with_prior, "x", inter, space, temporal=prior, temporal_space=space)
     with pytest.raises(ValueError, match="latent space"):
         extend(base, "x", inter, space, temporal=prior, temporal_space="0" * 64)
+    state = torch.load(io.BytesIO(ext.data), weights_only=True)
+    for bad in ({**state, "base": {"name": "tp-prior", "sha256": with_prior.sha256, "file": "tp-prior.lvcm"}},
+                {**state, "temporal": None}):
+        buf = io.BytesIO()
+        torch.save(bad, buf)
+        (tmp_path / "bad.lvcm").write_bytes(buf.getvalue())
+        with pytest.raises(ModelError):
+            load_frozen(tmp_path / "bad.lvcm")

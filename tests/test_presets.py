@@ -108,6 +108,16 @@ def test_bitrate_writes_the_chosen_probe_instead_of_coding_it_again(tmp_path, tw
     assert (tmp_path / "r.lvc").read_bytes() == (tmp_path / "q.lvc").read_bytes()
     assert res.metrics == plain.metrics and res.frames == plain.frames == 4
     assert res.estimated_bits == plain.estimated_bits
+    # A probe too large to keep (or `reuse_probe=False`, as `lvc roundtrip` asks) is coded again.
+    for kw in ({}, {"reuse_probe": False}):
+        passes.clear()
+        monkeypatch.setattr(api, "SequenceEncoder", lambda *a, **k: passes.append(a[1]) or real(*a, **k))
+        if not kw:
+            monkeypatch.setattr(api, "KEEP_PROBE_BYTES", 100)
+        again = api.encode(src, tmp_path / "s.lvc", bitrate=probe.kbps * 0.9, max_frames=4, progress=False, **kw)
+        monkeypatch.undo()
+        assert len(passes) == again.rate_passes + 1 and again.metrics == plain.metrics
+        assert (tmp_path / "s.lvc").read_bytes() == (tmp_path / "q.lvc").read_bytes()
 
 
 def test_unreachable_bitrate_warns_and_uses_the_nearest_quality(tmp_path, twelve):

@@ -139,3 +139,20 @@ def test_scenes_finds_a_hard_cut_and_writes_outputs(tmp_path, videos):
     r = run_lvc("scenes", coded, "--json")
     assert r.returncode == 0, r.stderr
     assert [s["start_frame"] for s in json.loads(r.stdout)["scenes"]] == [0, 40]
+
+
+def test_lvc_latents_are_read_only_in_the_analysis_models_latent_space(tmp_path, videos):
+    """Signal thresholds belong to the analysis model's latent space: a stream coded in it is
+    read from its latents, one coded in another (the default video model's) from pixels."""
+    from lvc.analysis.signals import video_signals
+    from lvc.models.registry import analysis_model
+
+    _, _, clips = videos
+    src = tmp_path / "six.y4m"
+    write_y4m(src, clips["left"][:6])
+    sources = {}
+    for name in ("lvc-hp64", None):
+        coded = tmp_path / f"{name}.lvc"
+        api.encode(src, coded, quality=0.8, model=name, intra_period=1, progress=False, metrics=False)
+        sources[name] = video_signals(coded, analysis_model()).source
+    assert sources == {"lvc-hp64": "latents", None: "pixels"}

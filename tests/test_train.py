@@ -124,7 +124,8 @@ def test_frozen_analysis_keeps_the_latent_space(tmp_path, capsys):
     cfg = _cfg(tmp_path / "a", 4)
     cfg.freeze_analysis = True
     last = train(cfg, TINY, resume=True, progress=False)
-    assert "restarting Adam" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "restarting Adam" in err and "from step 2 it trains the decoder side only" in err
     before, after = (torch.load(p, weights_only=False)["model"] for p in (first, last))
     models = []
     for sd in (before, after):

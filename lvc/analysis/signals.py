@@ -1,8 +1,9 @@
 """Per-frame latent signals of a video: a coarse latent grid, a pooled descriptor, luma.
 
 From a video file every frame goes through the analysis transform at the canonical
-search size (see :mod:`lvc.search.descriptors`); from a ``.lvc`` file the decoded latents
-are used as they are, with no synthesis at all. Either way the grid is the latent
+search size (see :mod:`lvc.search.descriptors`); from a ``.lvc`` file coded in the analysis
+model's latent space the decoded latents are used as they are, with no synthesis at all
+(other streams are decoded to pixels: the thresholds are that latent space's). Either way the grid is the latent
 average-pooled to ``GRID`` cells (coarse layout: a cut changes it everywhere, motion
 locally), divided by the quality gain so thresholds do not depend on the rate.
 """
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from lvc.models.frozen import FrozenModel
+from lvc.models.frozen import FrozenModel, latent_space_id
 from lvc.search.descriptors import Describer, canonical
 
 GRID = (4, 6)
@@ -85,8 +86,9 @@ def _pixel_signals(frames, fps: float, model: FrozenModel, where: str, progress,
 
 
 def _lvc_signals(path: Path, model: FrozenModel, progress, batch: int) -> Signals:
-    """Decoded latents as they are; streams with conditional P-frames (which carry only a
-    context, in another feature space) are decoded to pixels and analysed as a video."""
+    """Decoded latents as they are; streams in another latent space than ``model``'s, or with
+    conditional P-frames (which carry only a context, in another feature space), are decoded
+    to pixels and analysed as a video."""
     from lvc.bitstream.container import LvcReader
     from lvc.codec.sequence import SequenceDecoder
     from lvc.entropy.tables import LOG_FRAC_BITS
@@ -97,11 +99,11 @@ def _lvc_signals(path: Path, model: FrozenModel, progress, batch: int) -> Signal
         h = r.header
         fm = (model if model.weights_hash == h.weights_hash
               else model_for_stream(h.model_name, h.weights_hash, None, str(path)))
-        if fm.inter is not None:
-            from lvc.codec.api import info, iter_decode
+        from lvc.codec.api import info, iter_decode
 
-            if any(f["type"] in ("PC", "PS") for f in info(path)["frames"]):
-                return _pixel_signals(iter_decode(path, fm), float(h.fps), model, str(path), progress, batch)
+        if (latent_space_id(fm.g_a, fm.log_gain) != latent_space_id(model.g_a, model.log_gain)
+                or (fm.inter is not None and any(f["type"] in ("PC", "PS") for f in info(path)["frames"]))):
+            return _pixel_signals(iter_decode(path, fm), float(h.fps), model, str(path), progress, batch)
         dec = SequenceDecoder(fm, h.width, h.height, str(path))
         try:
             for unit in r.units():

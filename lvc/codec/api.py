@@ -50,7 +50,7 @@ class EncodeResult:
     seconds: float
     metrics: dict[str, float] = field(default_factory=dict)  # encoder's reconstruction vs input
     quality: float = 0.5  # the quality used (chosen by rate control with a bitrate target)
-    rate_passes: int = 0  # encoding passes spent by rate control (the written pass not counted)
+    rate_passes: int = 0  # rate control's probe passes (a final pass, when there is one, not counted)
 
     @property
     def bpp(self) -> float:
@@ -108,7 +108,7 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
            intra_period: int = 32, threads: int | None = None, max_frames: int | None = None,
            fps: Fraction | None = None, progress: bool | None = None, metrics: bool = True,
            refine: int | None = None, preset: str = "medium", bitrate: float | None = None,
-           ms_ssim: bool = True) -> EncodeResult:
+           ms_ssim: bool = True, reuse_probe: bool = True) -> EncodeResult:
     """Encode a video/image/PNG folder to an ``.lvc`` file (written atomically).
 
     Without ``model``, a still image (or a single frame) takes the shipped image model and
@@ -116,7 +116,9 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
     ``preset`` (fast | medium | slow) sets the encoder's effort (a still image's own budget:
     :data:`lvc.codec.sequence.PRESETS`); ``refine`` overrides its encoder-side latent
     refinement steps per frame. ``bitrate`` (kbps) replaces ``quality``:
-    the quality is searched with whole encoding passes so the file lands on that rate.
+    the quality is searched with whole encoding passes so the file lands on that rate; the
+    chosen pass is written as it was coded (``reuse_probe``; its metrics then come from
+    decoding the file), else coded once more with the encoder's reconstruction scored.
     ``metrics`` scores the encoder's reconstruction against the input (PSNR), ``ms_ssim``
     adds SSIM and MS-SSIM (about a third of a 416x240 encode's time at the default preset).
     """
@@ -193,11 +195,12 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
     q = quality_to_int(quality)
     search = None
     # The probe nearest the target so far (the one the search returns): quality -> (frame
-    # units, frames, estimated bits, |log rate error|); one at a time, so memory stays bounded.
+    # units, frames, estimated bits, |log rate error|). At most two probes' units are held
+    # (the kept one and the one being coded), each up to KEEP_PROBE_BYTES.
     probed: dict[int, tuple[list, int, float, float]] = {}
     if bitrate is not None:
         def measure(qq: int) -> float:
-            units: list = []
+            units: list | None = [] if reuse_probe else None
             n, size, est = run(qq, None, None, f"rate q={qq / 65535:.3f}", units)
             bits = size * 8 * float(rate) / max(n, 1)
             err = abs(math.log(bits / (bitrate * 1000)))
@@ -218,6 +221,7 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
             for unit in units:
                 w.write_frame(*unit)
         else:
+            probed.clear()
             frames, _, est = run(q, w, acc, "encode")
         w.commit()
         size = w.bytes_written

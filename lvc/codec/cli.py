@@ -103,12 +103,13 @@ def _encode_options(p: argparse.ArgumentParser) -> None:
                         + ", ".join(f"{k} {v.refine_steps}" for k, v in PRESETS.items()) + ")")
 
 
-def _do_encode(args: argparse.Namespace, input: str, output: str, ms_ssim: bool) -> api.EncodeResult:
+def _do_encode(args: argparse.Namespace, input: str, output: str, ms_ssim: bool,
+               reuse_probe: bool = True) -> api.EncodeResult:
     if args.frames is not None and args.frames < 1:
         raise InputError(f"--frames must be >= 1 (got {args.frames})")
     return api.encode(input, output, quality=args.quality, model=args.model, intra_period=args.intra_period,
                       threads=args.threads, max_frames=args.frames, fps=args.fps, refine=args.refine,
-                      preset=args.preset, bitrate=args.bitrate, ms_ssim=ms_ssim)
+                      preset=args.preset, bitrate=args.bitrate, ms_ssim=ms_ssim, reuse_probe=reuse_probe)
 
 
 def _encode(args: argparse.Namespace) -> int:
@@ -158,7 +159,8 @@ def _roundtrip(args: argparse.Namespace) -> int:
         raise OutputError("--out is a file, not a folder", str(out), "pass a folder for the .lvc and .y4m")
     out.mkdir(parents=True, exist_ok=True)
     lvc_path, y4m_path = out / (src.stem + ".lvc"), out / (src.stem + ".y4m")
-    enc = _do_encode(args, str(src), str(lvc_path), ms_ssim=True)
+    # the check needs the encoder's own reconstruction: rate control codes its choice once more
+    enc = _do_encode(args, str(src), str(lvc_path), ms_ssim=True, reuse_probe=False)
     dec = api.decode(lvc_path, y4m_path, model=args.model, threads=args.threads, reference=src)
     exact = all(abs(enc.metrics[k] - dec.metrics[k]) < 1e-9 for k in enc.metrics)
     report = {"input": str(src), "lvc": str(lvc_path), "decoded": str(y4m_path), **enc.to_dict(),

@@ -241,7 +241,7 @@ def from_bytes(data: bytes, where: str, resolve_base: BaseResolver | None = None
                              " or install the lvc that ships it") from None
     try:
         return _build(state, data) if base is None else _build_extension(state, data, base, str(path))
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
         raise ModelError(f"damaged lvc model file ({e.__class__.__name__})", str(path),
                          "re-export or reinstall the model") from None
 
@@ -279,6 +279,8 @@ def _build_extension(state: dict, data: bytes, base: FrozenModel, where: str) ->
         if temporal is not None:
             raise ModelError(f"the extension brings a P-frame prior, but {base.name} has one", where,
                              "re-export it against its base model")
+        if not isinstance(state.get("temporal"), dict):
+            raise ModelError("damaged lvc model file (P-frame prior)", where, "re-export or reinstall the model")
         temporal = _build_correction(state["temporal"])
         if temporal.latent_space != inter.latent_space:
             raise ModelError(f"the P-frame prior was made for another latent space than {base.name}'s", where,

@@ -16,7 +16,7 @@ from lvc.models.context import SpatialContext
 from lvc.models.correction import Correction, CorrectionConfig
 from lvc.models.frozen import extend, freeze, latent_space_id, save_frozen, valid_model_name
 from lvc.models.latent import LatentModel, ModelConfig
-from lvc.models.registry import load_model
+from lvc.models.registry import DEFAULT_IMAGE_MODEL, load_model
 from lvc.models.temporal import TemporalPrior
 from lvc.train.context import ContextTrainConfig, train_context
 from lvc.train.data import SAMPLE_BY
@@ -77,7 +77,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "on short sequences (the first frame coded by the frozen intra model).")
     t.add_argument("data", nargs="+", help="video files or folders (searched recursively)")
     t.add_argument("--out", required=True, help="run folder: checkpoints, log.csv, sequence cache")
-    t.add_argument("--model", help="intra model (name or .lvcm); default: the shipped model")
+    t.add_argument("--model", help=f"intra model (name or .lvcm); default: {DEFAULT_IMAGE_MODEL}, the shipped "
+                                      "intra model (the video model's base)")
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     for f in fields(ConditionalConfig):
         if f.name not in ("intra_M", "levels"):  # those follow the intra model
@@ -127,7 +128,8 @@ def _add_prior_parser(sub: argparse._SubParsersAction, name: str, help: str, des
     t = sub.add_parser(name, help=help, description=description + "; the intra model stays frozen.")
     t.add_argument("data", nargs="+", help=data_help)
     t.add_argument("--out", required=True, help="run folder: checkpoints, log.csv, latent cache")
-    t.add_argument("--model", help="intra model (name or .lvcm); default: the shipped model")
+    t.add_argument("--model", help=f"intra model (name or .lvcm); default: {DEFAULT_IMAGE_MODEL}, the shipped "
+                                      "intra model (the video model's base)")
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     t.add_argument("--init", help=f"start from this {kind} checkpoint's weights (e.g. after the intra model changed)")
     for f in fields(config):
@@ -168,13 +170,13 @@ INTER_HELP = {"init": "new runs: start from this `lvc train-inter` checkpoint, e
 
 def run_temporal(args: argparse.Namespace) -> int:
     cfg = TemporalTrainConfig(**{f.name: getattr(args, f.name) for f in fields(TemporalTrainConfig)})
-    last = train_temporal(cfg, load_model(args.model), resume=args.resume, init=args.init)
+    last = train_temporal(cfg, load_model(args.model or DEFAULT_IMAGE_MODEL), resume=args.resume, init=args.init)
     print(f"last checkpoint: {last}")
     return 0
 
 
 def run_inter(args: argparse.Namespace) -> int:
-    intra = load_model(args.model)
+    intra = load_model(args.model or DEFAULT_IMAGE_MODEL)
     cfg = InterTrainConfig(**{f.name: getattr(args, f.name) for f in fields(InterTrainConfig)})
     shape = {f.name: getattr(args, f.name) for f in fields(ConditionalConfig) if f.name not in ("intra_M", "levels")}
     try:
@@ -188,7 +190,7 @@ def run_inter(args: argparse.Namespace) -> int:
 
 def run_context(args: argparse.Namespace) -> int:
     cfg = ContextTrainConfig(**{f.name: getattr(args, f.name) for f in fields(ContextTrainConfig)})
-    last = train_context(cfg, load_model(args.model), resume=args.resume, init=args.init)
+    last = train_context(cfg, load_model(args.model or DEFAULT_IMAGE_MODEL), resume=args.resume, init=args.init)
     print(f"last checkpoint: {last}")
     return 0
 
@@ -287,7 +289,7 @@ def extend_model(args: argparse.Namespace) -> int:
     try:
         frozen = extend(base, args.name, net, space, base_file=hint, temporal=temporal, temporal_space=temporal_space)
     except ValueError as e:  # e.g. the base has a conditional P section (or a P-frame prior) already
-        raise ModelError(str(e), args.base, "extend its intra model") from None
+        raise ModelError(str(e), args.base, "extend the intra model it was made from") from None
     sha = save_frozen(frozen, args.output)
     _record(args.manifest, args.name, sha)
     print(f"{args.output}: {args.name} sha256 {sha}, extends {base.name} ({base.sha256[:16]}): "

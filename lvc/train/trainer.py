@@ -175,6 +175,11 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False, progre
         if aux_opt is not None and state.get("aux_optimizer"):
             aux_opt.load_state_dict(state["aux_optimizer"])
         step = state["step"]
+        was_frozen = bool((state.get("train_config") or {}).get("freeze_analysis"))
+        if was_frozen != cfg.freeze_analysis and rank == 0:
+            print(f"--resume: the run trained {'the decoder side only' if was_frozen else 'everything'}; from "
+                  f"step {step} it trains {'the decoder side only' if cfg.freeze_analysis else 'everything'}",
+                  file=sys.stderr)
         rng = state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0]
         torch.set_rng_state(rng["torch"])
         np.random.set_state(rng["numpy"])
