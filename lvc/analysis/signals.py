@@ -3,9 +3,10 @@
 From a video file every frame goes through the analysis transform at the canonical
 search size (see :mod:`lvc.search.descriptors`); from a ``.lvc`` file coded in the analysis
 model's latent space the decoded latents are used as they are, with no synthesis at all
-(other streams are decoded to pixels: the thresholds are that latent space's). Either way the grid is the latent
-average-pooled to ``GRID`` cells (coarse layout: a cut changes it everywhere, motion
-locally), divided by the quality gain so thresholds do not depend on the rate.
+(other streams are decoded to pixels: the thresholds are that latent space's). Either
+way the grid is the latent average-pooled to ``GRID`` cells (coarse layout: a cut changes
+it everywhere, motion locally), divided by the quality gain so thresholds do not depend
+on the rate.
 """
 
 from __future__ import annotations

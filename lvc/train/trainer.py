@@ -165,21 +165,17 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False, progre
     step = 0
     if state is not None:
         model.load_state_dict(state["model"])
-        if state.get("optimizer"):  # slim checkpoints (see slim_checkpoint) restart Adam's moments
-            try:
-                opt.load_state_dict(state["optimizer"])
-            except ValueError:  # --freeze-analysis changed what it updates
-                if rank == 0:
-                    print("--resume: the optimizer's parameters changed (--freeze-analysis); restarting Adam's "
-                          "moment estimates", file=sys.stderr)
-        if aux_opt is not None and state.get("aux_optimizer"):
-            aux_opt.load_state_dict(state["aux_optimizer"])
         step = state["step"]
+        # --freeze-analysis changes what Adam updates: its moments then restart
         was_frozen = bool((state.get("train_config") or {}).get("freeze_analysis"))
         if was_frozen != cfg.freeze_analysis and rank == 0:
             print(f"--resume: the run trained {'the decoder side only' if was_frozen else 'everything'}; from "
-                  f"step {step} it trains {'the decoder side only' if cfg.freeze_analysis else 'everything'}",
-                  file=sys.stderr)
+                  f"step {step} it trains {'the decoder side only' if cfg.freeze_analysis else 'everything'} "
+                  "(restarting Adam's moment estimates)", file=sys.stderr)
+        if state.get("optimizer") and was_frozen == cfg.freeze_analysis:  # slim checkpoints restart them too
+            opt.load_state_dict(state["optimizer"])
+        if aux_opt is not None and state.get("aux_optimizer"):
+            aux_opt.load_state_dict(state["aux_optimizer"])
         rng = state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0]
         torch.set_rng_state(rng["torch"])
         np.random.set_state(rng["numpy"])
