@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import csv
 
+import numpy as np
 import pytest
 import torch
 from conftest import write_y4m
+from PIL import Image
 
 from lvc.errors import InputError
 from lvc.models.conditional import ConditionalConfig
 from lvc.models.registry import load_model
+from lvc.train import sequences
+from lvc.train.data import collect_sources
 from lvc.train.inter import InterTrainConfig, train_inter
 
 
@@ -91,3 +95,43 @@ def test_train_inter_init_takes_another_intra_models_p_machinery(tiny_model, fiv
         train_inter(InterTrainConfig([str(five)], str(tmp_path / "c"), steps=1, init=str(tiny_model)), wider,
                     progress=False)
 
+
+
+def test_photo_pans_move_the_crop_window_along_a_line():
+    """A pan at an integer velocity is exact shifted crops of the photo, and the encoder's
+    motion search finds the pan as the block vectors."""
+    rng = np.random.default_rng(3)
+    photo = rng.integers(0, 256, (160, 200, 3), dtype=np.uint8)  # texture: one clear match per block
+
+    class Fixed:  # velocity (3, -2) px/frame, no downscale, the window at (10, 20)
+        def __init__(self):
+            self.values = [np.array([3.0, -2.0]), 1.0, 10.0, 20.0 - 4.0]
+
+        def uniform(self, *args):
+            return self.values.pop(0)
+
+    seq = sequences.pan(photo, 64, 3, Fixed())
+    assert seq.shape == (3, 64, 64, 3)
+    for t in range(3):
+        y, x = 20 - 2 * t, 10 + 3 * t
+        assert np.array_equal(seq[t], photo[y:y + 64, x:x + 64])
+    mv = sequences._motion(seq, 16)
+    assert (mv[..., 0] == 3).mean() > 0.8 and (mv[..., 1] == -2).mean() > 0.8
+    assert sequences.pan(photo, 200, 3, np.random.default_rng(0)) is None  # too small for the window
+
+
+def test_train_inter_takes_photo_pans_beside_clips(tiny_model, five, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (120, 140, 3), dtype=np.uint8)).save(photos / f"p{i}.png")
+    sources = collect_sources([str(five), str(photos)])
+    clips_only = sequences.SequenceCache.build(sources, tmp_path / "c1", 64, 3, 2, 16)
+    both = sequences.SequenceCache.build(sources, tmp_path / "c2", 64, 3, 2, 16, per_photo=3)
+    assert len(clips_only) == 2 and len(both) == 2 + 2 * 3
+    assert np.array_equal(both.frames[:2], clips_only.frames[:2])  # the clips' sequences are unchanged
+    intra = load_model(tiny_model)
+    cfg = InterTrainConfig([str(five), str(photos)], str(tmp_path / "run"), steps=2, batch=2, crop=64, length=3,
+                           per_clip=2, per_photo=3, ckpt_every=2, threads=1)
+    assert train_inter(cfg, intra, tiny_shape(intra), progress=False).exists()

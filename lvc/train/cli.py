@@ -75,7 +75,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train-inter", help="train the conditional P-frame model of a latent model on video clips",
                        description="End-to-end rate-distortion training of motion-compensated conditional P-frames "
                                    "on short sequences (the first frame coded by the frozen intra model).")
-    t.add_argument("data", nargs="+", help="video files or folders (searched recursively)")
+    t.add_argument("data", nargs="+", help="video files or folders (searched recursively); photos too, with "
+                                          "--per-photo")
     t.add_argument("--out", required=True, help="run folder: checkpoints, log.csv, sequence cache")
     t.add_argument("--model", help=f"intra model (name or .lvcm); default: {DEFAULT_IMAGE_MODEL}, the shipped "
                                       "intra model (the video model's base)")
@@ -165,7 +166,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 INTER_HELP = {"init": "new runs: start from this `lvc train-inter` checkpoint, e.g. one trained for another intra "
-                      "model (its shape; tensors that fit are taken, the I-frame context is fitted anew)"}
+                      "model (its shape; tensors that fit are taken, the I-frame context is fitted anew)",
+              "per_photo": "also train on this many pans over each photo among the data (a crop window moving "
+                           "at a random fractional velocity); 0: clips only"}
 
 
 def run_temporal(args: argparse.Namespace) -> int:

@@ -48,6 +48,7 @@ class InterTrainConfig:
     crop: int = 256
     length: int = 3  # frames per sequence: one I-frame, then P-frames
     per_clip: int = 48  # sequences cached per clip
+    per_photo: int = 0  # photo pans cached per photo among the data (lvc.train.sequences.pan); 0: clips only
     lr: float = 2e-4
     lr_final: float = 1e-5
     decay_start: float = 0.8
@@ -190,7 +191,7 @@ def train_inter(cfg: InterTrainConfig, intra: FrozenModel, model_cfg: Conditiona
     opt = torch.optim.Adam(main, lr=cfg.lr)
     aux_opt = torch.optim.Adam([p for n, p in model.named_parameters() if n.endswith("quantiles")], lr=cfg.aux_lr)
     cache = SequenceCache.build(collect_sources(cfg.data), out / "cache", cfg.crop, cfg.length, cfg.per_clip,
-                                model_cfg.block, cfg.seed)
+                                model_cfg.block, cfg.seed, cfg.per_photo)
     sampler = SequenceSampler(cache, cfg.seed)
     step = 0
     if init is not None:

@@ -4,6 +4,12 @@ with the block motion between them estimated once, stored in one memory-mapped f
 Each clip is decoded once; every sequence is taken at a random downscale (0.5-1.0, as the
 intra frame cache, to shed compression artefacts and vary the motion's size) and a random
 crop. Motion is estimated on the original frames, as the encoder does on its input.
+
+Photos can join (``per_photo`` > 0): a crop window panning over the still at a random,
+fractional, constant velocity, resampled bicubically. The clips available are few and mostly
+smooth, and a model trained on them alone holds textured pictures at a low quality whatever
+the rate (docs/models.md, "The conditional path's ceiling"); photos bring texture, with
+motion that is known to be a pure pan.
 """
 
 from __future__ import annotations
@@ -16,13 +22,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from lvc.codec.motion import LENGTH_COST, SEARCH, estimate_motion
 from lvc.errors import InputError
-from lvc.io.reader import open_video
+from lvc.io.reader import IMAGE_SUFFIXES, _load_image, open_video
 from lvc.train.data import VIDEO_SUFFIXES, _resize
 
 CACHE_FORMAT = 2  # bump when what a cached sequence holds changes
+PAN_SPEED = 12.0  # photo pans: at most this many pixels per frame along either axis
 
 
 @dataclass
@@ -32,17 +40,24 @@ class SequenceCache:
 
     @classmethod
     def build(cls, sources: list[Path], cache_dir: Path, crop: int, length: int, per_clip: int, block: int,
-              seed: int = 0) -> SequenceCache:
+              seed: int = 0, per_photo: int = 0) -> SequenceCache:
         videos = [s for s in sources if s.suffix.lower() in VIDEO_SUFFIXES]
+        photos = [s for s in sources if s.suffix.lower() in IMAGE_SUFFIXES] if per_photo > 0 else []
         if not videos:
             raise InputError("no video clips found", ", ".join(map(str, sources[:3])), "pass folders holding videos")
-        spec = json.dumps([str(s) for s in videos] + [crop, length, per_clip, block, SEARCH, LENGTH_COST, seed,
-                                                       CACHE_FORMAT])
+        spec_list = [str(s) for s in videos] + [crop, length, per_clip, block, SEARCH, LENGTH_COST, seed, CACHE_FORMAT]
+        if photos:  # runs without photos keep their caches
+            spec_list += [str(s) for s in photos] + [per_photo, PAN_SPEED]
+        spec = json.dumps(spec_list)
         key = hashlib.sha256(spec.encode()).hexdigest()[:16]
         cache_dir.mkdir(parents=True, exist_ok=True)
         fpath, mpath = cache_dir / f"seq-{key}.npy", cache_dir / f"seq-{key}.mv.npy"
         if not (fpath.exists() and mpath.exists()):
-            frames, motion = _build(videos, crop, length, per_clip, block, np.random.default_rng(seed))
+            rng = np.random.default_rng(seed)
+            frames, motion = _build(videos, crop, length, per_clip, block, rng)
+            if photos:
+                pf, pm = _build_pans(photos, crop, length, per_photo, block, rng)
+                frames, motion = np.concatenate([frames, pf]), np.concatenate([motion, pm])
             for arr, path in ((motion, mpath), (frames, fpath)):
                 tmp = path.with_suffix(".tmp.npy")
                 np.save(tmp, arr)
@@ -70,14 +85,53 @@ def _build(videos: list[Path], crop: int, length: int, per_clip: int, block: int
             h, w = seq[0].shape[:2]
             y, x = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
             seq = np.stack([f[y:y + crop, x:x + crop] for f in seq])
-            t = torch.from_numpy(seq).permute(0, 3, 1, 2)
-            # the encoder's search (lvc.codec.inter), without its rate term (the run predates it)
-            mv = estimate_motion(t[:-1].float(), t[1:].float(), block)
             frames_out.append(seq)
-            motion_out.append(mv.numpy().astype(np.int8))
+            motion_out.append(_motion(seq, block))
     if not frames_out:
         raise InputError(f"no clip has {length} frames of at least {crop}x{crop}", str(videos[0]),
                          "use longer or larger clips, or a smaller --crop")
+    return np.stack(frames_out), np.stack(motion_out)
+
+
+def _motion(seq: np.ndarray, block: int) -> np.ndarray:
+    """The encoder's search (lvc.codec.inter) between consecutive frames, without its rate
+    term (the first runs predate it)."""
+    t = torch.from_numpy(seq).permute(0, 3, 1, 2).float()
+    return estimate_motion(t[:-1], t[1:], block).numpy().astype(np.int8)
+
+
+def pan(photo: np.ndarray, crop: int, length: int, rng: np.random.Generator) -> np.ndarray | None:
+    """``length`` crops of ``photo`` along a straight line at a random fractional velocity
+    (bicubic resampling), after a random downscale (0.6-1.0); None if the photo is too small."""
+    v = rng.uniform(-PAN_SPEED, PAN_SPEED, 2)
+    span = np.abs(v) * (length - 1) + 2  # (x, y); a pixel of margin for the resampling
+    h, w = photo.shape[:2]
+    low = max((crop + span[0] + 1) / w, (crop + span[1] + 1) / h, 0.6)  # + 1: the downscale rounds
+    if low > 1.0:
+        return None
+    img = Image.fromarray(np.ascontiguousarray(_resize(photo, float(rng.uniform(low, 1.0)))))
+    x0 = rng.uniform(1, img.width - crop - span[0] + 1) + max(-v[0], 0) * (length - 1)
+    y0 = rng.uniform(1, img.height - crop - span[1] + 1) + max(-v[1], 0) * (length - 1)
+    return np.stack([np.asarray(img.transform((crop, crop), Image.Transform.AFFINE,
+                                              (1, 0, x0 + v[0] * t, 0, 1, y0 + v[1] * t),
+                                              resample=Image.Resampling.BICUBIC))
+                     for t in range(length)])
+
+
+def _build_pans(photos: list[Path], crop: int, length: int, per_photo: int, block: int, rng: np.random.Generator):
+    from tqdm import tqdm
+
+    frames_out, motion_out = [], []
+    for src in tqdm(photos, desc="photo pans", unit="photo"):
+        photo = _load_image(src)
+        for _ in range(per_photo):
+            seq = pan(photo, crop, length, rng)
+            if seq is not None:
+                frames_out.append(seq)
+                motion_out.append(_motion(seq, block))
+    if not frames_out:
+        raise InputError(f"no photo is large enough for {length}-frame pans of {crop}x{crop}", str(photos[0]),
+                         "use larger photos or a smaller --crop")
     return np.stack(frames_out), np.stack(motion_out)
 
 
