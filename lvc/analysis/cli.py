@@ -12,9 +12,7 @@ from lvc.analysis import outputs
 from lvc.analysis.scenes import activity, detect, keyframes, scenes_of
 from lvc.analysis.signals import Signals, video_signals
 from lvc.errors import InputError, LvcError
-from lvc.models.registry import ANALYSIS_MODEL, analysis_model
-
-MODEL_HELP = f"model name or .lvcm path whose analysis makes the signals (default: {ANALYSIS_MODEL})"
+from lvc.models.registry import ANALYSIS_MODEL_HELP, analysis_model
 
 
 def analyse(video: str | os.PathLike, model: str | None = None, progress: bool | None = None) -> tuple[Signals, dict]:
@@ -47,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--keyframes", metavar="DIR", help="write one representative PNG per scene")
     s.add_argument("--contact-sheet", metavar="PNG", help="write a grid of key-frame thumbnails with times")
     s.add_argument("--activity", metavar="CSV", help="write latent change per second (CSV, and a .png plot)")
-    s.add_argument("--model", help=MODEL_HELP)
+    s.add_argument("--model", help=ANALYSIS_MODEL_HELP)
     s.set_defaults(func=run)
 
 

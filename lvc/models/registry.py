@@ -23,6 +23,7 @@ DEFAULT_IMAGE_MODEL = "lvc-hl192c"
 # measurements (docs/search.md) are lvc-hp64's, and indexes record the model they were built
 # with, so they keep it when the coding defaults move on.
 ANALYSIS_MODEL = "lvc-hp64c"
+ANALYSIS_MODEL_HELP = f"model name or .lvcm path whose analysis makes the signals (default: {ANALYSIS_MODEL})"
 SUFFIX = ".lvcm"
 
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from lvc.models.registry import ANALYSIS_MODEL
+from lvc.models.registry import ANALYSIS_MODEL_HELP
 from lvc.search import service
-
-MODEL_HELP = f"model name or .lvcm path whose analysis makes the signals (default: {ANALYSIS_MODEL})"
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +21,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     isub.add_parser("rebuild", help="recompute every descriptor (after a model change)")
     for p in isub.choices.values():
         p.add_argument("--index", required=True, help="index folder")
-        p.add_argument("--model", help=MODEL_HELP)
+        p.add_argument("--model", help=ANALYSIS_MODEL_HELP)
         p.add_argument("--json", action="store_true")
     i.set_defaults(func=_index)
 
@@ -31,7 +29,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("query")
     s.add_argument("--index", required=True)
     s.add_argument("-k", type=int, default=5, help="number of videos to return (default 5)")
-    s.add_argument("--model", help=MODEL_HELP)
+    s.add_argument("--model", help=ANALYSIS_MODEL_HELP)
     s.add_argument("--no-flip", action="store_true", help="do not also try the mirrored query")
     s.add_argument("--json", action="store_true", help="print a JSON list, best first")
     s.set_defaults(func=_search)
