@@ -79,7 +79,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                           "--per-photo")
     t.add_argument("--out", required=True, help="run folder: checkpoints, log.csv, sequence cache")
     t.add_argument("--model", help=f"intra model (name or .lvcm); default: {DEFAULT_IMAGE_MODEL}, the shipped "
-                                      "intra model (the video model's base)")
+                                      "image model (the video model's base may be another: docs/models.md)")
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     for f in fields(ConditionalConfig):
         if f.name not in ("intra_M", "levels"):  # those follow the intra model
@@ -130,7 +130,7 @@ def _add_prior_parser(sub: argparse._SubParsersAction, name: str, help: str, des
     t.add_argument("data", nargs="+", help=data_help)
     t.add_argument("--out", required=True, help="run folder: checkpoints, log.csv, latent cache")
     t.add_argument("--model", help=f"intra model (name or .lvcm); default: {DEFAULT_IMAGE_MODEL}, the shipped "
-                                      "intra model (the video model's base)")
+                                      "image model (the video model's base may be another: docs/models.md)")
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     t.add_argument("--init", help=f"start from this {kind} checkpoint's weights (e.g. after the intra model changed)")
     for f in fields(config):
