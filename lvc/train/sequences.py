@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,9 +55,13 @@ class SequenceCache:
         fpath, mpath = cache_dir / f"seq-{key}.npy", cache_dir / f"seq-{key}.mv.npy"
         if not (fpath.exists() and mpath.exists()):
             rng = np.random.default_rng(seed)
-            frames, motion = _build(videos, crop, length, per_clip, block, rng)
+            frames, motion = _with_motion(_clip_sequences(videos, crop, length, per_clip, rng), block, InputError(
+                f"no clip has {length} frames of at least {crop}x{crop}", str(videos[0]),
+                "use longer or larger clips, or a smaller --crop"))
             if photos:
-                pf, pm = _build_pans(photos, crop, length, per_photo, block, rng)
+                pf, pm = _with_motion(_photo_pans(photos, crop, length, per_photo, rng), block, InputError(
+                    f"no photo is large enough for {length}-frame pans of {crop}x{crop}", str(photos[0]),
+                    "use larger photos or a smaller --crop"))
                 frames, motion = np.concatenate([frames, pf]), np.concatenate([motion, pm])
             for arr, path in ((motion, mpath), (frames, fpath)):
                 tmp = path.with_suffix(".tmp.npy")
@@ -68,10 +73,10 @@ class SequenceCache:
         return len(self.frames)
 
 
-def _build(videos: list[Path], crop: int, length: int, per_clip: int, block: int, rng: np.random.Generator):
+def _clip_sequences(videos: list[Path], crop: int, length: int, per_clip: int,
+                    rng: np.random.Generator) -> Iterator[np.ndarray]:
     from tqdm import tqdm
 
-    frames_out, motion_out = [], []
     for src in tqdm(videos, desc="sequences", unit="clip"):
         with open_video(src) as v:
             clip = list(v.frames())
@@ -84,20 +89,32 @@ def _build(videos: list[Path], crop: int, length: int, per_clip: int, block: int
             seq = [np.ascontiguousarray(_resize(f, scale)) for f in clip[t0:t0 + length]]
             h, w = seq[0].shape[:2]
             y, x = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
-            seq = np.stack([f[y:y + crop, x:x + crop] for f in seq])
-            frames_out.append(seq)
-            motion_out.append(_motion(seq, block))
-    if not frames_out:
-        raise InputError(f"no clip has {length} frames of at least {crop}x{crop}", str(videos[0]),
-                         "use longer or larger clips, or a smaller --crop")
-    return np.stack(frames_out), np.stack(motion_out)
+            yield np.stack([f[y:y + crop, x:x + crop] for f in seq])
 
 
-def _motion(seq: np.ndarray, block: int) -> np.ndarray:
-    """The encoder's search (lvc.codec.inter) between consecutive frames, without its rate
-    term (the first runs predate it)."""
-    t = torch.from_numpy(seq).permute(0, 3, 1, 2).float()
-    return estimate_motion(t[:-1], t[1:], block).numpy().astype(np.int8)
+def _photo_pans(photos: list[Path], crop: int, length: int, per_photo: int,
+                rng: np.random.Generator) -> Iterator[np.ndarray]:
+    from tqdm import tqdm
+
+    for src in tqdm(photos, desc="photo pans", unit="photo"):
+        photo = _load_image(src)
+        for _ in range(per_photo):
+            seq = pan(photo, crop, length, rng)
+            if seq is not None:
+                yield seq
+
+
+def _with_motion(seqs: Iterator[np.ndarray], block: int, empty: InputError) -> tuple[np.ndarray, np.ndarray]:
+    """Sequences stacked, and the encoder's search (lvc.codec.inter) between consecutive
+    frames, without its rate term (the first runs predate it)."""
+    frames = list(seqs)
+    if not frames:
+        raise empty
+    motion = []
+    for seq in frames:
+        t = torch.from_numpy(seq).permute(0, 3, 1, 2).float()
+        motion.append(estimate_motion(t[:-1], t[1:], block).numpy().astype(np.int8))
+    return np.stack(frames), np.stack(motion)
 
 
 def pan(photo: np.ndarray, crop: int, length: int, rng: np.random.Generator) -> np.ndarray | None:
@@ -116,23 +133,6 @@ def pan(photo: np.ndarray, crop: int, length: int, rng: np.random.Generator) -> 
                                               (1, 0, x0 + v[0] * t, 0, 1, y0 + v[1] * t),
                                               resample=Image.Resampling.BICUBIC))
                      for t in range(length)])
-
-
-def _build_pans(photos: list[Path], crop: int, length: int, per_photo: int, block: int, rng: np.random.Generator):
-    from tqdm import tqdm
-
-    frames_out, motion_out = [], []
-    for src in tqdm(photos, desc="photo pans", unit="photo"):
-        photo = _load_image(src)
-        for _ in range(per_photo):
-            seq = pan(photo, crop, length, rng)
-            if seq is not None:
-                frames_out.append(seq)
-                motion_out.append(_motion(seq, block))
-    if not frames_out:
-        raise InputError(f"no photo is large enough for {length}-frame pans of {crop}x{crop}", str(photos[0]),
-                         "use larger photos or a smaller --crop")
-    return np.stack(frames_out), np.stack(motion_out)
 
 
 class SequenceSampler:
