@@ -30,13 +30,14 @@ import torch
 
 from lvc.bitstream.container import FRAME_PC, FRAME_PS
 from lvc.codec import skip as block_skip
+from lvc.codec.blend import BlendedPicture, moved_tensor
 from lvc.codec.frame import LATENT_LIMIT, STRIDE, SYMBOL_LIMIT, _pad, quality_lambda, quantise, side_index, to_tensor
 from lvc.codec.motion import RATE_WEIGHT, estimate_motion, warp
 from lvc.codec.refine import refine_latent
 from lvc.codec.synthesis import Deferred, Synthesizer, bf16_synthesis
 from lvc.entropy import coder
 from lvc.entropy.tables import LOG_FRAC_BITS, scale_index
-from lvc.models.conditional import CONTEXT_SCALE
+from lvc.models.conditional import CONTEXT_SCALE, blend
 from lvc.models.frozen import QUALITY_MAX, FrozenModel
 from lvc.models.inter_frozen import GAIN_FRAC_BITS, MV_LIMIT, MV_SCALES
 from lvc.models.latent import interp_fixed, interp_levels
@@ -125,8 +126,16 @@ class InterCodec:
     def close(self) -> None:
         self.display.close()
 
-    def show(self, context: torch.Tensor, h: int, w: int) -> Deferred:
-        """The decoder's picture of ``context`` (synthesised when first asked for)."""
+    @property
+    def pixel_ref(self) -> bool:
+        """Whether pictures also show the previous picture (:mod:`lvc.codec.blend`)."""
+        return self.p.config.pixel_ref
+
+    def show(self, context: torch.Tensor, h: int, w: int) -> Deferred | BlendedPicture:
+        """The decoder's picture of ``context`` alone (synthesised when first asked for)."""
+        if self.pixel_ref:
+            blank = np.zeros((h, w, 3), np.uint8)
+            return BlendedPicture(self.display.defer(context, self._ones, h, w, raw=True), None, None, 0, blank)
         return self.display.defer(context, self._ones, h, w)
 
     def intra_context(self, latent_fx: torch.Tensor, q: int) -> torch.Tensor:
@@ -141,28 +150,31 @@ class InterCodec:
                 (hp // c.block, wp // c.block, 2))
 
     def _finish(self, y_fx: torch.Tensor, ctx_w: torch.Tensor, q: int, h: int, w: int, synthesize: bool,
-                skipped: np.ndarray | None = None, mv: torch.Tensor | None = None,
-                previous=None, moved: np.ndarray | None = None,
-                ) -> tuple[torch.Tensor, Future | Deferred | block_skip.SkippedPicture]:
+                skipped: np.ndarray | None, mv: torch.Tensor, previous, moved: np.ndarray | None = None,
+                ) -> tuple[torch.Tensor, Future | Deferred | block_skip.SkippedPicture | BlendedPicture]:
         """The next context (exact; skipped blocks keep ``ctx_w``) and the picture: on a
         synthesis worker now, or (``synthesize`` false, or not eager) when first asked for;
-        skipped blocks copied from ``previous``."""
+        skipped blocks (and, ``pixel_ref``, the blend) take ``previous``, the previous
+        picture (``moved``: already moved by ``mv``)."""
         ctx = self.p.update(y_fx, ctx_w, q, QUALITY_MAX)
         if skipped is not None:
             keep = torch.from_numpy(skipped).repeat_interleave(2, 0).repeat_interleave(2, 1)
             ctx = torch.where(keep, ctx_w, ctx)
         submit = self.display.submit if self.eager and synthesize else self.display.defer
-        pending = submit(ctx, self._ones, h, w)
+        pending = submit(ctx, self._ones, h, w, raw=self.pixel_ref)
+        if self.pixel_ref:
+            pending = BlendedPicture(pending, previous, mv, self.p.config.block, moved)
         if skipped is not None:
             pending = block_skip.SkippedPicture(pending, previous, skipped, mv, self.p.config.block, moved)
         return ctx, pending
 
     @torch.no_grad()
     def encode(self, frame: np.ndarray, previous: np.ndarray, q: int, context: torch.Tensor,
-               shown: block_skip.ShownPicture | None = None) -> InterResult:
+               shown: block_skip.ShownPicture | None = None, picture=None) -> InterResult:
         """Code ``frame`` against the decoder's ``context``; ``previous`` (the input frame
         before it) is where motion is searched. With ``shown`` (the decoder's picture of
-        ``context``), blocks may be skipped (``FRAME_PS``)."""
+        ``context``), blocks may be skipped (``FRAME_PS``). ``picture``: the decoder's
+        previous picture (pending), which ``pixel_ref`` models need."""
         h, w = frame.shape[:2]
         x = _pad(to_tensor(frame))
         cfg = self.m.config
@@ -171,14 +183,23 @@ class InterCodec:
                              rate_weight=rate_weight)[0]
         ctx_w = warp(context, mv[None], self.p.config.block, CONTEXT_SCALE)
         gain = torch.exp(interp_levels(self.p.log_gain, torch.tensor([q / QUALITY_MAX])))[:, :, None, None]
+        moved, moved_t, pixels_in = None, None, x
+        if self.pixel_ref:
+            if picture is None:
+                raise ValueError("this model's P-frames need the previous picture")
+            same = shown is not None and shown.pending is picture
+            moved = shown.moved(mv, self.p.config.block) if same else block_skip.moved_picture(
+                picture.result(), mv, self.p.config.block)
+            moved_t = moved_tensor(moved, *x.shape[-2:])
+            pixels_in = torch.cat([x, moved_t], 1)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.fast_analysis):
-            feat = torch.cat([self.p.g_a_pix(x), ctx_w.float() / _ONE], 1)
+            feat = torch.cat([self.p.g_a_pix(pixels_in), ctx_w.float() / _ONE], 1)
             y = self.p.g_a(feat).float() * gain
         z_hat = torch.round(self.p.h_a(y)).clamp(-coder.ESCAPE_LIMIT, coder.ESCAPE_LIMIT).long()
         mean_fx, log_scale_fx = self.p.prior(z_hat, ctx_w)
         idx = scale_index(log_scale_fx)
         if self.refine_steps:
-            y = self._refine(y, mean_fx, idx, ctx_w, x[..., :h, :w], q)
+            y = self._refine(y, mean_fx, idx, ctx_w, x[..., :h, :w], q, moved_t)
         sym = quantise(y - mean_fx.float() / _ONE, self.deadzone).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).long()
         skipped = None
         if shown is not None:
@@ -205,12 +226,15 @@ class InterCodec:
         bits += (self.p.z_tables.bits(z_idx.ravel(), z_hat.numpy().ravel())
                  + self.m.y_tables.bits(y_idx.ravel(), y_sym.ravel()))
         y_fx = (sym * _ONE + mean_fx).clamp(-LATENT_LIMIT, LATENT_LIMIT)
-        moved = shown.moved(mv, self.p.config.block) if skipped is not None else None
-        ctx, pending = self._finish(y_fx, ctx_w, q, h, w, True, skipped, mv, shown and shown.pending, moved)
+        if skipped is not None:
+            if moved is None or shown.pending is not picture:
+                moved = shown.moved(mv, self.p.config.block)
+            picture = shown.pending
+        ctx, pending = self._finish(y_fx, ctx_w, q, h, w, True, skipped, mv, picture, moved)
         return InterResult(coder.finish(enc), bits, ctx, pending, skipped)
 
     def _refine(self, y: torch.Tensor, mean_fx: torch.Tensor, idx: torch.Tensor, ctx_w: torch.Tensor,
-                target: torch.Tensor, q: int) -> torch.Tensor:
+                target: torch.Tensor, q: int, moved: torch.Tensor | None) -> torch.Tensor:
         """``y`` refined for this frame's own ``lambda * MSE + bits`` (the motion, the side
         information and so every mean and scale fixed), differentiating the context update
         in float (:meth:`FrozenInter.update_float`) and the display. The frames coded from
@@ -219,18 +243,21 @@ class InterCodec:
         ctx_f = ctx_w.float() / _ONE
 
         def picture(latent: torch.Tensor) -> torch.Tensor:
-            return self.p.g_d(self.p.update_float(latent, ctx_f))
+            out = self.p.g_d(self.p.update_float(latent, ctx_f))
+            return blend(out, moved) if moved is not None else out
 
         return refine_latent(picture, y, mean_fx.float() / _ONE, idx, inv[None, :, None, None], target,
                              quality_lambda(self.m, q), self.refine_steps, bf16=bf16_synthesis())[0]
 
     @torch.no_grad()
     def decode_async(self, payload: bytes, h: int, w: int, q: int, context: torch.Tensor,
-                     synthesize: bool = True, previous=None) -> tuple[object, torch.Tensor]:
+                     synthesize: bool = True, previous=None, skip: bool = False) -> tuple[object, torch.Tensor]:
         """Entropy-decode now (the next context); the pixels arrive in the future (or are
-        synthesised when first asked for: ``synthesize`` false). With ``previous`` (the
-        previous picture), the payload is a ``FRAME_PS`` one (skip flags after the motion)."""
-        skip = previous is not None
+        synthesised when first asked for: ``synthesize`` false). ``previous``: the previous
+        picture (pending), which ``FRAME_PS`` payloads (``skip``: skip flags after the motion)
+        and ``pixel_ref`` models need."""
+        if (skip or self.pixel_ref) and previous is None:
+            raise ValueError("this frame needs the previous picture")
         y_shape, z_shape, mv_shape = self._shapes(h, w)
         ctx_shape = (1, self.p.config.C, y_shape[2] * 2, y_shape[3] * 2)
         if tuple(context.shape) != ctx_shape:

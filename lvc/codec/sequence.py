@@ -175,6 +175,7 @@ class SequenceEncoder:
         self._last_pc: tuple[np.ndarray, InterResult] | float | None = None  # the previous frame, if PC
         self._last_diff: float | None = None  # mean absolute difference between the last two frames
         self._shown: ShownPicture | None = None  # the decoder's picture of the context (block skip)
+        self._picture: Pending | None = None  # the decoder's last picture (pixel_ref models' reference)
 
     def close(self) -> None:
         """Stop the synthesis workers."""
@@ -248,7 +249,8 @@ class SequenceEncoder:
         else:
             try_pc = self._pc_wait == 0
             if try_pc:  # first, so that its picture is synthesised while the estimates run
-                pc = self.inter.encode(frame, self.previous, self.quality, self.context.get(), self._shown)
+                pc = self.inter.encode(frame, self.previous, self.quality, self.context.get(), self._shown,
+                                       self._picture)
                 if self._trust_pc(pc.estimated_bits / pixels, frame):
                     return self._finish_pc(frame, pc)
             else:
@@ -278,8 +280,10 @@ class SequenceEncoder:
                                      plan=plan if kind == FRAME_P else None, eager=eager)
             self.reference, self._last_pc = best.latent, None
             self.context.from_intra(best.latent, self.quality)
-            self._shown = (ShownPicture(best.pending, frame, self.inter.show(self.context.get(), *frame.shape[:2]))
-                           if self.preset.skip_first else None)
+            # (pixel_ref models: coding a block from here shows about the I-frame's own picture)
+            started = None if self.inter.pixel_ref else self.inter.show(self.context.get(), *frame.shape[:2])
+            self._shown = ShownPicture(best.pending, frame, started) if self.preset.skip_first else None
+            self._picture = best.pending
             # P-frames share the I-frame's synthesis and quantisation, so about its MSE. (Not
             # refreshed from P pictures: the choices must not depend on whether the caller wants
             # pictures, and synthesising them only for this would halve the encoder's speed.)
@@ -310,7 +314,7 @@ class SequenceEncoder:
         self._shown = (self._shown.after(pc.pending, frame, pc.skipped) if self._shown is not None
                        else ShownPicture(pc.pending, frame))
         self.context.set(pc.context)
-        self.reference, self.previous = None, frame
+        self.reference, self.previous, self._picture = None, frame, pc.pending
         self.index += 1
         return CodedFrame(pc.frame_type, self.quality, pc.payload, pc.pending, pc.estimated_bits)
 
@@ -412,12 +416,13 @@ class SequenceDecoder:
             raise BitstreamError("P-frame quality differs from its reference's", fwhere, "the file is corrupted")
         self._context.set(None)
         self.reference = None
-        previous, self.picture = (self.picture if unit.frame_type == FRAME_PS else None), None
-        if unit.frame_type == FRAME_PS and previous is None:
-            raise BitstreamError("skip frame without a previous picture", fwhere, "the file is corrupted")
+        skip = unit.frame_type == FRAME_PS
+        previous, self.picture = (self.picture if skip or self.inter.pixel_ref else None), None
+        if (skip or self.inter.pixel_ref) and previous is None:
+            raise BitstreamError("conditional frame without a previous picture", fwhere, "the file is corrupted")
         try:
             out, next_context = self.inter.decode_async(unit.payload, self.height, self.width, unit.quality,
-                                                        context, synthesize, previous)
+                                                        context, synthesize, previous, skip)
         except Exception as e:  # noqa: BLE001 - any failure inside a CRC-valid payload means a bad stream
             raise BitstreamError(f"payload does not decode ({e.__class__.__name__}: {e})", fwhere,
                                  "the file is corrupted or was written by another encoder") from None

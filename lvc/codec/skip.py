@@ -144,7 +144,7 @@ class SkippedPicture:
         self._display, self._previous = display, previous
         self._skipped, self._mv, self._block, self._moved = skipped, mv, block, moved
         self._picture: np.ndarray | None = None
-        chained = isinstance(previous, SkippedPicture) and previous._picture is None
+        chained = getattr(previous, "_picture", 1) is None  # a composed picture not composed yet
         self.depth = previous.depth + 1 if chained else 1
         if self.depth > CHAIN_LIMIT:  # nobody asks for the pictures (a decoder skipping ahead)
             previous.result()

@@ -98,29 +98,33 @@ class Synthesizer:
         self.workers = workers or default_workers()
         self._pool: ThreadPoolExecutor | None = None
 
-    def _run(self, latent_fx: torch.Tensor, inv_gain: torch.Tensor, h: int, w: int) -> np.ndarray:
+    def _run(self, latent_fx: torch.Tensor, inv_gain: torch.Tensor, h: int, w: int,
+             raw: bool = False) -> np.ndarray | torch.Tensor:
         if torch.get_num_threads() != 1 or not torch.backends.mkldnn.enabled:
             raise RuntimeError("synthesis worker lost its single-thread oneDNN configuration")
         with torch.no_grad():
             # channels_last: oneDNN's blocked kernels, 1.5x faster here than NCHW.
             y = (latent_fx.float() / _ONE * inv_gain).contiguous(memory_format=torch.channels_last)
             if not self.bf16:
-                return to_uint8(self.g_s(y), h, w)
-            # The last layer stays float32: its output is the picture, which bfloat16 would
-            # round to steps of up to 1/256 (about one 8-bit level).
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                x = self.g_s[:-1](y)
-            return to_uint8(self.g_s[-1](x.float()), h, w)
+                x = self.g_s(y)
+            else:
+                # The last layer stays float32: its output is the picture, which bfloat16
+                # would round to steps of up to 1/256 (about one 8-bit level).
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    x = self.g_s[:-1](y)
+                x = self.g_s[-1](x.float())
+            return x[0, :, :h, :w].contiguous() if raw else to_uint8(x, h, w)
 
-    def submit(self, latent_fx: torch.Tensor, inv_gain: torch.Tensor, h: int, w: int) -> Future:
+    def submit(self, latent_fx: torch.Tensor, inv_gain: torch.Tensor, h: int, w: int, raw: bool = False) -> Future:
+        """A future frame; ``raw``: the float output (C, h, w) instead of an 8-bit picture."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, "lvc-synthesis", initializer=_one_intra_op_thread)
-        return self._pool.submit(self._run, latent_fx, inv_gain, h, w)
+        return self._pool.submit(self._run, latent_fx, inv_gain, h, w, raw)
 
-    def defer(self, latent_fx: torch.Tensor, inv_gain: torch.Tensor, h: int, w: int) -> Deferred:
+    def defer(self, latent_fx: torch.Tensor, inv_gain: torch.Tensor, h: int, w: int, raw: bool = False) -> Deferred:
         """A frame synthesised only if someone asks for it (rate-control passes and encodes
         without metrics need none: P-frames predict from latents, not pixels)."""
-        return Deferred(self, latent_fx, inv_gain, h, w)
+        return Deferred(self, latent_fx, inv_gain, h, w, raw)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -140,7 +144,7 @@ class Deferred:
         self._synthesis, self._args = synthesis, args
         self._future: Future | None = None
 
-    def result(self) -> np.ndarray:
+    def result(self) -> np.ndarray | torch.Tensor:
         if self._future is None:
             self._future = self._synthesis.submit(*self._args)
         return self._future.result()

@@ -82,9 +82,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                       "image model (the video model's base may be another: docs/models.md)")
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     for f in fields(ConditionalConfig):
-        if f.name not in ("intra_M", "levels"):  # those follow the intra model
-            t.add_argument(f"--{f.name}", type=int, default=f.default,
-                           help="model shape (new runs; with --init, the checkpoint's)")
+        if f.name in ("intra_M", "levels"):  # those follow the intra model
+            continue
+        if isinstance(f.default, bool):
+            t.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, action=argparse.BooleanOptionalAction,
+                           default=None, help=f"model shape (default {f.default}; with --init, the checkpoint's "
+                                              "unless given): show the previous picture, moved, in P-frames")
+        else:
+            t.add_argument(f"--{f.name}", type=int, default=None,
+                           help=f"model shape (default {f.default}; with --init, the checkpoint's unless given)")
     for f in fields(InterTrainConfig):
         if f.name in ("data", "out"):
             continue
@@ -181,12 +187,13 @@ def run_temporal(args: argparse.Namespace) -> int:
 def run_inter(args: argparse.Namespace) -> int:
     intra = load_model(args.model or DEFAULT_IMAGE_MODEL)
     cfg = InterTrainConfig(**{f.name: getattr(args, f.name) for f in fields(InterTrainConfig)})
-    shape = {f.name: getattr(args, f.name) for f in fields(ConditionalConfig) if f.name not in ("intra_M", "levels")}
+    shape = {f.name: getattr(args, f.name) for f in fields(ConditionalConfig)
+             if f.name not in ("intra_M", "levels") and getattr(args, f.name) is not None}
     try:
         mcfg = ConditionalConfig(**shape, intra_M=intra.config.M, levels=intra.log_gain.shape[0])
     except ValueError as e:
         raise InputError(str(e), None, "see `lvc train-inter --help`") from None
-    last = train_inter(cfg, intra, mcfg, resume=args.resume)
+    last = train_inter(cfg, intra, mcfg, resume=args.resume, overrides=shape)
     print(f"last checkpoint: {last}")
     return 0
 

@@ -25,6 +25,7 @@ import torch
 
 import lvc
 from lvc.codec.frame import FrameCodec
+from lvc.entropy.priors import ste_round
 from lvc.entropy.tables import LOG_FRAC_BITS
 from lvc.errors import InputError
 from lvc.models.conditional import ConditionalConfig, ConditionalP
@@ -82,6 +83,19 @@ def intra_latents(intra: FrozenModel, x: torch.Tensor, q: torch.Tensor) -> torch
     return torch.cat(out)
 
 
+def as_8bit(x: torch.Tensor) -> torch.Tensor:
+    """A picture as the codec hands it on (clamped, 8-bit levels), differentiable (straight
+    through the rounding)."""
+    return ste_round(x.clamp(0, 1) * 255) / 255
+
+
+@torch.no_grad()
+def intra_picture(intra: FrozenModel, y_hat: torch.Tensor) -> torch.Tensor:
+    """The I-frame's picture from its decoded latent (the intra synthesis, 8-bit): the
+    first reference of ``pixel_ref`` chains."""
+    return as_8bit(intra.g_s(y_hat))
+
+
 def _display_is_intra(model: ConditionalP, intra: FrozenModel) -> bool:
     """Whether the display transform has the shape of the intra synthesis' last three layers."""
     intra_shapes = [w.shape for layer in list(intra.g_s)[2:] for w in layer.parameters()]
@@ -116,7 +130,7 @@ def distil_intra_context(model: ConditionalP, intra: FrozenModel, sampler: Seque
         y_hat = intra_latents(intra, x[:, 0], torch.rand(batch))
         ctx = model.intra_context(y_hat)
         if through_display:
-            loss = ((model.g_d(ctx) - x[:, 0]) ** 2).mean()
+            loss = ((model.show(ctx) - x[:, 0]) ** 2).mean()
         else:
             with torch.no_grad():
                 target = intra.g_s[:2](y_hat)
@@ -151,16 +165,27 @@ def load_init(path: str) -> dict:
 def init_from(model: ConditionalP, weights: dict[str, torch.Tensor]) -> list[str]:
     """Load every tensor of ``weights`` whose name and shape match ``model`` (the P-frame
     machinery does not depend on the intra model: only ``g_i_up`` reads its latent, and the
-    gains follow its levels). Returns the names left as they were."""
+    gains follow its levels). A tensor of another shape but the same rank gives the part
+    that overlaps (a model grown by channels, e.g. ``--pixel-ref``'s extra inputs and
+    outputs, which start as the new model initialises them). Returns the names not taken
+    whole."""
     own = model.state_dict()
     taken = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    for k, v in weights.items():
+        if k in own and k not in taken and own[k].dim() == v.dim() and own[k].dim() > 0:
+            part = tuple(slice(0, min(a, b)) for a, b in zip(own[k].shape, v.shape, strict=True))
+            grown = own[k].clone()
+            grown[part] = v[part]
+            taken[k] = grown
+            own[k] = None  # noted as not whole
     model.load_state_dict(taken, strict=False)
-    return sorted(set(own) - set(taken))
+    return sorted(k for k in own if k not in taken or own[k] is None)
 
 
 def train_inter(cfg: InterTrainConfig, intra: FrozenModel, model_cfg: ConditionalConfig | None = None,
-                resume: bool = False, progress: bool = True) -> Path:
-    """Train (or resume) a conditional P model; returns the last checkpoint."""
+                resume: bool = False, progress: bool = True, overrides: dict | None = None) -> Path:
+    """Train (or resume) a conditional P model; returns the last checkpoint. A run started
+    from ``cfg.init`` takes that checkpoint's shape, but for the fields in ``overrides``."""
     if cfg.crop % 64 or cfg.length < 2:
         raise InputError(f"--crop {cfg.crop} / --length {cfg.length}", None,
                          "use a crop that is a multiple of 64 and at least 2 frames per sequence")
@@ -180,8 +205,8 @@ def train_inter(cfg: InterTrainConfig, intra: FrozenModel, model_cfg: Conditiona
         model_cfg = ConditionalConfig.from_dict(state["inter_config"])
     init = load_init(cfg.init) if state is None and cfg.init else None
     if init is not None:  # its shape, reading this intra model's latent
-        model_cfg = replace(ConditionalConfig.from_dict(init["inter_config"]), intra_M=intra.config.M,
-                            levels=intra.log_gain.shape[0])
+        model_cfg = replace(ConditionalConfig.from_dict(init["inter_config"]), **(overrides or {}),
+                            intra_M=intra.config.M, levels=intra.log_gain.shape[0])
     model_cfg = model_cfg or ConditionalConfig(intra_M=intra.config.M, levels=intra.log_gain.shape[0])
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -197,7 +222,7 @@ def train_inter(cfg: InterTrainConfig, intra: FrozenModel, model_cfg: Conditiona
     if init is not None:
         fresh = init_from(model, init["model"])
         print(f"started from {cfg.init}; new: {', '.join(fresh) or 'nothing'}")
-        if cfg.distil_steps and any(k.startswith("g_i") for k in fresh):
+        if cfg.distil_steps and (init.get("latent_space") != space or any(k.startswith("g_i") for k in fresh)):
             mse = distil_intra_context(model, intra, sampler, cfg.distil_steps, cfg.batch, through_display=True)
             print(f"I-frame context fitted through the display: picture MSE {mse:.4g}")
     elif state is None and cfg.distil_steps and _display_is_intra(model, intra):
@@ -226,18 +251,22 @@ def train_inter(cfg: InterTrainConfig, intra: FrozenModel, model_cfg: Conditiona
             g["lr"] = cfg.lr_at(step)
         x, mv = sampler.batch(cfg.batch)
         q = torch.rand(cfg.batch)
-        ctx = model.intra_context(intra_latents(intra, x[:, 0], q))
+        y_i = intra_latents(intra, x[:, 0], q)
+        ctx = model.intra_context(y_i)
+        picture = intra_picture(intra, y_i) if model.cfg.pixel_ref else None
         loss, bpp, mse, mse_i = 0.0, 0.0, 0.0, torch.zeros(())
         if cfg.intra_display:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                x_i = model.g_d(ctx)
+                x_i = model.show(ctx)
             err = ((x_i.float() - x[:, 0]) ** 2).flatten(1).mean(1)
             loss = cfg.intra_display * (_lmbda(intra, q) * distortion("mse", x_i, x[:, 0], err)).mean()
             mse_i = err.mean().detach()
         for t in range(1, cfg.length):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                o = model(x[:, t], ctx, mv[:, t - 1], q)
+                o = model(x[:, t], ctx, mv[:, t - 1], q, picture)
             ctx = o["ctx"].float()
+            if picture is not None:  # the decoder's next reference: 8-bit
+                picture = as_8bit(o["x_hat"].float())
             err = ((o["x_hat"].float() - x[:, t]) ** 2).flatten(1).mean(1)
             loss = loss + (_lmbda(intra, q) * distortion("mse", o["x_hat"], x[:, t], err) + o["bpp"].float()).mean()
             bpp, mse = bpp + o["bpp"].float().mean().detach(), mse + err.mean().detach()

@@ -1,0 +1,61 @@
+"""Pictures of ``pixel_ref`` conditional frames: the display's correction plus the previous
+picture, moved by the frame's block motion and weighted per pixel (:mod:`lvc.models.conditional`).
+
+The display transform (the heavy part) depends only on the exact context, so it still runs
+on a synthesis worker as soon as the frame is entropy-decoded. The blend with the previous
+picture is a few elementwise operations, done in the thread that asks for the picture, after
+the previous picture has arrived: a worker never waits for another worker's job, so any
+number of workers (one included) cannot deadlock. Pictures feed nothing the probabilities
+depend on, so the decoder still cannot drift; on one machine, encoder and decoder compute
+the same float operations and show the same picture bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from lvc.codec.skip import CHAIN_LIMIT, moved_picture
+
+
+def blend_picture(raw: torch.Tensor, moved: np.ndarray) -> np.ndarray:
+    """8-bit picture from the display's float output (4, h, w) and the moved previous picture."""
+    ref = torch.from_numpy(moved).permute(2, 0, 1).float() / 255
+    x = raw[:3] + torch.sigmoid(raw[3:4]) * ref
+    return x.clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+
+
+def moved_tensor(moved: np.ndarray, hp: int, wp: int) -> torch.Tensor:
+    """The moved picture as the analysis and refinement see it: (1, 3, hp, wp) in [0, 1],
+    edge-replicated to the padded frame size."""
+    t = torch.from_numpy(moved).permute(2, 0, 1)[None].float() / 255
+    h, w = moved.shape[:2]
+    return torch.nn.functional.pad(t, (0, wp - w, 0, hp - h), mode="replicate") if (hp, wp) != (h, w) else t
+
+
+class BlendedPicture:
+    """Future-like picture of a ``pixel_ref`` frame (module docstring). Composed on the first
+    ``result()``, after which it lets go of the previous picture; a chain nobody asks for is
+    resolved every ``CHAIN_LIMIT`` frames, so it never holds more than that many outputs."""
+
+    def __init__(self, raw, previous, mv: torch.Tensor, block: int, moved: np.ndarray | None = None) -> None:
+        """``raw``: the display's float output, pending; ``moved``: the previous picture
+        already moved by ``mv``, if the caller has it."""
+        self._raw, self._previous, self._mv, self._block, self._moved = raw, previous, mv, block, moved
+        self._picture: np.ndarray | None = None
+        self.depth = getattr(previous, "depth", 0) + 1 if moved is None and _unresolved(previous) else 1
+        if self.depth > CHAIN_LIMIT:
+            previous.result()
+            self.depth = 1
+
+    def result(self) -> np.ndarray:
+        if self._picture is None:
+            moved = self._moved if self._moved is not None else moved_picture(
+                self._previous.result(), self._mv, self._block)
+            self._picture = blend_picture(self._raw.result(), moved)
+            self._raw, self._previous, self._moved = None, None, None
+        return self._picture
+
+
+def _unresolved(picture) -> bool:
+    return getattr(picture, "_picture", 1) is None

@@ -1,0 +1,116 @@
+"""``pixel_ref`` conditional models: P-frame pictures blend in the previous picture, moved.
+
+The blend makes each picture depend on the one before, so these check that the decoder
+still shows exactly the encoder's pictures (across thread counts, with skipped blocks), that
+the blend is what it says, and that a plain model's checkpoint grows into one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import encoder_recons, write_y4m
+
+from lvc.codec import api
+from lvc.codec.frame import FrameCodec
+from lvc.codec.inter import InterCodec
+from lvc.codec.sequence import SequenceDecoder
+from lvc.models.conditional import ConditionalConfig, ConditionalP
+from lvc.models.frozen import freeze, load_frozen, save_frozen
+from lvc.models.latent import LatentModel, ModelConfig
+from lvc.models.registry import load_model
+from lvc.train.inter import InterTrainConfig, init_from, train_inter
+
+PIXEL = ConditionalConfig(M=8, C=8, N=8, Nh=8, intra_M=16, levels=3, pixel_ref=True)
+
+
+def _model(tmp_path_factory, name: str, mask_bias: float, correction: bool) -> object:
+    torch.manual_seed(3)
+    intra = LatentModel(ModelConfig(N=8, M=16, Nh=8, levels=3))
+    inter = ConditionalP(PIXEL)
+    with torch.no_grad():
+        last = inter.g_d[-1]
+        last.bias[3] = mask_bias
+        if correction:  # a correction and a weight that vary over the picture
+            torch.nn.init.normal_(last.weight, std=0.05)
+        else:
+            last.weight.zero_()
+            last.bias[:3] = 0.0
+    path = tmp_path_factory.mktemp("pixel") / f"{name}.lvcm"
+    save_frozen(freeze(intra, name, inter=inter), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def blending_file(tmp_path_factory):
+    return _model(tmp_path_factory, "tiny-pixel", 0.0, True)
+
+
+def test_pixel_ref_stream_decodes_to_the_encoders_pictures(blending_file, twelve, tmp_path):
+    src, out = tmp_path / "twelve.y4m", tmp_path / "a.lvc"
+    write_y4m(src, twelve)
+    api.encode(src, out, quality=0.5, model=str(blending_file), progress=False)
+    types = [f["type"] for f in api.info(out)["frames"]]
+    assert types[0] == "I" and {"PC", "PS"} & set(types)
+    torch.set_num_threads(1)
+    try:
+        expected = encoder_recons(load_frozen(blending_file), src, 0.5)
+    finally:
+        torch.set_num_threads(2)
+    decoded = list(api.iter_decode(out, model=str(blending_file)))
+    assert len(decoded) == 12 and all(np.array_equal(a, b) for a, b in zip(decoded, expected, strict=True))
+
+
+def test_a_full_weight_and_no_correction_show_the_previous_picture_moved(tmp_path_factory, twelve):
+    """Mask weight sigmoid(30) = 1 and a zero correction: a still frame's P picture is the
+    I-frame's picture itself, and the decoder shows it too."""
+    model = load_frozen(_model(tmp_path_factory, "tiny-copy", 30.0, False))
+    fc, ic = FrameCodec(model), InterCodec(model)
+    q = 40000
+    i = fc.encode(twelve[0], q)
+    p = ic.encode(twelve[0], twelve[0], q, ic.intra_context(i.latent, q), picture=i.pending)
+    assert np.array_equal(p.recon, i.recon)
+    dec = SequenceDecoder(model, 128, 64, "test")
+    from lvc.bitstream.container import FRAME_I, FRAME_PC, FrameUnit
+
+    dec.decode(FrameUnit(0, FRAME_I, q, i.payload, 0))
+    assert np.array_equal(dec.decode(FrameUnit(1, FRAME_PC, q, p.payload, 0)), i.recon)
+    with pytest.raises(ValueError, match="previous picture"):
+        ic.encode(twelve[1], twelve[0], q, ic.intra_context(i.latent, q))
+
+
+def test_a_plain_checkpoint_grows_into_a_pixel_ref_model():
+    """``--init`` with ``--pixel-ref``: every old tensor is kept where it fits; the new inputs
+    (the moved picture, to the analysis) start at zero and the new output (the weight) at
+    ~0, so the grown model first behaves as the plain one."""
+    torch.manual_seed(0)
+    plain = ConditionalP(ConditionalConfig(M=8, C=8, N=8, Nh=8, intra_M=16, levels=3))
+    grown = ConditionalP(PIXEL)
+    partial = init_from(grown, plain.state_dict())
+    assert partial == ["g_a_pix.0.weight", "g_d.4.bias", "g_d.4.weight"]
+    g = grown.state_dict()
+    assert torch.equal(g["g_a_pix.0.weight"][:, :3], plain.g_a_pix[0].weight)
+    assert not g["g_a_pix.0.weight"][:, 3:].any() and not g["g_d.4.weight"][:, 3].any()
+    x, ctx = torch.rand(1, 3, 64, 64), torch.randn(1, 8, 8, 8)
+    plain_picture = plain.g_d(ctx)
+    assert torch.allclose(grown.show(ctx, torch.zeros_like(x)), plain_picture, atol=1e-6)
+
+
+def test_train_inter_trains_and_resumes_a_pixel_ref_model(tiny_model, twelve, tmp_path):
+    src = tmp_path / "five.y4m"
+    write_y4m(src, twelve[:5])
+    intra = load_model(tiny_model)
+    shape = ConditionalConfig(M=8, C=8, N=8, Nh=8, intra_M=intra.config.M, levels=intra.log_gain.shape[0],
+                              pixel_ref=True)
+
+    def cfg(out, steps):
+        return InterTrainConfig([str(src)], str(out), steps=steps, batch=2, crop=64, length=3, per_clip=3,
+                                ckpt_every=1, keep=5, threads=1)
+
+    straight = train_inter(cfg(tmp_path / "a", 2), intra, shape, progress=False)
+    train_inter(cfg(tmp_path / "b", 1), intra, shape, progress=False)
+    resumed = train_inter(cfg(tmp_path / "b", 2), intra, resume=True, progress=False)
+    a, b = (torch.load(p, weights_only=False) for p in (straight, resumed))
+    assert a["inter_config"]["pixel_ref"] is True
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
