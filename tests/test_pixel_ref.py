@@ -114,3 +114,21 @@ def test_train_inter_trains_and_resumes_a_pixel_ref_model(tiny_model, twelve, tm
     a, b = (torch.load(p, weights_only=False) for p in (straight, resumed))
     assert a["inter_config"]["pixel_ref"] is True
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_pixel_ref_model_files_carry_their_feature_in_the_format_tag(blending_file, tmp_path):
+    """Readers without the blend must refuse such a file (its tag is not one they know), and
+    a tag naming a feature this reader lacks is refused with advice, not as damage."""
+    import io
+
+    from lvc.errors import ModelError
+    from lvc.models.frozen import PIXEL_REF, from_bytes
+
+    state = torch.load(blending_file, weights_only=True)
+    assert state["format"] == "lvc-model/4" + PIXEL_REF
+    assert from_bytes(blending_file.read_bytes(), "x").inter.config.pixel_ref
+    for tag, match in (("lvc-model/4+motion-blur", "upgrade lvc"), ("lvc-model/4", "damaged")):
+        buf = io.BytesIO()
+        torch.save({**state, "format": tag}, buf)
+        with pytest.raises(ModelError, match=match):
+            from_bytes(buf.getvalue(), "x")

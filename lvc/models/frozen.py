@@ -39,6 +39,9 @@ FILE_FORMAT_EXTENSION = "lvc-model/5"
 FILE_FORMAT_EXTENSION_TEMPORAL = "lvc-model/6"
 EXTENSION_FORMATS = (FILE_FORMAT_EXTENSION, FILE_FORMAT_EXTENSION_TEMPORAL)
 FILE_FORMATS = (FILE_FORMAT, FILE_FORMAT_TEMPORAL, FILE_FORMAT_CONTEXT, FILE_FORMAT_INTER, *EXTENSION_FORMATS)
+# Suffix of any format above whose conditional section blends the previous picture into its
+# pictures (ConditionalConfig.pixel_ref): a reader without it must refuse, not fail to load.
+PIXEL_REF = "+pixel-ref"
 BaseResolver = Callable[[dict], "FrozenModel"]  # {"name", "sha256", "file"} -> that model, or ModelError
 QUALITY_MAX = 65535  # qualities travel as 16-bit integers
 
@@ -130,7 +133,7 @@ def freeze(model: LatentModel, name: str, temporal: Correction | None = None,
         state["format"] = FILE_FORMAT_CONTEXT if context is not None else FILE_FORMAT_TEMPORAL
         state[key] = _freeze_correction(net, latent_space_id(model.g_a, model.log_gain))
     if inter is not None:
-        state["format"] = FILE_FORMAT_INTER
+        state["format"] = FILE_FORMAT_INTER + (PIXEL_REF if inter.cfg.pixel_ref else "")
         state["inter"] = freeze_inter(inter, latent_space_id(model.g_a, model.log_gain), model.log_inv_gain)
     buf = io.BytesIO()
     torch.save(state, buf)
@@ -161,6 +164,7 @@ def extend(base: FrozenModel, name: str, inter: ConditionalP, latent_space: str,
                              f"not {base.name}'s")
         state["format"] = FILE_FORMAT_EXTENSION_TEMPORAL
         state["temporal"] = _freeze_correction(temporal, space)
+    state["format"] += PIXEL_REF if inter.cfg.pixel_ref else ""
     buf = io.BytesIO()
     torch.save(state, buf)
     return from_bytes(buf.getvalue(), name, lambda ref: base)
@@ -221,8 +225,15 @@ def from_bytes(data: bytes, where: str, resolve_base: BaseResolver | None = None
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a model file"
         raise ModelError(f"not an lvc model file ({e.__class__.__name__})", str(path)) from None
-    if not isinstance(state, dict) or state.get("format") not in FILE_FORMATS:
+    if not isinstance(state, dict) or not isinstance(state.get("format"), str):
         raise ModelError("not an lvc model file (format tag missing)", str(path))
+    tag, plus, feature = state["format"].partition("+")
+    if tag not in FILE_FORMATS:
+        raise ModelError("not an lvc model file (format tag missing)", str(path))
+    if plus and plus + feature != PIXEL_REF:
+        raise ModelError(f"model file needs a feature this lvc does not know ({feature})", str(path),
+                         "upgrade lvc")
+    state["format"], pixel_ref = tag, bool(plus)
     base = None
     if state["format"] in EXTENSION_FORMATS:
         ref = state.get("base")
@@ -240,7 +251,10 @@ def from_bytes(data: bytes, where: str, resolve_base: BaseResolver | None = None
                              f"put the base it was made with beside it (as {ref.get('file') or ref['name'] + '.lvcm'}),"
                              " or install the lvc that ships it") from None
     try:
-        return _build(state, data) if base is None else _build_extension(state, data, base, str(path))
+        model = _build(state, data) if base is None else _build_extension(state, data, base, str(path))
+        if pixel_ref != (model.inter is not None and model.inter.config.pixel_ref):
+            raise ValueError("format tag and conditional section disagree")
+        return model
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
         raise ModelError(f"damaged lvc model file ({e.__class__.__name__})", str(path),
                          "re-export or reinstall the model") from None
