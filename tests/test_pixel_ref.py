@@ -132,3 +132,21 @@ def test_pixel_ref_model_files_carry_their_feature_in_the_format_tag(blending_fi
         torch.save({**state, "format": tag}, buf)
         with pytest.raises(ModelError, match=match):
             from_bytes(buf.getvalue(), "x")
+
+
+@pytest.mark.parametrize("shape", [(64, 128), (50, 90)])
+def test_the_codecs_block_copy_is_the_training_warp(shape):
+    """The codec moves pictures by slicing blocks out of an edge-padded copy; training moves
+    them with :func:`warp` at full resolution. Both must agree pixel for pixel, frame sizes
+    that are not whole blocks included."""
+    from lvc.codec.motion import warp
+    from lvc.codec.skip import moved_picture
+
+    g = torch.Generator().manual_seed(5)
+    picture = torch.randint(0, 256, (*shape, 3), generator=g, dtype=torch.uint8).numpy()
+    hb, wb = -(-shape[0] // 16), -(-shape[1] // 16)
+    mv = torch.randint(-20, 21, (hb, wb, 2), generator=g)
+    mv[0, 0] = 0
+    as_tensor = torch.from_numpy(picture).permute(2, 0, 1)[None].long()
+    expected = warp(as_tensor, mv[None], 16, 1)[0].permute(1, 2, 0).numpy()
+    assert np.array_equal(moved_picture(picture, mv, 16), expected)
