@@ -25,7 +25,7 @@ from lvc.train.inter import InterTrainConfig, init_from, train_inter
 PIXEL = ConditionalConfig(M=8, C=8, N=8, Nh=8, intra_M=16, levels=3, pixel_ref=True)
 
 
-def _model(tmp_path_factory, name: str, mask_bias: float, correction: bool) -> object:
+def _model(tmp_path_factory, name: str, mask_bias: float, correction: bool):
     torch.manual_seed(3)
     intra = LatentModel(ModelConfig(N=8, M=16, Nh=8, levels=3))
     inter = ConditionalP(PIXEL)
@@ -36,7 +36,7 @@ def _model(tmp_path_factory, name: str, mask_bias: float, correction: bool) -> o
             torch.nn.init.normal_(last.weight, std=0.05)
         else:
             last.weight.zero_()
-            last.bias[:3] = 0.0
+            last.bias[:3] = last.bias[4:] = 0.0
     path = tmp_path_factory.mktemp("pixel") / f"{name}.lvcm"
     save_frozen(freeze(intra, name, inter=inter), path)
     return path
@@ -63,8 +63,8 @@ def test_pixel_ref_stream_decodes_to_the_encoders_pictures(blending_file, twelve
 
 
 def test_a_full_weight_and_no_correction_show_the_previous_picture_moved(tmp_path_factory, twelve):
-    """Mask weight sigmoid(30) = 1 and a zero correction: a still frame's P picture is the
-    I-frame's picture itself, and the decoder shows it too."""
+    """Weight sigmoid(30) = 1 and no correction: a still frame's P picture is the I-frame's
+    picture itself, and the decoder shows it too."""
     model = load_frozen(_model(tmp_path_factory, "tiny-copy", 30.0, False))
     fc, ic = FrameCodec(model), InterCodec(model)
     q = 40000
@@ -82,8 +82,9 @@ def test_a_full_weight_and_no_correction_show_the_previous_picture_moved(tmp_pat
 
 def test_a_plain_checkpoint_grows_into_a_pixel_ref_model():
     """``--init`` with ``--pixel-ref``: every old tensor is kept where it fits; the new inputs
-    (the moved picture, to the analysis) start at zero and the new output (the weight) at
-    ~0, so the grown model first behaves as the plain one."""
+    (the moved picture, to the analysis) start at zero and the new outputs at zero (weight
+    1/2, no correction): the grown model shows the plain one's picture where the moved
+    picture agrees with it, and that picture alone for a context shown without one."""
     torch.manual_seed(0)
     plain = ConditionalP(ConditionalConfig(M=8, C=8, N=8, Nh=8, intra_M=16, levels=3))
     grown = ConditionalP(PIXEL)
@@ -91,10 +92,13 @@ def test_a_plain_checkpoint_grows_into_a_pixel_ref_model():
     assert partial == ["g_a_pix.0.weight", "g_d.4.bias", "g_d.4.weight"]
     g = grown.state_dict()
     assert torch.equal(g["g_a_pix.0.weight"][:, :3], plain.g_a_pix[0].weight)
-    assert not g["g_a_pix.0.weight"][:, 3:].any() and not g["g_d.4.weight"][:, 3].any()
-    x, ctx = torch.rand(1, 3, 64, 64), torch.randn(1, 8, 8, 8)
+    assert not g["g_a_pix.0.weight"][:, 3:].any() and not g["g_d.4.weight"][:, 3:].any()
+    ctx = torch.randn(1, 8, 8, 8)
     plain_picture = plain.g_d(ctx)
-    assert torch.allclose(grown.show(ctx, torch.zeros_like(x)), plain_picture, atol=1e-6)
+    assert torch.allclose(grown.show(ctx, plain_picture), plain_picture, atol=1e-6)
+    assert torch.allclose(grown.show(ctx), plain_picture, atol=1e-6)
+    other = torch.rand_like(plain_picture)
+    assert torch.allclose(grown.show(ctx, other), (plain_picture + other) / 2, atol=1e-6)
 
 
 def test_train_inter_trains_and_resumes_a_pixel_ref_model(tiny_model, twelve, tmp_path):

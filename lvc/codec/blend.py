@@ -1,5 +1,6 @@
-"""Pictures of ``pixel_ref`` conditional frames: the display's correction plus the previous
-picture, moved by the frame's block motion and weighted per pixel (:mod:`lvc.models.conditional`).
+"""Pictures of ``pixel_ref`` conditional frames: the display's own picture blended per pixel
+with the previous picture, moved by the frame's block motion, plus a correction
+(:mod:`lvc.models.conditional`).
 
 The display transform (the heavy part) depends only on the exact context, so it still runs
 on a synthesis worker as soon as the frame is entropy-decoded. The blend with the previous
@@ -16,12 +17,14 @@ import numpy as np
 import torch
 
 from lvc.codec.skip import CHAIN_LIMIT, moved_picture
+from lvc.models.conditional import blend
 
 
-def blend_picture(raw: torch.Tensor, moved: np.ndarray) -> np.ndarray:
-    """8-bit picture from the display's float output (4, h, w) and the moved previous picture."""
-    ref = torch.from_numpy(moved).permute(2, 0, 1).float() / 255
-    x = raw[:3] + torch.sigmoid(raw[3:4]) * ref
+def blend_picture(raw: torch.Tensor, moved: np.ndarray | None) -> np.ndarray:
+    """8-bit picture from the display's float output (PIXEL_OUT, h, w) and the moved previous
+    picture (None: the display's own picture)."""
+    ref = None if moved is None else torch.from_numpy(moved).permute(2, 0, 1)[None].float() / 255
+    x = blend(raw[None], ref)[0]
     return x.clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
 
 
@@ -38,9 +41,10 @@ class BlendedPicture:
     ``result()``, after which it lets go of the previous picture; a chain nobody asks for is
     resolved every ``CHAIN_LIMIT`` frames, so it never holds more than that many outputs."""
 
-    def __init__(self, raw, previous, mv: torch.Tensor, block: int, moved: np.ndarray | None = None) -> None:
+    def __init__(self, raw, previous, mv: torch.Tensor | None, block: int, moved: np.ndarray | None = None) -> None:
         """``raw``: the display's float output, pending; ``moved``: the previous picture
-        already moved by ``mv``, if the caller has it."""
+        already moved by ``mv``, if the caller has it. No ``previous`` and no ``moved``:
+        the display's own picture (a context shown alone)."""
         self._raw, self._previous, self._mv, self._block, self._moved = raw, previous, mv, block, moved
         self._picture: np.ndarray | None = None
         self.depth = getattr(previous, "depth", 0) + 1 if moved is None and _unresolved(previous) else 1
@@ -50,8 +54,9 @@ class BlendedPicture:
 
     def result(self) -> np.ndarray:
         if self._picture is None:
-            moved = self._moved if self._moved is not None else moved_picture(
-                self._previous.result(), self._mv, self._block)
+            moved = self._moved
+            if moved is None and self._previous is not None:
+                moved = moved_picture(self._previous.result(), self._mv, self._block)
             self._picture = blend_picture(self._raw.result(), moved)
             self._raw, self._previous, self._moved = None, None, None
         return self._picture

@@ -134,8 +134,7 @@ class InterCodec:
     def show(self, context: torch.Tensor, h: int, w: int) -> Deferred | BlendedPicture:
         """The decoder's picture of ``context`` alone (synthesised when first asked for)."""
         if self.pixel_ref:
-            blank = np.zeros((h, w, 3), np.uint8)
-            return BlendedPicture(self.display.defer(context, self._ones, h, w, raw=True), None, None, 0, blank)
+            return BlendedPicture(self.display.defer(context, self._ones, h, w, raw=True), None, None, 0)
         return self.display.defer(context, self._ones, h, w)
 
     def intra_context(self, latent_fx: torch.Tensor, q: int) -> torch.Tensor:
@@ -243,8 +242,7 @@ class InterCodec:
         ctx_f = ctx_w.float() / _ONE
 
         def picture(latent: torch.Tensor) -> torch.Tensor:
-            out = self.p.g_d(self.p.update_float(latent, ctx_f))
-            return blend(out, moved) if moved is not None else out
+            return blend(self.p.g_d(self.p.update_float(latent, ctx_f)), moved)
 
         return refine_latent(picture, y, mean_fx.float() / _ONE, idx, inv[None, :, None, None], target,
                              quality_lambda(self.m, q), self.refine_steps, bf16=bf16_synthesis())[0]

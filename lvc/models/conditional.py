@@ -22,8 +22,11 @@ The display transform has the shape of the intra synthesis' last three layers, s
 start from them (:meth:`ConditionalP.init_display_from`).
 
 ``pixel_ref`` models also show the previous *picture*, moved by the block motion (whole
-pixels: a copy, no filter): the display gives a correction ``r`` and a per-pixel weight
-``m`` and shows ``r + m * moved``; the analysis sees the moved picture beside the frame.
+pixels: a copy, no filter): the display gives its own picture ``r``, a per-pixel weight
+``m`` and a correction ``d``, and shows ``(1 - m) * r + m * (moved + d)``; the analysis
+sees the moved picture beside the frame. ``m`` starts at 1/2 (the mean of two pictures of
+the same frame; a start near 0 left it there: Adam moves a bias by about the learning rate
+per step) and ``d`` at 0.
 Why: a 64-channel context at 1/8 cannot hold an I-frame's detail, so without it every
 chain fell to a quality ceiling (docs/models.md, "The conditional path's ceiling"): on
 `tree` at q=1 the P-frames showed 27 dB at 0.5 bpp while the I-frame block-copied alone
@@ -45,7 +48,7 @@ from lvc.models.latent import SCALE_MIN, interp_levels
 from lvc.models.layers import SimpleGDN, conv, deconv
 
 CONTEXT_SCALE = 8  # the context lives at 1/8 of the frame resolution
-MASK_BIAS = -4.0  # a new pixel_ref display starts weighting the moved picture by sigmoid(-4) ~ 0.02
+PIXEL_OUT = 7  # a pixel_ref display's outputs: its picture (3), the weight (1), the correction (3)
 
 
 @dataclass(frozen=True)
@@ -73,10 +76,14 @@ class ConditionalConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-def blend(out: torch.Tensor, moved: torch.Tensor) -> torch.Tensor:
-    """A pixel_ref display's picture: correction (channels 0-2) plus the moved previous
-    picture weighted by the sigmoid of channel 3."""
-    return out[:, :3] + torch.sigmoid(out[:, 3:4]) * moved
+def blend(out: torch.Tensor, moved: torch.Tensor | None) -> torch.Tensor:
+    """The picture from a display's output (N, 3 or PIXEL_OUT, H, W): a pixel_ref display's
+    own picture (channels 0-2) and the moved previous picture plus the correction (4-6),
+    weighted by the sigmoid of channel 3; without ``moved``, its own picture alone."""
+    if out.shape[1] == 3 or moved is None:
+        return out[:, :3]
+    r = out[:, :3]
+    return r + torch.sigmoid(out[:, 3:4]) * (moved + out[:, 4:7] - r)
 
 
 class ConditionalP(nn.Module):
@@ -104,12 +111,12 @@ class ConditionalP(nn.Module):
         self.z_density = FactorizedDensity(nh)
         # display only (float)
         self.g_d = nn.Sequential(deconv(c, 64), SimpleGDN(64, inverse=True), deconv(64, 64),
-                                 SimpleGDN(64, inverse=True), deconv(64, 4 if cfg.pixel_ref else 3))
-        if cfg.pixel_ref:  # start as the plain model: the moved picture unseen, weighted ~0
+                                 SimpleGDN(64, inverse=True), deconv(64, PIXEL_OUT if cfg.pixel_ref else 3))
+        if cfg.pixel_ref:  # the moved picture unseen by the analysis at first; weight 1/2, no correction
             with torch.no_grad():
                 self.g_a_pix[0].weight[:, 3:].zero_()
                 self.g_d[-1].weight[:, 3:].zero_()
-                self.g_d[-1].bias[3:].fill_(MASK_BIAS)
+                self.g_d[-1].bias[3:].zero_()
         self.log_gain = nn.Parameter(torch.zeros(cfg.levels, m))
         self.log_inv_gain = nn.Parameter(torch.zeros(cfg.levels, m))
 
@@ -120,11 +127,9 @@ class ConditionalP(nn.Module):
 
     def show(self, ctx: torch.Tensor, moved: torch.Tensor | None = None) -> torch.Tensor:
         """The picture of a context; ``pixel_ref`` models blend in ``moved``, the previous
-        picture moved by this frame's motion (zeros where there is none, e.g. an I context)."""
-        out = self.g_d(ctx)
-        if not self.cfg.pixel_ref:
-            return out
-        return blend(out, moved if moved is not None else torch.zeros_like(out[:, :3]))
+        picture moved by this frame's motion (without it, e.g. an I-frame's context: the
+        display's own picture, what the context alone holds)."""
+        return blend(self.g_d(ctx), moved)
 
     # ---- pieces the codec runs separately ---------------------------------------------
     def intra_context(self, y_hat_intra: torch.Tensor) -> torch.Tensor:
