@@ -113,8 +113,10 @@ class SubpixelDeconv(nn.Module):
 
 def subpixel_tail(seq: nn.Sequential) -> nn.Sequential:
     """``seq`` with its last layer recast by :class:`SubpixelDeconv` where that layer is a
-    transposed convolution to a picture (at most 4 channels); the layers before are shared."""
+    transposed convolution to a picture (at most 8 channels: a picture, or a ``pixel_ref``
+    display's 7 outputs, 7.7 -> 5.8 ms at 416x240 on one thread); the layers before are
+    shared."""
     last = seq[-1]
-    if recastable(last) and last.out_channels <= 4:
+    if recastable(last) and last.out_channels <= 8:
         return nn.Sequential(*list(seq)[:-1], SubpixelDeconv(last).eval())
     return seq
