@@ -114,13 +114,12 @@ class SkipFlags:
         return mask
 
 
-def moved_picture(previous: np.ndarray, mv: torch.Tensor, block: int, where: np.ndarray | None = None) -> np.ndarray:
+def moved_picture(previous: np.ndarray, mv: torch.Tensor, block: int) -> np.ndarray:
     """``previous`` (h, w, 3) with every pixel taken from itself plus its motion block's
-    vector (dx, dy), coordinates clamped to the picture (edge replication). ``where``: an
-    (h, w) mask of the pixels wanted (others may hold anything; kept for callers that know
-    it, the copy below is cheap enough to make whole). Still blocks cost nothing; moving
-    ones are one slice each from an edge-padded copy (about 1 ms at 416x240, 6x faster than
-    gathering pixel by pixel)."""
+    vector (dx, dy), coordinates clamped to the picture (edge replication). Still blocks
+    cost nothing; moving ones are one slice each from an edge-padded copy (about 1 ms at
+    416x240, 6x faster than gathering pixel by pixel, so callers that need a few blocks
+    take the whole picture too)."""
     h, w = previous.shape[:2]
     v = mv.numpy()
     moving = v.any(-1)
@@ -163,7 +162,7 @@ class SkippedPicture:
             h, w = out.shape[:2]
             m = np.repeat(np.repeat(self._skipped, 16, 0), 16, 1)[:h, :w]
             moved = self._moved if self._moved is not None else moved_picture(
-                self._previous.result(), self._mv, self._block, m)
+                self._previous.result(), self._mv, self._block)
             np.copyto(out, moved, where=m[..., None])
             self._picture, self._display, self._previous, self._moved = out, None, None, None
         return self._picture
