@@ -186,7 +186,9 @@ def test_ddp_two_processes_stay_in_sync(tmp_path):
            "--N", "8", "--M", "16", "--Nh", "8", "--levels", "3", "--frames-per-video", "2", "--threads", "1",
            "--ckpt-every", "3"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert r.returncode == 0, r.stderr[-2000:]
+    # the ranks' own messages, not the launcher's report of their exit
+    own = [line for line in r.stderr.splitlines() if "torch/distributed/elastic" not in line]
+    assert r.returncode == 0, "\n".join(own[:40])
     assert "replicas in sync across 2 processes" in r.stdout
     assert latest_checkpoint(tmp_path).name == "ckpt-00000003.pt"
 
