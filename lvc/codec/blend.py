@@ -16,24 +16,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from lvc.codec.frame import to_tensor
 from lvc.codec.skip import CHAIN_LIMIT, moved_picture
+from lvc.codec.synthesis import to_uint8
 from lvc.models.conditional import blend
 
 
 def blend_picture(raw: torch.Tensor, moved: np.ndarray | None) -> np.ndarray:
     """8-bit picture from the display's float output (PIXEL_OUT, h, w) and the moved previous
     picture (None: the display's own picture)."""
-    ref = None if moved is None else torch.from_numpy(moved).permute(2, 0, 1)[None].float() / 255
-    x = blend(raw[None], ref)[0]
-    return x.clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
-
-
-def moved_tensor(moved: np.ndarray, hp: int, wp: int) -> torch.Tensor:
-    """The moved picture as the analysis and refinement see it: (1, 3, hp, wp) in [0, 1],
-    edge-replicated to the padded frame size."""
-    t = torch.from_numpy(moved).permute(2, 0, 1)[None].float() / 255
-    h, w = moved.shape[:2]
-    return torch.nn.functional.pad(t, (0, wp - w, 0, hp - h), mode="replicate") if (hp, wp) != (h, w) else t
+    h, w = raw.shape[-2:]
+    return to_uint8(blend(raw[None], None if moved is None else to_tensor(moved)), h, w)
 
 
 class BlendedPicture:
@@ -52,12 +45,16 @@ class BlendedPicture:
             previous.result()
             self.depth = 1
 
+    def moved(self) -> np.ndarray | None:
+        """The previous picture moved by the motion (computed once; a ``FRAME_PS`` picture
+        composed on top copies its skipped blocks from it too)."""
+        if self._moved is None and self._previous is not None:
+            self._moved = moved_picture(self._previous.result(), self._mv, self._block)
+        return self._moved
+
     def result(self) -> np.ndarray:
         if self._picture is None:
-            moved = self._moved
-            if moved is None and self._previous is not None:
-                moved = moved_picture(self._previous.result(), self._mv, self._block)
-            self._picture = blend_picture(self._raw.result(), moved)
+            self._picture = blend_picture(self._raw.result(), self.moved())
             self._raw, self._previous, self._moved = None, None, None
         return self._picture
 

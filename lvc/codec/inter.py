@@ -30,7 +30,7 @@ import torch
 
 from lvc.bitstream.container import FRAME_PC, FRAME_PS
 from lvc.codec import skip as block_skip
-from lvc.codec.blend import BlendedPicture, moved_tensor
+from lvc.codec.blend import BlendedPicture
 from lvc.codec.frame import LATENT_LIMIT, STRIDE, SYMBOL_LIMIT, _pad, quality_lambda, quantise, side_index, to_tensor
 from lvc.codec.motion import RATE_WEIGHT, estimate_motion, warp
 from lvc.codec.refine import refine_latent
@@ -186,10 +186,8 @@ class InterCodec:
         if self.pixel_ref:
             if picture is None:
                 raise ValueError("this model's P-frames need the previous picture")
-            same = shown is not None and shown.pending is picture
-            moved = shown.moved(mv, self.p.config.block) if same else block_skip.moved_picture(
-                picture.result(), mv, self.p.config.block)
-            moved_t = moved_tensor(moved, *x.shape[-2:])
+            moved = self._moved(picture, mv, shown)
+            moved_t = _pad(to_tensor(moved))
             pixels_in = torch.cat([x, moved_t], 1)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.fast_analysis):
             feat = torch.cat([self.p.g_a_pix(pixels_in), ctx_w.float() / _ONE], 1)
@@ -226,11 +224,17 @@ class InterCodec:
                  + self.m.y_tables.bits(y_idx.ravel(), y_sym.ravel()))
         y_fx = (sym * _ONE + mean_fx).clamp(-LATENT_LIMIT, LATENT_LIMIT)
         if skipped is not None:
-            if moved is None or shown.pending is not picture:
-                moved = shown.moved(mv, self.p.config.block)
             picture = shown.pending
+            moved = self._moved(picture, mv, shown)
         ctx, pending = self._finish(y_fx, ctx_w, q, h, w, True, skipped, mv, picture, moved)
         return InterResult(coder.finish(enc), bits, ctx, pending, skipped)
+
+    def _moved(self, picture, mv: torch.Tensor, shown: block_skip.ShownPicture | None) -> np.ndarray:
+        """``picture`` moved by ``mv``: ``shown``'s copy when it is that picture (made once
+        for the skip decision, the analysis and the picture)."""
+        if shown is not None and shown.pending is picture:
+            return shown.moved(mv, self.p.config.block)
+        return block_skip.moved_picture(picture.result(), mv, self.p.config.block)
 
     def _refine(self, y: torch.Tensor, mean_fx: torch.Tensor, idx: torch.Tensor, ctx_w: torch.Tensor,
                 target: torch.Tensor, q: int, moved: torch.Tensor | None) -> torch.Tensor:

@@ -158,11 +158,15 @@ class SkippedPicture:
 
     def result(self) -> np.ndarray:
         if self._picture is None:
+            moved = self._moved
+            if moved is None:  # a pixel_ref display moves the same picture (lvc.codec.blend): once
+                shared = getattr(self._display, "moved", None)
+                moved = shared() if shared else None
+            if moved is None:
+                moved = moved_picture(self._previous.result(), self._mv, self._block)
             out = self._display.result().copy()
             h, w = out.shape[:2]
             m = np.repeat(np.repeat(self._skipped, 16, 0), 16, 1)[:h, :w]
-            moved = self._moved if self._moved is not None else moved_picture(
-                self._previous.result(), self._mv, self._block)
             np.copyto(out, moved, where=m[..., None])
             self._picture, self._display, self._previous, self._moved = out, None, None, None
         return self._picture

@@ -170,16 +170,15 @@ def init_from(model: ConditionalP, weights: dict[str, torch.Tensor]) -> list[str
     outputs, which start as the new model initialises them). Returns the names not taken
     whole."""
     own = model.state_dict()
-    taken = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    whole = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    grown = {}
     for k, v in weights.items():
-        if k in own and k not in taken and own[k].dim() == v.dim() and own[k].dim() > 0:
+        if k in own and k not in whole and own[k].dim() == v.dim() > 0:
             part = tuple(slice(0, min(a, b)) for a, b in zip(own[k].shape, v.shape, strict=True))
-            grown = own[k].clone()
-            grown[part] = v[part]
-            taken[k] = grown
-            own[k] = None  # noted as not whole
-    model.load_state_dict(taken, strict=False)
-    return sorted(k for k in own if k not in taken or own[k] is None)
+            grown[k] = own[k].clone()
+            grown[k][part] = v[part]
+    model.load_state_dict({**whole, **grown}, strict=False)
+    return sorted(set(own) - set(whole))
 
 
 def train_inter(cfg: InterTrainConfig, intra: FrozenModel, model_cfg: ConditionalConfig | None = None,
