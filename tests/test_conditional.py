@@ -41,17 +41,20 @@ def test_warp_by_whole_feature_pixels_is_a_shift_with_edges_replicated():
     assert torch.equal(out[0, 0, 1:, 8:], feat[0, 0, :-1, 9:].expand(-1, 2))
 
 
-def test_motion_estimation_finds_a_global_shift():
+@pytest.mark.parametrize("keep", [0, 1, 3])  # half-resolution search; quarter-resolution (fast preset)
+def test_motion_estimation_finds_a_global_shift(keep):
     g = torch.Generator().manual_seed(1)
-    big = torch.nn.functional.avg_pool2d(torch.rand(1, 3, 140, 220, generator=g) * 255, 3, 1, 1)
+    # texture at the scale of a few pixels: what a quarter-resolution search can see
+    big = torch.nn.functional.avg_pool2d(torch.rand(1, 3, 140, 220, generator=g) * 255, 7, 1, 3)
     ref = big[..., 20:116, 20:196]
     cur = big[..., 20 - 3:116 - 3, 20 + 5:196 + 5]  # content moved 5 px left, 3 px down
-    mv = estimate_motion(ref, cur, block=16, search=16)
+    mv = estimate_motion(ref, cur, block=16, search=16, keep=keep)
     assert mv.shape == (1, 6, 11, 2)
     assert (mv[0, 1:-1, 1:-1] == torch.tensor([5, -3])).all()
 
 
-def test_rate_constrained_motion_stays_in_range_and_smooths_flat_areas():
+@pytest.mark.parametrize("keep", [0, 3])
+def test_rate_constrained_motion_stays_in_range_and_smooths_flat_areas(keep):
     """A textured frame moved by (5, -3) beyond a flat band: the textured blocks keep the true
     vector, flat blocks (any vector fits) take their predictor's instead of noise, and no
     vector leaves the search range even where the true motion is beyond it."""
@@ -59,12 +62,12 @@ def test_rate_constrained_motion_stays_in_range_and_smooths_flat_areas():
     ref = torch.nn.functional.avg_pool2d(torch.rand(2, 3, 80, 144) * 255, 3, 1, 1)
     ref[..., :, 96:] = 128.0  # flat right part
     cur = torch.roll(ref, (-3, 5), (2, 3))
-    free = estimate_motion(ref, cur, 16)
-    mv = estimate_motion(ref, cur, 16, rate_weight=64.0)
+    free = estimate_motion(ref, cur, 16, keep=keep)
+    mv = estimate_motion(ref, cur, 16, rate_weight=64.0, keep=keep)
     assert mv.shape == free.shape == (2, 5, 9, 2)
     assert (mv[:, 1:-1, 1:5] == torch.tensor([-5, 3])).all()
     assert (mv[:, 1:, 7:] == mv[:, :-1, 7:]).all()  # flat: each block copies the one above
-    far = estimate_motion(ref, torch.roll(ref, (0, 23), (2, 3)), 16, rate_weight=64.0)
+    far = estimate_motion(ref, torch.roll(ref, (0, 23), (2, 3)), 16, rate_weight=64.0, keep=keep)
     assert far.abs().max() <= 16
 
 

@@ -110,11 +110,13 @@ class InterCodec:
     """Encode / decode conditional P-frames with the inter section of a frozen model."""
 
     def __init__(self, model: FrozenModel, workers: int | None = None, eager_synthesis: bool = True,
-                 deadzone: float = 0.0, fast_analysis: bool = True, refine_steps: int = 0) -> None:
+                 deadzone: float = 0.0, fast_analysis: bool = True, refine_steps: int = 0,
+                 motion_keep: int = 0) -> None:
         if model.inter is None:
             raise ValueError("this model has no conditional P-frame section")
         self.m, self.p = model, model.inter
         self.deadzone, self.fast_analysis, self.refine_steps = deadzone, fast_analysis, refine_steps
+        self.motion_keep = motion_keep  # the motion search's effort (lvc.codec.motion.estimate_motion)
         self.display = Synthesizer(self.p.g_d, workers, bf16=True)
         self.eager = eager_synthesis
         self.z_coder = coder.TableCoder(self.p.z_tables)
@@ -179,7 +181,7 @@ class InterCodec:
         cfg = self.m.config
         rate_weight = RATE_WEIGHT * math.sqrt(cfg.lambda_min / cfg.lambda_max) ** (q / QUALITY_MAX)
         mv = estimate_motion(_pad(to_tensor(previous)) * 255, x * 255, self.p.config.block,
-                             rate_weight=rate_weight)[0]
+                             rate_weight=rate_weight, keep=self.motion_keep)[0]
         ctx_w = warp(context, mv[None], self.p.config.block, CONTEXT_SCALE)
         gain = torch.exp(interp_levels(self.p.log_gain, torch.tensor([q / QUALITY_MAX])))[:, :, None, None]
         moved, moved_t, pixels_in = None, None, x

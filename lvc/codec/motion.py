@@ -9,10 +9,13 @@ weighted sum is floored exactly, so the warp is identical on every machine; floa
 
 Estimation matches luma blocks of the current frame against the previous frame with a
 coarse-to-fine search (half resolution over the whole range, then a small full-resolution
-refinement), which costs a few milliseconds per 416x240 frame instead of a full search.
+refinement), which costs a few milliseconds per 416x240 frame instead of a full search;
+the ``fast`` preset starts one level coarser still.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -149,8 +152,24 @@ def _rate_constrained(lr: torch.Tensor, lc: torch.Tensor, block: int, cands: tor
     return out
 
 
+def _quarter_search(half: tuple[torch.Tensor, torch.Tensor], block: int, search: int, length_cost: float,
+                    keep: int) -> torch.Tensor:
+    """Whole-pixel vectors (B, hb, wb, 2) from a search over the range at quarter
+    resolution whose ``keep`` best candidates per block are refined by one pixel at half
+    resolution: about a twelfth of the half-resolution search's block differences."""
+    quarter = F.avg_pool2d(half[0], 2), F.avg_pool2d(half[1], 2)
+    coarse, fine = _square(search // 4), _square(1)
+    sad = _block_sad(*quarter, block // 4, coarse)
+    sad = sad + length_cost * 4 * coarse.abs().sum(1).view(1, -1, 1, 1)
+    top = coarse[sad.topk(keep, 1, largest=False).indices] * 2  # (B, keep, hb, wb, 2), half-res pixels
+    cands = (top[:, :, None] + fine.view(1, 1, -1, 1, 1, 2)).flatten(1, 2)
+    sad = torch.cat([_block_sad(*half, block // 2, fine, base=top[:, k]) for k in range(keep)], 1)
+    sad = (sad + length_cost * 2 * cands.abs().sum(-1)).masked_fill((cands.abs() > search // 2).any(-1), math.inf)
+    return cands.gather(1, sad.argmin(1)[:, None, ..., None].expand(-1, 1, *cands.shape[2:])).squeeze(1) * 2
+
+
 def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, search: int = SEARCH,
-                    length_cost: float = LENGTH_COST, rate_weight: float = 0.0) -> torch.Tensor:
+                    length_cost: float = LENGTH_COST, rate_weight: float = 0.0, keep: int = 0) -> torch.Tensor:
     """Integer-pixel vectors (B, hb, wb, 2) as (dx, dy): ``cur`` block ~ ``ref`` at block + mv.
 
     ``ref`` and ``cur`` are (B, 3, H, W) frames on the 0..255 scale. Each pixel of
@@ -158,6 +177,8 @@ def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, searc
     go to the shorter vector (cheaper to code; flat areas do not pick up noise motion).
     ``rate_weight`` > 0 then re-decides each block against the vector the codec predicts it
     from (block SAD + ``rate_weight`` x residual bits): smoother fields, fewer motion bits.
+    ``keep`` > 0 starts from a quarter-resolution search instead of the half-resolution one
+    (:func:`_quarter_search`: the ``fast`` preset's, about 40% less time, about 1% more bits).
     """
     if block % 2:
         raise ValueError("block size must be even")
@@ -165,10 +186,13 @@ def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, searc
     pad = (0, -w % block, 0, -h % block)  # whole blocks at both search levels
     lr, lc = F.pad(_luma(ref), pad, mode="replicate"), F.pad(_luma(cur), pad, mode="replicate")
     half = F.avg_pool2d(lr, 2), F.avg_pool2d(lc, 2)
-    coarse = _square(search // 2)
-    sad = _block_sad(*half, block // 2, coarse)
-    sad = sad + length_cost * 2 * coarse.abs().sum(1).view(1, -1, 1, 1)
-    mv = coarse[sad.argmin(1)] * 2  # (B, hb, wb, 2)
+    if keep:
+        mv = _quarter_search(half, block, search, length_cost, keep)
+    else:
+        coarse = _square(search // 2)
+        sad = _block_sad(*half, block // 2, coarse)
+        sad = sad + length_cost * 2 * coarse.abs().sum(1).view(1, -1, 1, 1)
+        mv = coarse[sad.argmin(1)] * 2  # (B, hb, wb, 2)
     fine = _square(1)
     sad = _block_sad(lr, lc, block, fine, base=mv)
     if rate_weight > 0:

@@ -6,7 +6,8 @@ I-frame (multiples of the intra period, for random access), the encoder picks I 
 a scene cut therefore becomes an I-frame by itself. How hard it looks is the preset:
 
 * ``fast``: P, unless the P estimate jumps well above the recent P-frames' (a likely cut);
-  then the cheaper of the two estimates;
+  then the cheaper of the two estimates; conditional frames' motion is searched from
+  quarter resolution (:func:`lvc.codec.motion.estimate_motion`);
 * ``medium``: the cheaper of the two estimated rates (no range coding, no synthesis);
   a still image (one frame) is refined as under ``slow``, with fewer steps
   (:meth:`Preset.still_steps`);
@@ -98,6 +99,7 @@ class Preset:
     p_deadzone: float  # P-frame residual dead zone (see lvc.codec.frame.quantise); 0 when refining
     skip_first: bool  # block skip also in the first PC frame after an I- or P-frame (lvc.codec.skip)
     still_refine_pixels: float = math.inf
+    motion_keep: int = 0  # > 0: quarter-resolution motion search (lvc.codec.motion.estimate_motion's keep)
 
     def still_steps(self, pixels: int) -> int:
         """Refinement steps for a still image of ``pixels``: the preset's, scaled down beyond
@@ -115,7 +117,7 @@ class Preset:
         return f"{self.still_refine_steps}@{int(self.still_refine_pixels)}px/fifth"
 
 
-PRESETS = {"fast": Preset("cut", 0, 0, True, P_DEADZONE, False),
+PRESETS = {"fast": Preset("cut", 0, 0, True, P_DEADZONE, False, motion_keep=3),
            "medium": Preset("rate", 0, STILL_REFINE_MEDIUM, True, P_DEADZONE, False, STILL_REFINE_PIXELS),
            "slow": Preset("rd", 200, 200, False, 0.0, True)}
 CUT_JUMP = 1.8  # a P estimate this many times the recent mean triggers the I check (fast)
@@ -162,7 +164,8 @@ class SequenceEncoder:
         # conditioned on the decoder's context (lvc.codec.inter). PC and I pictures are
         # synthesised at once on the workers: the I/P/PC decision needs them.
         self.inter = (InterCodec(model, eager_synthesis=True, deadzone=PC_DEADZONE,
-                                 fast_analysis=self.preset.bf16_analysis, refine_steps=steps)
+                                 fast_analysis=self.preset.bf16_analysis, refine_steps=steps,
+                                 motion_keep=self.preset.motion_keep)
                       if model.inter is not None else None)
         self.context = LazyContext(self.inter) if self.inter is not None else None
         self.previous: np.ndarray | None = None
