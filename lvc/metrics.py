@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 # BT.601 limited range, the matrix lvc uses for its YUV views.
-_RGB2YUV = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]) / 255.0
+RGB2YUV = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]) / 255.0
 _YUV_OFF = np.array([16.0, 128.0, 128.0])
 
 
@@ -22,7 +22,7 @@ def psnr(mse: float, peak: float = 255.0) -> float:
 
 def rgb_to_yuv420(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Float Y (full size), U, V (2x2 averaged, odd edges kept) in BT.601 limited range."""
-    yuv = rgb.astype(np.float64) @ _RGB2YUV.T + _YUV_OFF
+    yuv = rgb.astype(np.float64) @ RGB2YUV.T + _YUV_OFF
     h, w = rgb.shape[:2]
     ph, pw = h % 2, w % 2
     c = np.pad(yuv[..., 1:], ((0, ph), (0, pw), (0, 0)), mode="edge")

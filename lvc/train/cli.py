@@ -20,7 +20,7 @@ from lvc.models.registry import DEFAULT_IMAGE_MODEL, load_model
 from lvc.models.temporal import TemporalPrior
 from lvc.train.context import ContextTrainConfig, train_context
 from lvc.train.data import SAMPLE_BY
-from lvc.train.inter import InterTrainConfig, train_inter
+from lvc.train.inter import DISTORTIONS, InterTrainConfig, train_inter
 from lvc.train.temporal import TemporalTrainConfig, train_temporal
 from lvc.train.trainer import TrainConfig, train
 
@@ -94,7 +94,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     for f in fields(InterTrainConfig):
         if f.name in ("data", "out"):
             continue
-        if isinstance(f.default, bool):
+        if f.name == "distortion":
+            t.add_argument("--distortion", choices=DISTORTIONS, default=f.default, help=INTER_HELP.get(f.name))
+        elif isinstance(f.default, bool):
             t.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=f.default)
         else:
             t.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
@@ -174,7 +176,9 @@ def run(args: argparse.Namespace) -> int:
 INTER_HELP = {"init": "new runs: start from this `lvc train-inter` checkpoint, e.g. one trained for another intra "
                       "model (its shape; tensors that fit are taken, the I-frame context is fitted anew)",
               "per_photo": "also train on this many pans over each photo among the data (a crop window moving "
-                           "at a random fractional velocity); 0: clips only"}
+                           "at a random fractional velocity); 0: clips only",
+              "distortion": "mse: RGB MSE; yuv-mse: squared error on BT.601 Y and 2x2-averaged U, V weighted "
+                            "6:1:1 (what PSNR-YUV scores), on the scale of RGB MSE"}
 
 
 def run_temporal(args: argparse.Namespace) -> int:

@@ -35,9 +35,10 @@ from lvc.train.correction import intra_identity
 from lvc.train.data import collect_sources
 from lvc.train.runlog import RunLog
 from lvc.train.sequences import SequenceCache, SequenceSampler
-from lvc.train.trainer import CKPT_FORMAT, cosine_lr, distortion, resume_checkpoint, save_checkpoint
+from lvc.train.trainer import CKPT_FORMAT, cosine_lr, distortion, resume_checkpoint, save_checkpoint, yuv_mse
 
 KIND = "inter"
+DISTORTIONS = ("mse", "yuv-mse")
 
 
 @dataclass
@@ -62,6 +63,7 @@ class InterTrainConfig:
     distil_steps: int = 400  # new runs: I-frame context warm start (see distil_intra_context)
     intra_display: float = 1.0  # weight of the I-frame context's display distortion (module docstring)
     init: str = ""  # new runs: start from this inter checkpoint (e.g. trained for another intra model)
+    distortion: str = "mse"  # "mse" (RGB) or "yuv-mse" (lvc.train.trainer.yuv_mse: what PSNR-YUV scores)
 
     def lr_at(self, step: int) -> float:
         return cosine_lr(step, self.steps, self.lr, self.lr_final, self.decay_start)
@@ -141,6 +143,13 @@ def distil_intra_context(model: ConditionalP, intra: FrozenModel, sampler: Seque
     return float(loss.detach())
 
 
+def _error(cfg: InterTrainConfig, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per-sample distortion (``cfg.distortion``) on the scale of RGB MSE."""
+    if cfg.distortion == "yuv-mse":
+        return yuv_mse(x_hat, x)
+    return ((x_hat.float() - x) ** 2).flatten(1).mean(1)
+
+
 def _lmbda(intra: FrozenModel, q: torch.Tensor) -> torch.Tensor:
     lo, hi = math.log(intra.config.lambda_min), math.log(intra.config.lambda_max)
     return torch.exp(lo + (hi - lo) * q)
@@ -185,6 +194,8 @@ def train_inter(cfg: InterTrainConfig, intra: FrozenModel, model_cfg: Conditiona
                 resume: bool = False, progress: bool = True, overrides: dict | None = None) -> Path:
     """Train (or resume) a conditional P model; returns the last checkpoint. A run started
     from ``cfg.init`` takes that checkpoint's shape, but for the fields in ``overrides``."""
+    if cfg.distortion not in DISTORTIONS:
+        raise InputError(f"--distortion {cfg.distortion}", None, f"use one of {', '.join(DISTORTIONS)}")
     if cfg.crop % 64 or cfg.length < 2:
         raise InputError(f"--crop {cfg.crop} / --length {cfg.length}", None,
                          "use a crop that is a multiple of 64 and at least 2 frames per sequence")
@@ -257,7 +268,7 @@ def train_inter(cfg: InterTrainConfig, intra: FrozenModel, model_cfg: Conditiona
         if cfg.intra_display:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                 x_i = model.show(ctx)
-            err = ((x_i.float() - x[:, 0]) ** 2).flatten(1).mean(1)
+            err = _error(cfg, x_i, x[:, 0])
             loss = cfg.intra_display * (_lmbda(intra, q) * distortion("mse", x_i, x[:, 0], err)).mean()
             mse_i = err.mean().detach()
         for t in range(1, cfg.length):
@@ -266,7 +277,7 @@ def train_inter(cfg: InterTrainConfig, intra: FrozenModel, model_cfg: Conditiona
             ctx = o["ctx"].float()
             if picture is not None:  # the decoder's next reference: 8-bit
                 picture = as_8bit(o["x_hat"].float())
-            err = ((o["x_hat"].float() - x[:, t]) ** 2).flatten(1).mean(1)
+            err = _error(cfg, o["x_hat"], x[:, t])
             loss = loss + (_lmbda(intra, q) * distortion("mse", o["x_hat"], x[:, t], err) + o["bpp"].float()).mean()
             bpp, mse = bpp + o["bpp"].float().mean().detach(), mse + err.mean().detach()
         p_frames = cfg.length - 1

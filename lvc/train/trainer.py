@@ -18,9 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import distributed as dist
+from torch.nn import functional as F
 
 import lvc
 from lvc.errors import InputError
+from lvc.metrics import RGB2YUV
 from lvc.models.latent import LatentModel, ModelConfig
 from lvc.train.data import SAMPLE_BY, CropSampler, FrameCache, collect_sources
 from lvc.train.runlog import RunLog, has_step, truncate_after
@@ -71,6 +73,18 @@ def cosine_lr(step: int, steps: int, lr: float, lr_final: float, decay_start: fl
 # 1 - MS-SSIM is weighted so that the lambda range spans a similar range of rates as MSE
 # (CompressAI's published lambdas differ by about this factor between the two).
 MS_SSIM_WEIGHT = 1300.0
+
+
+def yuv_mse(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per-sample squared error on the planes video metrics score (``lvc.metrics``: BT.601
+    Y, and U and V averaged over 2x2 pixels, weighted 6:1:1), scaled so that an error equal
+    in R, G and B counts as its RGB MSE: the lambdas keep their meaning, and errors that
+    4:2:0 chroma hides or PSNR-YUV weighs less cost less than under RGB MSE."""
+    m = torch.as_tensor(RGB2YUV, dtype=torch.float32)
+    d = torch.einsum("kc,bchw->bkhw", m, x_hat.float() - x.float())
+    luma = d[:, 0].square().flatten(1).mean(1)
+    chroma = F.avg_pool2d(d[:, 1:], 2).square().flatten(1).mean(1)  # mean over U and V
+    return (6 * luma + 2 * chroma) / (6 * float(m[0].sum()) ** 2)
 
 
 def distortion(kind: str, x_hat: torch.Tensor, x: torch.Tensor, mse: torch.Tensor) -> torch.Tensor:
