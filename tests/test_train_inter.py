@@ -138,9 +138,9 @@ def test_train_inter_takes_photo_pans_beside_clips(tiny_model, five, tmp_path):
 
 
 def test_yuv_mse_weighs_what_psnr_yuv_scores():
-    """An error equal in R, G and B costs its RGB MSE; a chroma error that 2x2 averaging
-    cancels costs nothing; and the value matches PSNR-YUV's own planes (lvc.metrics)."""
-    from lvc.metrics import rgb_to_yuv420
+    """An error equal in R, G and B costs its RGB MSE; of an error whose chroma 2x2 averaging
+    cancels, only the luma part costs; and the value matches PSNR-YUV's own planes (lvc.metrics)."""
+    from lvc.metrics import RGB2YUV, rgb_to_yuv420
     from lvc.train.trainer import yuv_mse
 
     g = torch.Generator().manual_seed(0)
@@ -151,13 +151,13 @@ def test_yuv_mse_weighs_what_psnr_yuv_scores():
     blue = torch.zeros_like(x)
     blue[:, 2] = 0.02 * checker  # mostly chroma; its luma part remains
     only_luma = torch.einsum("c,bchw->bhw", torch.tensor([0.0, 0.0, 1.0]), blue)
-    ky = 24.966 / (65.481 + 128.553 + 24.966)  # blue's share of luma
+    ksum = float(RGB2YUV[0].sum())
+    ky = float(RGB2YUV[0, 2]) / ksum  # blue's share of luma
     assert torch.allclose(yuv_mse(x + blue, x), (ky * only_luma).square().flatten(1).mean(1), rtol=1e-4)
     # on 8-bit frames, the metric's own planes (lvc.metrics.rgb_to_yuv420) give the same number
     a, b = (np.rint(t[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
             for t in (x, (x + 0.05 * torch.rand(x.shape, generator=g)).clamp(0, 1)))
     mse = [float(np.mean((p - q) ** 2)) for p, q in zip(rgb_to_yuv420(a), rgb_to_yuv420(b))]
-    ksum = (65.481 + 128.553 + 24.966) / 255
     ours = float(yuv_mse(*(torch.from_numpy(f).permute(2, 0, 1)[None] / 255.0 for f in (b, a)))[0]) * 255**2
     assert ours == pytest.approx((6 * mse[0] + mse[1] + mse[2]) / (6 * ksum**2), rel=1e-4)
 
