@@ -34,11 +34,13 @@ class BlendedPicture:
     ``result()``, after which it lets go of the previous picture; a chain nobody asks for is
     resolved every ``CHAIN_LIMIT`` frames, so it never holds more than that many outputs."""
 
-    def __init__(self, raw, previous, mv: torch.Tensor | None, block: int, moved: np.ndarray | None = None) -> None:
+    def __init__(self, raw, previous, mv: torch.Tensor | None, block: int, moved: np.ndarray | None = None,
+                 frac: int = 1) -> None:
         """``raw``: the display's float output, pending; ``moved``: the previous picture
         already moved by ``mv``, if the caller has it. No ``previous`` and no ``moved``:
         the display's own picture (a context shown alone)."""
         self._raw, self._previous, self._mv, self._block, self._moved = raw, previous, mv, block, moved
+        self._frac = frac
         self._picture: np.ndarray | None = None
         self.depth = getattr(previous, "depth", 0) + 1 if moved is None and _unresolved(previous) else 1
         if self.depth > CHAIN_LIMIT:
@@ -49,7 +51,7 @@ class BlendedPicture:
         """The previous picture moved by the motion (computed once; a ``FRAME_PS`` picture
         composed on top copies its skipped blocks from it too)."""
         if self._moved is None and self._previous is not None:
-            self._moved = moved_picture(self._previous.result(), self._mv, self._block)
+            self._moved = moved_picture(self._previous.result(), self._mv, self._block, self._frac)
         return self._moved
 
     def result(self) -> np.ndarray:

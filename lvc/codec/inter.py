@@ -3,10 +3,10 @@
 The decoder's state between frames is the context (fixed point, 1/8 resolution, see
 :mod:`lvc.models.conditional`). A payload holds, in one range-coded stream:
 
-1. block motion, one vector per 16x16 block (searched rate-constrained against the
-   vector it is predicted from): the choice of one of the frozen Laplacian tables, then the
-   first block row as differences along the row and every later row as differences from
-   the row above (both sides vectorised);
+1. block motion, one vector per 16x16 block in whole or (``subpel`` models) quarter pixels
+   (searched rate-constrained against the vector it is predicted from): the choice of one of
+   the frozen Laplacian tables, then the first block row as differences along the row and
+   every later row as differences from the row above (both sides vectorised);
 2. the side information ``z`` (per-channel frozen tables);
 3. the latent symbols under the context-conditioned prior (scale-indexed Gaussian tables).
 
@@ -129,6 +129,11 @@ class InterCodec:
         self.display.close()
 
     @property
+    def subpel(self) -> int:
+        """Motion vectors' steps per pixel (1: whole pixels, 4: quarter pixels)."""
+        return self.p.config.subpel
+
+    @property
     def pixel_ref(self) -> bool:
         """Whether pictures also show the previous picture (:mod:`lvc.codec.blend`)."""
         return self.p.config.pixel_ref
@@ -164,9 +169,10 @@ class InterCodec:
         submit = self.display.submit if self.eager and synthesize else self.display.defer
         pending = submit(ctx, self._ones, h, w, raw=self.pixel_ref)
         if self.pixel_ref:
-            pending = BlendedPicture(pending, previous, mv, self.p.config.block, moved)
+            pending = BlendedPicture(pending, previous, mv, self.p.config.block, moved, self.subpel)
         if skipped is not None:
-            pending = block_skip.SkippedPicture(pending, previous, skipped, mv, self.p.config.block, moved)
+            pending = block_skip.SkippedPicture(pending, previous, skipped, mv, self.p.config.block, moved,
+                                                self.subpel)
         return ctx, pending
 
     @torch.no_grad()
@@ -181,8 +187,8 @@ class InterCodec:
         cfg = self.m.config
         rate_weight = RATE_WEIGHT * math.sqrt(cfg.lambda_min / cfg.lambda_max) ** (q / QUALITY_MAX)
         mv = estimate_motion(_pad(to_tensor(previous)) * 255, x * 255, self.p.config.block,
-                             rate_weight=rate_weight, keep=self.motion_keep)[0]
-        ctx_w = warp(context, mv[None], self.p.config.block, CONTEXT_SCALE)
+                             rate_weight=rate_weight, keep=self.motion_keep, frac=self.subpel)[0]
+        ctx_w = warp(context, mv[None], self.p.config.block, CONTEXT_SCALE, self.subpel)
         gain = torch.exp(interp_levels(self.p.log_gain, torch.tensor([q / QUALITY_MAX])))[:, :, None, None]
         moved, moved_t, pixels_in = None, None, x
         if self.pixel_ref:
@@ -204,7 +210,7 @@ class InterCodec:
         if shown is not None:
             position_bits = self.m.y_tables.element_bits(idx.numpy(), sym.numpy())[0].sum(0)
             skipped = block_skip.decide(frame, shown, mv, self.p.config.block, position_bits,
-                                        quality_lambda(self.m, q))
+                                        quality_lambda(self.m, q), self.subpel)
             skipped = skipped if skipped.any() else None
         coded = torch.ones(sym.shape[-2:], dtype=torch.bool) if skipped is None else ~torch.from_numpy(skipped)
         sym[:, :, ~coded] = 0
@@ -235,8 +241,8 @@ class InterCodec:
         """``picture`` moved by ``mv``: ``shown``'s copy when it is that picture (made once
         for the skip decision, the analysis and the picture)."""
         if shown is not None and shown.pending is picture:
-            return shown.moved(mv, self.p.config.block)
-        return block_skip.moved_picture(picture.result(), mv, self.p.config.block)
+            return shown.moved(mv, self.p.config.block, self.subpel)
+        return block_skip.moved_picture(picture.result(), mv, self.p.config.block, self.subpel)
 
     def _refine(self, y: torch.Tensor, mean_fx: torch.Tensor, idx: torch.Tensor, ctx_w: torch.Tensor,
                 target: torch.Tensor, q: int, moved: torch.Tensor | None) -> torch.Tensor:
@@ -276,9 +282,9 @@ class InterCodec:
             raise ValueError("motion table choice out of range")
         res = self.mv_coder.decode(dec, np.full(math.prod(mv_shape), row))
         mv = mv_from_residuals(torch.from_numpy(res.reshape(mv_shape)).long())
-        if mv.abs().max() > MV_LIMIT:
+        if mv.abs().max() > MV_LIMIT * self.subpel:
             raise ValueError("motion vector out of range")
-        ctx_w = warp(context, mv[None], self.p.config.block, CONTEXT_SCALE)
+        ctx_w = warp(context, mv[None], self.p.config.block, CONTEXT_SCALE, self.subpel)
         skipped = self.skip_flags.decode(dec, y_shape[-2:]) if skip else None
         coded = torch.ones(y_shape[-2:], dtype=torch.bool) if skipped is None else ~torch.from_numpy(skipped)
         z_hat = torch.from_numpy(self.z_coder.decode(dec, side_index(z_shape)).reshape(z_shape)).long()

@@ -1,16 +1,18 @@
 """Block motion: estimation (the encoder's choice) and warping of a feature map (both sides).
 
-Motion is one integer-pixel vector per ``block x block`` pixel block. It moves a feature map
-held at ``1/scale`` of the frame resolution, so a vector is a displacement of
-``mv / scale`` feature pixels: an integer part and a fraction in ``1/scale`` steps, sampled
-bilinearly with weights in ``1/scale**2`` units. For integer (fixed-point) features the
-weighted sum is floored exactly, so the warp is identical on every machine; float features
-(training) take the same weights without the floor.
+Motion is one vector per ``block x block`` pixel block, in ``1/frac`` pixels (whole pixels,
+or quarter pixels for models with ``subpel`` 4). It moves a feature map held at ``1/scale``
+of the frame resolution, so a vector is a displacement of ``mv / (scale * frac)`` feature
+pixels: an integer part and a fraction, sampled bilinearly with weights in
+``1/(scale * frac)**2`` units. For integer (fixed-point) features the weighted sum is
+floored (contexts) or rounded (8-bit pictures) exactly, so the warp is identical on every
+machine; float features (training) take the same weights without the rounding.
 
 Estimation matches luma blocks of the current frame against the previous frame with a
 coarse-to-fine search (half resolution over the whole range, then a small full-resolution
-refinement), which costs a few milliseconds per 416x240 frame instead of a full search;
-the ``fast`` preset starts one level coarser still.
+refinement, then halving sub-pixel steps on the bilinearly upsampled reference), which
+costs a few milliseconds per 416x240 frame instead of a full search; the ``fast`` preset
+starts one level coarser still.
 """
 
 from __future__ import annotations
@@ -169,8 +171,10 @@ def _quarter_search(half: tuple[torch.Tensor, torch.Tensor], block: int, search:
 
 
 def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, search: int = SEARCH,
-                    length_cost: float = LENGTH_COST, rate_weight: float = 0.0, keep: int = 0) -> torch.Tensor:
-    """Integer-pixel vectors (B, hb, wb, 2) as (dx, dy): ``cur`` block ~ ``ref`` at block + mv.
+                    length_cost: float = LENGTH_COST, rate_weight: float = 0.0, keep: int = 0,
+                    frac: int = 1) -> torch.Tensor:
+    """Vectors (B, hb, wb, 2) as (dx, dy) in ``1/frac`` pixels: ``cur`` block ~ ``ref`` at
+    block + mv.
 
     ``ref`` and ``cur`` are (B, 3, H, W) frames on the 0..255 scale. Each pixel of
     vector length adds ``length_cost`` to a block's mean absolute difference, so near-ties
@@ -179,7 +183,8 @@ def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, searc
     from (block SAD + ``rate_weight`` x residual bits): smoother fields, fewer motion bits.
     ``keep`` > 0 starts from a quarter-resolution search instead of the half-resolution one
     (:func:`_quarter_search`: the ``fast`` preset's; with ``keep=3`` about 40% less time and 0.35%
-    more bits on 8 training clips, docs/models.md).
+    more bits on 8 training clips, docs/models.md). ``frac`` > 1 refines the whole-pixel
+    vectors to ``1/frac`` pixel (:func:`_subpel_refine`).
     """
     if block % 2:
         raise ValueError("block size must be even")
@@ -200,26 +205,100 @@ def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, searc
         cands = mv[:, None] + fine.view(1, -1, 1, 1, 2)
         outside = (cands.abs() > search).any(-1)  # beyond the range: never chosen
         sad = sad.masked_fill(outside, float("inf"))
-        return _rate_constrained(lr, lc, block, cands.clamp(-search, search), sad, rate_weight, search)
-    sad = sad + length_cost * (mv[:, None] + fine.view(1, -1, 1, 1, 2)).abs().sum(-1)
-    best = fine[sad.argmin(1)]
-    return (mv + best).clamp(-search, search)
+        mv = _rate_constrained(lr, lc, block, cands.clamp(-search, search), sad, rate_weight, search)
+    else:
+        sad = sad + length_cost * (mv[:, None] + fine.view(1, -1, 1, 1, 2)).abs().sum(-1)
+        mv = (mv + fine[sad.argmin(1)]).clamp(-search, search)
+    if frac == 1:
+        return mv
+    return _subpel_refine(lr, lc, block, mv * frac, frac, search, length_cost, rate_weight)
 
 
-def warp(feat: torch.Tensor, mv: torch.Tensor, block: int, scale: int) -> torch.Tensor:
-    """``feat`` (B, C, h, w) at ``1/scale`` resolution moved by per-block pixel vectors ``mv``.
+def upsampled(x: torch.Tensor, frac: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, H * frac, W * frac): the bilinear value at every ``1/frac``
+    position, edge-replicated past the last row and column (the values :func:`warp` takes)."""
+    p = F.pad(x, (0, 1, 0, 1), mode="replicate")
+    a, b, c, d = p[..., :-1, :-1], p[..., :-1, 1:], p[..., 1:, :-1], p[..., 1:, 1:]
+    phases = [((frac - j) * ((frac - i) * a + i * b) + j * ((frac - i) * c + i * d)) / (frac * frac)
+              for j in range(frac) for i in range(frac)]
+    n, ch, h, w = x.shape
+    return F.pixel_shuffle(torch.stack(phases, 2).view(n, ch * frac * frac, h, w), frac)
 
-    Bilinear with weights in ``1/scale**2`` units and edge replication; integer ``feat``
-    gives the exactly floored result (the codec's path), float ``feat`` the same weights.
+
+def _subpel_sad(up: torch.Tensor, cur: torch.Tensor, block: int, frac: int, r: int,
+                vecs: torch.Tensor) -> torch.Tensor:
+    """Mean abs differences (B, K, hb, wb) of ``cur``'s blocks against the upsampled, ``r``
+    pixels padded reference ``up`` at vectors ``vecs`` (B, K, hb, wb, 2) in ``1/frac`` pixels."""
+    b, k, hb, wb, _ = vecs.shape
+    wu = up.shape[-1]
+    ys = (torch.arange(hb * block) + r) * frac
+    xs = (torch.arange(wb * block) + r) * frac
+    start = (ys.view(hb, block, 1, 1) * wu + xs.view(1, 1, wb, block))
+    shift = (vecs[..., 1] * wu + vecs[..., 0])[..., :, None, :, None]  # (B, K, hb, 1, wb, 1)
+    idx = (start + shift).reshape(b, -1)
+    moved = up.flatten(1).gather(1, idx).view(b, k, hb * block, wb * block)
+    return F.avg_pool2d((moved - cur).abs(), block)
+
+
+def _subpel_refine(lr: torch.Tensor, lc: torch.Tensor, block: int, mv: torch.Tensor, frac: int, search: int,
+                   length_cost: float, rate_weight: float) -> torch.Tensor:
+    """Whole-pixel vectors ``mv`` (in ``1/frac`` units) refined by halving steps (1/2, then
+    1/4, ... pixel): the 9 vectors around the current one by block SAD on the bilinearly
+    upsampled reference, plus the length cost, or with ``rate_weight`` the bits of the
+    residual the codec sends (decided row by row, as :func:`_rate_constrained`)."""
+    r = search + 1
+    up = upsampled(F.pad(lr, (r, r, r, r), mode="replicate"), frac)
+    limit = search * frac
+    step = frac // 2
+    while step >= 1:
+        cands = (mv[:, None] + step * _square(1).view(1, -1, 1, 1, 2))  # (B, 9, hb, wb, 2)
+        sad = _subpel_sad(up, lc, block, frac, r, cands.clamp(-limit, limit))
+        sad = sad.masked_fill((cands.abs() > limit).any(-1), math.inf)
+        if rate_weight > 0:
+            mv = _pick_rows(cands, sad * block * block, rate_weight)
+        else:
+            sad = sad + length_cost * cands.abs().sum(-1) / frac
+            mv = cands.gather(1, sad.argmin(1)[:, None, ..., None].expand(-1, 1, *cands.shape[2:])).squeeze(1)
+        step //= 2
+    return mv
+
+
+def _pick_rows(cands: torch.Tensor, cost: torch.Tensor, rate_weight: float) -> torch.Tensor:
+    """Each block's candidate (B, K, hb, wb, 2) of least ``cost`` plus ``rate_weight`` times
+    the bits of its residual: row 0 against the left block (in order), later rows against
+    the block above (a row at a time)."""
+    b, _, hb, wb, _ = cands.shape
+    out = torch.zeros(b, hb, wb, 2, dtype=torch.long)
+    for col in range(wb):
+        pred = out[:, 0, col - 1] if col else torch.zeros(b, 2, dtype=torch.long)
+        c = cost[:, :, 0, col] + rate_weight * _vector_bits(cands[:, :, 0, col] - pred[:, None])
+        out[:, 0, col] = cands[torch.arange(b), c.argmin(1), 0, col]
+    for row in range(1, hb):
+        pred = out[:, row - 1]
+        c = cost[:, :, row] + rate_weight * _vector_bits(cands[:, :, row] - pred[:, None])
+        out[:, row] = cands[:, :, row].gather(1, c.argmin(1)[:, None, ..., None].expand(-1, 1, wb, 2)).squeeze(1)
+    return out
+
+
+def warp(feat: torch.Tensor, mv: torch.Tensor, block: int, scale: int, frac: int = 1,
+         rounded: bool = False) -> torch.Tensor:
+    """``feat`` (B, C, h, w) at ``1/scale`` resolution moved by per-block vectors ``mv`` in
+    ``1/frac`` pixels.
+
+    Bilinear with weights in ``1/(scale * frac)**2`` units and edge replication; integer
+    ``feat`` gives the exactly floored result (the codec's context path), or with ``rounded``
+    the nearest integer, halves up (the codec's 8-bit pictures); float ``feat`` the same
+    weights.
     """
     b, c, h, w = feat.shape
     per = block // scale  # feature pixels per block
+    den = scale * frac  # vector units per feature pixel
     d = mv.permute(0, 3, 1, 2).repeat_interleave(per, 2).repeat_interleave(per, 3)[..., :h, :w]
     if d.shape[-2] < h or d.shape[-1] < w:
         d = F.pad(d.float(), (0, w - d.shape[-1], 0, h - d.shape[-2]), mode="replicate").long()
     d = d.long()
-    ix, fx = torch.div(d[:, 0], scale, rounding_mode="floor"), torch.remainder(d[:, 0], scale)
-    iy, fy = torch.div(d[:, 1], scale, rounding_mode="floor"), torch.remainder(d[:, 1], scale)
+    ix, fx = torch.div(d[:, 0], den, rounding_mode="floor"), torch.remainder(d[:, 0], den)
+    iy, fy = torch.div(d[:, 1], den, rounding_mode="floor"), torch.remainder(d[:, 1], den)
     x0 = torch.arange(w).view(1, 1, w) + ix
     y0 = torch.arange(h).view(1, h, 1) + iy
     flat = feat.flatten(2)
@@ -229,9 +308,9 @@ def warp(feat: torch.Tensor, mv: torch.Tensor, block: int, scale: int) -> torch.
         return flat.gather(2, idx).view(b, c, h, w)
 
     wx1, wy1 = fx[:, None], fy[:, None]
-    wx0, wy0 = scale - wx1, scale - wy1
+    wx0, wy0 = den - wx1, den - wy1
     acc = (tap(y0, x0) * (wx0 * wy0) + tap(y0, x0 + 1) * (wx1 * wy0)
            + tap(y0 + 1, x0) * (wx0 * wy1) + tap(y0 + 1, x0 + 1) * (wx1 * wy1))
     if feat.dtype.is_floating_point:
-        return acc / (scale * scale)
-    return torch.div(acc, scale * scale, rounding_mode="floor")
+        return acc / (den * den)
+    return torch.div(acc + (den * den // 2 if rounded else 0), den * den, rounding_mode="floor")

@@ -22,16 +22,16 @@ The display transform has the shape of the intra synthesis' last three layers, s
 start from them (:meth:`ConditionalP.init_display_from`).
 
 ``pixel_ref`` models also show the previous *picture*, moved by the block motion (whole
-pixels: a copy, no filter): the display gives its own picture ``r``, a per-pixel weight
-``m`` and a correction ``d``, and shows ``(1 - m) * r + m * (moved + d)``; the analysis
-sees the moved picture beside the frame. ``m`` starts at 1/2 (the mean of two pictures of
-the same frame; a start near 0 left it there: Adam moves a bias by about the learning rate
-per step) and ``d`` at 0.
-Why: a 64-channel context at 1/8 cannot hold an I-frame's detail, so without it every
-chain fell to a quality ceiling (docs/models.md, "The conditional path's ceiling"): on
-`tree` at q=1 the P-frames showed 27 dB at 0.5 bpp while the I-frame block-copied alone
-showed 29 dB. Pictures still feed nothing the probabilities depend on, so the decoder
-cannot drift; only the display becomes a chain (each picture waits for the previous one).
+pixels: a copy; ``subpel`` 4 models: quarter pixels, bilinear, rounded to 8 bits): the
+display gives its own picture ``r``, a per-pixel weight ``m`` and a correction ``d``, and
+shows ``(1 - m) * r + m * (moved + d)``; the analysis sees the moved picture beside the
+frame. ``m`` starts at 1/2 (the mean of two pictures of the same frame; a start near 0 left
+it there: Adam moves a bias by about the learning rate per step) and ``d`` at 0.
+Why: a 64-channel context at 1/8 cannot hold an I-frame's detail, so without it every chain
+fell to a quality ceiling (docs/models.md, "The conditional path's ceiling"): on `tree` at
+q=1 the P-frames showed 27 dB at 0.5 bpp while the I-frame block-copied alone showed 29 dB.
+Pictures still feed nothing the probabilities depend on, so the decoder cannot drift; only
+the display becomes a chain (each picture waits for the previous one).
 """
 
 from __future__ import annotations
@@ -61,8 +61,11 @@ class ConditionalConfig:
     levels: int = 8  # quality levels (gain vectors), as the intra model's
     block: int = 16  # motion block size in pixels
     pixel_ref: bool = False  # the display also shows the previous picture, moved (module docstring)
+    subpel: int = 1  # motion vectors in 1/subpel pixels: 1 (whole pixels) or 4 (quarter pixels)
 
     def __post_init__(self) -> None:
+        if self.subpel not in (1, 2, 4):
+            raise ValueError(f"motion precision 1/{self.subpel} pixel is not one of 1, 1/2, 1/4")
         if self.block not in (8, 16, 32, 64):  # whole context pixels per block, whole blocks per padded frame
             raise ValueError(f"motion block size {self.block} is not one of 8, 16, 32, 64")
         if min(self.M, self.C, self.N, self.Nh, self.intra_M) < 1 or self.levels < 2:
@@ -148,15 +151,17 @@ class ConditionalP(nn.Module):
     def forward(self, x: torch.Tensor, ctx: torch.Tensor, mv: torch.Tensor, q: torch.Tensor,
                 previous: torch.Tensor | None = None) -> dict:
         """One P-frame, noisy proxy: ``x`` (B, 3, H, W) in [0, 1], the previous context, block
-        motion ``mv`` (B, hb, wb, 2) in pixels, qualities ``q`` (B,) in [0, 1]; ``pixel_ref``
+        motion ``mv`` (B, hb, wb, 2) in ``1/subpel`` pixels, qualities ``q`` (B,) in [0, 1]; ``pixel_ref``
         models also take the previous picture."""
         b, _, h, w = x.shape
-        ctx_w = warp(ctx, mv, self.cfg.block, CONTEXT_SCALE)
+        ctx_w = warp(ctx, mv, self.cfg.block, CONTEXT_SCALE, self.cfg.subpel)
         moved = None
         if self.cfg.pixel_ref:
             if previous is None:
                 raise ValueError("a pixel_ref model needs the previous picture")
-            moved = warp(previous, mv, self.cfg.block, 1)
+            moved = warp(previous, mv, self.cfg.block, 1, self.cfg.subpel)
+            if self.cfg.subpel > 1:  # the codec's moved picture is rounded to 8 bits
+                moved = ste_round(moved * 255) / 255
             x = torch.cat([x, moved], 1)
         y = self.g_a(torch.cat([self.g_a_pix(x), ctx_w], 1))
         y = y * torch.exp(interp_levels(self.log_gain, q))[:, :, None, None]

@@ -39,9 +39,18 @@ FILE_FORMAT_EXTENSION = "lvc-model/5"
 FILE_FORMAT_EXTENSION_TEMPORAL = "lvc-model/6"
 EXTENSION_FORMATS = (FILE_FORMAT_EXTENSION, FILE_FORMAT_EXTENSION_TEMPORAL)
 FILE_FORMATS = (FILE_FORMAT, FILE_FORMAT_TEMPORAL, FILE_FORMAT_CONTEXT, FILE_FORMAT_INTER, *EXTENSION_FORMATS)
-# Suffix of any format above whose conditional section blends the previous picture into its
-# pictures (ConditionalConfig.pixel_ref): a reader without it must refuse, not fail to load.
+# Suffixes of any format above naming what its conditional section needs beyond the format:
+# blending the previous picture into its pictures (ConditionalConfig.pixel_ref) and
+# fractional motion vectors (ConditionalConfig.subpel). A reader without one must refuse the
+# file, not fail to load it or decode streams wrongly.
 PIXEL_REF = "+pixel-ref"
+SUBPEL = "+subpel"
+FEATURES = (PIXEL_REF, SUBPEL)
+
+
+def inter_features(cfg) -> str:
+    """The format suffixes a conditional section with ``cfg`` (ConditionalConfig) needs."""
+    return (PIXEL_REF if cfg.pixel_ref else "") + (SUBPEL if cfg.subpel > 1 else "")
 BaseResolver = Callable[[dict], "FrozenModel"]  # {"name", "sha256", "file"} -> that model, or ModelError
 QUALITY_MAX = 65535  # qualities travel as 16-bit integers
 
@@ -133,7 +142,7 @@ def freeze(model: LatentModel, name: str, temporal: Correction | None = None,
         state["format"] = FILE_FORMAT_CONTEXT if context is not None else FILE_FORMAT_TEMPORAL
         state[key] = _freeze_correction(net, latent_space_id(model.g_a, model.log_gain))
     if inter is not None:
-        state["format"] = FILE_FORMAT_INTER + (PIXEL_REF if inter.cfg.pixel_ref else "")
+        state["format"] = FILE_FORMAT_INTER + inter_features(inter.cfg)
         state["inter"] = freeze_inter(inter, latent_space_id(model.g_a, model.log_gain), model.log_inv_gain)
     buf = io.BytesIO()
     torch.save(state, buf)
@@ -164,7 +173,7 @@ def extend(base: FrozenModel, name: str, inter: ConditionalP, latent_space: str,
                              f"not {base.name}'s")
         state["format"] = FILE_FORMAT_EXTENSION_TEMPORAL
         state["temporal"] = _freeze_correction(temporal, space)
-    state["format"] += PIXEL_REF if inter.cfg.pixel_ref else ""
+    state["format"] += inter_features(inter.cfg)
     buf = io.BytesIO()
     torch.save(state, buf)
     return from_bytes(buf.getvalue(), name, lambda ref: base)
@@ -227,13 +236,14 @@ def from_bytes(data: bytes, where: str, resolve_base: BaseResolver | None = None
         raise ModelError(f"not an lvc model file ({e.__class__.__name__})", str(path)) from None
     if not isinstance(state, dict) or not isinstance(state.get("format"), str):
         raise ModelError("not an lvc model file (format tag missing)", str(path))
-    tag, plus, feature = state["format"].partition("+")
+    tag, *features = state["format"].split("+")
     if tag not in FILE_FORMATS:
         raise ModelError("not an lvc model file (format tag missing)", str(path))
-    if plus and plus + feature != PIXEL_REF:
-        raise ModelError(f"model file needs a feature this lvc does not know ({feature})", str(path),
+    unknown = [f for f in features if "+" + f not in FEATURES]
+    if unknown:
+        raise ModelError(f"model file needs a feature this lvc does not know ({'+'.join(unknown)})", str(path),
                          "upgrade lvc")
-    state["format"], pixel_ref = tag, bool(plus)
+    state["format"], suffix = tag, "".join("+" + f for f in features)
     base = None
     if state["format"] in EXTENSION_FORMATS:
         ref = state.get("base")
@@ -252,7 +262,7 @@ def from_bytes(data: bytes, where: str, resolve_base: BaseResolver | None = None
                              " or install the lvc that ships it") from None
     try:
         model = _build(state, data) if base is None else _build_extension(state, data, base, str(path))
-        if pixel_ref != (model.inter is not None and model.inter.config.pixel_ref):
+        if suffix != (inter_features(model.inter.config) if model.inter is not None else ""):
             raise ValueError("format tag and conditional section disagree")
         return model
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:

@@ -24,8 +24,8 @@ from lvc.models.latent import interp_fixed
 GAIN_FRAC_BITS = 16
 EXACT_NETS = ("g_i_up", "g_i", "g_c_up", "g_c", "ctx_down", "h_s", "prior")
 FLOAT_NETS = ("g_a_pix", "g_a", "h_a", "g_d")
-MV_RANGE = 64  # motion-vector residuals are coded in [-MV_RANGE, MV_RANGE] (escape beyond)
-MV_LIMIT = 64  # |vector component| a decoder accepts (syntax, not the encoder's search range)
+MV_RANGE = 64  # motion-vector residuals are coded in [-MV_RANGE, MV_RANGE] pixels (escape beyond)
+MV_LIMIT = 64  # |vector component| in pixels a decoder accepts (syntax, not the encoder's search range)
 MV_SCALES = (0.15, 0.4, 1.0, 2.5, 6.0)  # Laplacian scales (pixels) of the residual tables; one per frame
 
 
@@ -39,14 +39,16 @@ def scale_fixed(latent_fx: torch.Tensor, gains_fx: torch.Tensor, q: int, q_max: 
     return torch.div(latent_fx * g, 1 << GAIN_FRAC_BITS, rounding_mode="floor")
 
 
-def mv_table() -> CdfTables:
+def mv_table(subpel: int = 1) -> CdfTables:
     """One row per Laplacian scale in ``MV_SCALES`` (the encoder picks the cheapest per frame:
     still scenes cost a fraction of a bit per vector, pans stay cheap too), and a last,
-    uniform row for that choice."""
-    r = np.arange(-MV_RANGE, MV_RANGE + 1)
-    rows = [quantize_pmf(np.exp(-np.abs(r) / b) / np.exp(-np.abs(r) / b).sum(), 1e-4) for b in MV_SCALES]
+    uniform row for that choice; residuals in ``1/subpel`` pixels."""
+    n = MV_RANGE * subpel
+    r = np.arange(-n, n + 1)
+    rows = [quantize_pmf(np.exp(-np.abs(r) / b) / np.exp(-np.abs(r) / b).sum(), 1e-4)
+            for b in np.array(MV_SCALES) * subpel]
     rows.append(quantize_pmf(np.full(len(MV_SCALES), 1 / len(MV_SCALES)), 1e-4))
-    return CdfTables.from_rows(rows, [-MV_RANGE] * len(MV_SCALES) + [0])
+    return CdfTables.from_rows(rows, [-n] * len(MV_SCALES) + [0])
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,8 @@ def freeze_inter(model: ConditionalP, latent_space: str, intra_log_inv_gain: tor
                 "float": {k: {n: v.half() for n, v in getattr(model, k).state_dict().items()} for k in FLOAT_NETS},
                 "log_gain": model.log_gain.detach().clone(), "inv_gain_fx": gains_fixed(model.log_inv_gain),
                 "intra_inv_gain_fx": gains_fixed(intra_log_inv_gain),
-                "z_tables": factorized_tables(model.z_density).to_state(), "mv_tables": mv_table().to_state()}
+                "z_tables": factorized_tables(model.z_density).to_state(),
+                "mv_tables": mv_table(model.cfg.subpel).to_state()}
 
 
 def build_inter(state: dict) -> FrozenInter:

@@ -226,7 +226,7 @@ def train_inter(cfg: InterTrainConfig, intra: FrozenModel, model_cfg: Conditiona
     opt = torch.optim.Adam(main, lr=cfg.lr)
     aux_opt = torch.optim.Adam([p for n, p in model.named_parameters() if n.endswith("quantiles")], lr=cfg.aux_lr)
     cache = SequenceCache.build(collect_sources(cfg.data), out / "cache", cfg.crop, cfg.length, cfg.per_clip,
-                                model_cfg.block, cfg.seed, cfg.per_photo)
+                                model_cfg.block, cfg.seed, cfg.per_photo, model_cfg.subpel)
     sampler = SequenceSampler(cache, cfg.seed)
     step = 0
     if init is not None:

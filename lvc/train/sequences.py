@@ -37,11 +37,11 @@ PAN_SPEED = 12.0  # photo pans: at most this many pixels per frame along either 
 @dataclass
 class SequenceCache:
     frames: np.ndarray  # (n, length, crop, crop, 3) uint8
-    motion: np.ndarray  # (n, length - 1, crop / block, crop / block, 2) int8: frame t-1 -> t
+    motion: np.ndarray  # (n, length - 1, crop / block, crop / block, 2) int8, 1/subpel pixels: frame t-1 -> t
 
     @classmethod
     def build(cls, sources: list[Path], cache_dir: Path, crop: int, length: int, per_clip: int, block: int,
-              seed: int = 0, per_photo: int = 0) -> SequenceCache:
+              seed: int = 0, per_photo: int = 0, subpel: int = 1) -> SequenceCache:
         videos = [s for s in sources if s.suffix.lower() in VIDEO_SUFFIXES]
         photos = [s for s in sources if s.suffix.lower() in IMAGE_SUFFIXES] if per_photo > 0 else []
         if not videos:
@@ -49,17 +49,20 @@ class SequenceCache:
         spec_list = [str(s) for s in videos] + [crop, length, per_clip, block, SEARCH, LENGTH_COST, seed, CACHE_FORMAT]
         if photos:  # runs without photos keep their caches
             spec_list += [str(s) for s in photos] + [per_photo, PAN_SPEED]
+        if subpel > 1:  # whole-pixel runs keep their caches
+            spec_list.append(f"subpel={subpel}")
         spec = json.dumps(spec_list)
         key = hashlib.sha256(spec.encode()).hexdigest()[:16]
         cache_dir.mkdir(parents=True, exist_ok=True)
         fpath, mpath = cache_dir / f"seq-{key}.npy", cache_dir / f"seq-{key}.mv.npy"
         if not (fpath.exists() and mpath.exists()):
             rng = np.random.default_rng(seed)
-            frames, motion = _with_motion(_clip_sequences(videos, crop, length, per_clip, rng), block, InputError(
+            clips = _clip_sequences(videos, crop, length, per_clip, rng)
+            frames, motion = _with_motion(clips, block, subpel, InputError(
                 f"no clip has {length} frames of at least {crop}x{crop}", str(videos[0]),
                 "use longer or larger clips, or a smaller --crop"))
             if photos:
-                pf, pm = _with_motion(_photo_pans(photos, crop, length, per_photo, rng), block, InputError(
+                pf, pm = _with_motion(_photo_pans(photos, crop, length, per_photo, rng), block, subpel, InputError(
                     f"no photo is large enough for {length}-frame pans of {crop}x{crop}", str(photos[0]),
                     "use larger photos or a smaller --crop"))
                 frames, motion = np.concatenate([frames, pf]), np.concatenate([motion, pm])
@@ -104,16 +107,17 @@ def _photo_pans(photos: list[Path], crop: int, length: int, per_photo: int,
                 yield seq
 
 
-def _with_motion(seqs: Iterator[np.ndarray], block: int, empty: InputError) -> tuple[np.ndarray, np.ndarray]:
+def _with_motion(seqs: Iterator[np.ndarray], block: int, subpel: int,
+                 empty: InputError) -> tuple[np.ndarray, np.ndarray]:
     """Sequences stacked, and the encoder's search (lvc.codec.inter) between consecutive
-    frames, without its rate term (the first runs predate it)."""
+    frames in ``1/subpel`` pixels, without its rate term (the first runs predate it)."""
     frames = list(seqs)
     if not frames:
         raise empty
     motion = []
     for seq in frames:
         t = torch.from_numpy(seq).permute(0, 3, 1, 2).float()
-        motion.append(estimate_motion(t[:-1], t[1:], block).numpy().astype(np.int8))
+        motion.append(estimate_motion(t[:-1], t[1:], block, frac=subpel).numpy().astype(np.int8))
     return np.stack(frames), np.stack(motion)
 
 

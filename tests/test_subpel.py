@@ -1,0 +1,136 @@
+"""Quarter-pixel motion (``ConditionalConfig.subpel``): vectors in 1/4 pixel move the context
+and the previous picture bilinearly, in exact integers on the codec's side.
+
+These check that the codec's interpolation is the training warp's (rounded to 8 bits), that
+the search finds fractional motion, that streams decode to the encoder's pictures across
+thread counts, that model files name the feature, and that training caches fractional motion.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from conftest import encoder_recons, write_y4m
+
+from lvc.codec import api
+from lvc.codec.motion import estimate_motion, upsampled, warp
+from lvc.codec.skip import moved_picture
+from lvc.errors import ModelError
+from lvc.models.conditional import ConditionalConfig, ConditionalP
+from lvc.models.frozen import PIXEL_REF, SUBPEL, freeze, from_bytes, load_frozen, save_frozen
+from lvc.models.latent import LatentModel, ModelConfig
+from lvc.models.registry import load_model
+from lvc.train.inter import InterTrainConfig, train_inter
+from lvc.train.sequences import SequenceCache
+
+QUARTER = ConditionalConfig(M=8, C=8, N=8, Nh=8, intra_M=16, levels=3, pixel_ref=True, subpel=4)
+
+
+def _textured(g: torch.Generator, h: int, w: int) -> torch.Tensor:
+    """Texture at a few pixels' scale (what block matching can lock on to), 0..255."""
+    return torch.nn.functional.avg_pool2d(torch.rand(1, 3, h, w, generator=g) * 255, 5, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def quarter_file(tmp_path_factory):
+    torch.manual_seed(4)
+    intra, inter = LatentModel(ModelConfig(N=8, M=16, Nh=8, levels=3)), ConditionalP(QUARTER)
+    with torch.no_grad():  # a weight and a correction that vary over the picture
+        torch.nn.init.normal_(inter.g_d[-1].weight, std=0.05)
+    path = tmp_path_factory.mktemp("subpel") / "tiny-quarter.lvcm"
+    save_frozen(freeze(intra, "tiny-quarter", inter=inter), path)
+    return path
+
+
+@pytest.mark.parametrize("frac", [1, 4])
+def test_integer_warp_floors_or_rounds_the_float_warp(frac):
+    g = torch.Generator().manual_seed(0)
+    feat = torch.randint(-(1 << 30), 1 << 30, (2, 3, 12, 20), generator=g)
+    mv = torch.randint(-40 * frac, 40 * frac + 1, (2, 6, 10, 2), generator=g)
+    exact = torch.floor(warp(feat.double(), mv, 16, 8, frac))
+    assert torch.equal(warp(feat, mv, 16, 8, frac), exact.long())
+    pixels = torch.randint(0, 256, (2, 3, 40, 70), generator=g)
+    rounded = torch.floor(warp(pixels.double(), mv, 16, 1, frac) + 0.5).long()
+    assert torch.equal(warp(pixels, mv, 16, 1, frac, rounded=True), rounded)
+
+
+def test_upsampled_reference_holds_the_warp_at_every_quarter_position():
+    x = _textured(torch.Generator().manual_seed(1), 32, 48)
+    up = upsampled(x, 4)
+    for dy in range(4):
+        for dx in range(4):
+            mv = torch.tensor([dx, dy]).expand(1, 2, 3, 2)
+            assert torch.allclose(warp(x, mv, 16, 1, 4), up[..., dy::4, dx::4], atol=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(64, 128), (50, 90)])
+def test_the_codecs_moved_picture_is_the_warp_rounded(shape):
+    """The codec moves 8-bit pictures by quarter pixels with the training warp's bilinear
+    weights, rounded to the nearest level; a field of whole-pixel vectors is a block copy."""
+    g = torch.Generator().manual_seed(5)
+    picture = torch.randint(0, 256, (*shape, 3), generator=g, dtype=torch.uint8).numpy()
+    hb, wb = -(-shape[0] // 16), -(-shape[1] // 16)
+    mv = torch.randint(-80, 81, (hb, wb, 2), generator=g)
+    mv[0, 0] = 0
+    as_tensor = torch.from_numpy(picture).permute(2, 0, 1)[None].double()
+    expected = torch.floor(warp(as_tensor, mv[None], 16, 1, 4) + 0.5)[0].permute(1, 2, 0).numpy()
+    assert np.array_equal(moved_picture(picture, mv, 16, 4), expected)
+    whole = mv - mv % 4
+    assert np.array_equal(moved_picture(picture, whole, 16, 4), moved_picture(picture, whole // 4, 16))
+
+
+@pytest.mark.parametrize("rate_weight", [0.0, 20.0])
+def test_motion_estimation_finds_a_quarter_pixel_shift(rate_weight):
+    big = _textured(torch.Generator().manual_seed(2), 112, 192)
+    true = torch.tensor([-7, 5])  # content 1 3/4 px left, 1 1/4 px down (in quarter pixels)
+    cur = warp(big, true.expand(1, 7, 12, 2), 16, 1, 4)
+    mv = estimate_motion(big, cur, 16, rate_weight=rate_weight, frac=4)
+    assert mv.shape == (1, 7, 12, 2)
+    assert (mv[0, 1:-1, 1:-1] == true).all()
+    assert torch.equal(estimate_motion(big, cur, 16, frac=1)[0, 2, 2], torch.tensor([-2, 1]))
+
+
+def test_quarter_pixel_stream_decodes_to_the_encoders_pictures(quarter_file, twelve, tmp_path):
+    src, out = tmp_path / "twelve.y4m", tmp_path / "q.lvc"
+    write_y4m(src, twelve)
+    api.encode(src, out, quality=0.5, model=str(quarter_file), progress=False)
+    assert {"PC", "PS"} & {f["type"] for f in api.info(out)["frames"]}
+    torch.set_num_threads(1)
+    try:
+        expected = encoder_recons(load_frozen(quarter_file), src, 0.5)
+    finally:
+        torch.set_num_threads(2)
+    decoded = list(api.iter_decode(out, model=str(quarter_file)))
+    assert len(decoded) == 12 and all(np.array_equal(a, b) for a, b in zip(decoded, expected, strict=True))
+
+
+def test_quarter_pixel_model_files_name_the_feature(quarter_file):
+    """Readers without fractional motion must refuse such a file (they would decode its
+    streams wrongly), and a tag that disagrees with the section is damage."""
+    state = torch.load(quarter_file, weights_only=True)
+    assert state["format"] == "lvc-model/4" + PIXEL_REF + SUBPEL
+    assert from_bytes(quarter_file.read_bytes(), "x").inter.config.subpel == 4
+    for tag, match in (("lvc-model/4+pixel-ref", "damaged"), ("lvc-model/4+pixel-ref+subpel+x", "upgrade lvc")):
+        buf = io.BytesIO()
+        torch.save({**state, "format": tag}, buf)
+        with pytest.raises(ModelError, match=match):
+            from_bytes(buf.getvalue(), "x")
+
+
+def test_train_inter_caches_quarter_pixel_motion(tiny_model, twelve, tmp_path):
+    src = tmp_path / "five.y4m"
+    write_y4m(src, twelve[:5])
+    intra = load_model(tiny_model)
+    shape = ConditionalConfig(M=8, C=8, N=8, Nh=8, intra_M=intra.config.M, levels=intra.log_gain.shape[0],
+                              pixel_ref=True, subpel=4)
+    cfg = InterTrainConfig([str(src)], str(tmp_path / "run"), steps=1, batch=2, crop=64, length=3, per_clip=3,
+                           threads=1)
+    last = train_inter(cfg, intra, shape, progress=False)
+    assert torch.load(last, weights_only=False)["inter_config"]["subpel"] == 4
+    whole = SequenceCache.build([src], tmp_path / "cache", 64, 3, 3, 16)
+    quarter = SequenceCache.build([src], tmp_path / "cache", 64, 3, 3, 16, subpel=4)
+    assert np.array_equal(whole.frames, quarter.frames)
+    assert (np.abs(quarter.motion.astype(int) - 4 * whole.motion) <= 3).all()
