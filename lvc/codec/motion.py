@@ -216,13 +216,12 @@ def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, searc
 
 def upsampled(x: torch.Tensor, frac: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, H * frac, W * frac): the bilinear value at every ``1/frac``
-    position, edge-replicated past the last row and column (the values :func:`warp` takes)."""
+    position, edge-replicated past the last row and column (the values :func:`warp` takes,
+    to float rounding: the search's, not the codec's)."""
+    h, w = x.shape[-2:]
     p = F.pad(x, (0, 1, 0, 1), mode="replicate")
-    a, b, c, d = p[..., :-1, :-1], p[..., :-1, 1:], p[..., 1:, :-1], p[..., 1:, 1:]
-    phases = [((frac - j) * ((frac - i) * a + i * b) + j * ((frac - i) * c + i * d)) / (frac * frac)
-              for j in range(frac) for i in range(frac)]
-    n, ch, h, w = x.shape
-    return F.pixel_shuffle(torch.stack(phases, 2).view(n, ch * frac * frac, h, w), frac)
+    up = F.interpolate(p, size=(h * frac + 1, w * frac + 1), mode="bilinear", align_corners=True)
+    return up[..., :-1, :-1]
 
 
 def _subpel_sad(up: torch.Tensor, cur: torch.Tensor, block: int, frac: int, r: int,
@@ -247,7 +246,7 @@ def _subpel_refine(lr: torch.Tensor, lc: torch.Tensor, block: int, mv: torch.Ten
     upsampled reference, plus the length cost, or with ``rate_weight`` the bits of the
     residual the codec sends (decided row by row, as :func:`_rate_constrained`)."""
     r = search + 1
-    up = upsampled(F.pad(lr, (r, r, r, r), mode="replicate"), frac)
+    up = upsampled(F.pad(lr, (r, r, r, r), mode="replicate"), frac).contiguous()
     limit = search * frac
     step = frac // 2
     while step >= 1:

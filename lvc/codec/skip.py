@@ -37,7 +37,6 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from lvc.codec.motion import warp
 from lvc.entropy import coder
 from lvc.entropy.tables import PROB_TOTAL, CdfTables
 
@@ -121,16 +120,14 @@ def moved_picture(previous: np.ndarray, mv: torch.Tensor, block: int, frac: int 
     replication). Still blocks cost nothing; whole-pixel ones are one slice each from an
     edge-padded copy (about 1 ms at 416x240, 6x faster than gathering pixel by pixel, so
     callers that need a few blocks take the whole picture too). A field with fractional
-    vectors is interpolated whole, exactly (:func:`lvc.codec.motion.warp`, rounded)."""
+    vectors is interpolated (:func:`_interpolated`)."""
     h, w = previous.shape[:2]
     v = mv.numpy()
     moving = v.any(-1)
     if not moving.any():
         return previous
     if frac > 1 and (v % frac).any():
-        t = torch.from_numpy(np.ascontiguousarray(previous)).permute(2, 0, 1)[None].int()
-        out = warp(t, mv[None], block, 1, frac, rounded=True)[0].permute(1, 2, 0)
-        return np.ascontiguousarray(out.to(torch.uint8).numpy())
+        return _interpolated(previous, v, block, frac)
     v = v // frac
     r = int(np.abs(v).max())
     pad = np.pad(previous, ((r, r + block), (r, r + block), (0, 0)), mode="edge")
@@ -143,6 +140,28 @@ def moved_picture(previous: np.ndarray, mv: torch.Tensor, block: int, frac: int 
         bh, bw = min(block, h - y0), min(block, w - x0)
         out[y0:y0 + bh, x0:x0 + bw] = pad[r + y0 + dy:r + y0 + dy + bh, r + x0 + dx:r + x0 + dx + bw]
     return out
+
+
+def _interpolated(previous: np.ndarray, v: np.ndarray, block: int, frac: int) -> np.ndarray:
+    """:func:`moved_picture` for vectors ``v`` (hb, wb, 2) with fractions: every block's
+    ``block + 1`` square source region gathered at once, then the bilinear weights in
+    integers, rounded half up: exactly :func:`lvc.codec.motion.warp` with ``rounded`` (about
+    a fifth of its time: no per-pixel index arithmetic)."""
+    h, w = previous.shape[:2]
+    hb, wb = v.shape[:2]
+    whole, part = v // frac, (v % frac).astype(np.int16)
+    r = int(np.abs(whole).max()) + 1
+    pad = np.pad(previous, ((r, r + hb * block - h + 1), (r, r + wb * block - w + 1), (0, 0)), mode="edge")
+    span = np.arange(block + 1)
+    rows = (np.arange(hb)[:, None] * block + r + whole[..., 1])[..., None] + span  # (hb, wb, block + 1)
+    cols = (np.arange(wb)[None, :] * block + r + whole[..., 0])[..., None] + span
+    reg = pad[rows[..., :, None], cols[..., None, :]].astype(np.int16)  # (hb, wb, block+1, block+1, 3)
+    fx, fy = part[..., 0, None, None, None], part[..., 1, None, None, None]
+    top = (frac - fx) * reg[:, :, :-1, :-1] + fx * reg[:, :, :-1, 1:]
+    bottom = (frac - fx) * reg[:, :, 1:, :-1] + fx * reg[:, :, 1:, 1:]
+    out = ((frac - fy) * top + fy * bottom + frac * frac // 2) // (frac * frac)
+    out = out.transpose(0, 2, 1, 3, 4).reshape(hb * block, wb * block, 3)[:h, :w]
+    return np.ascontiguousarray(out.astype(np.uint8))
 
 
 class SkippedPicture:
