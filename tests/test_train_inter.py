@@ -115,7 +115,7 @@ def test_photo_pans_move_the_crop_window_along_a_line():
     for t in range(3):
         y, x = 20 - 2 * t, 10 + 3 * t
         assert np.array_equal(seq[t], photo[y:y + 64, x:x + 64])
-    mv = sequences._with_motion(iter([seq]), 16, ValueError())[1][0]
+    mv = sequences._with_motion(iter([seq]), 16, 1, ValueError())[1][0]
     assert (mv[..., 0] == 3).mean() > 0.8 and (mv[..., 1] == -2).mean() > 0.8
     assert sequences.pan(photo, 200, 3, np.random.default_rng(0)) is None  # too small for the window
 
