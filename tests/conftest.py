@@ -41,6 +41,28 @@ def frames_hash(frames) -> str:
     return h.hexdigest()
 
 
+def assert_decodes_to_encoder(model_file, frames, tmp_path, quality: float = 0.5) -> list[str]:
+    """Encode ``frames`` with ``model_file`` (encoder on one thread), decode the file (two
+    threads), assert every picture is the encoder's bit for bit; returns the frame types."""
+    import torch
+
+    from lvc.codec import api
+    from lvc.models.frozen import load_frozen
+
+    src, out = tmp_path / "frames.y4m", tmp_path / "frames.lvc"
+    write_y4m(src, frames)
+    api.encode(src, out, quality=quality, model=str(model_file), progress=False)
+    torch.set_num_threads(1)
+    try:
+        expected = encoder_recons(load_frozen(model_file), src, quality)
+    finally:
+        torch.set_num_threads(2)
+    decoded = list(api.iter_decode(out, model=str(model_file)))
+    assert len(decoded) == len(frames)
+    assert all(np.array_equal(a, b) for a, b in zip(decoded, expected, strict=True))
+    return [f["type"] for f in api.info(out)["frames"]]
+
+
 def write_y4m(path, frames, fps: int = 25) -> None:
     """A test clip from RGB frames (4:2:0 y4m, as the encoder will read it back)."""
     from fractions import Fraction

@@ -10,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import encoder_recons, write_y4m
+from conftest import assert_decodes_to_encoder, write_y4m
 
-from lvc.codec import api
 from lvc.codec.frame import FrameCodec
 from lvc.codec.inter import InterCodec
 from lvc.codec.sequence import SequenceDecoder
@@ -48,18 +47,8 @@ def blending_file(tmp_path_factory):
 
 
 def test_pixel_ref_stream_decodes_to_the_encoders_pictures(blending_file, twelve, tmp_path):
-    src, out = tmp_path / "twelve.y4m", tmp_path / "a.lvc"
-    write_y4m(src, twelve)
-    api.encode(src, out, quality=0.5, model=str(blending_file), progress=False)
-    types = [f["type"] for f in api.info(out)["frames"]]
+    types = assert_decodes_to_encoder(blending_file, twelve, tmp_path)
     assert types[0] == "I" and {"PC", "PS"} & set(types)
-    torch.set_num_threads(1)
-    try:
-        expected = encoder_recons(load_frozen(blending_file), src, 0.5)
-    finally:
-        torch.set_num_threads(2)
-    decoded = list(api.iter_decode(out, model=str(blending_file)))
-    assert len(decoded) == 12 and all(np.array_equal(a, b) for a, b in zip(decoded, expected, strict=True))
 
 
 def test_a_full_weight_and_no_correction_show_the_previous_picture_moved(tmp_path_factory, twelve):
@@ -138,19 +127,24 @@ def test_pixel_ref_model_files_carry_their_feature_in_the_format_tag(blending_fi
             from_bytes(buf.getvalue(), "x")
 
 
+@pytest.mark.parametrize("frac", [1, 4])  # whole pixels; quarter pixels (lvc.models.conditional subpel)
 @pytest.mark.parametrize("shape", [(64, 128), (50, 90)])
-def test_the_codecs_block_copy_is_the_training_warp(shape):
-    """The codec moves pictures by slicing blocks out of an edge-padded copy; training moves
-    them with :func:`warp` at full resolution. Both must agree pixel for pixel, frame sizes
-    that are not whole blocks included."""
+def test_the_codecs_moved_picture_is_the_training_warp(shape, frac):
+    """The codec moves pictures by slicing blocks out of an edge-padded copy (whole pixels)
+    or by weighing every block's gathered source region in integers (quarter pixels);
+    training moves them with :func:`warp` at full resolution, rounded to 8 bits. Both must
+    agree pixel for pixel, frame sizes that are not whole blocks included; a quarter-pixel
+    field of whole-pixel vectors is the block copy."""
     from lvc.codec.motion import warp
     from lvc.codec.skip import moved_picture
 
     g = torch.Generator().manual_seed(5)
     picture = torch.randint(0, 256, (*shape, 3), generator=g, dtype=torch.uint8).numpy()
     hb, wb = -(-shape[0] // 16), -(-shape[1] // 16)
-    mv = torch.randint(-20, 21, (hb, wb, 2), generator=g)
+    mv = torch.randint(-20 * frac, 20 * frac + 1, (hb, wb, 2), generator=g)
     mv[0, 0] = 0
-    as_tensor = torch.from_numpy(picture).permute(2, 0, 1)[None].long()
-    expected = warp(as_tensor, mv[None], 16, 1)[0].permute(1, 2, 0).numpy()
-    assert np.array_equal(moved_picture(picture, mv, 16), expected)
+    as_tensor = torch.from_numpy(picture).permute(2, 0, 1)[None].double()
+    expected = torch.floor(warp(as_tensor, mv[None], 16, 1, frac) + 0.5)[0].permute(1, 2, 0).numpy()
+    assert np.array_equal(moved_picture(picture, mv, 16, frac), expected)
+    whole = mv - mv % frac
+    assert np.array_equal(moved_picture(picture, whole, 16, frac), moved_picture(picture, whole // frac, 16))

@@ -1,7 +1,8 @@
 """Quarter-pixel motion (``ConditionalConfig.subpel``): vectors in 1/4 pixel move the context
 and the previous picture bilinearly, in exact integers on the codec's side.
 
-These check that the codec's interpolation is the training warp's (rounded to 8 bits), that
+These check that the codec's interpolation is the training warp's (the moved picture's own
+test is ``test_pixel_ref.test_the_codecs_moved_picture_is_the_training_warp``), that
 the search finds fractional motion, that streams decode to the encoder's pictures across
 thread counts, that model files name the feature, and that training caches fractional motion.
 """
@@ -13,14 +14,12 @@ import io
 import numpy as np
 import pytest
 import torch
-from conftest import encoder_recons, write_y4m
+from conftest import assert_decodes_to_encoder, write_y4m
 
-from lvc.codec import api
 from lvc.codec.motion import estimate_motion, upsampled, warp
-from lvc.codec.skip import moved_picture
 from lvc.errors import ModelError
 from lvc.models.conditional import ConditionalConfig, ConditionalP
-from lvc.models.frozen import PIXEL_REF, SUBPEL, freeze, from_bytes, load_frozen, save_frozen
+from lvc.models.frozen import PIXEL_REF, SUBPEL, freeze, from_bytes, save_frozen
 from lvc.models.latent import LatentModel, ModelConfig
 from lvc.models.registry import load_model
 from lvc.train.inter import InterTrainConfig, train_inter
@@ -66,22 +65,6 @@ def test_upsampled_reference_holds_the_warp_at_every_quarter_position():
             assert torch.allclose(warp(x, mv, 16, 1, 4), up[..., dy::4, dx::4], atol=1e-3)
 
 
-@pytest.mark.parametrize("shape", [(64, 128), (50, 90)])
-def test_the_codecs_moved_picture_is_the_warp_rounded(shape):
-    """The codec moves 8-bit pictures by quarter pixels with the training warp's bilinear
-    weights, rounded to the nearest level; a field of whole-pixel vectors is a block copy."""
-    g = torch.Generator().manual_seed(5)
-    picture = torch.randint(0, 256, (*shape, 3), generator=g, dtype=torch.uint8).numpy()
-    hb, wb = -(-shape[0] // 16), -(-shape[1] // 16)
-    mv = torch.randint(-80, 81, (hb, wb, 2), generator=g)
-    mv[0, 0] = 0
-    as_tensor = torch.from_numpy(picture).permute(2, 0, 1)[None].double()
-    expected = torch.floor(warp(as_tensor, mv[None], 16, 1, 4) + 0.5)[0].permute(1, 2, 0).numpy()
-    assert np.array_equal(moved_picture(picture, mv, 16, 4), expected)
-    whole = mv - mv % 4
-    assert np.array_equal(moved_picture(picture, whole, 16, 4), moved_picture(picture, whole // 4, 16))
-
-
 @pytest.mark.parametrize("rate_weight", [0.0, 20.0])
 def test_motion_estimation_finds_a_quarter_pixel_shift(rate_weight):
     big = _textured(torch.Generator().manual_seed(2), 112, 192)
@@ -94,17 +77,7 @@ def test_motion_estimation_finds_a_quarter_pixel_shift(rate_weight):
 
 
 def test_quarter_pixel_stream_decodes_to_the_encoders_pictures(quarter_file, twelve, tmp_path):
-    src, out = tmp_path / "twelve.y4m", tmp_path / "q.lvc"
-    write_y4m(src, twelve)
-    api.encode(src, out, quality=0.5, model=str(quarter_file), progress=False)
-    assert {"PC", "PS"} & {f["type"] for f in api.info(out)["frames"]}
-    torch.set_num_threads(1)
-    try:
-        expected = encoder_recons(load_frozen(quarter_file), src, 0.5)
-    finally:
-        torch.set_num_threads(2)
-    decoded = list(api.iter_decode(out, model=str(quarter_file)))
-    assert len(decoded) == 12 and all(np.array_equal(a, b) for a, b in zip(decoded, expected, strict=True))
+    assert {"PC", "PS"} & set(assert_decodes_to_encoder(quarter_file, twelve, tmp_path))
 
 
 def test_quarter_pixel_model_files_name_the_feature(quarter_file):
