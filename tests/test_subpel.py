@@ -107,3 +107,22 @@ def test_train_inter_caches_quarter_pixel_motion(tiny_model, twelve, tmp_path):
     quarter = SequenceCache.build([src], tmp_path / "cache", 64, 3, 3, 16, subpel=4)
     assert np.array_equal(whole.frames, quarter.frames)
     assert (np.abs(quarter.motion.astype(int) - 4 * whole.motion) <= 3).all()
+
+
+@pytest.mark.parametrize(("name", "subpel"), [("lvc-hl192dv", 1), ("lvc-hl192dq", 4)])
+def test_shipped_motion_tables_are_the_codes_for_their_precision(name, subpel):
+    """The shipped video models hold the motion tables the code makes for their precision
+    (so ``lvc extend`` rebuilds them); quarter-pixel rows give zero the probability
+    ``MV_SPIKES`` fitted, and every row is symmetric."""
+    from lvc.models.inter_frozen import MV_SPIKES, mv_table
+
+    inter = load_model(name).inter
+    assert inter.config.subpel == subpel
+    assert all(torch.equal(a, b) for a, b in zip(inter.mv_tables.to_state().values(),
+                                                 mv_table(subpel).to_state().values(), strict=True))
+    tables = mv_table(subpel)
+    for k in range(5):
+        p = [2.0 ** -tables.bits(np.array([k]), np.array([v])) for v in (-3, 0, 3)]
+        assert p[0] == pytest.approx(p[2], rel=1e-3)
+        if subpel == 4:
+            assert p[1] == pytest.approx(MV_SPIKES[k][0], abs=0.01)  # less the floors of 513 values
