@@ -5,8 +5,9 @@ The decoder's state between frames is the context (fixed point, 1/8 resolution, 
 
 1. block motion, one vector per 16x16 block in whole or (``subpel`` models) quarter pixels
    (searched rate-constrained against the vector it is predicted from): the choice of one of
-   the frozen Laplacian tables, then the first block row as differences along the row and
-   every later row as differences from the row above (both sides vectorised);
+   the frozen motion tables (stored in the model file), then the first block row as
+   differences along the row and every later row as differences from the row above (both
+   sides vectorised);
 2. the side information ``z`` (per-channel frozen tables);
 3. the latent symbols under the context-conditioned prior (scale-indexed Gaussian tables).
 

@@ -105,6 +105,13 @@ def _bits_of(v: tuple[int, int], pred: tuple[int, int]) -> float:
     return float(sum(2 * (abs(a - p).bit_length() - 1) + 3 if a != p else 1 for a, p in zip(v, pred)))
 
 
+def _cheapest(cands: torch.Tensor, cost: torch.Tensor, pred: torch.Tensor, rate_weight: float) -> torch.Tensor:
+    """Each block's candidate (B, K, ..., 2) of least ``cost`` (B, K, ...) plus
+    ``rate_weight`` times the bits of its residual against ``pred`` (B, ..., 2)."""
+    total = cost + rate_weight * _vector_bits(cands - pred[:, None])
+    return cands.gather(1, total.argmin(1)[:, None, ..., None].expand(-1, 1, *cands.shape[2:])).squeeze(1)
+
+
 def _rate_constrained(lr: torch.Tensor, lc: torch.Tensor, block: int, cands: torch.Tensor, sad: torch.Tensor,
                       rate_weight: float, search: int) -> torch.Tensor:
     """Re-decide each block among its full-resolution candidates ``cands`` (B, K, hb, wb, 2)
@@ -119,10 +126,6 @@ def _rate_constrained(lr: torch.Tensor, lc: torch.Tensor, block: int, cands: tor
     r = search + 1
     pad = F.pad(lr, (r, r, r, r), mode="replicate")
     out = torch.zeros(b, hb, wb, 2, dtype=torch.long)
-
-    def pick(c: torch.Tensor, s: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
-        cost = s + rate_weight * _vector_bits(c - pred[:, None])
-        return c.gather(1, cost.argmin(1)[:, None, ..., None].expand(-1, 1, *c.shape[2:])).squeeze(1)
 
     def pred_sad(pred: torch.Tensor, row: int, col: slice) -> torch.Tensor:
         cols = range(wb)[col]
@@ -150,7 +153,7 @@ def _rate_constrained(lr: torch.Tensor, lc: torch.Tensor, block: int, cands: tor
         pred = out[:, row - 1]
         c = torch.cat([cands[:, :, row], pred[:, None]], 1)
         s = torch.cat([sad[:, :, row], pred_sad(pred[:, None], row, slice(0, wb))[:, None]], 1)
-        out[:, row] = pick(c, s, pred)
+        out[:, row] = _cheapest(c, s, pred, rate_weight)
     return out
 
 
@@ -270,12 +273,9 @@ def _pick_rows(cands: torch.Tensor, cost: torch.Tensor, rate_weight: float) -> t
     out = torch.zeros(b, hb, wb, 2, dtype=torch.long)
     for col in range(wb):
         pred = out[:, 0, col - 1] if col else torch.zeros(b, 2, dtype=torch.long)
-        c = cost[:, :, 0, col] + rate_weight * _vector_bits(cands[:, :, 0, col] - pred[:, None])
-        out[:, 0, col] = cands[torch.arange(b), c.argmin(1), 0, col]
+        out[:, 0, col] = _cheapest(cands[:, :, 0, col], cost[:, :, 0, col], pred, rate_weight)
     for row in range(1, hb):
-        pred = out[:, row - 1]
-        c = cost[:, :, row] + rate_weight * _vector_bits(cands[:, :, row] - pred[:, None])
-        out[:, row] = cands[:, :, row].gather(1, c.argmin(1)[:, None, ..., None].expand(-1, 1, wb, 2)).squeeze(1)
+        out[:, row] = _cheapest(cands[:, :, row], cost[:, :, row], out[:, row - 1], rate_weight)
     return out
 
 
