@@ -34,6 +34,32 @@ def twelve() -> list[np.ndarray]:
         return [np.ascontiguousarray(f[100:164, 300:428]) for _, f in zip(range(12), v.frames())]
 
 
+@pytest.fixture(scope="session")
+def inter_model_file(tmp_path_factory):
+    """A tiny intra model with a tiny (untrained, seeded) conditional P section. Its context
+    update starts at zero, so PC frames show the motion-compensated previous frame and are
+    cheap enough for the encoder to choose them on a steady shot."""
+    import torch
+
+    from lvc.models.conditional import ConditionalConfig, ConditionalP
+    from lvc.models.frozen import freeze, save_frozen
+    from lvc.models.latent import LatentModel, ModelConfig
+
+    torch.manual_seed(0)
+    intra = LatentModel(ModelConfig(N=8, M=16, Nh=8, levels=3))
+    inter = ConditionalP(ConditionalConfig(M=8, C=8, N=8, Nh=8, intra_M=16, levels=3))
+    path = tmp_path_factory.mktemp("inter") / "tiny-inter.lvcm"
+    save_frozen(freeze(intra, "tiny-inter", inter=inter), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def inter_model(inter_model_file):
+    from lvc.models.frozen import load_frozen
+
+    return load_frozen(inter_model_file)
+
+
 def frames_hash(frames) -> str:
     h = hashlib.sha256()
     for f in frames:
@@ -81,7 +107,8 @@ def run_lvc(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           env={**os.environ, **(env or {})}, timeout=300)
 
 
-def encoder_recons(model, src, quality: float, intra_period: int = 32) -> list[np.ndarray]:
+def encoder_recons(model, src, quality: float, intra_period: int = 32,
+                   intra_offset: float | None = None) -> list[np.ndarray]:
     """The encoder's own reconstructions of ``src`` (frames as read back from the file, as
     ``api.encode`` sees them): what a decoder must reproduce bit for bit."""
     from lvc.codec.sequence import PRESETS, SequenceEncoder
@@ -90,7 +117,8 @@ def encoder_recons(model, src, quality: float, intra_period: int = 32) -> list[n
     with open_video(src) as v:
         frames = list(v.frames())
     still = PRESETS["medium"].still_steps(frames[0].shape[0] * frames[0].shape[1]) if len(frames) == 1 else None
-    enc = SequenceEncoder(model, round(quality * 65535), intra_period, still)
+    offset = 0 if len(frames) == 1 else None if intra_offset is None else round(intra_offset * 65535)
+    enc = SequenceEncoder(model, round(quality * 65535), intra_period, still, intra_offset=offset)
     try:
         return [enc.encode(f).recon for f in frames]
     finally:

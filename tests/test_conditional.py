@@ -119,24 +119,6 @@ def test_forward_carries_the_context_and_counts_bits():
     assert torch.isfinite(out["bpp"]).all() and (out["bpp"] > 0).all()
 
 
-@pytest.fixture(scope="module")
-def inter_model_file(tmp_path_factory):
-    """A tiny intra model with a tiny (untrained, seeded) conditional P section. Its context
-    update starts at zero, so PC frames show the motion-compensated previous frame and are
-    cheap enough for the encoder to choose them on a steady shot."""
-    torch.manual_seed(0)
-    intra = LatentModel(ModelConfig(N=8, M=16, Nh=8, levels=3))
-    inter = ConditionalP(ConditionalConfig(M=8, C=8, N=8, Nh=8, intra_M=16, levels=3))
-    path = tmp_path_factory.mktemp("inter") / "tiny-inter.lvcm"
-    save_frozen(freeze(intra, "tiny-inter", inter=inter), path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def inter_model(inter_model_file):
-    return load_frozen(inter_model_file)
-
-
 def _units(model, frames, q=40000):
     """I, then conditional P-frames: the units and the encoder's reconstructions and contexts."""
     fc, ic = FrameCodec(model), InterCodec(model)

@@ -148,3 +148,40 @@ def test_the_codecs_moved_picture_is_the_training_warp(shape, frac):
     assert np.array_equal(moved_picture(picture, mv, 16, frac), expected)
     whole = mv - mv % frac
     assert np.array_equal(moved_picture(picture, whole, 16, frac), moved_picture(picture, whole // frac, 16))
+
+
+def test_a_blended_picture_is_composed_once_whichever_threads_ask(monkeypatch):
+    """The decoder composes pictures on a thread of its own while the decoding thread may
+    resolve a long chain: both get the one picture, composed once."""
+    import threading
+    import time
+    from concurrent.futures import Future
+
+    from lvc.codec import blend
+
+    calls = []
+    real = blend.moved_picture
+
+    def slow_moved(*a, **k):
+        calls.append(1)
+        time.sleep(0.05)
+        return real(*a, **k)
+
+    monkeypatch.setattr(blend, "moved_picture", slow_moved)
+    raw, previous = Future(), Future()
+    raw.set_result(torch.zeros(7, 32, 48))
+    previous.set_result(np.full((32, 48, 3), 100, np.uint8))
+    mv = torch.tensor([4, -2]).expand(2, 3, 2)
+    picture = blend.BlendedPicture(raw, previous, mv, 16)
+    out = [None] * 4
+
+    def ask(i):
+        out[i] = picture.result()
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and all(o is out[0] for o in out)
+    assert np.array_equal(out[0], np.full((32, 48, 3), 50, np.uint8))  # weight 1/2 of 0 and 100

@@ -110,7 +110,7 @@ def lvc_codec(model: str | None = None, intra_period: int = 32, refine: int | No
                      peak_rss_mb=_self_peak_rss_mb())
 
     from lvc.codec.refine import ALGORITHM as refine_algorithm
-    from lvc.codec.sequence import INTER_ENCODER, PRESETS
+    from lvc.codec.sequence import INTER_ENCODER, INTRA_OFFSET, PRESETS
     from lvc.codec.synthesis import bf16_synthesis
     from lvc.models.registry import default_model, load_model
 
@@ -128,7 +128,7 @@ def lvc_codec(model: str | None = None, intra_period: int = 32, refine: int | No
     still_tag = (f" still-refine={p.still_policy} refinement={refine_algorithm}"
                  if refine is None and p.still_policy != str(p.refine_steps) else "")
     if fm.inter is not None and intra_period != 1:  # conditional P-frames: the encoder's choices
-        tag += f" inter={INTER_ENCODER}" + (" pc-refined" if refining else "")
+        tag += f" inter={INTER_ENCODER} i-offset={INTRA_OFFSET:g}" + (" pc-refined" if refining else "")
         tag += " display=bf16-last-f32" if bf16_synthesis() else ""  # pictures (and so choices) follow it
     from lvc.bitstream.syntax import VERSION_MAJOR, VERSION_MINOR
 

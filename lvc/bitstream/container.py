@@ -72,7 +72,8 @@ class LvcWriter:
         self.header = header
         self.frames = 0
         self.bytes_written = 0
-        self.minor = header.version[1]  # raised to 1 by the first grey frame
+        self.minor = header.version[1]  # raised by the first frame that needs a newer minor version
+        self._intra_quality: int | None = None  # the last I- or P-frame's quality
         try:
             head = header.pack()  # range-check every field before anything touches the disk
         except ValueError as e:
@@ -100,6 +101,10 @@ class LvcWriter:
         unit = pack_frame(frame_type, quality, payload, grey)
         if grey:
             self.minor = max(self.minor, 1)
+        if frame_type in (FRAME_I, FRAME_P):
+            self._intra_quality = quality
+        elif frame_type in (FRAME_PC, FRAME_PS) and quality != self._intra_quality:
+            self.minor = max(self.minor, 2)  # a conditional frame at another quality (since 1.2)
         self._write(unit)
         self.frames += 1
         return len(unit)
@@ -176,6 +181,7 @@ class LvcReader:
 
     def units(self) -> Iterator[FrameUnit]:
         where = str(self.path)
+        intra_quality = None  # the last I- or P-frame's
         for i in range(self.header.frame_count):
             fwhere = f"{where}: frame {i}"
             head = self._f.read(1 + 2 + 4 + 4)
@@ -195,6 +201,14 @@ class LvcReader:
             if ft & GREY_FLAG and self.header.version < (1, 1):  # 1.0 has no grey frames
                 raise BitstreamError(f"frame type {ft} is not valid in a format 1.0 stream", fwhere,
                                      "the file is corrupted")
+            kind = ft & ~GREY_FLAG
+            if kind in (FRAME_I, FRAME_P):
+                intra_quality = values["quality"]
+            elif (kind in (FRAME_PC, FRAME_PS) and self.header.version < (1, 2) and intra_quality is not None
+                  and values["quality"] != intra_quality):  # before 1.2 a chain has one quality
+                raise BitstreamError("conditional P-frame quality differs from its I-frame's, which a "
+                                     f"format {self.header.version[0]}.{self.header.version[1]} stream cannot have",
+                                     fwhere, "the file is corrupted")
             yield FrameUnit(i, ft & ~GREY_FLAG, values["quality"], payload, pos + len(payload), bool(ft & GREY_FLAG))
         if self._f.read(1):
             raise BitstreamError("trailing bytes after the last frame", where, "the file is corrupted")

@@ -10,6 +10,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 
@@ -28,7 +29,7 @@ from lvc.bitstream.container import (
 )
 from lvc.codec.ratecontrol import search_quality
 from lvc.codec.sequence import PRESETS, SequenceDecoder, SequenceEncoder, quality_to_int
-from lvc.codec.synthesis import default_workers, serial_main_thread
+from lvc.codec.synthesis import default_workers, one_intra_op_thread, serial_main_thread
 from lvc.errors import InputError, LvcError
 from lvc.io.reader import VideoInfo, open_video
 from lvc.io.writer import FrameWriter, output_kind
@@ -108,7 +109,7 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
            intra_period: int = 32, threads: int | None = None, max_frames: int | None = None,
            fps: Fraction | None = None, progress: bool | None = None, metrics: bool = True,
            refine: int | None = None, preset: str = "medium", bitrate: float | None = None,
-           ms_ssim: bool = True, reuse_probe: bool = True) -> EncodeResult:
+           ms_ssim: bool = True, reuse_probe: bool = True, intra_offset: float | None = None) -> EncodeResult:
     """Encode a video/image/PNG folder to an ``.lvc`` file (written atomically).
 
     Without ``model``, a still image (or a single frame) takes the shipped image model and
@@ -121,6 +122,8 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
     decoding the file), else coded once more with the encoder's reconstruction scored.
     ``metrics`` scores the encoder's reconstruction against the input (PSNR), ``ms_ssim``
     adds SSIM and MS-SSIM (about a third of a 416x240 encode's time at the default preset).
+    ``intra_offset`` (default :data:`lvc.codec.sequence.INTRA_OFFSET`; none for a still image)
+    raises a video model's I-frames above ``quality``, at which its conditional P-frames are coded.
     """
     if not 0.0 <= quality <= 1.0:
         raise InputError(f"quality {quality} is outside [0, 1]", None, "pass --quality between 0 and 1")
@@ -131,6 +134,8 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
         raise InputError(f"max_frames must be >= 1 (got {max_frames})")
     if intra_period < -1 or intra_period > 65535:
         raise InputError(f"intra period {intra_period} is invalid", None, "use -1 (first frame only) or 0..65535")
+    if intra_offset is not None and not 0.0 <= intra_offset <= 1.0:
+        raise InputError(f"intra offset {intra_offset} is outside [0, 1]", None, "pass --intra-offset between 0 and 1")
     if refine is not None and refine < 0:
         raise InputError(f"refine steps must be >= 0 (got {refine})")
     if preset not in PRESETS:
@@ -158,7 +163,7 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
         """One encoding pass: (frames, file bytes, estimated bits). ``keep`` collects the
         frame units while they total at most ``KEEP_PROBE_BYTES`` (then it is cleared and
         stops), so that rate control can write its chosen probe instead of coding it again."""
-        enc = SequenceEncoder(fm, q, intra_period, steps, preset, synthesize=acc is not None)
+        enc = SequenceEncoder(fm, q, intra_period, steps, preset, synthesize=acc is not None, intra_offset=offset)
         size, n, est = len(header.pack()), 0, 0.0
         pending: deque = deque()  # reconstructions still being synthesised, scored in order
 
@@ -193,6 +198,7 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
         return n, size, est
 
     q = quality_to_int(quality)
+    offset = 0 if still else None if intra_offset is None else quality_to_int(intra_offset)
     search = None
     # The probe nearest the target so far (the one the search returns): quality -> (frame
     # units, frames, estimated bits, |log rate error|). At most two probes' units are held
@@ -237,20 +243,24 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
 def iter_decode(input: PathLike, model: str | FrozenModel | None = None) -> Iterator[np.ndarray]:
     """Decoded RGB frames, streamed in order.
 
-    Entropy decoding runs ahead by as many frames as there are synthesis workers, so the
-    syntheses of consecutive frames overlap.
+    Entropy decoding runs ahead by as many frames as there are synthesis workers (plus one),
+    so the syntheses of consecutive frames overlap. Pictures that are composed from the
+    previous one (blends and skipped blocks of conditional frames, grey frames) are composed
+    in order on a thread of their own: the decoding thread, the slowest stage, then only
+    entropy-decodes and runs the exact integer networks.
     """
     with LvcReader(input) as r:
         h = r.header
         fm = model_for_stream(h.model_name, h.weights_hash, model, str(input))
         dec = SequenceDecoder(fm, h.width, h.height, str(input), default_workers())
+        compose = ThreadPoolExecutor(1, "lvc-compose", initializer=one_intra_op_thread)
         pending: deque = deque()
         try:
             with serial_main_thread():
                 try:
                     for unit in r.units():
-                        pending.append(dec.decode_async(unit))
-                        if len(pending) > dec.codec.synthesis.workers:
+                        pending.append(compose.submit(dec.decode_async(unit).result))
+                        if len(pending) > dec.codec.synthesis.workers + 1:
                             yield pending.popleft().result()
                 except LvcError:  # a bad unit: the frames decoded before it still come out first
                     while pending:
@@ -259,6 +269,7 @@ def iter_decode(input: PathLike, model: str | FrozenModel | None = None) -> Iter
                 while pending:
                     yield pending.popleft().result()
         finally:
+            compose.shutdown(wait=True, cancel_futures=True)
             dec.close()
 
 

@@ -6,12 +6,16 @@ The display transform (the heavy part) depends only on the exact context, so it 
 on a synthesis worker as soon as the frame is entropy-decoded. The blend with the previous
 picture is a few elementwise operations, done in the thread that asks for the picture, after
 the previous picture has arrived: a worker never waits for another worker's job, so any
-number of workers (one included) cannot deadlock. Pictures feed nothing the probabilities
+number of workers (one included) cannot deadlock. The decoder asks on a composing thread of
+its own (:func:`lvc.codec.api.iter_decode`), in frame order, so its decoding thread never
+waits for a picture; a picture is composed once, under a lock, whichever thread asks first. Pictures feed nothing the probabilities
 depend on, so the decoder still cannot drift; on one machine, encoder and decoder compute
 the same float operations and show the same picture bit for bit.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import torch
@@ -42,6 +46,7 @@ class BlendedPicture:
         self._raw, self._previous, self._mv, self._block, self._moved = raw, previous, mv, block, moved
         self._frac = frac
         self._picture: np.ndarray | None = None
+        self._lock = threading.Lock()  # composed once, whichever thread asks first
         self.depth = getattr(previous, "depth", 0) + 1 if moved is None and _unresolved(previous) else 1
         if self.depth > CHAIN_LIMIT:
             previous.result()
@@ -55,10 +60,11 @@ class BlendedPicture:
         return self._moved
 
     def result(self) -> np.ndarray:
-        if self._picture is None:
-            self._picture = blend_picture(self._raw.result(), self.moved())
-            self._raw, self._previous, self._moved = None, None, None
-        return self._picture
+        with self._lock:
+            if self._picture is None:
+                self._picture = blend_picture(self._raw.result(), self.moved())
+                self._raw, self._previous, self._moved = None, None, None
+            return self._picture
 
 
 def _unresolved(picture) -> bool:

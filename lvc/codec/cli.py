@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from lvc.codec import api
-from lvc.codec.sequence import PRESETS, STILL_REFINE_MIN_SHARE
+from lvc.codec.sequence import INTRA_OFFSET, PRESETS, STILL_REFINE_MIN_SHARE
 from lvc.errors import InputError, OutputError
 
 SAMPLE_CLIP = "bikes.mp4"
@@ -93,6 +93,9 @@ def _encode_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=_fraction, help="frame rate for images / PNG folders (default 25)")
     p.add_argument("--preset", choices=list(PRESETS), default="medium",
                    help="encoder effort (I/P decisions, latent refinement); decoding speed is the same")
+    p.add_argument("--intra-offset", type=_quality, default=None,
+                   help=f"video models: code I-frames this much higher in quality than the conditional "
+                        f"P-frames that predict from them (default {INTRA_OFFSET:g}; 0: all at --quality)")
     p.add_argument("--bitrate", type=_kbps, help="target bitrate in kbps (replaces --quality; multi-pass)")
     p.add_argument("--refine", type=int,
                    help="encoder-side latent refinement steps per frame (default: the preset's; a still image "
@@ -109,7 +112,8 @@ def _do_encode(args: argparse.Namespace, input: str, output: str, ms_ssim: bool,
         raise InputError(f"--frames must be >= 1 (got {args.frames})")
     return api.encode(input, output, quality=args.quality, model=args.model, intra_period=args.intra_period,
                       threads=args.threads, max_frames=args.frames, fps=args.fps, refine=args.refine,
-                      preset=args.preset, bitrate=args.bitrate, ms_ssim=ms_ssim, reuse_probe=reuse_probe)
+                      preset=args.preset, bitrate=args.bitrate, ms_ssim=ms_ssim, reuse_probe=reuse_probe,
+                      intra_offset=args.intra_offset)
 
 
 def _encode(args: argparse.Namespace) -> int:

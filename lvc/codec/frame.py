@@ -204,6 +204,11 @@ class FrameCodec:
             y = self.m.g_a(xp).float().contiguous()
         return y * gain, x
 
+    def regain(self, y: torch.Tensor, q: int, to: int) -> torch.Tensor:
+        """``y`` gained for quality ``q`` as :meth:`analyse` gives it for quality ``to`` (one
+        analysis serves both)."""
+        return y if q == to else y / self._gains(q)[0] * self._gains(to)[0]
+
     @torch.no_grad()
     def encode(self, frame: np.ndarray, q: int, reference: torch.Tensor | None = None,
                y: torch.Tensor | None = None, plan: _Plan | None = None, eager: bool | None = None) -> FrameResult:

@@ -68,6 +68,11 @@ PC_MARGIN = 0.1
 PC_TRUST = 4
 PC_TRUST_JUMP = 1.5
 PC_TRUST_MARGIN = 0.1
+# Conditional models code I-frames (and the residual P-frames predicted from them) this much
+# higher in quality than PC frames (x264's ipratio, in lvc's quality units): every PC frame of
+# the group copies and predicts from that picture, so its detail pays back over the group.
+# Chosen on 8 training clips (docs/models.md, "Session 31"); a format 1.2 stream feature.
+INTRA_OFFSET = 0.33
 
 Pending = Future | Deferred | SkippedPicture | GreyPicture  # a picture on its way (``result()``)
 
@@ -141,13 +146,16 @@ class SequenceEncoder:
     """``intra_period``: N > 0 forces an I-frame every N frames; 0 or -1: only the first.
 
     ``refine_steps`` (if given) overrides the preset's (for video; a caller coding a still
-    image passes :meth:`Preset.still_steps`). ``synthesize=False`` synthesises
+    image passes :meth:`Preset.still_steps`). ``intra_offset`` (integer quality units,
+    default ``INTRA_OFFSET``) raises the quality of a conditional model's I- and residual
+    P-frames above ``quality``, at which its PC frames are coded (not with an intra period
+    of 1; a still image's caller passes 0). ``synthesize=False`` synthesises
     reconstructions only when asked for (``recon``), except those the encoder's own choices
     look at (conditional models: PC frames and I-frames); the stream is the same either way.
     """
 
     def __init__(self, model: FrozenModel, quality: int, intra_period: int, refine_steps: int | None = None,
-                 preset: str = "medium", synthesize: bool = True) -> None:
+                 preset: str = "medium", synthesize: bool = True, intra_offset: int | None = None) -> None:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
         self.preset = PRESETS[preset]
@@ -155,9 +163,16 @@ class SequenceEncoder:
         self.codec = FrameCodec(model, steps, fast_analysis=self.preset.bf16_analysis, eager_synthesis=synthesize,
                                 p_deadzone=0.0 if steps else self.preset.p_deadzone)
         self.quality = quality
+        # Conditional models: forced I-frames and the residual P-frames predicted from them at
+        # this quality; PC frames and the I-frames the encoder chooses at ``quality`` (INTRA_OFFSET).
+        offset = quality_to_int(INTRA_OFFSET) if intra_offset is None else intra_offset
+        self.intra_quality = quality
+        if model.inter is not None and intra_period != 1:
+            self.intra_quality = min(QUALITY_MAX, quality + max(0, offset))
         self.intra_period = intra_period
         self.index = 0
         self.reference: torch.Tensor | None = None
+        self.reference_quality = quality  # the quality of ``reference`` (conditional models)
         self.lmbda = quality_lambda(model, quality)
         self._recent_p: list[float] = []
         # Models with a conditional P section can also code FRAME_PC: motion-compensated,
@@ -248,8 +263,10 @@ class SequenceEncoder:
         pixels = frame.shape[0] * frame.shape[1]
         kind, plan = FRAME_I, None
         if self._forced_intra():
-            y, _ = self.codec.analyse(frame, self.quality)
+            quality = self.intra_quality
+            y, _ = self.codec.analyse(frame, quality)
         else:
+            quality = self.quality
             try_pc = self._pc_wait == 0
             if try_pc:  # first, so that its picture is synthesised while the estimates run
                 pc = self.inter.encode(frame, self.previous, self.quality, self.context.get(), self._shown,
@@ -258,11 +275,12 @@ class SequenceEncoder:
                     return self._finish_pc(frame, pc)
             else:
                 self._pc_wait -= 1
-            y, _ = self.codec.analyse(frame, self.quality)
-            bits = {FRAME_I: self.codec.estimate_bits(y, self.quality)}
-            if self.reference is not None:
-                plan = self.codec.plan(y, self.quality, self.reference)
-                bits[FRAME_P] = self.codec.estimate_bits(y, self.quality, self.reference, plan=plan)
+            y, _ = self.codec.analyse(frame, quality)
+            bits = {FRAME_I: self.codec.estimate_bits(y, quality)}
+            if self.reference is not None:  # a residual P-frame has its reference's quality
+                y_p = self.codec.regain(y, quality, self.reference_quality)
+                plan = self.codec.plan(y_p, self.reference_quality, self.reference)
+                bits[FRAME_P] = self.codec.estimate_bits(y_p, self.reference_quality, self.reference, plan=plan)
             mse = self._latent_mse()  # that picture has been synthesised meanwhile
             costs = {k: self.lmbda * mse + b / pixels for k, b in bits.items()}
             if try_pc:
@@ -273,16 +291,18 @@ class SequenceEncoder:
                 clear = costs[FRAME_PC] > (1 + PC_MARGIN) * costs[kind]
                 self._pc_backoff = min(2 * self._pc_backoff + 1, PC_BACKOFF_MAX) if clear else 0
                 self._pc_wait = self._pc_backoff
+            if kind == FRAME_P:
+                y, quality = y_p, self.reference_quality
         if kind == FRAME_PC:
             return self._finish_pc(frame, pc)
         else:
             reference = self.reference if kind == FRAME_P else None
             # The decision needs the I-frame's picture (not with an intra period of 1: no decisions).
             eager = True if kind == FRAME_I and self.intra_period != 1 else None
-            best = self.codec.encode(frame, self.quality, reference=reference, y=y,
+            best = self.codec.encode(frame, quality, reference=reference, y=y,
                                      plan=plan if kind == FRAME_P else None, eager=eager)
-            self.reference, self._last_pc = best.latent, None
-            self.context.from_intra(best.latent, self.quality)
+            self.reference, self.reference_quality, self._last_pc = best.latent, quality, None
+            self.context.from_intra(best.latent, quality)
             # (pixel_ref models: coding a block from here shows about the I-frame's own picture)
             started = None if self.inter.pixel_ref else self.inter.show(self.context.get(), *frame.shape[:2])
             self._shown = ShownPicture(best.pending, frame, started) if self.preset.skip_first else None
@@ -290,11 +310,13 @@ class SequenceEncoder:
             # P-frames share the I-frame's synthesis and quantisation, so about its MSE. (Not
             # refreshed from P pictures: the choices must not depend on whether the caller wants
             # pictures, and synthesising them only for this would halve the encoder's speed.)
+            # After a forced I-frame (coded at ``intra_quality``) that MSE is lower than an
+            # I-frame at ``quality`` would give, which favours restarting the chain.
             if kind == FRAME_I:
                 self._last_latent = (frame, best)
         self.previous = frame
         self.index += 1
-        return CodedFrame(kind, self.quality, best.payload, best.pending, best.estimated_bits)
+        return CodedFrame(kind, quality, best.payload, best.pending, best.estimated_bits)
 
     def _trust_pc(self, bpp: float, frame: np.ndarray) -> bool:
         """Whether PC clearly wins without looking at I (see ``PC_TRUST``)."""
@@ -415,8 +437,6 @@ class SequenceDecoder:
         if context is None:
             raise BitstreamError("P-frame without a preceding frame to predict from", fwhere,
                                  "the file is corrupted or was cut in the middle of a group")
-        if unit.quality != self.reference_quality:
-            raise BitstreamError("P-frame quality differs from its reference's", fwhere, "the file is corrupted")
         self._context.set(None)
         self.reference = None
         skip = unit.frame_type == FRAME_PS

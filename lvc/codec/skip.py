@@ -31,6 +31,7 @@ sent first under a uniform row.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -177,6 +178,7 @@ class SkippedPicture:
         self._skipped, self._mv, self._block, self._moved = skipped, mv, block, moved
         self._frac = frac
         self._picture: np.ndarray | None = None
+        self._lock = threading.Lock()  # composed once, whichever thread asks first
         chained = getattr(previous, "_picture", 1) is None  # a composed picture not composed yet
         self.depth = previous.depth + 1 if chained else 1
         if self.depth > CHAIN_LIMIT:  # nobody asks for the pictures (a decoder skipping ahead)
@@ -184,6 +186,10 @@ class SkippedPicture:
             self.depth = 1
 
     def result(self) -> np.ndarray:
+        with self._lock:
+            return self._compose()
+
+    def _compose(self) -> np.ndarray:
         if self._picture is None:
             moved = self._moved
             if moved is None:  # a pixel_ref display moves the same picture (lvc.codec.blend): once

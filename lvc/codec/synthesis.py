@@ -63,7 +63,8 @@ def bf16_synthesis() -> bool:
     return os.environ.get(SYNTHESIS_ENV, "").lower() != "float32" and _native_bf16()
 
 
-def _one_intra_op_thread() -> None:
+def one_intra_op_thread() -> None:
+    """Thread-pool initializer: torch ops of this thread on one intra-op thread."""
     torch.set_num_threads(1)
 
 
@@ -118,7 +119,7 @@ class Synthesizer:
     def submit(self, latent_fx: torch.Tensor, inv_gain: torch.Tensor, h: int, w: int, raw: bool = False) -> Future:
         """A future frame; ``raw``: the float output (C, h, w) instead of an 8-bit picture."""
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.workers, "lvc-synthesis", initializer=_one_intra_op_thread)
+            self._pool = ThreadPoolExecutor(self.workers, "lvc-synthesis", initializer=one_intra_op_thread)
         return self._pool.submit(self._run, latent_fx, inv_gain, h, w, raw)
 
     def defer(self, latent_fx: torch.Tensor, inv_gain: torch.Tensor, h: int, w: int, raw: bool = False) -> Deferred:
