@@ -8,9 +8,10 @@ picture is a few elementwise operations, done in the thread that asks for the pi
 the previous picture has arrived: a worker never waits for another worker's job, so any
 number of workers (one included) cannot deadlock. The decoder asks on a composing thread of
 its own (:func:`lvc.codec.api.iter_decode`), in frame order, so its decoding thread never
-waits for a picture; a picture is composed once, under a lock, whichever thread asks first. Pictures feed nothing the probabilities
-depend on, so the decoder still cannot drift; on one machine, encoder and decoder compute
-the same float operations and show the same picture bit for bit.
+waits for a picture; a picture is composed once, under a lock, whichever thread asks first.
+Pictures feed nothing the probabilities depend on, so the decoder still cannot drift; on
+one machine, encoder and decoder compute the same float operations and show the same
+picture bit for bit.
 """
 
 from __future__ import annotations
