@@ -45,24 +45,47 @@ def test_conditional_frames_below_their_i_frame_decode_to_the_encoders_pictures(
 
 
 def test_the_encoder_codes_forced_i_frames_above_the_rest(inter_model_file, inter_model, twelve, tmp_path):
-    """Forced I-frames (and residual P-frames predicted from them) take the offset; conditional
-    frames and the I-frames the encoder chooses keep --quality. The file decodes to the encoder's pictures."""
+    """Forced I-frames take the offset, a share of the headroom (0.4 + 0.25 * 0.6), and so do
+    the I- and residual P-frames that continue their latent chain; conditional frames, and
+    I-frames after them, keep --quality. The file decodes to the encoder's pictures."""
     src, out = tmp_path / "twelve.y4m", tmp_path / "a.lvc"
     write_y4m(src, twelve)
     api.encode(src, out, quality=0.4, model=str(inter_model_file), intra_period=6, intra_offset=0.25,
                progress=False)
     frames = api.info(out)["frames"]
-    assert [round(f["quality"], 4) for f in frames][::6] == [0.65, 0.65]
-    chain = 0.0
+    chain = None  # the quality of the open latent chain (I / P), None after a conditional frame
     for f in frames:
-        if f["index"] % 6 and f["type"] == "I":
-            chain = 0.4
-        if f["type"] in ("I", "P"):
-            chain = f["quality"] if f["type"] == "I" else chain
-        assert round(f["quality"], 4) == (0.4 if f["type"] in ("PC", "PS") else round(chain, 4))
+        if f["type"] in ("PC", "PS"):
+            expected, chain = 0.4, None
+        else:
+            expected = 0.55 if f["index"] % 6 == 0 else chain or 0.4
+            chain = expected
+        assert round(f["quality"], 4) == expected, f
     expected = encoder_recons(inter_model, src, 0.4, intra_period=6, intra_offset=0.25)
     decoded = list(api.iter_decode(out, model=str(inter_model_file)))
     assert len(decoded) == 12 and all(np.array_equal(a, b) for a, b in zip(decoded, expected, strict=True))
+
+
+def test_residual_p_frames_continue_a_raised_chain(inter_model_file, inter_model, twelve, tmp_path, monkeypatch):
+    """With conditional frames ruled out, a forced I-frame's group is I- and residual
+    P-frames at the I-frame's quality, and decodes bit for bit."""
+    import dataclasses
+
+    estimate, pc = FrameCodec.estimate_bits, InterCodec.encode
+    # every non-forced frame's decision: I and PC priced out, so P wins
+    monkeypatch.setattr(FrameCodec, "estimate_bits", lambda self, y, q, reference=None, **k:
+                        estimate(self, y, q, reference, **k) + (1e9 if reference is None else 0))
+    monkeypatch.setattr(InterCodec, "encode", lambda self, *a, **k:
+                        dataclasses.replace(pc(self, *a, **k), estimated_bits=1e9))
+    src, out = tmp_path / "still.y4m", tmp_path / "a.lvc"
+    write_y4m(src, twelve[:6])
+    api.encode(src, out, quality=0.4, model=str(inter_model_file), intra_offset=0.25, progress=False)
+    frames = api.info(out)["frames"]
+    assert [f["type"] for f in frames] == ["I"] + ["P"] * 5
+    assert {round(f["quality"], 4) for f in frames if f["type"] in ("I", "P")} == {0.55}
+    expected = encoder_recons(inter_model, src, 0.4, intra_offset=0.25)
+    decoded = list(api.iter_decode(out, model=str(inter_model_file)))
+    assert all(np.array_equal(a, b) for a, b in zip(decoded, expected, strict=True))
 
 
 def test_without_an_offset_the_stream_keeps_its_old_format(inter_model_file, twelve, tmp_path):

@@ -109,7 +109,8 @@ def test_train_inter_caches_quarter_pixel_motion(tiny_model, twelve, tmp_path):
     assert (np.abs(quarter.motion.astype(int) - 4 * whole.motion) <= 3).all()
 
 
-@pytest.mark.parametrize(("name", "subpel"), [("lvc-hl192dv", 1), ("lvc-hl192dq", 4)])
+@pytest.mark.parametrize(("name", "subpel"), [("lvc-hl192dv", 1), ("lvc-hl192dq", 4),
+                                               ("lvc-hl192dr", 4)])
 def test_shipped_motion_tables_are_the_codes_for_their_precision(name, subpel):
     """The shipped video models hold the motion tables the code makes for their precision
     (so ``lvc extend`` rebuilds them); quarter-pixel rows give zero the probability

@@ -206,7 +206,7 @@ class LvcReader:
                 intra_quality = values["quality"]
             elif (kind in (FRAME_PC, FRAME_PS) and self.header.version < (1, 2) and intra_quality is not None
                   and values["quality"] != intra_quality):  # before 1.2 a chain has one quality
-                raise BitstreamError("conditional P-frame quality differs from its I-frame's, which a "
+                raise BitstreamError("conditional P-frame quality differs from its I- or P-frame's, which a "
                                      f"format {self.header.version[0]}.{self.header.version[1]} stream cannot have",
                                      fwhere, "the file is corrupted")
             yield FrameUnit(i, ft & ~GREY_FLAG, values["quality"], payload, pos + len(payload), bool(ft & GREY_FLAG))

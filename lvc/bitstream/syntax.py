@@ -15,7 +15,8 @@ from lvc.errors import BitstreamError
 MAGIC = b"LVC\x1a"
 VERSION_MAJOR = 1
 VERSION_MINOR = 2  # the newest minor version this lvc writes; a stream carries the lowest it needs
-# Minor versions: 1.0 the first; 1.1 adds the grey flag of frame units (GREY_FLAG).
+# Minor versions: 1.0 the first; 1.1 adds the grey flag of frame units (GREY_FLAG); 1.2 lets a
+# conditional P-frame have another quality than the I- or P-frame that started its context.
 GREY_FLAG = 0x80  # frame_type bit 7: the frame is shown grey
 
 _FIXED = {"u8": "<B", "u16": "<H", "u32": "<I"}

@@ -123,7 +123,8 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
     ``metrics`` scores the encoder's reconstruction against the input (PSNR), ``ms_ssim``
     adds SSIM and MS-SSIM (about a third of a 416x240 encode's time at the default preset).
     ``intra_offset`` (default :data:`lvc.codec.sequence.INTRA_OFFSET`; none for a still image)
-    raises a video model's I-frames above ``quality``, at which its conditional P-frames are coded.
+    raises a video model's forced I-frames (and their residual P-frames) by that share of the
+    headroom above ``quality``, at which its conditional P-frames are coded.
     """
     if not 0.0 <= quality <= 1.0:
         raise InputError(f"quality {quality} is outside [0, 1]", None, "pass --quality between 0 and 1")
@@ -218,7 +219,8 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
         search = search_quality(measure, bitrate * 1000)
         q = search.quality
         if not search.reachable:
-            warnings.warn(f"{bitrate} kbps is outside this model's range for this input; "
+            low = " (lower rates: --intra-offset 0)" if fm.inter is not None and offset != 0 else ""
+            warnings.warn(f"{bitrate} kbps is outside this model's range for this input{low}; "
                           f"encoding at quality {q / 65535:.3f} ({search.bits / 1000:.1f} kbps)", stacklevel=2)
     acc = MetricAccumulator(with_ms_ssim=ms_ssim) if metrics else None
     with LvcWriter(output, header) as w:

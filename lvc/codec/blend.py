@@ -8,7 +8,8 @@ picture is a few elementwise operations, done in the thread that asks for the pi
 the previous picture has arrived: a worker never waits for another worker's job, so any
 number of workers (one included) cannot deadlock. The decoder asks on a composing thread of
 its own (:func:`lvc.codec.api.iter_decode`), in frame order, so its decoding thread never
-waits for a picture; a picture is composed once, under a lock, whichever thread asks first.
+waits for a picture; a blended (or skipped-block) picture is composed once, under a lock,
+whichever thread asks first.
 Pictures feed nothing the probabilities depend on, so the decoder still cannot drift; on
 one machine, encoder and decoder compute the same float operations and show the same
 picture bit for bit.
@@ -47,7 +48,7 @@ class BlendedPicture:
         self._raw, self._previous, self._mv, self._block, self._moved = raw, previous, mv, block, moved
         self._frac = frac
         self._picture: np.ndarray | None = None
-        self._lock = threading.Lock()  # composed once, whichever thread asks first
+        self._lock = threading.RLock()  # composed once, whichever thread asks first
         self.depth = getattr(previous, "depth", 0) + 1 if moved is None and _unresolved(previous) else 1
         if self.depth > CHAIN_LIMIT:
             previous.result()
@@ -56,9 +57,10 @@ class BlendedPicture:
     def moved(self) -> np.ndarray | None:
         """The previous picture moved by the motion (computed once; a ``FRAME_PS`` picture
         composed on top copies its skipped blocks from it too)."""
-        if self._moved is None and self._previous is not None:
-            self._moved = moved_picture(self._previous.result(), self._mv, self._block, self._frac)
-        return self._moved
+        with self._lock:
+            if self._moved is None and self._previous is not None:
+                self._moved = moved_picture(self._previous.result(), self._mv, self._block, self._frac)
+            return self._moved
 
     def result(self) -> np.ndarray:
         with self._lock:

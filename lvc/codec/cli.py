@@ -94,8 +94,9 @@ def _encode_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=list(PRESETS), default="medium",
                    help="encoder effort (I/P decisions, latent refinement); decoding speed is the same")
     p.add_argument("--intra-offset", type=_quality, default=None,
-                   help=f"video models: code I-frames this much higher in quality than the conditional "
-                        f"P-frames that predict from them (default {INTRA_OFFSET:g}; 0: all at --quality)")
+                   help=f"video models: code forced I-frames (every --intra-period-th) higher in quality than "
+                        f"the conditional P-frames that predict from them, by this share of the headroom "
+                        f"above --quality (default {INTRA_OFFSET:g}; 0: all at --quality)")
     p.add_argument("--bitrate", type=_kbps, help="target bitrate in kbps (replaces --quality; multi-pass)")
     p.add_argument("--refine", type=int,
                    help="encoder-side latent refinement steps per frame (default: the preset's; a still image "

@@ -153,7 +153,7 @@ class FrameCodec:
         return _Side(self.m.h_a, self.m.z_tables, self.m.config.Nh) if self.m.h_a is not None else None
 
     def _gains(self, q: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if q not in self._gain_cache:  # a sequence has one quality (a few under rate control)
+        if q not in self._gain_cache:  # a sequence has one or two qualities (a few under rate control)
             qt = torch.tensor([q / QUALITY_MAX])
             self._gain_cache[q] = (torch.exp(interp_levels(self.m.log_gain, qt))[:, :, None, None],
                                    torch.exp(interp_levels(self.m.log_inv_gain, qt))[:, :, None, None])
@@ -203,11 +203,6 @@ class FrameCodec:
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.fast_analysis):
             y = self.m.g_a(xp).float().contiguous()
         return y * gain, x
-
-    def regain(self, y: torch.Tensor, q: int, to: int) -> torch.Tensor:
-        """``y`` gained for quality ``q`` as :meth:`analyse` gives it for quality ``to`` (one
-        analysis serves both)."""
-        return y if q == to else y / self._gains(q)[0] * self._gains(to)[0]
 
     @torch.no_grad()
     def encode(self, frame: np.ndarray, q: int, reference: torch.Tensor | None = None,

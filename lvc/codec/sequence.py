@@ -68,10 +68,11 @@ PC_MARGIN = 0.1
 PC_TRUST = 4
 PC_TRUST_JUMP = 1.5
 PC_TRUST_MARGIN = 0.1
-# Conditional models code I-frames (and the residual P-frames predicted from them) this much
-# higher in quality than PC frames (x264's ipratio, in lvc's quality units): every PC frame of
-# the group copies and predicts from that picture, so its detail pays back over the group.
-# Chosen on 8 training clips (docs/models.md, "Session 31"); a format 1.2 stream feature.
+# Conditional models code forced I-frames (and the I- and residual P-frames that continue their
+# latent chain) higher in quality than PC frames, by this share of the headroom above the
+# quality (q + 0.33 (1 - q); x264's ipratio in lvc's terms): every PC frame of the group copies
+# and predicts from that picture, so its detail pays back over the group. Chosen on 8 training
+# clips (docs/models.md, "Session 31"); a format 1.2 stream feature.
 INTRA_OFFSET = 0.33
 
 Pending = Future | Deferred | SkippedPicture | GreyPicture  # a picture on its way (``result()``)
@@ -147,9 +148,10 @@ class SequenceEncoder:
 
     ``refine_steps`` (if given) overrides the preset's (for video; a caller coding a still
     image passes :meth:`Preset.still_steps`). ``intra_offset`` (integer quality units,
-    default ``INTRA_OFFSET``) raises the quality of a conditional model's I- and residual
-    P-frames above ``quality``, at which its PC frames are coded (not with an intra period
-    of 1; a still image's caller passes 0). ``synthesize=False`` synthesises
+    default ``INTRA_OFFSET``) raises a conditional model's forced I-frames, and the I- and
+    residual P-frames that continue their latent chain, by that share of the headroom above
+    ``quality``, at which its PC frames are coded (not with an intra period of 1; a still
+    image's caller passes 0). ``synthesize=False`` synthesises
     reconstructions only when asked for (``recon``), except those the encoder's own choices
     look at (conditional models: PC frames and I-frames); the stream is the same either way.
     """
@@ -164,11 +166,13 @@ class SequenceEncoder:
                                 p_deadzone=0.0 if steps else self.preset.p_deadzone)
         self.quality = quality
         # Conditional models: forced I-frames and the residual P-frames predicted from them at
-        # this quality; PC frames and the I-frames the encoder chooses at ``quality`` (INTRA_OFFSET).
+        # this quality; PC frames and the I-frames the encoder chooses at ``quality``. The offset
+        # is a share of the headroom above ``quality`` (INTRA_OFFSET), so --quality keeps its
+        # effect up to 1.
         offset = quality_to_int(INTRA_OFFSET) if intra_offset is None else intra_offset
         self.intra_quality = quality
         if model.inter is not None and intra_period != 1:
-            self.intra_quality = min(QUALITY_MAX, quality + max(0, offset))
+            self.intra_quality = quality + round(max(0, offset) * (QUALITY_MAX - quality) / QUALITY_MAX)
         self.intra_period = intra_period
         self.index = 0
         self.reference: torch.Tensor | None = None
@@ -266,7 +270,9 @@ class SequenceEncoder:
             quality = self.intra_quality
             y, _ = self.codec.analyse(frame, quality)
         else:
-            quality = self.quality
+            # I and P are weighed at one quality: the chain's (a residual P-frame keeps its
+            # reference's), else ``quality``.
+            quality = self.reference_quality if self.reference is not None else self.quality
             try_pc = self._pc_wait == 0
             if try_pc:  # first, so that its picture is synthesised while the estimates run
                 pc = self.inter.encode(frame, self.previous, self.quality, self.context.get(), self._shown,
@@ -277,10 +283,9 @@ class SequenceEncoder:
                 self._pc_wait -= 1
             y, _ = self.codec.analyse(frame, quality)
             bits = {FRAME_I: self.codec.estimate_bits(y, quality)}
-            if self.reference is not None:  # a residual P-frame has its reference's quality
-                y_p = self.codec.regain(y, quality, self.reference_quality)
-                plan = self.codec.plan(y_p, self.reference_quality, self.reference)
-                bits[FRAME_P] = self.codec.estimate_bits(y_p, self.reference_quality, self.reference, plan=plan)
+            if self.reference is not None:
+                plan = self.codec.plan(y, quality, self.reference)
+                bits[FRAME_P] = self.codec.estimate_bits(y, quality, self.reference, plan=plan)
             mse = self._latent_mse()  # that picture has been synthesised meanwhile
             costs = {k: self.lmbda * mse + b / pixels for k, b in bits.items()}
             if try_pc:
@@ -291,8 +296,6 @@ class SequenceEncoder:
                 clear = costs[FRAME_PC] > (1 + PC_MARGIN) * costs[kind]
                 self._pc_backoff = min(2 * self._pc_backoff + 1, PC_BACKOFF_MAX) if clear else 0
                 self._pc_wait = self._pc_backoff
-            if kind == FRAME_P:
-                y, quality = y_p, self.reference_quality
         if kind == FRAME_PC:
             return self._finish_pc(frame, pc)
         else:
@@ -310,8 +313,9 @@ class SequenceEncoder:
             # P-frames share the I-frame's synthesis and quantisation, so about its MSE. (Not
             # refreshed from P pictures: the choices must not depend on whether the caller wants
             # pictures, and synthesising them only for this would halve the encoder's speed.)
-            # After a forced I-frame (coded at ``intra_quality``) that MSE is lower than an
-            # I-frame at ``quality`` would give, which favours restarting the chain.
+            # An I-frame at ``quality`` after PC frames is weighed with it too, though the last
+            # one may have been a forced I-frame at ``intra_quality`` (a lower MSE): that
+            # favours restarting the chain.
             if kind == FRAME_I:
                 self._last_latent = (frame, best)
         self.previous = frame

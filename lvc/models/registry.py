@@ -15,10 +15,11 @@ from lvc.errors import ModelError
 from lvc.models.frozen import FrozenModel, base_beside, load_frozen
 
 # Video: lvc-hl192d (the image model) plus pixel-reference conditional P-frames with
-# quarter-pixel motion and a P-frame prior trained on its latent space (an extension file;
-# docs/models.md). Still images take lvc-hl192d itself: image and video share one latent
-# space again (search and scene analysis keep ANALYSIS_MODEL below).
-DEFAULT_MODEL = "lvc-hl192dq"
+# quarter-pixel motion, trained with raised I-frames as the encoder codes them, and a P-frame
+# prior trained on its latent space (an extension file; docs/models.md). Still images take
+# lvc-hl192d itself: image and video share one latent space again (search and scene analysis
+# keep ANALYSIS_MODEL below).
+DEFAULT_MODEL = "lvc-hl192dr"
 DEFAULT_IMAGE_MODEL = "lvc-hl192d"
 # Search descriptors and scene signals come from a model's analysis; their thresholds and
 # measurements (docs/search.md) are lvc-hp64's, and indexes record the model they were built

@@ -177,8 +177,8 @@ INTER_HELP = {"init": "new runs: start from this `lvc train-inter` checkpoint, e
                       "model (its shape; tensors that fit are taken, the I-frame context is fitted anew)",
               "per_photo": "also train on this many pans over each photo among the data (a crop window moving "
                            "at a random fractional velocity); 0: clips only",
-              "intra_offset": "code each sequence's I-frame this much above the P-frames' quality (capped at 1), "
-                              "as `lvc encode --intra-offset` does; 0: the same quality",
+              "intra_offset": "code each sequence's I-frame above the P-frames' quality by this share of the "
+                              "headroom, as `lvc encode --intra-offset` does; 0: the same quality",
               "distortion": "mse: RGB MSE; yuv-mse: squared error on BT.601 Y and 2x2-averaged U, V weighted "
                             "6:1:1 (what PSNR-YUV scores), on the scale of RGB MSE"}
 

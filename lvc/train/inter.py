@@ -6,7 +6,7 @@ starts the context, and the following frames are P-frames coded in a chain, each
 conditioned on the context the previous one left, so training sees the propagation the
 decoder will. The loss is ``lambda(q) * MSE + bpp`` averaged over the P-frames, with ``q``
 drawn per sample over the whole quality range (the intra model's lambdas; the I-frame at
-``q + intra_offset``, as the codec codes forced I-frames), plus
+``q + intra_offset * (1 - q)``, as the codec codes forced I-frames), plus
 ``intra_display * lambda(q) * MSE`` of the I-frame's context shown by the display transform.
 That term matters: the I-frame is displayed by the intra synthesis, so without it nothing asks
 the context it starts to hold the I-frame's quality, and every chain starts from a poorer
@@ -65,7 +65,7 @@ class InterTrainConfig:
     intra_display: float = 1.0  # weight of the I-frame context's display distortion (module docstring)
     init: str = ""  # new runs: start from this inter checkpoint (e.g. trained for another intra model)
     distortion: str = "mse"  # "mse" (RGB) or "yuv-mse" (lvc.train.trainer.yuv_mse: what PSNR-YUV scores)
-    intra_offset: float = 0.0  # the I-frame at quality q + this (capped at 1), as the codec codes forced ones
+    intra_offset: float = 0.0  # the I-frame at q + this * (1 - q), as the codec codes forced ones
 
     def lr_at(self, step: int) -> float:
         return cosine_lr(step, self.steps, self.lr, self.lr_final, self.decay_start)
@@ -198,6 +198,8 @@ def train_inter(cfg: InterTrainConfig, intra: FrozenModel, model_cfg: Conditiona
     from ``cfg.init`` takes that checkpoint's shape, but for the fields in ``overrides``."""
     if cfg.distortion not in DISTORTIONS:
         raise InputError(f"--distortion {cfg.distortion}", None, f"use one of {', '.join(DISTORTIONS)}")
+    if not 0.0 <= cfg.intra_offset <= 1.0:
+        raise InputError(f"--intra-offset {cfg.intra_offset}", None, "use an offset between 0 and 1")
     if cfg.crop % 64 or cfg.length < 2:
         raise InputError(f"--crop {cfg.crop} / --length {cfg.length}", None,
                          "use a crop that is a multiple of 64 and at least 2 frames per sequence")
@@ -263,7 +265,7 @@ def train_inter(cfg: InterTrainConfig, intra: FrozenModel, model_cfg: Conditiona
             g["lr"] = cfg.lr_at(step)
         x, mv = sampler.batch(cfg.batch)
         q = torch.rand(cfg.batch)
-        y_i = intra_latents(intra, x[:, 0], (q + cfg.intra_offset).clamp(max=1.0))
+        y_i = intra_latents(intra, x[:, 0], q + cfg.intra_offset * (1 - q))
         ctx = model.intra_context(y_i)
         picture = intra_picture(intra, y_i) if model.cfg.pixel_ref else None
         loss, bpp, mse, mse_i = 0.0, 0.0, 0.0, torch.zeros(())
