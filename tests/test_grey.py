@@ -44,8 +44,11 @@ def test_grey_frames_decode_grey_and_equal_the_encoders_pictures(tmp_path, tiny_
         assert np.array_equal(d, e)
     assert all(is_grey(d) for d in decoded[:4]) and not any(is_grey(d) for d in decoded[4:])
     with LvcReader(out) as r:
-        assert r.header.version == (1, 1)
-        assert [u.grey for u in r.units()] == [True] * 4 + [False] * 2
+        units = list(r.units())
+        # grey frames need 1.1; conditional frames below a raised I-frame (quality offsets) 1.2
+        mixed = len({u.quality for u in units}) > 1
+        assert r.header.version == ((1, 2) if mixed else (1, 1))
+        assert [u.grey for u in units] == [True] * 4 + [False] * 2
     for f, shown, r in zip(frames, expected, raw):  # the channels' mean is nearer a grey source than each one
         assert np.mean((shown - f.astype(float)) ** 2) <= np.mean((r - f.astype(float)) ** 2) + 0.1
     assert res.frames == 6
