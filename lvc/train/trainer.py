@@ -102,12 +102,14 @@ def distortion(kind: str, x_hat: torch.Tensor, x: torch.Tensor, mse: torch.Tenso
     raise ValueError(f"unknown distortion {kind!r}; expected 'mse' or 'ms-ssim'")
 
 
-def _world() -> tuple[int, int]:
+def _world() -> tuple[int, int, bool]:
+    """(rank, world size, whether this call started the process group)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        if not dist.is_initialized():
+        started = not dist.is_initialized()
+        if started:
             dist.init_process_group("gloo")
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+        return dist.get_rank(), dist.get_world_size(), started
+    return 0, 1, False
 
 
 def _optimizers(model: LatentModel, cfg: TrainConfig):
@@ -156,7 +158,7 @@ def save_checkpoint(path: Path, **payload) -> None:
 
 def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False, progress: bool = True) -> Path:
     """Train (or resume) and return the path of the last checkpoint written."""
-    rank, world = _world()
+    rank, world, started = _world()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
@@ -254,6 +256,9 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False, progre
         log.close()
     if world > 1:
         _assert_replicas_in_sync(model, rank)
+        if started:  # a gloo group left to the interpreter's exit can abort a rank ("terminate called ...")
+            dist.barrier()
+            dist.destroy_process_group()
     return last
 
 
