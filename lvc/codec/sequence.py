@@ -165,10 +165,10 @@ class SequenceEncoder:
         self.codec = FrameCodec(model, steps, fast_analysis=self.preset.bf16_analysis, eager_synthesis=synthesize,
                                 p_deadzone=0.0 if steps else self.preset.p_deadzone)
         self.quality = quality
-        # Conditional models: forced I-frames and the residual P-frames predicted from them at
-        # this quality; PC frames and the I-frames the encoder chooses at ``quality``. The offset
-        # is a share of the headroom above ``quality`` (INTRA_OFFSET), so --quality keeps its
-        # effect up to 1.
+        # Conditional models: forced I-frames, and the I- and P-frames that continue their latent
+        # chain, at this quality; PC frames, and I-frames chosen after them, at ``quality``. The
+        # offset is a share of the headroom above ``quality`` (INTRA_OFFSET), so --quality keeps
+        # its effect up to 1.
         offset = quality_to_int(INTRA_OFFSET) if intra_offset is None else intra_offset
         self.intra_quality = quality
         if model.inter is not None and intra_period != 1:
