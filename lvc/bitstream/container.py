@@ -64,6 +64,15 @@ def pack_frame(frame_type: int, quality: int, payload: bytes, grey: bool = False
     return head + payload
 
 
+def chain_step(kind: int, quality: int, chain: int | None) -> tuple[int | None, bool]:
+    """The quality of the open latent chain after a frame of ``kind`` (an I- or P-frame
+    starts or continues it), and whether the frame is a conditional one at another quality
+    than the chain's: what format 1.2 allows (the writer's minor version, the reader's check)."""
+    if kind in (FRAME_I, FRAME_P):
+        return quality, False
+    return chain, kind in (FRAME_PC, FRAME_PS) and chain is not None and quality != chain
+
+
 class LvcWriter:
     """Atomic writer: ``write_frame`` appends units; ``commit`` fixes the count and renames."""
 
@@ -73,7 +82,7 @@ class LvcWriter:
         self.frames = 0
         self.bytes_written = 0
         self.minor = header.version[1]  # raised by the first frame that needs a newer minor version
-        self._intra_quality: int | None = None  # the last I- or P-frame's quality
+        self._chain_quality: int | None = None  # the last I- or P-frame's quality
         try:
             head = header.pack()  # range-check every field before anything touches the disk
         except ValueError as e:
@@ -101,10 +110,9 @@ class LvcWriter:
         unit = pack_frame(frame_type, quality, payload, grey)
         if grey:
             self.minor = max(self.minor, 1)
-        if frame_type in (FRAME_I, FRAME_P):
-            self._intra_quality = quality
-        elif frame_type in (FRAME_PC, FRAME_PS) and quality != self._intra_quality:
-            self.minor = max(self.minor, 2)  # a conditional frame at another quality (since 1.2)
+        self._chain_quality, mixed = chain_step(frame_type, quality, self._chain_quality)
+        if mixed:
+            self.minor = max(self.minor, 2)
         self._write(unit)
         self.frames += 1
         return len(unit)
@@ -181,7 +189,7 @@ class LvcReader:
 
     def units(self) -> Iterator[FrameUnit]:
         where = str(self.path)
-        intra_quality = None  # the last I- or P-frame's
+        chain = None  # the last I- or P-frame's quality
         for i in range(self.header.frame_count):
             fwhere = f"{where}: frame {i}"
             head = self._f.read(1 + 2 + 4 + 4)
@@ -201,11 +209,8 @@ class LvcReader:
             if ft & GREY_FLAG and self.header.version < (1, 1):  # 1.0 has no grey frames
                 raise BitstreamError(f"frame type {ft} is not valid in a format 1.0 stream", fwhere,
                                      "the file is corrupted")
-            kind = ft & ~GREY_FLAG
-            if kind in (FRAME_I, FRAME_P):
-                intra_quality = values["quality"]
-            elif (kind in (FRAME_PC, FRAME_PS) and self.header.version < (1, 2) and intra_quality is not None
-                  and values["quality"] != intra_quality):  # before 1.2 a chain has one quality
+            chain, mixed = chain_step(ft & ~GREY_FLAG, values["quality"], chain)
+            if mixed and self.header.version < (1, 2):  # before 1.2 a chain has one quality
                 raise BitstreamError("conditional P-frame quality differs from its I- or P-frame's, which a "
                                      f"format {self.header.version[0]}.{self.header.version[1]} stream cannot have",
                                      fwhere, "the file is corrupted")
