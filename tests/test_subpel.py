@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import assert_decodes_to_encoder, write_y4m
 
-from lvc.codec.motion import estimate_motion, upsampled, warp
+from lvc.codec.motion import estimate_motion, phase_planes, warp
 from lvc.errors import ModelError
 from lvc.models.conditional import ConditionalConfig, ConditionalP
 from lvc.models.frozen import PIXEL_REF, SUBPEL, freeze, from_bytes, save_frozen
@@ -56,13 +56,14 @@ def test_integer_warp_floors_or_rounds_the_float_warp(frac):
     assert torch.equal(warp(pixels, mv, 16, 1, frac, rounded=True), rounded)
 
 
-def test_upsampled_reference_holds_the_warp_at_every_quarter_position():
+def test_phase_planes_hold_the_warp_at_every_quarter_position():
     x = _textured(torch.Generator().manual_seed(1), 32, 48)
-    up = upsampled(x, 4)
+    luma = x[:, :1]
+    planes = phase_planes(luma, 4)
     for dy in range(4):
         for dx in range(4):
             mv = torch.tensor([dx, dy]).expand(1, 2, 3, 2)
-            assert torch.allclose(warp(x, mv, 16, 1, 4), up[..., dy::4, dx::4], atol=1e-3)
+            assert torch.allclose(warp(luma, mv, 16, 1, 4), planes[:, 4 * dy + dx:4 * dy + dx + 1], atol=1e-3)
 
 
 @pytest.mark.parametrize("rate_weight", [0.0, 20.0])

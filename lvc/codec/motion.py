@@ -10,7 +10,7 @@ machine; float features (training) take the same weights without the rounding.
 
 Estimation matches luma blocks of the current frame against the previous frame with a
 coarse-to-fine search (half resolution over the whole range, then a small full-resolution
-refinement, then halving sub-pixel steps on the bilinearly upsampled reference), which
+refinement, then halving sub-pixel steps on the bilinearly interpolated reference), which
 costs a few milliseconds per 416x240 frame instead of a full search; the ``fast`` preset
 starts one level coarser still.
 """
@@ -30,7 +30,10 @@ LENGTH_COST = 0.05  # mean-abs-difference (0..255 luma) per pixel of vector leng
 # Chosen on two training clips (co-tracker bear, sam2 bedroom: -2% to -4% of the bits at
 # q=0 with the step-14,000 conditional model, docs/models.md), not on benchmark clips.
 RATE_WEIGHT = 64.0
-GATHER_PIXELS = 1 << 22  # pixels gathered per batch of candidates: bounds memory (int64 indices) on large frames
+# Bumped whenever the search may choose other vectors (benchmark caches key on it); 2: rows
+# fetched as windows, sub-pixel values from phase planes (float rounding only).
+SEARCH_VERSION = 2
+GATHER_PIXELS = 1 << 22  # pixels fetched per batch of candidates: bounds memory on large frames
 
 
 def _luma(x: torch.Tensor) -> torch.Tensor:
@@ -50,43 +53,59 @@ def _block_sad(ref: torch.Tensor, cur: torch.Tensor, block: int, cands: torch.Te
     curp = F.pad(cur, (0, wb * block - w, 0, hb * block - h), mode="replicate")
     if base is None:
         return _shifted_sad(pad, curp, block, cands, r)
-    # per-block start: as many candidates' blocks gathered at once as GATHER_PIXELS allows
+    # per-block start: as many candidates' blocks fetched at once as GATHER_PIXELS allows
     step = max(1, GATHER_PIXELS // (b * hb * wb * block * block))
+    rows = torch.arange(hb).view(1, 1, hb, 1) * block + r
+    cols = torch.arange(wb).view(1, 1, 1, wb) * block + r
+    cur_blocks = _blocks(curp, block)
     out = []
     for k in range(0, len(cands), step):
-        c = cands[k:k + step]
-        moved = _gather_blocks(pad, base[:, None] + c.view(1, -1, 1, 1, 2), block, r, hb, wb)
-        out.append(F.avg_pool2d((moved - curp[:, None]).abs().flatten(0, 1), block).view(b, len(c), hb, wb))
+        v = base[:, None] + cands[k:k + step].view(1, -1, 1, 1, 2)  # (B, K, hb, wb, 2)
+        out.append(_mean_abs(_fetch(pad, 0, rows + v[..., 1], cols + v[..., 0], block), cur_blocks))
     return torch.cat(out, 1)
+
+
+def _blocks(x: torch.Tensor, block: int) -> torch.Tensor:
+    """(B, 1, hb * block, wb * block) -> (B, 1, hb, wb, block, block), contiguous."""
+    b, c, h, w = x.shape
+    return x.view(b, c, h // block, block, w // block, block).transpose(3, 4).contiguous()
+
+
+def _fetch(planes: torch.Tensor, plane: torch.Tensor | int, y: torch.Tensor, x: torch.Tensor,
+           block: int) -> torch.Tensor:
+    """The ``block x block`` pixels of ``planes`` (B, P, H, W) whose top-left is (``y``, ``x``)
+    in plane ``plane``, for every entry of those (B, K, hb, wb) tensors: (B, K, hb, wb, block,
+    block). One index per block row (a window of the flattened planes), not one per pixel:
+    several times faster than a pixel gather."""
+    b, p, h, w = planes.shape
+    top = (torch.arange(b).view(-1, 1, 1, 1) * p + plane) * (h * w) + y * w + x
+    rows = (top[..., None] + torch.arange(block) * w).reshape(-1)
+    return planes.reshape(-1).unfold(0, block, 1).index_select(0, rows).view(*top.shape, block, block)
+
+
+def _mean_abs(moved: torch.Tensor, cur_blocks: torch.Tensor) -> torch.Tensor:
+    """Mean absolute differences (B, K, hb, wb) of fetched blocks against the frame's."""
+    d = moved - cur_blocks
+    return d.abs_().sum((-2, -1)) / (d.shape[-1] * d.shape[-2])
 
 
 def _shifted_sad(pad: torch.Tensor, curp: torch.Tensor, block: int, cands: torch.Tensor, r: int) -> torch.Tensor:
     """Block SADs of whole-frame shifts, batched per candidate row (one vertical offset, all
     its horizontal ones at once): a few large operations instead of one small one per
-    candidate, with the same values."""
+    candidate, with the same values (to float rounding). Laid out (B, h, K, w) so that every
+    step runs over contiguous memory."""
     b, _, h, w = curp.shape
-    out = torch.empty(b, len(cands), h // block, w // block)
+    hb, wb = h // block, w // block
+    out = torch.empty(b, len(cands), hb, wb)
+    cur = curp[:, 0, :, None, :]  # (B, h, 1, w)
     for dy in cands[:, 1].unique().tolist():
         idx = (cands[:, 1] == dy).nonzero()[:, 0]
         rows = pad[:, 0, r + dy:r + dy + h].unfold(2, w, 1)  # (B, h, 2r+1+extra, w) windows
-        moved = rows.index_select(2, cands[idx, 0] + r).permute(0, 2, 1, 3)  # (B, K, h, w)
-        sad = F.avg_pool2d((moved - curp).abs().reshape(-1, 1, h, w), block)
-        out[:, idx] = sad.view(b, len(idx), h // block, w // block)
+        d = rows.index_select(2, cands[idx, 0] + r)  # (B, h, K, w), a copy
+        d -= cur
+        sad = d.abs_().view(b, hb, block, -1).sum(2).view(b, hb, len(idx), wb, block).sum(-1)  # (B, hb, K, wb)
+        out[:, idx] = sad.transpose(1, 2) / (block * block)
     return out
-
-
-def _gather_blocks(pad: torch.Tensor, mv: torch.Tensor, block: int, r: int, hb: int, wb: int,
-                   y0: int = 0, x0: int = 0) -> torch.Tensor:
-    """The padded reference moved per block by ``mv`` (B, [K,] hb, wb, 2), for the blocks
-    whose top-left pixel starts at (``y0``, ``x0``): (B, [K,] 1, hb * block, wb * block)."""
-    b, width = pad.shape[0], pad.shape[-1]
-    lead = mv.shape[1:-3]  # K candidate fields per batch item, or none
-    ys = torch.arange(y0 + r, y0 + r + hb * block).view(hb, block, 1, 1)
-    xs = torch.arange(x0 + r, x0 + r + wb * block).view(1, 1, wb, block)
-    start = (ys * width + xs).view(hb, block, wb, block)  # each pixel's unmoved index
-    shift = (mv[..., 1] * width + mv[..., 0])[..., :, None, :, None]  # one offset per block
-    idx = (start + shift).reshape(b, -1)
-    return pad.flatten(1).gather(1, idx).view(b, *lead, 1, hb * block, wb * block)
 
 
 def _square(radius: int) -> torch.Tensor:
@@ -94,10 +113,10 @@ def _square(radius: int) -> torch.Tensor:
     return torch.stack(torch.meshgrid(r, r, indexing="xy"), -1).reshape(-1, 2)
 
 
-def _vector_bits(d: torch.Tensor) -> torch.Tensor:
+def _vector_bits(d: np.ndarray) -> np.ndarray:
     """A rate proxy for vector residuals (..., 2): Exp-Golomb-like lengths per component."""
-    a = d.abs().float()
-    return torch.where(a > 0, 2 * torch.floor(torch.log2(a.clamp(min=1))) + 3, 1.0).sum(-1)
+    a = np.abs(d).astype(np.float32)
+    return np.where(a > 0, 2 * np.floor(np.log2(np.maximum(a, 1))) + 3, np.float32(1)).sum(-1, dtype=np.float32)
 
 
 def _bits_of(v: tuple[int, int], pred: tuple[int, int]) -> float:
@@ -105,11 +124,12 @@ def _bits_of(v: tuple[int, int], pred: tuple[int, int]) -> float:
     return float(sum(2 * (abs(a - p).bit_length() - 1) + 3 if a != p else 1 for a, p in zip(v, pred)))
 
 
-def _cheapest(cands: torch.Tensor, cost: torch.Tensor, pred: torch.Tensor, rate_weight: float) -> torch.Tensor:
+def _cheapest(cands: np.ndarray, cost: np.ndarray, pred: np.ndarray, rate_weight: float) -> np.ndarray:
     """Each block's candidate (B, K, ..., 2) of least ``cost`` (B, K, ...) plus
-    ``rate_weight`` times the bits of its residual against ``pred`` (B, ..., 2)."""
-    total = cost + rate_weight * _vector_bits(cands - pred[:, None])
-    return cands.gather(1, total.argmin(1)[:, None, ..., None].expand(-1, 1, *cands.shape[2:])).squeeze(1)
+    ``rate_weight`` times the bits of its residual against ``pred`` (B, ..., 2). On NumPy:
+    these arrays are a block row's, too small for torch's per-operation overhead."""
+    total = cost + np.float32(rate_weight) * _vector_bits(cands - pred[:, None])
+    return np.take_along_axis(cands, total.argmin(1)[:, None, ..., None], 1)[:, 0]
 
 
 def _rate_constrained(lr: torch.Tensor, lc: torch.Tensor, block: int, cands: torch.Tensor, sad: torch.Tensor,
@@ -121,26 +141,24 @@ def _rate_constrained(lr: torch.Tensor, lc: torch.Tensor, block: int, cands: tor
     are decided in parallel, so this stays a few vectorised steps per frame."""
     b, _, hb, wb, _ = cands.shape
     zero = torch.zeros(b, hb, wb, 2, dtype=torch.long)
-    cands = torch.cat([cands, zero[:, None]], 1)
-    sad = torch.cat([sad, _block_sad(lr, lc, block, torch.zeros(1, 2, dtype=torch.long))], 1) * block * block
+    cands = torch.cat([cands, zero[:, None]], 1).numpy()
+    sad = (torch.cat([sad, _block_sad(lr, lc, block, torch.zeros(1, 2, dtype=torch.long))], 1)
+           * block * block).numpy()
     r = search + 1
     pad = F.pad(lr, (r, r, r, r), mode="replicate")
-    out = torch.zeros(b, hb, wb, 2, dtype=torch.long)
-
-    def pred_sad(pred: torch.Tensor, row: int, col: slice) -> torch.Tensor:
-        cols = range(wb)[col]
-        moved = _gather_blocks(pad, pred, block, r, 1, len(cols), y0=row * block, x0=cols[0] * block)
-        cur = lc[..., row * block:(row + 1) * block, cols[0] * block:(cols[-1] + 1) * block]
-        return F.avg_pool2d((moved - cur).abs(), block).flatten(1) * block * block
+    cur_blocks = _blocks(lc, block)
+    cols = torch.arange(wb) * block + r
+    out = np.zeros((b, hb, wb, 2), np.int64)
 
     # Row 0 is sequential (each block predicted from its left neighbour), so it runs on
     # plain numbers. The predictor is always one of the row's candidates: the block SADs
     # of all of them are computed beforehand, in one batched pass.
     row0 = cands[:, :, 0]  # (B, K, wb, 2)
-    vecs = torch.unique(row0.reshape(-1, 2), dim=0)
-    table = (_shifted_sad(pad, lc[..., :block, :], block, vecs, r)[:, :, 0] * block * block).numpy()
+    vecs = np.unique(row0.reshape(-1, 2), axis=0)
+    table = (_shifted_sad(pad, lc[..., :block, :], block, torch.from_numpy(vecs), r)[:, :, 0]
+             * block * block).numpy()
     index = {tuple(v): i for i, v in enumerate(vecs.tolist())}
-    own, weight = sad[:, :, 0].numpy(), np.float32(rate_weight)
+    own, weight = sad[:, :, 0], np.float32(rate_weight)
     for i in range(b):
         pred = (0, 0)
         for col in range(wb):
@@ -148,13 +166,16 @@ def _rate_constrained(lr: torch.Tensor, lc: torch.Tensor, block: int, cands: tor
             costs = np.append(own[i, :, col], table[i, index[pred], col])
             costs = costs + weight * np.array([_bits_of(v, pred) for v in options], np.float32)
             pred = options[int(costs.argmin())]
-            out[i, 0, col] = torch.tensor(pred)
+            out[i, 0, col] = pred
     for row in range(1, hb):  # later rows: from the row above, all blocks of a row at once
-        pred = out[:, row - 1]
-        c = torch.cat([cands[:, :, row], pred[:, None]], 1)
-        s = torch.cat([sad[:, :, row], pred_sad(pred[:, None], row, slice(0, wb))[:, None]], 1)
+        pred = out[:, row - 1]  # (B, wb, 2)
+        pt = torch.from_numpy(pred)[:, None, None]  # (B, 1, 1, wb, 2)
+        moved = _fetch(pad, 0, row * block + r + pt[..., 1], cols + pt[..., 0], block)
+        own_pred = (_mean_abs(moved, cur_blocks[:, :, row:row + 1]) * block * block)[:, :, 0].numpy()
+        c = np.concatenate([cands[:, :, row], pred[:, None]], 1)
+        s = np.concatenate([sad[:, :, row], own_pred], 1)
         out[:, row] = _cheapest(c, s, pred, rate_weight)
-    return out
+    return torch.from_numpy(out)
 
 
 def _quarter_search(half: tuple[torch.Tensor, torch.Tensor], block: int, search: int, length_cost: float,
@@ -217,45 +238,38 @@ def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, searc
     return _subpel_refine(lr, lc, block, mv * frac, frac, search, length_cost, rate_weight)
 
 
-def upsampled(x: torch.Tensor, frac: int) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C, H * frac, W * frac): the bilinear value at every ``1/frac``
-    position, edge-replicated past the last row and column (the values :func:`warp` takes,
-    to float rounding: the search's, not the codec's)."""
-    h, w = x.shape[-2:]
-    p = F.pad(x, (0, 1, 0, 1), mode="replicate")
-    up = F.interpolate(p, size=(h * frac + 1, w * frac + 1), mode="bilinear", align_corners=True)
-    return up[..., :-1, :-1]
-
-
-def _subpel_sad(up: torch.Tensor, cur: torch.Tensor, block: int, frac: int, r: int,
-                vecs: torch.Tensor) -> torch.Tensor:
-    """Mean abs differences (B, K, hb, wb) of ``cur``'s blocks against the upsampled, ``r``
-    pixels padded reference ``up`` at vectors ``vecs`` (B, K, hb, wb, 2) in ``1/frac`` pixels."""
-    b, k, hb, wb, _ = vecs.shape
-    wu = up.shape[-1]
-    ys = (torch.arange(hb * block) + r) * frac
-    xs = (torch.arange(wb * block) + r) * frac
-    start = (ys.view(hb, block, 1, 1) * wu + xs.view(1, 1, wb, block))
-    shift = (vecs[..., 1] * wu + vecs[..., 0])[..., :, None, :, None]  # (B, K, hb, 1, wb, 1)
-    idx = (start + shift).reshape(b, -1)
-    moved = up.flatten(1).gather(1, idx).view(b, k, hb * block, wb * block)
-    return F.avg_pool2d((moved - cur).abs(), block)
+def phase_planes(x: torch.Tensor, frac: int) -> torch.Tensor:
+    """(B, 1, H, W) -> (B, frac * frac, H, W): plane ``py * frac + px`` holds the bilinear
+    value at (y + py / frac, x + px / frac) for every pixel (edge-replicated past the last row
+    and column): the values :func:`warp` takes, to float rounding (the search's, not the
+    codec's). Phase-major, so a moved block's rows stay contiguous (:func:`_fetch`)."""
+    p = torch.arange(frac, dtype=torch.float32)
+    wy, wx = torch.stack([frac - p, p], 1)[:, None, :, None], torch.stack([frac - p, p], 1)[None, :, None, :]
+    weight = (wy * wx).reshape(frac * frac, 1, 2, 2) / (frac * frac)
+    return F.conv2d(F.pad(x, (0, 1, 0, 1), mode="replicate"), weight).contiguous()
 
 
 def _subpel_refine(lr: torch.Tensor, lc: torch.Tensor, block: int, mv: torch.Tensor, frac: int, search: int,
                    length_cost: float, rate_weight: float) -> torch.Tensor:
     """Whole-pixel vectors ``mv`` (in ``1/frac`` units) refined by halving steps (1/2, then
     1/4, ... pixel): the 9 vectors around the current one by block SAD on the bilinearly
-    upsampled reference, plus the length cost, or with ``rate_weight`` the bits of the
+    interpolated reference, plus the length cost, or with ``rate_weight`` the bits of the
     residual the codec sends (decided row by row, as :func:`_rate_constrained`)."""
     r = search + 1
-    up = upsampled(F.pad(lr, (r, r, r, r), mode="replicate"), frac).contiguous()
+    planes = phase_planes(F.pad(lr, (r, r, r, r), mode="replicate"), frac)
+    b, hb, wb = mv.shape[:3]
+    rows = torch.arange(hb).view(1, 1, hb, 1) * block + r
+    cols = torch.arange(wb).view(1, 1, 1, wb) * block + r
+    cur_blocks = _blocks(lc, block)
     limit = search * frac
     step = frac // 2
     while step >= 1:
         cands = (mv[:, None] + step * _square(1).view(1, -1, 1, 1, 2))  # (B, 9, hb, wb, 2)
-        sad = _subpel_sad(up, lc, block, frac, r, cands.clamp(-limit, limit))
-        sad = sad.masked_fill((cands.abs() > limit).any(-1), math.inf)
+        v = cands.clamp(-limit, limit)
+        whole, phase = torch.div(v, frac, rounding_mode="floor"), torch.remainder(v, frac)
+        moved = _fetch(planes, phase[..., 1] * frac + phase[..., 0], rows + whole[..., 1], cols + whole[..., 0],
+                       block)
+        sad = _mean_abs(moved, cur_blocks).masked_fill((cands.abs() > limit).any(-1), math.inf)
         if rate_weight > 0:
             mv = _pick_rows(cands, sad * block * block, rate_weight)
         else:
@@ -269,14 +283,15 @@ def _pick_rows(cands: torch.Tensor, cost: torch.Tensor, rate_weight: float) -> t
     """Each block's candidate (B, K, hb, wb, 2) of least ``cost`` plus ``rate_weight`` times
     the bits of its residual: row 0 against the left block (in order), later rows against
     the block above (a row at a time)."""
+    cands, cost = cands.numpy(), cost.numpy()
     b, _, hb, wb, _ = cands.shape
-    out = torch.zeros(b, hb, wb, 2, dtype=torch.long)
+    out = np.zeros((b, hb, wb, 2), np.int64)
     for col in range(wb):
-        pred = out[:, 0, col - 1] if col else torch.zeros(b, 2, dtype=torch.long)
+        pred = out[:, 0, col - 1] if col else np.zeros((b, 2), np.int64)
         out[:, 0, col] = _cheapest(cands[:, :, 0, col], cost[:, :, 0, col], pred, rate_weight)
     for row in range(1, hb):
         out[:, row] = _cheapest(cands[:, :, row], cost[:, :, row], out[:, row - 1], rate_weight)
-    return out
+    return torch.from_numpy(out)
 
 
 def warp(feat: torch.Tensor, mv: torch.Tensor, block: int, scale: int, frac: int = 1,
