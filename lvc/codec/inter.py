@@ -33,7 +33,7 @@ from lvc.bitstream.container import FRAME_PC, FRAME_PS
 from lvc.codec import skip as block_skip
 from lvc.codec.blend import BlendedPicture
 from lvc.codec.frame import LATENT_LIMIT, STRIDE, SYMBOL_LIMIT, _pad, quality_lambda, quantise, side_index, to_tensor
-from lvc.codec.motion import RATE_WEIGHT, estimate_motion, warp
+from lvc.codec.motion import RATE_WEIGHT, estimate_motion, frame_luma, warp
 from lvc.codec.refine import refine_latent
 from lvc.codec.synthesis import Deferred, Synthesizer, bf16_synthesis
 from lvc.entropy import coder
@@ -125,6 +125,7 @@ class InterCodec:
         self.mv_coder = coder.TableCoder(self.p.mv_tables)
         self.skip_flags = block_skip.SkipFlags()
         self._ones = torch.ones(1, 1, 1, 1)
+        self._luma: tuple[np.ndarray, torch.Tensor] | None = None  # the last frame's (the next one's reference)
 
     def close(self) -> None:
         self.display.close()
@@ -187,7 +188,7 @@ class InterCodec:
         x = _pad(to_tensor(frame))
         cfg = self.m.config
         rate_weight = RATE_WEIGHT * math.sqrt(cfg.lambda_min / cfg.lambda_max) ** (q / QUALITY_MAX)
-        mv = estimate_motion(_pad(to_tensor(previous)) * 255, x * 255, self.p.config.block,
+        mv = estimate_motion(self._luma_of(previous), self._luma_of(frame), self.p.config.block,
                              rate_weight=rate_weight, keep=self.motion_keep, frac=self.subpel)[0]
         ctx_w = warp(context, mv[None], self.p.config.block, CONTEXT_SCALE, self.subpel)
         gain = torch.exp(interp_levels(self.p.log_gain, torch.tensor([q / QUALITY_MAX])))[:, :, None, None]
@@ -237,6 +238,13 @@ class InterCodec:
             moved = self._moved(picture, mv, shown)
         ctx, pending = self._finish(y_fx, ctx_w, q, h, w, True, skipped, mv, picture, moved)
         return InterResult(coder.finish(enc), bits, ctx, pending, skipped)
+
+    def _luma_of(self, frame: np.ndarray) -> torch.Tensor:
+        """The motion search's luma of ``frame`` (padded as coded), kept for the next frame,
+        whose reference it is."""
+        if self._luma is None or self._luma[0] is not frame:
+            self._luma = frame, _pad(frame_luma(frame))
+        return self._luma[1]
 
     def _moved(self, picture, mv: torch.Tensor, shown: block_skip.ShownPicture | None) -> np.ndarray:
         """``picture`` moved by ``mv``: ``shown``'s copy when it is that picture (made once

@@ -30,16 +30,29 @@ LENGTH_COST = 0.05  # mean-abs-difference (0..255 luma) per pixel of vector leng
 # Chosen on two training clips (co-tracker bear, sam2 bedroom: -2% to -4% of the bits at
 # q=0 with the step-14,000 conditional model, docs/models.md), not on benchmark clips.
 RATE_WEIGHT = 64.0
-# Bumped whenever the search may choose other vectors (benchmark caches key on it); 2: rows
-# fetched as windows, sub-pixel values from phase planes (float rounding only).
-SEARCH_VERSION = 2
+# Bumped whenever the search may choose other vectors (benchmark caches key on it): 2, rows
+# fetched as windows, sub-pixel values from phase planes; 3, luma straight from 8-bit frames
+# (both float rounding only).
+SEARCH_VERSION = 3
 GATHER_PIXELS = 1 << 22  # pixels fetched per batch of candidates: bounds memory on large frames
 
 
+LUMA = (0.299, 0.587, 0.114)
+
+
 def _luma(x: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) -> (B, 1, H, W) float luma (any scale)."""
-    w = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32).view(1, 3, 1, 1)
+    """(B, 3, H, W) -> (B, 1, H, W) float luma (any scale); luma (B, 1, H, W) as it is."""
+    if x.shape[1] == 1:
+        return x.float()
+    w = torch.tensor(LUMA, dtype=torch.float32).view(1, 3, 1, 1)
     return (x.float() * w).sum(1, keepdim=True)
+
+
+def frame_luma(frame: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 1, H, W) float luma on the 0..255 scale, the search's input:
+    one pass over the frame, no float RGB copy."""
+    x = torch.from_numpy(np.asarray(frame, dtype=np.uint8)).float()
+    return (x @ torch.tensor(LUMA, dtype=torch.float32)).view(1, 1, *frame.shape[:2])
 
 
 def _block_sad(ref: torch.Tensor, cur: torch.Tensor, block: int, cands: torch.Tensor,
@@ -200,7 +213,8 @@ def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, searc
     """Vectors (B, hb, wb, 2) as (dx, dy) in ``1/frac`` pixels: ``cur`` block ~ ``ref`` at
     block + mv.
 
-    ``ref`` and ``cur`` are (B, 3, H, W) frames on the 0..255 scale. Each pixel of
+    ``ref`` and ``cur`` are (B, 3, H, W) frames on the 0..255 scale, or their luma (B, 1, H, W)
+    (:func:`frame_luma`). Each pixel of
     vector length adds ``length_cost`` to a block's mean absolute difference, so near-ties
     go to the shorter vector (cheaper to code; flat areas do not pick up noise motion).
     ``rate_weight`` > 0 then re-decides each block against the vector the codec predicts it
@@ -242,11 +256,13 @@ def phase_planes(x: torch.Tensor, frac: int) -> torch.Tensor:
     """(B, 1, H, W) -> (B, frac * frac, H, W): plane ``py * frac + px`` holds the bilinear
     value at (y + py / frac, x + px / frac) for every pixel (edge-replicated past the last row
     and column): the values :func:`warp` takes, to float rounding (the search's, not the
-    codec's). Phase-major, so a moved block's rows stay contiguous (:func:`_fetch`)."""
-    p = torch.arange(frac, dtype=torch.float32)
-    wy, wx = torch.stack([frac - p, p], 1)[:, None, :, None], torch.stack([frac - p, p], 1)[None, :, None, :]
-    weight = (wy * wx).reshape(frac * frac, 1, 2, 2) / (frac * frac)
-    return F.conv2d(F.pad(x, (0, 1, 0, 1), mode="replicate"), weight).contiguous()
+    codec's). Phase-major, so a moved block's rows stay contiguous (:func:`_fetch`).
+    Separable: ``frac`` column phases, then ``frac`` row phases of each."""
+    p = F.pad(x, (0, 1, 0, 1), mode="replicate")[:, 0]  # (B, H + 1, W + 1)
+    t = torch.arange(frac, dtype=torch.float32).view(1, frac, 1, 1) / frac
+    cols = p[:, None, :, :-1] + t * (p[:, None, :, 1:] - p[:, None, :, :-1])  # (B, px, H + 1, W)
+    rows = cols[:, None, :, :-1] + t[..., None] * (cols[:, None, :, 1:] - cols[:, None, :, :-1])  # (B, py, px, H, W)
+    return rows.reshape(x.shape[0], frac * frac, *x.shape[-2:])
 
 
 def _subpel_refine(lr: torch.Tensor, lc: torch.Tensor, block: int, mv: torch.Tensor, frac: int, search: int,
@@ -286,9 +302,14 @@ def _pick_rows(cands: torch.Tensor, cost: torch.Tensor, rate_weight: float) -> t
     cands, cost = cands.numpy(), cost.numpy()
     b, _, hb, wb, _ = cands.shape
     out = np.zeros((b, hb, wb, 2), np.int64)
-    for col in range(wb):
-        pred = out[:, 0, col - 1] if col else np.zeros((b, 2), np.int64)
-        out[:, 0, col] = _cheapest(cands[:, :, 0, col], cost[:, :, 0, col], pred, rate_weight)
+    weight = np.float32(rate_weight)
+    for i in range(b):  # row 0 in order, on plain numbers (as _rate_constrained's)
+        pred = (0, 0)
+        for col in range(wb):
+            options = [tuple(v) for v in cands[i, :, 0, col].tolist()]
+            costs = cost[i, :, 0, col] + weight * np.array([_bits_of(v, pred) for v in options], np.float32)
+            pred = options[int(costs.argmin())]
+            out[i, 0, col] = pred
     for row in range(1, hb):
         out[:, row] = _cheapest(cands[:, :, row], cost[:, :, row], out[:, row - 1], rate_weight)
     return torch.from_numpy(out)

@@ -70,9 +70,10 @@ def _padded_digits(x: torch.Tensor, n: int, reduce_last: bool, pad: int) -> tupl
         if i == n - 1 and not reduce_last:
             dst.copy_(x)
             return out, x[..., :0]
-        d = _low_digit(x)
-        dst.copy_(d)
-        x = (x - d) >> DIGIT_BITS
+        # the rest first: (x - d) / 128 with d the balanced low digit is floor((x + 64) / 128)
+        rest = (x + DIGIT_HALF).bitwise_right_shift_(DIGIT_BITS)
+        dst.copy_(x - (rest << DIGIT_BITS))
+        x = rest
     return out, x
 
 
@@ -155,9 +156,11 @@ class IntLayer:
         nx = _digit_count(max(-int(lo), int(hi)))
 
         def product(digits: torch.Tensor, weight_digits: torch.Tensor) -> list[torch.Tensor]:
-            n = digits.shape[0]
-            cols = torch.cat([digits[:, r:r + s * ho:s, c:c + s * wo:s] for r in range(kh) for c in range(kw)], 3)
-            out = torch._int_mm(cols.view(n * ho * wo, -1), weight_digits)
+            n, c = digits.shape[0], digits.shape[3]
+            sn, sh, sw = digits.stride()[:3]
+            # unfolded rows (row, column, channel) as one strided view, copied once
+            cols = digits.as_strided((n, ho, wo, kh, kw, c), (sn, sh * s, sw * s, sh, sw, 1))
+            out = torch._int_mm(cols.reshape(n * ho * wo, -1), weight_digits)
             return list(out.view(n // b, b * ho * wo, nw, cout).unbind(0))
 
         dense = min(nx, DENSE_DIGITS)
