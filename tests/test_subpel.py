@@ -128,3 +128,41 @@ def test_shipped_motion_tables_are_the_codes_for_their_precision(name, subpel):
         assert p[0] == pytest.approx(p[2], rel=1e-3)
         if subpel == 4:
             assert p[1] == pytest.approx(MV_SPIKES[k][0], abs=0.01)  # less the floors of 513 values
+
+
+def test_the_search_takes_8_bit_frames_luma_as_it_takes_rgb():
+    """The encoder searches on luma straight from its 8-bit frames (``frame_luma``); the
+    vectors must be those of the float RGB frames (the training cache's input)."""
+    from lvc.codec.motion import frame_luma
+
+    big = _textured(torch.Generator().manual_seed(5), 112, 192).round()
+    cur = warp(big, torch.tensor([6, -3]).expand(1, 7, 12, 2), 16, 1, 4, rounded=True)
+    u8 = [x[0].permute(1, 2, 0).to(torch.uint8).numpy() for x in (big, cur)]
+    for w in (0.0, 32.0):
+        rgb = estimate_motion(big.float(), cur.float(), 16, rate_weight=w, frac=4)
+        luma = estimate_motion(*(frame_luma(f) for f in u8), 16, rate_weight=w, frac=4)
+        assert torch.equal(rgb, luma)
+        assert (luma[0, 1:-1, 1:-1] == torch.tensor([6, -3])).all()
+
+
+def test_the_encoders_kept_luma_changes_no_byte(inter_model, twelve):
+    """The luma a conditional encoder keeps for the next frame's search (compared by content,
+    not identity) gives the stream of a search that computes every luma afresh."""
+    from lvc.bitstream.container import FRAME_PC, FRAME_PS
+    from lvc.codec.sequence import SequenceEncoder
+
+    streams = []
+    for fresh in (False, True):
+        enc = SequenceEncoder(inter_model, 40000, 32)
+        try:
+            units = []
+            for f in twelve:
+                if fresh:
+                    enc.inter._luma = None
+                c = enc.encode(np.array(f))  # a new array each time
+                units.append((c.frame_type, c.payload))
+            streams.append(units)
+        finally:
+            enc.close()
+    assert streams[0] == streams[1]
+    assert sum(t in (FRAME_PC, FRAME_PS) for t, _ in streams[0]) >= 6  # searched frames
