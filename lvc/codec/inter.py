@@ -242,9 +242,10 @@ class InterCodec:
     def _luma_of(self, frame: np.ndarray) -> torch.Tensor:
         """The motion search's luma of ``frame`` (padded as coded), kept for the next frame,
         whose reference it is (with a copy of the frame: a caller may reuse its buffer)."""
-        if self._luma is None or not np.array_equal(self._luma[0], frame):
-            self._luma = np.array(frame), _pad(frame_luma(frame))
-        return self._luma[1]
+        kept = self._luma
+        if kept is None or not np.array_equal(kept[0], frame):
+            kept = self._luma = np.array(frame), _pad(frame_luma(frame))
+        return kept[1]
 
     def _moved(self, picture, mv: torch.Tensor, shown: block_skip.ShownPicture | None) -> np.ndarray:
         """``picture`` moved by ``mv``: ``shown``'s copy when it is that picture (made once

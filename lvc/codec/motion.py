@@ -50,8 +50,8 @@ def _luma(x: torch.Tensor) -> torch.Tensor:
 
 def frame_luma(frame: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (1, 1, H, W) float luma on the 0..255 scale, the search's input:
-    one pass over the frame, no float RGB copy."""
-    x = torch.from_numpy(np.asarray(frame, dtype=np.uint8)).float()
+    one float copy of the frame instead of the several of the float RGB path (any strides)."""
+    x = torch.from_numpy(np.ascontiguousarray(frame, dtype=np.uint8)).float()
     return (x @ torch.tensor(LUMA, dtype=torch.float32)).view(1, 1, *frame.shape[:2])
 
 
@@ -89,7 +89,9 @@ def _fetch(planes: torch.Tensor, plane: torch.Tensor | int, y: torch.Tensor, x: 
     """The ``block x block`` pixels of ``planes`` (B, P, H, W) whose top-left is (``y``, ``x``)
     in plane ``plane``, for every entry of those (B, K, hb, wb) tensors: (B, K, hb, wb, block,
     block). One index per block row (a window of the flattened planes), not one per pixel:
-    several times faster than a pixel gather."""
+    several times faster than a pixel gather. Callers keep every block inside its plane
+    (``0 <= y <= H - block``, ``0 <= x <= W - block``: padding covers the search range);
+    nothing checks it, a row outside would read the next row or plane."""
     b, p, h, w = planes.shape
     top = (torch.arange(b).view(-1, 1, 1, 1) * p + plane) * (h * w) + y * w + x
     rows = (top[..., None] + torch.arange(block) * w).reshape(-1)
@@ -214,8 +216,8 @@ def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, searc
     block + mv.
 
     ``ref`` and ``cur`` are (B, 3, H, W) frames on the 0..255 scale, or their luma (B, 1, H, W)
-    (:func:`frame_luma`). Each pixel of
-    vector length adds ``length_cost`` to a block's mean absolute difference, so near-ties
+    (:func:`frame_luma`); neither is modified. Each pixel of vector length adds
+    ``length_cost`` to a block's mean absolute difference, so near-ties
     go to the shorter vector (cheaper to code; flat areas do not pick up noise motion).
     ``rate_weight`` > 0 then re-decides each block against the vector the codec predicts it
     from (block SAD + ``rate_weight`` x residual bits): smoother fields, fewer motion bits.

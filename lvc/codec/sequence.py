@@ -80,8 +80,8 @@ Pending = Future | Deferred | SkippedPicture | GreyPicture  # a picture on its w
 # The encoder-side algorithm of conditional models (frame-type decision, motion search): a
 # change here changes their streams, so benchmark caches key on it.
 INTER_ENCODER = (f"ippc-rd/6 skip=rd2 trust={PC_TRUST}@{PC_TRUST_MARGIN:g}x{PC_TRUST_JUMP:g} "
-                 f"backoff={PC_BACKOFF_MAX}@{PC_MARGIN:g} mv-rate={RATE_WEIGHT:g} pc-dz={PC_DEADZONE:g}"
-                 + (f" me={SEARCH_VERSION}" if SEARCH_VERSION > 1 else ""))
+                 f"backoff={PC_BACKOFF_MAX}@{PC_MARGIN:g} mv-rate={RATE_WEIGHT:g} pc-dz={PC_DEADZONE:g} "
+                 f"me={SEARCH_VERSION}")
 
 
 # A still image is coded once and has no frame rate to keep up with, so the default preset

@@ -157,9 +157,9 @@ class IntLayer:
 
         def product(digits: torch.Tensor, weight_digits: torch.Tensor) -> list[torch.Tensor]:
             n, c = digits.shape[0], digits.shape[3]
-            sn, sh, sw = digits.stride()[:3]
+            sn, sh, sw, sc = digits.stride()
             # unfolded rows (row, column, channel) as one strided view, copied once
-            cols = digits.as_strided((n, ho, wo, kh, kw, c), (sn, sh * s, sw * s, sh, sw, 1))
+            cols = digits.as_strided((n, ho, wo, kh, kw, c), (sn, sh * s, sw * s, sh, sw, sc))
             out = torch._int_mm(cols.reshape(n * ho * wo, -1), weight_digits)
             return list(out.view(n // b, b * ho * wo, nw, cout).unbind(0))
 
