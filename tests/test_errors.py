@@ -117,10 +117,11 @@ def _header_with(**changes) -> bytes:
 
     tiny_hash = hashlib.sha256((DATA / "tiny.lvcm").read_bytes()).digest()[:8]
     base = dict(model_name="lvc-test-tiny", weights_hash=tiny_hash, width=64, height=48,
-                fps=__import__("fractions").Fraction(25), frame_count=1, intra_period=0)
+                fps=__import__("fractions").Fraction(25), frame_count=1, intra_period=0, version_minor=0)
     base.update(changes)
-    values = dict(magic=syntax.MAGIC, version_major=1, version_minor=0, model_name=base["model_name"],
-                  weights_hash=base["weights_hash"], width=base["width"], height=base["height"], fps_num=25,
+    values = dict(magic=syntax.MAGIC, version_major=1, version_minor=base["version_minor"],
+                  model_name=base["model_name"], weights_hash=base["weights_hash"], width=base["width"],
+                  height=base["height"], fps_num=25,
                   fps_den=1, frame_count=base["frame_count"], colour_format=0, intra_period=0,
                   extension_length=0, extensions=b"")
     body = b"".join(_field(f, values[f.name]) for f in syntax.SEQUENCE_HEADER[:-1])
@@ -156,6 +157,17 @@ def test_unknown_frame_type_is_unsupported(work, tiny_model):
 
     _decode_fails(work, _header_with() + pack_frame(7, 100, b"\0" * 8), tiny_model, "frame type 7",
                   "not supported", info_fails=False)
+
+
+def test_a_newer_minor_version_names_the_likelier_cause(work, tiny_model):
+    """A frame this lvc cannot decode in a stream of a newer minor version is most likely a
+    feature added since, not corruption: the error says so."""
+    from lvc.bitstream.container import pack_frame
+
+    minor = syntax.VERSION_MINOR + 1
+    _decode_fails(work, _header_with(version_minor=minor) + pack_frame(7, 100, b"\0" * 8), tiny_model,
+                  "frame type 7", f"format 1.{minor}, newer than this lvc's 1.{syntax.VERSION_MINOR}",
+                  "newer lvc", info_fails=False)
 
 
 def test_header_pack_roundtrip():

@@ -27,10 +27,11 @@ from lvc.bitstream.container import (
     SequenceHeader,
     pack_frame,
 )
+from lvc.bitstream.syntax import VERSION_MAJOR, VERSION_MINOR
 from lvc.codec.ratecontrol import search_quality
 from lvc.codec.sequence import PRESETS, SequenceDecoder, SequenceEncoder, quality_to_int
 from lvc.codec.synthesis import default_workers, one_intra_op_thread, serial_main_thread
-from lvc.errors import InputError, LvcError
+from lvc.errors import BitstreamError, InputError, LvcError
 from lvc.io.reader import VideoInfo, open_video
 from lvc.io.writer import FrameWriter, output_kind
 from lvc.metrics import MetricAccumulator
@@ -242,6 +243,15 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
                         acc.mean() if acc else {}, q / 65535, len(search.probes) if search else 0)
 
 
+def _from_newer(e: LvcError, version: tuple[int, int]) -> LvcError:
+    """``e``, or where the stream's minor version is newer than this lvc's, the same error
+    with the likelier cause as its hint: a feature this lvc does not know, not corruption."""
+    if not isinstance(e, BitstreamError) or version[1] <= VERSION_MINOR:
+        return e
+    return BitstreamError(e.what, e.where, f"the stream is format {version[0]}.{version[1]}, newer than this "
+                          f"lvc's {VERSION_MAJOR}.{VERSION_MINOR}: decode it with a newer lvc")
+
+
 def iter_decode(input: PathLike, model: str | FrozenModel | None = None) -> Iterator[np.ndarray]:
     """Decoded RGB frames, streamed in order.
 
@@ -264,10 +274,10 @@ def iter_decode(input: PathLike, model: str | FrozenModel | None = None) -> Iter
                         pending.append(compose.submit(dec.decode_async(unit).result))
                         if len(pending) > dec.codec.synthesis.workers + 1:
                             yield pending.popleft().result()
-                except LvcError:  # a bad unit: the frames decoded before it still come out first
+                except LvcError as e:  # a bad unit: the frames decoded before it still come out first
                     while pending:
                         yield pending.popleft().result()
-                    raise
+                    raise _from_newer(e, h.version) from None
                 while pending:
                     yield pending.popleft().result()
         finally:
