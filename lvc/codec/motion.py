@@ -51,7 +51,7 @@ def _luma(x: torch.Tensor) -> torch.Tensor:
 def frame_luma(frame: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (1, 1, H, W) float luma on the 0..255 scale, the search's input:
     one float copy of the frame instead of the several of the float RGB path (any strides)."""
-    x = torch.from_numpy(np.ascontiguousarray(frame, dtype=np.uint8)).float()
+    x = torch.from_numpy(np.require(frame, np.uint8, ["C", "W"])).float()  # copied if read-only or strided
     return (x @ torch.tensor(LUMA, dtype=torch.float32)).view(1, 1, *frame.shape[:2])
 
 
