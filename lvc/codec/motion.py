@@ -32,8 +32,8 @@ LENGTH_COST = 0.05  # mean-abs-difference (0..255 luma) per pixel of vector leng
 RATE_WEIGHT = 64.0
 # Bumped whenever the search may choose other vectors (benchmark caches key on it): 2, rows
 # fetched as windows, sub-pixel values from phase planes; 3, luma straight from 8-bit frames
-# (both float rounding only).
-SEARCH_VERSION = 3
+# (both float rounding only); 4, phase planes by linear interpolation (torch.lerp's rounding).
+SEARCH_VERSION = 4
 GATHER_PIXELS = 1 << 22  # pixels fetched per batch of candidates: bounds memory on large frames
 
 
@@ -63,7 +63,7 @@ def _block_sad(ref: torch.Tensor, cur: torch.Tensor, block: int, cands: torch.Te
     hb, wb = -(-h // block), -(-w // block)
     r = int(cands.abs().max()) + (int(base.abs().max()) if base is not None else 0)
     pad = F.pad(ref, (r, r + wb * block - w, r, r + hb * block - h), mode="replicate")
-    curp = F.pad(cur, (0, wb * block - w, 0, hb * block - h), mode="replicate")
+    curp = _replicate(cur, (0, wb * block - w, 0, hb * block - h))
     if base is None:
         return _shifted_sad(pad, curp, block, cands, r)
     # per-block start: as many candidates' blocks fetched at once as GATHER_PIXELS allows
@@ -76,6 +76,11 @@ def _block_sad(ref: torch.Tensor, cur: torch.Tensor, block: int, cands: torch.Te
         v = base[:, None] + cands[k:k + step].view(1, -1, 1, 1, 2)  # (B, K, hb, wb, 2)
         out.append(_mean_abs(_fetch(pad, 0, rows + v[..., 1], cols + v[..., 0], block), cur_blocks))
     return torch.cat(out, 1)
+
+
+def _replicate(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
+    """``x`` edge-padded by ``pads`` (left, right, top, bottom); ``x`` itself when they are 0."""
+    return F.pad(x, pads, mode="replicate") if any(pads) else x
 
 
 def _blocks(x: torch.Tensor, block: int) -> torch.Tensor:
@@ -148,19 +153,19 @@ def _cheapest(cands: np.ndarray, cost: np.ndarray, pred: np.ndarray, rate_weight
 
 
 def _rate_constrained(lr: torch.Tensor, lc: torch.Tensor, block: int, cands: torch.Tensor, sad: torch.Tensor,
-                      rate_weight: float, search: int) -> torch.Tensor:
+                      rate_weight: float, search: int, pad: torch.Tensor) -> torch.Tensor:
     """Re-decide each block among its full-resolution candidates ``cands`` (B, K, hb, wb, 2)
     (mean abs differences ``sad``), the zero vector and its predictor, by block SAD plus
     ``rate_weight`` times the bits of the residual the codec sends (``lvc.codec.inter``:
     row 0 against the left block, later rows against the block above). Rows after the first
-    are decided in parallel, so this stays a few vectorised steps per frame."""
+    are decided in parallel, so this stays a few vectorised steps per frame. ``pad``: ``lr``
+    edge-padded by ``search + 1``."""
     b, _, hb, wb, _ = cands.shape
     zero = torch.zeros(b, hb, wb, 2, dtype=torch.long)
     cands = torch.cat([cands, zero[:, None]], 1).numpy()
     sad = (torch.cat([sad, _block_sad(lr, lc, block, torch.zeros(1, 2, dtype=torch.long))], 1)
            * block * block).numpy()
     r = search + 1
-    pad = F.pad(lr, (r, r, r, r), mode="replicate")
     cur_blocks = _blocks(lc, block)
     cols = torch.arange(wb) * block + r
     out = np.zeros((b, hb, wb, 2), np.int64)
@@ -230,7 +235,7 @@ def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, searc
         raise ValueError("block size must be even")
     h, w = cur.shape[-2:]
     pad = (0, -w % block, 0, -h % block)  # whole blocks at both search levels
-    lr, lc = F.pad(_luma(ref), pad, mode="replicate"), F.pad(_luma(cur), pad, mode="replicate")
+    lr, lc = _replicate(_luma(ref), pad), _replicate(_luma(cur), pad)
     half = F.avg_pool2d(lr, 2), F.avg_pool2d(lc, 2)
     if keep:
         mv = _quarter_search(half, block, search, length_cost, keep)
@@ -245,13 +250,16 @@ def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, searc
         cands = mv[:, None] + fine.view(1, -1, 1, 1, 2)
         outside = (cands.abs() > search).any(-1)  # beyond the range: never chosen
         sad = sad.masked_fill(outside, float("inf"))
-        mv = _rate_constrained(lr, lc, block, cands.clamp(-search, search), sad, rate_weight, search)
+        around = _replicate(lr, (search + 1,) * 4)  # the reference the later steps fetch from
+        mv = _rate_constrained(lr, lc, block, cands.clamp(-search, search), sad, rate_weight, search, around)
     else:
         sad = sad + length_cost * (mv[:, None] + fine.view(1, -1, 1, 1, 2)).abs().sum(-1)
         mv = (mv + fine[sad.argmin(1)]).clamp(-search, search)
+        around = None
     if frac == 1:
         return mv
-    return _subpel_refine(lr, lc, block, mv * frac, frac, search, length_cost, rate_weight)
+    around = _replicate(lr, (search + 1,) * 4) if around is None else around
+    return _subpel_refine(around, lc, block, mv * frac, frac, search, length_cost, rate_weight)
 
 
 def phase_planes(x: torch.Tensor, frac: int) -> torch.Tensor:
@@ -259,22 +267,23 @@ def phase_planes(x: torch.Tensor, frac: int) -> torch.Tensor:
     value at (y + py / frac, x + px / frac) for every pixel (edge-replicated past the last row
     and column): the values :func:`warp` takes, to float rounding (the search's, not the
     codec's). Phase-major, so a moved block's rows stay contiguous (:func:`_fetch`).
-    Separable: ``frac`` column phases, then ``frac`` row phases of each."""
+    Separable: ``frac`` column phases, then ``frac`` row phases of each, one fused pass each."""
     p = F.pad(x, (0, 1, 0, 1), mode="replicate")[:, 0]  # (B, H + 1, W + 1)
     t = torch.arange(frac, dtype=torch.float32).view(1, frac, 1, 1) / frac
-    cols = p[:, None, :, :-1] + t * (p[:, None, :, 1:] - p[:, None, :, :-1])  # (B, px, H + 1, W)
-    rows = cols[:, None, :, :-1] + t[..., None] * (cols[:, None, :, 1:] - cols[:, None, :, :-1])  # (B, py, px, H, W)
+    cols = torch.lerp(p[:, None, :, :-1], p[:, None, :, 1:], t)  # (B, px, H + 1, W)
+    rows = torch.lerp(cols[:, None, :, :-1], cols[:, None, :, 1:], t[..., None])  # (B, py, px, H, W)
     return rows.reshape(x.shape[0], frac * frac, *x.shape[-2:])
 
 
-def _subpel_refine(lr: torch.Tensor, lc: torch.Tensor, block: int, mv: torch.Tensor, frac: int, search: int,
+def _subpel_refine(around: torch.Tensor, lc: torch.Tensor, block: int, mv: torch.Tensor, frac: int, search: int,
                    length_cost: float, rate_weight: float) -> torch.Tensor:
     """Whole-pixel vectors ``mv`` (in ``1/frac`` units) refined by halving steps (1/2, then
     1/4, ... pixel): the 9 vectors around the current one by block SAD on the bilinearly
     interpolated reference, plus the length cost, or with ``rate_weight`` the bits of the
-    residual the codec sends (decided row by row, as :func:`_rate_constrained`)."""
+    residual the codec sends (decided row by row, as :func:`_rate_constrained`). ``around``:
+    the reference edge-padded by ``search + 1``."""
     r = search + 1
-    planes = phase_planes(F.pad(lr, (r, r, r, r), mode="replicate"), frac)
+    planes = phase_planes(around, frac)
     b, hb, wb = mv.shape[:3]
     rows = torch.arange(hb).view(1, 1, hb, 1) * block + r
     cols = torch.arange(wb).view(1, 1, 1, wb) * block + r
