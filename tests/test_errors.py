@@ -168,6 +168,9 @@ def test_a_newer_minor_version_names_the_likelier_cause(work, tiny_model):
     _decode_fails(work, _header_with(version_minor=minor) + pack_frame(7, 100, b"\0" * 8), tiny_model,
                   "frame type 7", f"format 1.{minor}, newer than this lvc's 1.{syntax.VERSION_MINOR}",
                   "newer lvc", info_fails=False)
+    damaged = bytearray(_header_with(version_minor=minor) + pack_frame(0, 100, b"\0" * 8))
+    damaged[-1] ^= 1  # a payload that fails its CRC is damage, whatever the version
+    _decode_fails(work, bytes(damaged), tiny_model, "CRC", "corrupted")
 
 
 def test_header_pack_roundtrip():

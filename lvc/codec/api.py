@@ -244,8 +244,9 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
 
 
 def _from_newer(e: LvcError, version: tuple[int, int]) -> LvcError:
-    """``e``, or where the stream's minor version is newer than this lvc's, the same error
-    with the likelier cause as its hint: a feature this lvc does not know, not corruption."""
+    """``e`` (a frame the decoder refused), or where the stream's minor version is newer than
+    this lvc's, the same error with the likelier cause as its hint: a feature this lvc does
+    not know, not corruption."""
     if not isinstance(e, BitstreamError) or version[1] <= VERSION_MINOR:
         return e
     return BitstreamError(e.what, e.where, f"the stream is format {version[0]}.{version[1]}, newer than this "
@@ -271,13 +272,17 @@ def iter_decode(input: PathLike, model: str | FrozenModel | None = None) -> Iter
             with serial_main_thread():
                 try:
                     for unit in r.units():
-                        pending.append(compose.submit(dec.decode_async(unit).result))
+                        try:
+                            picture = dec.decode_async(unit)
+                        except BitstreamError as e:  # (not the reader's CRC and length checks: damage)
+                            raise _from_newer(e, h.version) from None
+                        pending.append(compose.submit(picture.result))
                         if len(pending) > dec.codec.synthesis.workers + 1:
                             yield pending.popleft().result()
-                except LvcError as e:  # a bad unit: the frames decoded before it still come out first
+                except LvcError:  # a bad unit: the frames decoded before it still come out first
                     while pending:
                         yield pending.popleft().result()
-                    raise _from_newer(e, h.version) from None
+                    raise
                 while pending:
                     yield pending.popleft().result()
         finally:
