@@ -152,6 +152,23 @@ def _cheapest(cands: np.ndarray, cost: np.ndarray, pred: np.ndarray, rate_weight
     return np.take_along_axis(cands, total.argmin(1)[:, None, ..., None], 1)[:, 0]
 
 
+def _first_row(cands: np.ndarray, cost: np.ndarray, rate_weight: float, pred_cost=None) -> np.ndarray:
+    """Row 0's vectors (wb, 2), decided in order (each block against its left neighbour's
+    choice) among its candidates (K, wb, 2) of ``cost`` (K, wb) plus ``rate_weight`` times
+    the residual bits; with ``pred_cost(pred, col)`` the predictor itself is a candidate too.
+    Sequential, so on plain numbers."""
+    weight, pred = np.float32(rate_weight), (0, 0)
+    out = np.zeros((cands.shape[1], 2), np.int64)
+    for col in range(cands.shape[1]):
+        options, costs = [tuple(v) for v in cands[:, col].tolist()], cost[:, col]
+        if pred_cost is not None:
+            options, costs = options + [pred], np.append(costs, pred_cost(pred, col))
+        costs = costs + weight * np.array([_bits_of(v, pred) for v in options], np.float32)
+        pred = options[int(costs.argmin())]
+        out[col] = pred
+    return out
+
+
 def _rate_constrained(lr: torch.Tensor, lc: torch.Tensor, block: int, cands: torch.Tensor, sad: torch.Tensor,
                       rate_weight: float, search: int, pad: torch.Tensor) -> torch.Tensor:
     """Re-decide each block among its full-resolution candidates ``cands`` (B, K, hb, wb, 2)
@@ -178,15 +195,8 @@ def _rate_constrained(lr: torch.Tensor, lc: torch.Tensor, block: int, cands: tor
     table = (_shifted_sad(pad, lc[..., :block, :], block, torch.from_numpy(vecs), r)[:, :, 0]
              * block * block).numpy()
     index = {tuple(v): i for i, v in enumerate(vecs.tolist())}
-    own, weight = sad[:, :, 0], np.float32(rate_weight)
     for i in range(b):
-        pred = (0, 0)
-        for col in range(wb):
-            options = [tuple(v) for v in row0[i, :, col].tolist()] + [pred]
-            costs = np.append(own[i, :, col], table[i, index[pred], col])
-            costs = costs + weight * np.array([_bits_of(v, pred) for v in options], np.float32)
-            pred = options[int(costs.argmin())]
-            out[i, 0, col] = pred
+        out[i, 0] = _first_row(row0[i], sad[i, :, 0], rate_weight, lambda pred, col, t=table[i]: t[index[pred], col])
     for row in range(1, hb):  # later rows: from the row above, all blocks of a row at once
         pred = out[:, row - 1]  # (B, wb, 2)
         pt = torch.from_numpy(pred)[:, None, None]  # (B, 1, 1, wb, 2)
@@ -246,19 +256,18 @@ def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, searc
         mv = coarse[sad.argmin(1)] * 2  # (B, hb, wb, 2)
     fine = _square(1)
     sad = _block_sad(lr, lc, block, fine, base=mv)
+    # the reference the later steps fetch from, edge-padded once
+    around = _replicate(lr, (search + 1,) * 4) if rate_weight > 0 or frac > 1 else None
     if rate_weight > 0:
         cands = mv[:, None] + fine.view(1, -1, 1, 1, 2)
         outside = (cands.abs() > search).any(-1)  # beyond the range: never chosen
         sad = sad.masked_fill(outside, float("inf"))
-        around = _replicate(lr, (search + 1,) * 4)  # the reference the later steps fetch from
         mv = _rate_constrained(lr, lc, block, cands.clamp(-search, search), sad, rate_weight, search, around)
     else:
         sad = sad + length_cost * (mv[:, None] + fine.view(1, -1, 1, 1, 2)).abs().sum(-1)
         mv = (mv + fine[sad.argmin(1)]).clamp(-search, search)
-        around = None
     if frac == 1:
         return mv
-    around = _replicate(lr, (search + 1,) * 4) if around is None else around
     return _subpel_refine(around, lc, block, mv * frac, frac, search, length_cost, rate_weight)
 
 
@@ -313,14 +322,8 @@ def _pick_rows(cands: torch.Tensor, cost: torch.Tensor, rate_weight: float) -> t
     cands, cost = cands.numpy(), cost.numpy()
     b, _, hb, wb, _ = cands.shape
     out = np.zeros((b, hb, wb, 2), np.int64)
-    weight = np.float32(rate_weight)
-    for i in range(b):  # row 0 in order, on plain numbers (as _rate_constrained's)
-        pred = (0, 0)
-        for col in range(wb):
-            options = [tuple(v) for v in cands[i, :, 0, col].tolist()]
-            costs = cost[i, :, 0, col] + weight * np.array([_bits_of(v, pred) for v in options], np.float32)
-            pred = options[int(costs.argmin())]
-            out[i, 0, col] = pred
+    for i in range(b):
+        out[i, 0] = _first_row(cands[i, :, 0], cost[i, :, 0], rate_weight)
     for row in range(1, hb):
         out[:, row] = _cheapest(cands[:, :, row], cost[:, :, row], out[:, row - 1], rate_weight)
     return torch.from_numpy(out)
