@@ -112,3 +112,34 @@ def test_integer_input_skips_its_zero_fraction_bits_exactly(peak):
     z = torch.randint(-peak, peak + 1, (2, 4, 3, 5))
     z[0, 1, 2, 3] = peak
     assert torch.equal(net(z), net.run_fixed(z << ACT_FRAC_BITS))
+
+
+@pytest.mark.parametrize("fan_in", ["below", "above"])
+def test_two_weight_digits_join_in_int32_up_to_its_fan_in_bound(fan_in):
+    """Two weight digits' products are joined (p0 + 128 p1) in int32 only below
+    ``INT32_JOIN_FAN_IN``; at its edge, with every digit at the extreme that two-digit
+    weights allow, the join still equals the int64 convolution (and above it, the int64 path)."""
+    from lvc.entropy.intnet import INT32_JOIN_FAN_IN
+
+    cin = (INT32_JOIN_FAN_IN - 1) // 9 if fan_in == "below" else INT32_JOIN_FAN_IN // 9 + 1
+    w = torch.full((2, cin, 3, 3), 8000)  # digits (-64, 63): the largest join two digits allow
+    w[1] = -8000
+    layer = IntLayer(w, torch.zeros(2, dtype=torch.int64), False, 1, 0, 0, relu=False)
+    assert layer._weight_digits.shape[1] == 2 * 2
+    x = torch.full((1, cin, 4, 3), -8256)  # dense digits (-64, -64)
+    x[..., 1, :] = 8127
+    want = F.conv2d(x, w) >> 12
+    assert torch.equal(layer(x).long(), want.clamp(-ACT_LIMIT, ACT_LIMIT))
+
+
+@pytest.mark.parametrize("size", [(4, 1), (1, 4), (1, 1), (5, 3)])
+@pytest.mark.parametrize("peak", [60, 8000])
+def test_inputs_as_narrow_as_the_kernel_stay_exact(size, peak):
+    """A one-pixel-wide input padded to the kernel's width (a frame up to 64 pixels wide
+    has one such column of side information): its unfolded rows must be copied, not viewed
+    (an overlapping view gave torch._int_mm's garbage, and such videos did not decode)."""
+    g = torch.Generator().manual_seed(peak + size[1])
+    w = torch.randint(-8000, 8000, (8, 64, 3, 3), generator=g)
+    layer = IntLayer(w, torch.zeros(8, dtype=torch.int64), False, 1, 1, 0, relu=False)
+    x = torch.randint(-peak, peak + 1, (1, 64, *size), generator=g)
+    assert torch.equal(layer(x).long(), F.conv2d(x, w, padding=1) >> 12)

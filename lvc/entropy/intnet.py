@@ -31,6 +31,10 @@ DIGIT_BITS = 7  # digits in [-64, 63]: see _int_mm_exact
 DIGIT_HALF = 1 << (DIGIT_BITS - 1)
 DENSE_DIGITS = 2  # input digits every channel gets; larger values get a sparse extra product
 INT32_SAFE_FAN_IN = (1 << 31) >> (2 * DIGIT_BITS - 2)  # K * 64 * 64 < 2**31: no int32 overflow
+# Two weight digits' products joined as p0 + 128 p1 stay below 2**31 in int32 for K under this.
+INT32_JOIN_FAN_IN = (1 << 31) // ((1 << (2 * DIGIT_BITS - 2)) * ((1 << DIGIT_BITS) + 1))
+# |x| up to this needs no more than the DENSE_DIGITS digits (as _digit_count counts them)
+DENSE_PEAK = (DIGIT_HALF - 1) * ((1 << (DIGIT_BITS * DENSE_DIGITS)) - 1) // ((1 << DIGIT_BITS) - 1)
 
 
 def _digit_count(peak: int) -> int:
@@ -145,7 +149,8 @@ class IntLayer:
         Every input gets ``DENSE_DIGITS`` digits; the few channels with larger values get
         their further digits in a second, narrow product over those channels only (in the
         trained networks 1-13% of channels), so exactness costs about two digits, not three.
-        Each digit product is exact in int32; they are recombined in int64 in place."""
+        Each digit product is exact in int32. Two weight digits are joined in int32 where
+        that is exact too (``INT32_JOIN_FAN_IN``), then everything in int64."""
         b, cin, h, w = x.shape
         kh, s, p, bias, shuffle = self._mm
         kw, cout = kh, len(bias)
@@ -155,35 +160,41 @@ class IntLayer:
         lo, hi = x.aminmax()
         nx = _digit_count(max(-int(lo), int(hi)))
 
-        def product(digits: torch.Tensor, weight_digits: torch.Tensor) -> list[torch.Tensor]:
+        def product(digits: torch.Tensor, weight_digits: torch.Tensor, first: int) -> list[tuple[int, torch.Tensor]]:
+            """(place exponent, int32 (B * ho * wo, C_out)) terms; input digit i is ``first + i``."""
             n, c = digits.shape[0], digits.shape[3]
             sn, sh, sw, sc = digits.stride()
-            # unfolded rows (row, column, channel) as one strided view, copied once
+            # unfolded rows (row, column, channel) as one strided view, copied once. (Where
+            # the padded input is as narrow as the kernel, a single digit's rows would come
+            # out as an overlapping view, which torch._int_mm misreads: contiguous() copies.)
             cols = digits.as_strided((n, ho, wo, kh, kw, c), (sn, sh * s, sw * s, sh, sw, sc))
-            out = torch._int_mm(cols.reshape(n * ho * wo, -1), weight_digits)
-            return list(out.view(n // b, b * ho * wo, nw, cout).unbind(0))
+            cols = cols.reshape(n * ho * wo, -1).contiguous()
+            out = torch._int_mm(cols, weight_digits).view(n // b, b * ho * wo, nw, cout)
+            if nw == 2 and cols.shape[1] < INT32_JOIN_FAN_IN:  # d0 + 128 d1 in one int32 pass
+                joined = torch.add(out[:, :, 0], out[:, :, 1], alpha=1 << DIGIT_BITS)
+                return [(first + i, t) for i, t in enumerate(joined.unbind(0))]
+            return [(first + i + j, t[:, j]) for i, t in enumerate(out.unbind(0)) for j in range(nw)]
 
         dense = min(nx, DENSE_DIGITS)
         digits, rest = _padded_digits(x, dense, nx > dense, p)
-        prods = product(digits, self._weight_digits)
-        if nx > dense:  # rest is zero except in the channels holding large values
-            wide = rest.flatten(0, 2).ne(0).any(0).nonzero().squeeze(1)
+        terms = product(digits, self._weight_digits, 0)
+        if nx > dense:  # rest is zero except in the channels holding values beyond two digits
+            lo, hi = torch.aminmax(x.reshape(-1, cin), dim=0)  # per channel
+            wide = ((hi > DENSE_PEAK) | (lo < -DENSE_PEAK)).nonzero().squeeze(1)
             if len(wide):
                 rows = (torch.arange(kh * kw)[:, None] * cin + wide[None, :]).flatten()
                 top, _ = _padded_digits(rest[..., wide], nx - dense, False, p)
-                prods += product(top, self._weight_digits[rows])
-        # Horner over place values 128**(i + j), in place in int64.
-        acc = None
-        for e in reversed(range(len(prods) + nw - 1)):
-            if acc is not None:
-                acc.bitwise_left_shift_(DIGIT_BITS)
-            for i in range(max(0, e - nw + 1), min(len(prods), e + 1)):
-                if acc is None:
-                    acc = prods[i][:, e - i].to(torch.int64)
-                else:
-                    acc += prods[i][:, e - i]
-        if scale_bits:
-            acc.bitwise_left_shift_(scale_bits)
+                terms += product(top, self._weight_digits[rows], dense)
+        # Horner over place values 128**e, highest first: acc = acc * 128**gap + term, in int64.
+        terms.sort(key=lambda t: -t[0])
+        place, acc = terms[0][0], terms[0][1].to(torch.int64)
+        for e, t in terms[1:]:
+            if e == place:
+                acc += t
+            else:
+                acc, place = torch.add(t, acc, alpha=1 << (DIGIT_BITS * (place - e))), e
+        if place + scale_bits:
+            acc.bitwise_left_shift_(DIGIT_BITS * place + scale_bits)
         acc += bias
         if shuffle:  # channel (c, row phase, column phase) -> pixel (2 row + phase, 2 column + phase)
             c = cout // 4
