@@ -161,7 +161,7 @@ def test_the_encoders_kept_luma_changes_no_byte(inter_model, twelve):
             units = []
             for f in twelve:
                 if fresh:
-                    enc.inter._luma = None
+                    enc.inter.motion._luma = None
                 c = enc.encode(np.array(f))  # a new array each time
                 units.append((c.frame_type, c.payload))
             streams.append(units)

@@ -175,10 +175,11 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
 
         with open_video(input, fps) as s, _progress(total, desc, progress) as bar:
             try:
-                for i, frame in enumerate(s.frames()):
-                    if max_frames is not None and i >= max_frames:
-                        break
-                    coded = enc.encode(frame)
+                frames = itertools.islice(s.frames(), max_frames)
+                upcoming = next(frames, None)
+                while upcoming is not None:
+                    frame, upcoming = upcoming, next(frames, None)  # one frame ahead: lvc.codec.lookahead
+                    coded = enc.encode(frame, upcoming)
                     size += len(pack_frame(coded.frame_type, coded.quality, coded.payload, coded.grey))
                     if writer is not None:
                         writer.write_frame(coded.frame_type, coded.quality, coded.payload, coded.grey)

@@ -129,13 +129,17 @@ class FrameCodec:
     """Encode / decode single frames with one frozen model."""
 
     def __init__(self, model: FrozenModel, refine_steps: int = 0, workers: int | None = None,
-                 fast_analysis: bool = False, eager_synthesis: bool = True, p_deadzone: float = 0.0) -> None:
+                 fast_analysis: bool = False, eager_synthesis: bool = True, p_deadzone: float = 0.0,
+                 bands: int = 1, lookahead=None) -> None:
+        """``lookahead``: a :class:`lvc.codec.lookahead.Lookahead` the analyses run on (the
+        encoder's), else they run on the calling thread."""
         self.m = model
+        self.lookahead = lookahead
         self.refine_steps = refine_steps
         self.p_deadzone = p_deadzone
         self.eager_synthesis = eager_synthesis  # False: encoded frames are synthesised only on demand
         self.fast_analysis = fast_analysis
-        self.synthesis = Synthesizer(model.g_s, workers)
+        self.synthesis = Synthesizer(model.g_s, workers, bands=bands)  # bands: lvc.codec.synthesis.ENCODER_BANDS
         self._gain_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @cached_property
@@ -194,15 +198,26 @@ class FrameCodec:
                                                                scale_index(log_scale))
 
     def analyse(self, frame: np.ndarray, q: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gained latent ``y`` of a frame and the padded input tensor (for refinement)."""
+        """Gained latent ``y`` of a frame and the input tensor (for refinement); the analysis
+        itself from :meth:`analyse_ahead`'s job if one was started for this frame."""
         gain, _ = self._gains(q)
-        x = to_tensor(frame)
-        xp = _pad(x).contiguous(memory_format=torch.channels_last)
+        if self.lookahead is None:
+            return self._analysis(frame) * gain, to_tensor(frame)
+        return self.lookahead.take(("analysis", id(frame)), frame, self._analysis, frame) * gain, to_tensor(frame)
+
+    def analyse_ahead(self, frame: np.ndarray) -> None:
+        """Start the analysis of a frame still to come on the ``lookahead`` thread (the
+        frame may not change)."""
+        if self.lookahead is not None:
+            self.lookahead.start(("analysis", id(frame)), frame, self._analysis, frame)
+
+    def _analysis(self, frame: np.ndarray) -> torch.Tensor:
+        """The latent before its quality's gain (the same for every quality)."""
+        xp = _pad(to_tensor(frame)).contiguous(memory_format=torch.channels_last)
         # The analysis is the encoder's alone: bf16 (3x faster here) only moves y by ~1% of a
         # quantisation step, and whatever it computes, the decoder reproduces the coded result.
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.fast_analysis):
-            y = self.m.g_a(xp).float().contiguous()
-        return y * gain, x
+            return self.m.g_a(xp).float().contiguous()
 
     @torch.no_grad()
     def encode(self, frame: np.ndarray, q: int, reference: torch.Tensor | None = None,

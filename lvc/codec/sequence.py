@@ -28,6 +28,7 @@ the first PC frame after an I- or P-frame.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -38,10 +39,11 @@ import torch
 from lvc.bitstream.container import FRAME_I, FRAME_P, FRAME_PC, FRAME_PS, FrameUnit
 from lvc.codec.frame import FrameCodec, FrameResult, quality_lambda
 from lvc.codec.grey import GreyPicture, is_grey
-from lvc.codec.inter import InterCodec, InterResult, LazyContext
+from lvc.codec.inter import ANALYSIS_VERSION, InterCodec, InterResult, LazyContext
+from lvc.codec.lookahead import Lookahead
 from lvc.codec.motion import RATE_WEIGHT, SEARCH_VERSION
 from lvc.codec.skip import ShownPicture, SkippedPicture
-from lvc.codec.synthesis import Deferred
+from lvc.codec.synthesis import ENCODER_BANDS, Deferred, serial_main_thread
 from lvc.errors import BitstreamError
 from lvc.models.frozen import QUALITY_MAX, FrozenModel
 
@@ -81,7 +83,7 @@ Pending = Future | Deferred | SkippedPicture | GreyPicture  # a picture on its w
 # change here changes their streams, so benchmark caches key on it.
 INTER_ENCODER = (f"ippc-rd/6 skip=rd2 trust={PC_TRUST}@{PC_TRUST_MARGIN:g}x{PC_TRUST_JUMP:g} "
                  f"backoff={PC_BACKOFF_MAX}@{PC_MARGIN:g} mv-rate={RATE_WEIGHT:g} pc-dz={PC_DEADZONE:g} "
-                 f"me={SEARCH_VERSION}")
+                 f"me={SEARCH_VERSION} pc-an={ANALYSIS_VERSION}")
 
 
 # A still image is coded once and has no frame rate to keep up with, so the default preset
@@ -163,8 +165,13 @@ class SequenceEncoder:
             raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
         self.preset = PRESETS[preset]
         steps = self.preset.refine_steps if refine_steps is None else refine_steps
+        # Without refinement the coding is many small operations: one intra-op thread (see encode).
+        # Refinement's backward passes are large convolutions, which a second thread does speed up.
+        self._serial = steps == 0
+        self.lookahead = Lookahead()  # motion searches and intra analyses a frame ahead
         self.codec = FrameCodec(model, steps, fast_analysis=self.preset.bf16_analysis, eager_synthesis=synthesize,
-                                p_deadzone=0.0 if steps else self.preset.p_deadzone)
+                                p_deadzone=0.0 if steps else self.preset.p_deadzone, bands=ENCODER_BANDS,
+                                lookahead=self.lookahead)
         self.quality = quality
         # Conditional models: forced I-frames, and the I- and P-frames that continue their latent
         # chain, at this quality; PC frames, and I-frames chosen after them, at ``quality``. The
@@ -185,7 +192,7 @@ class SequenceEncoder:
         # synthesised at once on the workers: the I/P/PC decision needs them.
         self.inter = (InterCodec(model, eager_synthesis=True, deadzone=PC_DEADZONE,
                                  fast_analysis=self.preset.bf16_analysis, refine_steps=steps,
-                                 motion_keep=self.preset.motion_keep)
+                                 motion_keep=self.preset.motion_keep, bands=ENCODER_BANDS, lookahead=self.lookahead)
                       if model.inter is not None else None)
         self.context = LazyContext(self.inter) if self.inter is not None else None
         self.previous: np.ndarray | None = None
@@ -201,7 +208,8 @@ class SequenceEncoder:
         self._picture: Pending | None = None  # the decoder's last picture (pixel_ref models' reference)
 
     def close(self) -> None:
-        """Stop the synthesis workers."""
+        """Stop the synthesis workers and the lookahead thread."""
+        self.lookahead.close()
         self.codec.synthesis.close()
         if self.inter is not None:
             self.inter.close()
@@ -227,8 +235,20 @@ class SequenceEncoder:
         self._recent_p = [] if intra else [*recent, p_bits]
         return intra, plan
 
-    def encode(self, frame: np.ndarray) -> CodedFrame:
-        coded = self._encode_conditional(frame) if self.inter is not None else self._encode(frame)
+    def encode(self, frame: np.ndarray, upcoming: np.ndarray | None = None) -> CodedFrame:
+        """Code the next frame. ``upcoming``, the frame after it if the caller has it already,
+        starts that frame's motion search now, on a thread of its own (:mod:`lvc.codec.lookahead`;
+        the same stream either way). Neither frame may be modified afterwards.
+
+        Without refinement the coding runs on one intra-op thread (the syntheses, motion
+        searches and analyses on threads of their own): its small operations gained little
+        from a second core."""
+        if upcoming is not None:
+            if self.inter is not None and not (self.intra_period > 0 and (self.index + 1) % self.intra_period == 0):
+                self.inter.search_ahead(frame, upcoming, self.quality)
+            self.codec.analyse_ahead(upcoming)  # used by I-frames and the I check (speculative)
+        with serial_main_thread() if self._serial else contextlib.nullcontext():
+            coded = self._encode_conditional(frame) if self.inter is not None else self._encode(frame)
         if is_grey(frame):
             return CodedFrame(coded.frame_type, coded.quality, coded.payload, GreyPicture(coded.pending),
                               coded.estimated_bits, True)
@@ -266,7 +286,7 @@ class SequenceEncoder:
         frames cheap *and* poor, and only an I- or P-frame restarts it. Where PC keeps winning
         clearly on continuing content, the I analysis is skipped (``PC_TRUST``)."""
         pixels = frame.shape[0] * frame.shape[1]
-        kind, plan = FRAME_I, None
+        kind, plans = FRAME_I, {}
         if self._forced_intra():
             quality = self.intra_quality
             y, _ = self.codec.analyse(frame, quality)
@@ -283,10 +303,11 @@ class SequenceEncoder:
             else:
                 self._pc_wait -= 1
             y, _ = self.codec.analyse(frame, quality)
-            bits = {FRAME_I: self.codec.estimate_bits(y, quality)}
+            plans = {FRAME_I: self.codec.plan(y, quality)}  # handed on to the coding of the winner
             if self.reference is not None:
-                plan = self.codec.plan(y, quality, self.reference)
-                bits[FRAME_P] = self.codec.estimate_bits(y, quality, self.reference, plan=plan)
+                plans[FRAME_P] = self.codec.plan(y, quality, self.reference)
+            bits = {k: self.codec.estimate_bits(y, quality, self.reference if k == FRAME_P else None, plan=p)
+                    for k, p in plans.items()}
             mse = self._latent_mse()  # that picture has been synthesised meanwhile
             costs = {k: self.lmbda * mse + b / pixels for k, b in bits.items()}
             if try_pc:
@@ -303,8 +324,7 @@ class SequenceEncoder:
             reference = self.reference if kind == FRAME_P else None
             # The decision needs the I-frame's picture (not with an intra period of 1: no decisions).
             eager = True if kind == FRAME_I and self.intra_period != 1 else None
-            best = self.codec.encode(frame, quality, reference=reference, y=y,
-                                     plan=plan if kind == FRAME_P else None, eager=eager)
+            best = self.codec.encode(frame, quality, reference=reference, y=y, plan=plans.get(kind), eager=eager)
             self.reference, self.reference_quality, self._last_pc = best.latent, quality, None
             self.context.from_intra(best.latent, quality)
             # (pixel_ref models: coding a block from here shows about the I-frame's own picture)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -25,6 +27,15 @@ from lvc.models.layers import subpixel_tail
 
 _ONE = 1 << LOG_FRAC_BITS
 MAX_WORKERS = 8
+# The encoder synthesises a picture as this many bands of rows, separate jobs that the
+# workers take in parallel: it waits for each picture before coding the next frame from it,
+# and one picture on one thread was its longest wait. (The decoder, whose workers already
+# synthesise several frames at once, takes whole pictures: bands cost it their halos.) Each
+# band also computes BAND_HALO input rows beyond its own, so its rows are bit for bit the
+# whole picture's (one row is not enough; tests/test_synthesis.py checks the shipped video
+# model here); rows below the frame are not computed.
+ENCODER_BANDS = 2
+BAND_HALO = 2
 
 
 def to_uint8(x: torch.Tensor, h: int, w: int) -> np.ndarray:
@@ -79,9 +90,10 @@ def default_workers() -> int:
 
 @contextlib.contextmanager
 def serial_main_thread():
-    """The decoder's own thread on one intra-op thread while workers synthesise: with two
-    cores, letting its small integer convolutions fan out as well only oversubscribes them
-    (measured: 31 -> 43 fps at 416x240, residual P-frames)."""
+    """The decoder's (and encoder's) own thread on one intra-op thread while workers
+    synthesise: with two cores, letting its small integer convolutions fan out as well only
+    oversubscribes them (measured: decoding 31 -> 43 fps at 416x240, residual P-frames;
+    encoding with the motion searched ahead 8.8-9.1 -> 10.5-10.8 fps, session 33)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -93,19 +105,25 @@ def serial_main_thread():
 class Synthesizer:
     """Runs ``g_s`` on single-threaded workers; ``submit`` returns a future frame."""
 
-    def __init__(self, g_s: nn.Sequential, workers: int | None = None, bf16: bool = False) -> None:
+    def __init__(self, g_s: nn.Sequential, workers: int | None = None, bf16: bool = False, bands: int = 1) -> None:
         self.g_s = subpixel_tail(g_s)  # the picture layer as a 3x3 convolution: 2x faster here
+        # output rows per input row
+        self.scale = math.prod(m.stride[0] for m in g_s if isinstance(m, nn.ConvTranspose2d))
         self.bf16 = bf16 and bf16_synthesis()
         self.workers = workers or default_workers()
+        self.bands = bands  # jobs per picture (see ENCODER_BANDS)
         self._pool: ThreadPoolExecutor | None = None
 
-    def _run(self, latent_fx: torch.Tensor, inv_gain: torch.Tensor, h: int, w: int,
-             raw: bool = False) -> np.ndarray | torch.Tensor:
+    def _run(self, latent_fx: torch.Tensor, inv_gain: torch.Tensor, h: int, w: int, raw: bool,
+             rows: tuple[int, int]) -> np.ndarray | torch.Tensor:
+        """Output rows ``scale * rows[0]`` up to ``scale * rows[1]`` (at most ``h``)."""
         if torch.get_num_threads() != 1 or not torch.backends.mkldnn.enabled:
             raise RuntimeError("synthesis worker lost its single-thread oneDNN configuration")
+        first, end = rows
+        top, bottom = max(0, first - BAND_HALO), min(latent_fx.shape[-2], end + BAND_HALO)
         with torch.no_grad():
             # channels_last: oneDNN's blocked kernels, 1.5x faster here than NCHW.
-            y = (latent_fx.float() / _ONE * inv_gain).contiguous(memory_format=torch.channels_last)
+            y = (latent_fx[..., top:bottom, :].float() / _ONE * inv_gain).contiguous(memory_format=torch.channels_last)
             if not self.bf16:
                 x = self.g_s(y)
             else:
@@ -114,13 +132,21 @@ class Synthesizer:
                 with torch.autocast("cpu", dtype=torch.bfloat16):
                     x = self.g_s[:-1](y)
                 x = self.g_s[-1](x.float())
-            return x[0, :, :h, :w].contiguous() if raw else to_uint8(x, h, w)
+            start = self.scale * (first - top)
+            x = x[..., start:start + min(h, self.scale * end) - self.scale * first, :]
+            return x[0, :, :, :w].contiguous() if raw else to_uint8(x, x.shape[-2], w)
 
-    def submit(self, latent_fx: torch.Tensor, inv_gain: torch.Tensor, h: int, w: int, raw: bool = False) -> Future:
+    def submit(self, latent_fx: torch.Tensor, inv_gain: torch.Tensor, h: int, w: int,
+               raw: bool = False) -> Future | Bands:
         """A future frame; ``raw``: the float output (C, h, w) instead of an 8-bit picture."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, "lvc-synthesis", initializer=one_intra_op_thread)
-        return self._pool.submit(self._run, latent_fx, inv_gain, h, w, raw)
+        need = min(latent_fx.shape[-2], -(-h // self.scale))
+        bands = min(self.bands, self.workers)
+        cuts = [round(i * need / bands) for i in range(bands + 1)]
+        jobs = [self._pool.submit(self._run, latent_fx, inv_gain, h, w, raw, band)
+                for band in zip(cuts, cuts[1:]) if band[1] > band[0]]
+        return jobs[0] if len(jobs) == 1 else Bands(jobs, raw)
 
     def defer(self, latent_fx: torch.Tensor, inv_gain: torch.Tensor, h: int, w: int, raw: bool = False) -> Deferred:
         """A frame synthesised only if someone asks for it (rate-control passes and encodes
@@ -136,6 +162,23 @@ class Synthesizer:
         pool = getattr(self, "_pool", None)
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Bands:
+    """Future-like picture synthesised as bands of rows (``ENCODER_BANDS``)."""
+
+    def __init__(self, jobs: list[Future], raw: bool) -> None:
+        self._jobs, self._raw = jobs, raw
+        self._picture: np.ndarray | torch.Tensor | None = None
+        self._lock = threading.Lock()  # joined once, whichever thread asks first
+
+    def result(self) -> np.ndarray | torch.Tensor:
+        with self._lock:
+            if self._picture is None:
+                parts = [job.result() for job in self._jobs]
+                self._picture = torch.cat(parts, 1) if self._raw else np.concatenate(parts, 0)
+                self._jobs = []
+            return self._picture
 
 
 class Deferred:

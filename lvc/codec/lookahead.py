@@ -1,0 +1,94 @@
+"""The encoder's work on frames still to come, on a thread of its own.
+
+Some of a frame's work needs only the *input* frames, not anything the coding of the
+frames before it produces: a conditional frame's motion (searched between two input
+frames) and the intra analysis (the I-frame check, forced I-frames). While the encoder
+codes frame n, this thread searches and analyses frame n + 1, so that on two cores that
+work overlaps the rest of the coding, where letting the coding's small operations fan
+out over both cores gained little (docs/models.md, "Session 33"). The analysis is
+speculative: a conditional frame the encoder trusts without the I check never uses it.
+
+Every such job runs here, on one intra-op thread, whether it was started ahead or is asked
+for on the spot, so the results never depend on ``--threads`` or on the timing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from lvc.codec.frame import _pad
+from lvc.codec.motion import estimate_motion, frame_luma
+from lvc.codec.synthesis import one_intra_op_thread
+
+PENDING_LIMIT = 4  # jobs held: the frame being coded's and the next one's (a search and an analysis each)
+
+
+class Lookahead:
+    """Keyed jobs on one helper thread: started ahead (:meth:`start`), collected once (:meth:`take`)."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        # key -> (what the key's ids refer to, held so they cannot be reused; the job)
+        self._pending: dict[Hashable, tuple[object, Future]] = {}
+
+    def start(self, key: Hashable, held: object, fn: Callable, *args) -> None:
+        """Run ``fn(*args)`` in the background unless a job with ``key`` is pending; the
+        oldest pending job beyond ``PENDING_LIMIT`` is forgotten (its result unused)."""
+        if key in self._pending:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, "lvc-lookahead", initializer=one_intra_op_thread)
+        self._pending[key] = (held, self._pool.submit(fn, *args))
+        while len(self._pending) > PENDING_LIMIT:
+            del self._pending[next(iter(self._pending))]
+
+    def take(self, key: Hashable, held: object, fn: Callable, *args):
+        """The result of ``fn(*args)``, from the job started ahead under ``key`` if there is one."""
+        self.start(key, held, fn, *args)
+        return self._pending.pop(key)[1].result()
+
+    def close(self) -> None:
+        self._pending = {}
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+class MotionSearch:
+    """Vectors (hb, wb, 2) of ``frame`` against ``previous`` (8-bit RGB input frames), as
+    :func:`lvc.codec.motion.estimate_motion` with this block size, effort and precision,
+    searched on ``lookahead``'s thread."""
+
+    def __init__(self, block: int, keep: int, frac: int, lookahead: Lookahead) -> None:
+        self.block, self.keep, self.frac, self.lookahead = block, keep, frac, lookahead
+        self._luma: tuple[np.ndarray, torch.Tensor] | None = None  # the last frame's (that thread only)
+
+    def start(self, previous: np.ndarray, frame: np.ndarray, rate_weight: float) -> None:
+        """Search ``frame`` against ``previous`` in the background (neither may change)."""
+        self.lookahead.start(self._key(previous, frame, rate_weight), (previous, frame), self._search, previous,
+                             frame, rate_weight)
+
+    def vectors(self, previous: np.ndarray, frame: np.ndarray, rate_weight: float) -> torch.Tensor:
+        """The search's result, started now unless :meth:`start` already did."""
+        return self.lookahead.take(self._key(previous, frame, rate_weight), (previous, frame), self._search,
+                                   previous, frame, rate_weight)
+
+    @staticmethod
+    def _key(previous: np.ndarray, frame: np.ndarray, rate_weight: float) -> tuple:
+        return "motion", id(previous), id(frame), rate_weight
+
+    def _search(self, previous: np.ndarray, frame: np.ndarray, rate_weight: float) -> torch.Tensor:
+        return estimate_motion(self._luma_of(previous), self._luma_of(frame), self.block, rate_weight=rate_weight,
+                               keep=self.keep, frac=self.frac)[0]
+
+    def _luma_of(self, frame: np.ndarray) -> torch.Tensor:
+        """The search's luma of ``frame`` (padded as coded), kept for the next search, whose
+        reference it is (with a copy of the frame: a caller may reuse its buffer)."""
+        kept = self._luma
+        if kept is None or not np.array_equal(kept[0], frame):
+            kept = self._luma = np.array(frame), _pad(frame_luma(frame))
+        return kept[1]
