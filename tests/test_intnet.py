@@ -114,19 +114,18 @@ def test_integer_input_skips_its_zero_fraction_bits_exactly(peak):
     assert torch.equal(net(z), net.run_fixed(z << ACT_FRAC_BITS))
 
 
-@pytest.mark.parametrize("fan_in", ["below", "above"])
-def test_two_weight_digits_join_in_int32_up_to_its_fan_in_bound(fan_in):
+def test_two_weight_digits_join_in_int32_up_to_its_fan_in_bound():
     """Two weight digits' products are joined (p0 + 128 p1) in int32 only below
-    ``INT32_JOIN_FAN_IN``; at its edge, with every digit at the extreme that two-digit
-    weights allow, the join still equals the int64 convolution (and above it, the int64 path)."""
+    ``INT32_JOIN_FAN_IN``; at its edge, with the largest join that two-digit weights and
+    two-digit inputs allow (|w| = 8127, x = -8256: 520,128 per term), it equals int64."""
     from lvc.entropy.intnet import INT32_JOIN_FAN_IN
 
-    cin = (INT32_JOIN_FAN_IN - 1) // 9 if fan_in == "below" else INT32_JOIN_FAN_IN // 9 + 1
-    w = torch.full((2, cin, 3, 3), 8000)  # digits (-64, 63): the largest join two digits allow
-    w[1] = -8000
+    cin = INT32_JOIN_FAN_IN - 1
+    w = torch.full((2, cin, 1, 1), 8127)
+    w[1] = -8127
     layer = IntLayer(w, torch.zeros(2, dtype=torch.int64), False, 1, 0, 0, relu=False)
-    assert layer._weight_digits.shape[1] == 2 * 2
-    x = torch.full((1, cin, 4, 3), -8256)  # dense digits (-64, -64)
+    assert layer._weight_digits.shape[1] == 2 * 2  # two weight digits: the join is taken
+    x = torch.full((1, cin, 3, 2), -8256)  # dense digits (-64, -64)
     x[..., 1, :] = 8127
     want = F.conv2d(x, w) >> 12
     assert torch.equal(layer(x).long(), want.clamp(-ACT_LIMIT, ACT_LIMIT))

@@ -176,10 +176,11 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
         with open_video(input, fps) as s, _progress(total, desc, progress) as bar:
             try:
                 frames = itertools.islice(s.frames(), max_frames)
+                ahead = torch.get_num_threads() > 1  # work on the next frame beside this one's
                 upcoming = next(frames, None)
                 while upcoming is not None:
                     frame, upcoming = upcoming, next(frames, None)  # one frame ahead: lvc.codec.lookahead
-                    coded = enc.encode(frame, upcoming)
+                    coded = enc.encode(frame, upcoming if ahead else None)
                     size += len(pack_frame(coded.frame_type, coded.quality, coded.payload, coded.grey))
                     if writer is not None:
                         writer.write_frame(coded.frame_type, coded.quality, coded.payload, coded.grey)

@@ -24,7 +24,7 @@ import torch
 from torch.nn import functional as F
 
 from lvc.codec.refine import Checkerboard, SidePrior, refine_latent
-from lvc.codec.synthesis import Deferred, Synthesizer, bf16_synthesis
+from lvc.codec.synthesis import Bands, Deferred, Synthesizer, bf16_synthesis
 from lvc.entropy import coder
 from lvc.entropy.tables import LOG_FRAC_BITS, scale_index
 from lvc.models.context import anchor_mask
@@ -42,7 +42,7 @@ class FrameResult:
     payload: bytes
     estimated_bits: float  # information content under the frozen tables
     latent: torch.Tensor  # decoded latent in fixed point (int64), the next P-frame's reference
-    pending: Future | Deferred = field(repr=False)  # the synthesis, running on a worker (or on demand)
+    pending: Future | Bands | Deferred = field(repr=False)  # the synthesis, running on a worker (or on demand)
 
     @property
     def recon(self) -> np.ndarray:

@@ -36,7 +36,7 @@ from lvc.codec.frame import LATENT_LIMIT, STRIDE, SYMBOL_LIMIT, _pad, quality_la
 from lvc.codec.lookahead import Lookahead, MotionSearch
 from lvc.codec.motion import RATE_WEIGHT, warp
 from lvc.codec.refine import refine_latent
-from lvc.codec.synthesis import Deferred, Synthesizer, bf16_synthesis
+from lvc.codec.synthesis import Bands, Deferred, Synthesizer, bf16_synthesis
 from lvc.entropy import coder
 from lvc.entropy.tables import LOG_FRAC_BITS, scale_index
 from lvc.models.conditional import CONTEXT_SCALE, blend
@@ -59,7 +59,7 @@ class InterResult:
     payload: bytes
     estimated_bits: float
     context: torch.Tensor  # the next frame's context (fixed point)
-    pending: Future | Deferred = field(repr=False)
+    pending: Future | Bands | Deferred | block_skip.SkippedPicture | BlendedPicture = field(repr=False)
     skipped: np.ndarray | None = field(default=None, repr=False)  # (hb, wb) blocks skipped (FRAME_PS)
 
     @property
@@ -177,7 +177,7 @@ class InterCodec:
 
     def _finish(self, y_fx: torch.Tensor, ctx_w: torch.Tensor, q: int, h: int, w: int, synthesize: bool,
                 skipped: np.ndarray | None, mv: torch.Tensor, previous, moved: np.ndarray | None = None,
-                ) -> tuple[torch.Tensor, Future | Deferred | block_skip.SkippedPicture | BlendedPicture]:
+                ) -> tuple[torch.Tensor, Future | Bands | Deferred | block_skip.SkippedPicture | BlendedPicture]:
         """The next context (exact; skipped blocks keep ``ctx_w``) and the picture: on a
         synthesis worker now, or (``synthesize`` false, or not eager) when first asked for;
         skipped blocks (and, ``pixel_ref``, the blend) take ``previous``, the previous

@@ -8,8 +8,11 @@ work overlaps the rest of the coding, where letting the coding's small operation
 out over both cores gained little (docs/models.md, "Session 33"). The analysis is
 speculative: a conditional frame the encoder trusts without the I check never uses it.
 
-Every such job runs here, on one intra-op thread, whether it was started ahead or is asked
-for on the spot, so the results never depend on ``--threads`` or on the timing.
+Where an encoder has a lookahead, every such job runs on its thread, on one intra-op
+thread, whether it was started ahead or is asked for on the spot, so the results do not
+depend on the timing. (An encoder that refines latents, ``slow`` and still images, keeps
+its analyses on its own thread, with all of its intra-op threads; its motion search
+still runs here.)
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ class Lookahead:
             self._pool = ThreadPoolExecutor(1, "lvc-lookahead", initializer=one_intra_op_thread)
         self._pending[key] = (held, self._pool.submit(fn, *args))
         while len(self._pending) > PENDING_LIMIT:
-            del self._pending[next(iter(self._pending))]
+            self._pending.pop(next(iter(self._pending)))[1].cancel()  # (runs on if it has started)
 
     def take(self, key: Hashable, held: object, fn: Callable, *args):
         """The result of ``fn(*args)``, from the job started ahead under ``key`` if there is one."""

@@ -43,7 +43,7 @@ from lvc.codec.inter import ANALYSIS_VERSION, InterCodec, InterResult, LazyConte
 from lvc.codec.lookahead import Lookahead
 from lvc.codec.motion import RATE_WEIGHT, SEARCH_VERSION
 from lvc.codec.skip import ShownPicture, SkippedPicture
-from lvc.codec.synthesis import ENCODER_BANDS, Deferred, serial_main_thread
+from lvc.codec.synthesis import ENCODER_BANDS, Bands, Deferred, serial_main_thread
 from lvc.errors import BitstreamError
 from lvc.models.frozen import QUALITY_MAX, FrozenModel
 
@@ -77,7 +77,7 @@ PC_TRUST_MARGIN = 0.1
 # clips (docs/models.md, "Session 31"); a format 1.2 stream feature.
 INTRA_OFFSET = 0.33
 
-Pending = Future | Deferred | SkippedPicture | GreyPicture  # a picture on its way (``result()``)
+Pending = Future | Bands | Deferred | SkippedPicture | GreyPicture  # a picture on its way (``result()``)
 
 # The encoder-side algorithm of conditional models (frame-type decision, motion search): a
 # change here changes their streams, so benchmark caches key on it.
@@ -168,7 +168,9 @@ class SequenceEncoder:
         # Without refinement the coding is many small operations: one intra-op thread (see encode).
         # Refinement's backward passes are large convolutions, which a second thread does speed up.
         self._serial = steps == 0
-        self.lookahead = Lookahead()  # motion searches and intra analyses a frame ahead
+        # motion searches and intra analyses a frame ahead (lvc.codec.lookahead); not where
+        # latents are refined: there the analyses keep the calling thread's intra-op threads
+        self.lookahead = Lookahead() if self._serial else None
         self.codec = FrameCodec(model, steps, fast_analysis=self.preset.bf16_analysis, eager_synthesis=synthesize,
                                 p_deadzone=0.0 if steps else self.preset.p_deadzone, bands=ENCODER_BANDS,
                                 lookahead=self.lookahead)
@@ -209,7 +211,8 @@ class SequenceEncoder:
 
     def close(self) -> None:
         """Stop the synthesis workers and the lookahead thread."""
-        self.lookahead.close()
+        if self.lookahead is not None:
+            self.lookahead.close()
         self.codec.synthesis.close()
         if self.inter is not None:
             self.inter.close()
@@ -244,7 +247,9 @@ class SequenceEncoder:
         searches and analyses on threads of their own): its small operations gained little
         from a second core."""
         if upcoming is not None:
-            if self.inter is not None and not (self.intra_period > 0 and (self.index + 1) % self.intra_period == 0):
+            self.codec.analyse_ahead(frame)  # this frame's first (no-op if it was started ahead)
+            next_intra = self.intra_period > 0 and (self.index + 1) % self.intra_period == 0
+            if self.inter is not None and not next_intra and self._pc_wait < 2:  # (else PC is not tried)
                 self.inter.search_ahead(frame, upcoming, self.quality)
             self.codec.analyse_ahead(upcoming)  # used by I-frames and the I check (speculative)
         with serial_main_thread() if self._serial else contextlib.nullcontext():

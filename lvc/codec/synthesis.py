@@ -112,6 +112,11 @@ class Synthesizer:
         self.bf16 = bf16 and bf16_synthesis()
         self.workers = workers or default_workers()
         self.bands = bands  # jobs per picture (see ENCODER_BANDS)
+        # Whether bands gave the whole picture bit for bit, checked on the first picture (None:
+        # not yet; pictures are whole until it says so): on another CPU oneDNN could choose
+        # kernels by the tensors' heights, and the decoder, which takes whole pictures, would
+        # then show other ones.
+        self._bands_exact: bool | None = None
         self._pool: ThreadPoolExecutor | None = None
 
     def _run(self, latent_fx: torch.Tensor, inv_gain: torch.Tensor, h: int, w: int, raw: bool,
@@ -132,6 +137,8 @@ class Synthesizer:
                 with torch.autocast("cpu", dtype=torch.bfloat16):
                     x = self.g_s[:-1](y)
                 x = self.g_s[-1](x.float())
+            if x.shape[-2] != self.scale * (bottom - top):
+                raise RuntimeError(f"synthesis upsamples {x.shape[-2]} / {bottom - top}, not {self.scale}")
             start = self.scale * (first - top)
             x = x[..., start:start + min(h, self.scale * end) - self.scale * first, :]
             return x[0, :, :, :w].contiguous() if raw else to_uint8(x, x.shape[-2], w)
@@ -141,12 +148,28 @@ class Synthesizer:
         """A future frame; ``raw``: the float output (C, h, w) instead of an 8-bit picture."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, "lvc-synthesis", initializer=one_intra_op_thread)
-        need = min(latent_fx.shape[-2], -(-h // self.scale))
         bands = min(self.bands, self.workers)
-        cuts = [round(i * need / bands) for i in range(bands + 1)]
+        if bands > 1 and self._bands_exact is None:
+            self._bands_exact = False  # until the check's result
+            return self._pool.submit(self._check_bands, latent_fx, inv_gain, h, w, raw, bands)
         jobs = [self._pool.submit(self._run, latent_fx, inv_gain, h, w, raw, band)
-                for band in zip(cuts, cuts[1:]) if band[1] > band[0]]
+                for band in self._bands(latent_fx, h, bands if self._bands_exact else 1)]
         return jobs[0] if len(jobs) == 1 else Bands(jobs, raw)
+
+    def _bands(self, latent_fx: torch.Tensor, h: int, bands: int) -> list[tuple[int, int]]:
+        """Input rows of each band: as equal as can be, none below the frame."""
+        need = min(latent_fx.shape[-2], -(-h // self.scale))
+        cuts = [round(i * need / bands) for i in range(bands + 1)]
+        return [band for band in zip(cuts, cuts[1:]) if band[1] > band[0]]
+
+    def _check_bands(self, latent_fx: torch.Tensor, inv_gain: torch.Tensor, h: int, w: int, raw: bool,
+                     bands: int) -> np.ndarray | torch.Tensor:
+        """The whole picture, and whether ``bands`` bands of it equal it (``_bands_exact``)."""
+        whole = self._run(latent_fx, inv_gain, h, w, raw, self._bands(latent_fx, h, 1)[0])
+        parts = [self._run(latent_fx, inv_gain, h, w, raw, band) for band in self._bands(latent_fx, h, bands)]
+        joined = torch.cat(parts, 1) if raw else np.concatenate(parts, 0)
+        self._bands_exact = torch.equal(joined, whole) if raw else np.array_equal(joined, whole)
+        return whole
 
     def defer(self, latent_fx: torch.Tensor, inv_gain: torch.Tensor, h: int, w: int, raw: bool = False) -> Deferred:
         """A frame synthesised only if someone asks for it (rate-control passes and encodes
