@@ -52,6 +52,7 @@ _ONE = 1 << LOG_FRAC_BITS
 # channels-last layout (float rounding only).
 ANALYSIS_VERSION = 2
 
+
 @dataclass(frozen=True)
 class InterResult:
     """A coded PC frame: payload, its information content, the new context, the picture."""

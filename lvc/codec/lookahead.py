@@ -60,6 +60,11 @@ class Lookahead:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
+    def __del__(self) -> None:  # the thread must not outlive the encoder that owns it
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
 
 class MotionSearch:
     """Vectors (hb, wb, 2) of ``frame`` against ``previous`` (8-bit RGB input frames), as

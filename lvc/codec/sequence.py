@@ -240,8 +240,9 @@ class SequenceEncoder:
 
     def encode(self, frame: np.ndarray, upcoming: np.ndarray | None = None) -> CodedFrame:
         """Code the next frame. ``upcoming``, the frame after it if the caller has it already,
-        starts that frame's motion search now, on a thread of its own (:mod:`lvc.codec.lookahead`;
-        the same stream either way). Neither frame may be modified afterwards.
+        starts that frame's motion search and intra analysis now, on a thread of its own
+        (:mod:`lvc.codec.lookahead`; the same stream either way). Neither frame may be
+        modified afterwards.
 
         Without refinement the coding runs on one intra-op thread (the syntheses, motion
         searches and analyses on threads of their own): its small operations gained little
