@@ -18,14 +18,14 @@ still runs here.)
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 import numpy as np
 import torch
 
 from lvc.codec.frame import _pad
 from lvc.codec.motion import estimate_motion, frame_luma
-from lvc.codec.synthesis import one_intra_op_thread
+from lvc.codec.synthesis import WorkerPool
 
 PENDING_LIMIT = 4  # jobs held: the frame being coded's and the next one's (a search and an analysis each)
 
@@ -34,7 +34,7 @@ class Lookahead:
     """Keyed jobs on one helper thread: started ahead (:meth:`start`), collected once (:meth:`take`)."""
 
     def __init__(self) -> None:
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool = WorkerPool(1, "lvc-lookahead")
         # key -> (what the key's ids refer to, held so they cannot be reused; the job)
         self._pending: dict[Hashable, tuple[object, Future]] = {}
 
@@ -43,8 +43,6 @@ class Lookahead:
         oldest pending job beyond ``PENDING_LIMIT`` is forgotten (its result unused)."""
         if key in self._pending:
             return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, "lvc-lookahead", initializer=one_intra_op_thread)
         self._pending[key] = (held, self._pool.submit(fn, *args))
         while len(self._pending) > PENDING_LIMIT:
             self._pending.pop(next(iter(self._pending)))[1].cancel()  # (runs on if it has started)
@@ -56,14 +54,7 @@ class Lookahead:
 
     def close(self) -> None:
         self._pending = {}
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-
-    def __del__(self) -> None:  # the thread must not outlive the encoder that owns it
-        pool = getattr(self, "_pool", None)
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.close()
 
 
 class MotionSearch:

@@ -102,6 +102,31 @@ def serial_main_thread():
         torch.set_num_threads(before)
 
 
+class WorkerPool:
+    """Threads each on one intra-op thread (:func:`one_intra_op_thread`), started on the first
+    job and stopped with their owner."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        self.workers, self._name = workers, name
+        self._pool: ThreadPoolExecutor | None = None
+
+    def submit(self, fn, *args) -> Future:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, self._name, initializer=one_intra_op_thread)
+        return self._pool.submit(fn, *args)
+
+    def close(self) -> None:
+        """Stop the threads (jobs not yet started are dropped)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __del__(self) -> None:  # the threads must not outlive their owner
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
 class Synthesizer:
     """Runs ``g_s`` on single-threaded workers; ``submit`` returns a future frame."""
 
@@ -117,7 +142,7 @@ class Synthesizer:
         # kernels by the tensors' heights, and the decoder, which takes whole pictures, would
         # then show other ones.
         self._bands_exact: bool | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool = WorkerPool(self.workers, "lvc-synthesis")
 
     def _run(self, latent_fx: torch.Tensor, inv_gain: torch.Tensor, h: int, w: int, raw: bool,
              rows: tuple[int, int]) -> np.ndarray | torch.Tensor:
@@ -146,8 +171,6 @@ class Synthesizer:
     def submit(self, latent_fx: torch.Tensor, inv_gain: torch.Tensor, h: int, w: int,
                raw: bool = False) -> Future | Bands:
         """A future frame; ``raw``: the float output (C, h, w) instead of an 8-bit picture."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.workers, "lvc-synthesis", initializer=one_intra_op_thread)
         bands = min(self.bands, self.workers)
         if bands > 1 and self._bands_exact is None:
             self._bands_exact = False  # until the check's result
@@ -177,14 +200,7 @@ class Synthesizer:
         return Deferred(self, latent_fx, inv_gain, h, w, raw)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-
-    def __del__(self) -> None:  # worker threads must not outlive the codec that owns them
-        pool = getattr(self, "_pool", None)
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.close()
 
 
 class Bands:
