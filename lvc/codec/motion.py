@@ -32,8 +32,14 @@ LENGTH_COST = 0.05  # mean-abs-difference (0..255 luma) per pixel of vector leng
 RATE_WEIGHT = 64.0
 # Bumped whenever the search may choose other vectors (benchmark caches key on it): 2, rows
 # fetched as windows, sub-pixel values from phase planes; 3, luma straight from 8-bit frames
-# (both float rounding only); 4, phase planes by linear interpolation (torch.lerp's rounding).
-SEARCH_VERSION = 4
+# (both float rounding only); 4, phase planes by linear interpolation (torch.lerp's rounding);
+# 5, the rate-constrained search also around the second-best half-resolution vector.
+SEARCH_VERSION = 5
+# The rate-constrained search also weighs the neighbours of each block's second-best
+# half-resolution vector (18 full-resolution candidates instead of 9): -0.20% BD-rate on 8
+# training clips for about 1.3 ms more per 416x240 frame, on the encoder's lookahead thread
+# (docs/models.md, "Session 33").
+RUNNER_UP = True
 GATHER_PIXELS = 1 << 22  # pixels fetched per batch of candidates: bounds memory on large frames
 
 
@@ -226,7 +232,7 @@ def _quarter_search(half: tuple[torch.Tensor, torch.Tensor], block: int, search:
 
 def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, search: int = SEARCH,
                     length_cost: float = LENGTH_COST, rate_weight: float = 0.0, keep: int = 0,
-                    frac: int = 1) -> torch.Tensor:
+                    frac: int = 1, runner_up: bool = RUNNER_UP) -> torch.Tensor:
     """Vectors (B, hb, wb, 2) as (dx, dy) in ``1/frac`` pixels: ``cur`` block ~ ``ref`` at
     block + mv.
 
@@ -240,6 +246,7 @@ def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, searc
     (:func:`_quarter_search`: the ``fast`` preset's; with ``keep=3`` 0.35% more bits on 8 training
     clips, and since the whole-range search got faster only about 10% less time; docs/models.md).
     ``frac`` > 1 refines the whole-pixel vectors to ``1/frac`` pixel (:func:`_subpel_refine`).
+    ``runner_up`` (with ``rate_weight`` and the half-resolution start): see ``RUNNER_UP``.
     """
     if block % 2:
         raise ValueError("block size must be even")
@@ -253,17 +260,22 @@ def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, searc
         coarse = _square(search // 2)
         sad = _block_sad(*half, block // 2, coarse)
         sad = sad + length_cost * 2 * coarse.abs().sum(1).view(1, -1, 1, 1)
-        mv = coarse[sad.argmin(1)] * 2  # (B, hb, wb, 2)
+        best = sad.argmin(1)
+        mv = coarse[best] * 2  # (B, hb, wb, 2)
     fine = _square(1)
-    sad = _block_sad(lr, lc, block, fine, base=mv)
     # the reference the later steps fetch from, edge-padded once
     around = _replicate(lr, (search + 1,) * 4) if rate_weight > 0 or frac > 1 else None
     if rate_weight > 0:
-        cands = mv[:, None] + fine.view(1, -1, 1, 1, 2)
+        starts = [mv]
+        if runner_up and not keep:  # the second-best half-resolution vector's neighbours too
+            starts.append(coarse[sad.scatter(1, best[:, None], math.inf).argmin(1)] * 2)
+        cands = torch.cat([m[:, None] + fine.view(1, -1, 1, 1, 2) for m in starts], 1)
+        sad = torch.cat([_block_sad(lr, lc, block, fine, base=m) for m in starts], 1)
         outside = (cands.abs() > search).any(-1)  # beyond the range: never chosen
         sad = sad.masked_fill(outside, float("inf"))
         mv = _rate_constrained(lr, lc, block, cands.clamp(-search, search), sad, rate_weight, search, around)
     else:
+        sad = _block_sad(lr, lc, block, fine, base=mv)
         sad = sad + length_cost * (mv[:, None] + fine.view(1, -1, 1, 1, 2)).abs().sum(-1)
         mv = (mv + fine[sad.argmin(1)]).clamp(-search, search)
     if frac == 1:
