@@ -10,7 +10,6 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 
@@ -30,7 +29,7 @@ from lvc.bitstream.container import (
 from lvc.bitstream.syntax import VERSION_MAJOR, VERSION_MINOR
 from lvc.codec.ratecontrol import search_quality
 from lvc.codec.sequence import PRESETS, SequenceDecoder, SequenceEncoder, quality_to_int
-from lvc.codec.synthesis import default_workers, one_intra_op_thread, serial_main_thread
+from lvc.codec.synthesis import WorkerPool, default_workers, serial_main_thread
 from lvc.errors import BitstreamError, InputError, LvcError
 from lvc.io.reader import VideoInfo, open_video
 from lvc.io.writer import FrameWriter, output_kind
@@ -268,7 +267,7 @@ def iter_decode(input: PathLike, model: str | FrozenModel | None = None) -> Iter
         h = r.header
         fm = model_for_stream(h.model_name, h.weights_hash, model, str(input))
         dec = SequenceDecoder(fm, h.width, h.height, str(input), default_workers())
-        compose = ThreadPoolExecutor(1, "lvc-compose", initializer=one_intra_op_thread)
+        compose = WorkerPool(1, "lvc-compose")
         pending: deque = deque()
         try:
             with serial_main_thread():
@@ -288,7 +287,7 @@ def iter_decode(input: PathLike, model: str | FrozenModel | None = None) -> Iter
                 while pending:
                     yield pending.popleft().result()
         finally:
-            compose.shutdown(wait=True, cancel_futures=True)
+            compose.close()
             dec.close()
 
 

@@ -201,9 +201,9 @@ class FrameCodec:
         """Gained latent ``y`` of a frame and the input tensor (for refinement); the analysis
         itself from :meth:`analyse_ahead`'s job if one was started for this frame."""
         gain, _ = self._gains(q)
-        if self.lookahead is None:
-            return self._analysis(frame) * gain, to_tensor(frame)
-        return self.lookahead.take(("analysis", id(frame)), frame, self._analysis, frame) * gain, to_tensor(frame)
+        raw = (self._analysis(frame) if self.lookahead is None
+               else self.lookahead.take(("analysis", id(frame)), frame, self._analysis, frame))
+        return raw * gain, to_tensor(frame)
 
     def analyse_ahead(self, frame: np.ndarray) -> None:
         """Start the analysis of a frame still to come on the ``lookahead`` thread (the
