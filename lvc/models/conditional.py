@@ -62,6 +62,7 @@ class ConditionalConfig:
     block: int = 16  # motion block size in pixels
     pixel_ref: bool = False  # the display also shows the previous picture, moved (module docstring)
     subpel: int = 1  # motion vectors in 1/subpel pixels: 1 (whole pixels) or 4 (quarter pixels)
+    skip: bool = False  # the update also adds a linear map of the latent to the context (``update``)
 
     def __post_init__(self) -> None:
         if self.subpel not in (1, 2, 4):
@@ -103,6 +104,10 @@ class ConditionalP(nn.Module):
         self.g_c = nn.Sequential(conv(2 * c, c, 3, 1), nn.ReLU(), conv(c, c, 3, 1), nn.ReLU(), conv(c, c, 3, 1))
         nn.init.zeros_(self.g_c[-1].weight)
         nn.init.zeros_(self.g_c[-1].bias)
+        if cfg.skip:  # starts at zero, so a model grown from one without it is unchanged at first
+            self.g_c_skip = nn.Sequential(conv(m, 4 * c, 1, 1))
+            nn.init.zeros_(self.g_c_skip[0].weight)
+            nn.init.zeros_(self.g_c_skip[0].bias)
         self.ctx_down = nn.Sequential(conv(c, c, 3, 2), nn.ReLU())
         self.h_s = nn.Sequential(deconv(nh, nh), nn.ReLU(), deconv(nh, nh), nn.ReLU())
         self.prior = nn.Sequential(conv(nh + c, 2 * c, 3, 1), nn.ReLU(), conv(2 * c, 2 * m, 3, 1))
@@ -144,8 +149,14 @@ class ConditionalP(nn.Module):
         return mean, log_scale
 
     def update(self, y_hat: torch.Tensor, ctx_w: torch.Tensor) -> torch.Tensor:
-        """The next context from this frame's decoded (un-gained) latent and the warped context."""
-        return ctx_w + self.g_c(torch.cat([F.pixel_shuffle(self.g_c_up(y_hat), 2), ctx_w], 1))
+        """The next context from this frame's decoded (un-gained) latent and the warped context.
+        ``skip`` models add a linear map of the latent too: through the three convolutions
+        alone, no latent (free of any rate) showed a PC frame more than about 1 dB above what
+        the codec reached, where the display could show 2-5 dB more (docs/models.md, "Session 34")."""
+        ctx = ctx_w + self.g_c(torch.cat([F.pixel_shuffle(self.g_c_up(y_hat), 2), ctx_w], 1))
+        if self.cfg.skip:
+            ctx = ctx + F.pixel_shuffle(self.g_c_skip(y_hat), 2)
+        return ctx
 
     # ---- training ------------------------------------------------------------------
     def forward(self, x: torch.Tensor, ctx: torch.Tensor, mv: torch.Tensor, q: torch.Tensor,

@@ -40,17 +40,20 @@ FILE_FORMAT_EXTENSION_TEMPORAL = "lvc-model/6"
 EXTENSION_FORMATS = (FILE_FORMAT_EXTENSION, FILE_FORMAT_EXTENSION_TEMPORAL)
 FILE_FORMATS = (FILE_FORMAT, FILE_FORMAT_TEMPORAL, FILE_FORMAT_CONTEXT, FILE_FORMAT_INTER, *EXTENSION_FORMATS)
 # Suffixes of any format above naming what its conditional section needs beyond the format:
-# blending the previous picture into its pictures (ConditionalConfig.pixel_ref) and
-# fractional motion vectors (ConditionalConfig.subpel). A reader without one must refuse the
-# file, not fail to load it or decode streams wrongly.
+# blending the previous picture into its pictures (ConditionalConfig.pixel_ref),
+# fractional motion vectors (ConditionalConfig.subpel) and the latent's linear path into the
+# context (ConditionalConfig.skip). A reader without one must refuse the file, not fail to
+# load it or decode streams wrongly.
 PIXEL_REF = "+pixel-ref"
 SUBPEL = "+subpel"
-FEATURES = (PIXEL_REF, SUBPEL)
+CTX_SKIP = "+ctx-skip"
+FEATURES = (PIXEL_REF, SUBPEL, CTX_SKIP)
 
 
 def inter_features(cfg) -> str:
     """The format suffixes a conditional section with ``cfg`` (ConditionalConfig) needs."""
-    return (PIXEL_REF if cfg.pixel_ref else "") + (SUBPEL if cfg.subpel > 1 else "")
+    return ((PIXEL_REF if cfg.pixel_ref else "") + (SUBPEL if cfg.subpel > 1 else "")
+            + (CTX_SKIP if cfg.skip else ""))
 BaseResolver = Callable[[dict], "FrozenModel"]  # {"name", "sha256", "file"} -> that model, or ModelError
 QUALITY_MAX = 65535  # qualities travel as 16-bit integers
 

@@ -23,6 +23,7 @@ from lvc.models.latent import interp_fixed
 
 GAIN_FRAC_BITS = 16
 EXACT_NETS = ("g_i_up", "g_i", "g_c_up", "g_c", "ctx_down", "h_s", "prior")
+SKIP_NET = "g_c_skip"  # exact too, in ``skip`` models only
 FLOAT_NETS = ("g_a_pix", "g_a", "h_a", "g_d")
 MV_RANGE = 64  # motion-vector residuals are coded in [-MV_RANGE, MV_RANGE] pixels (escape beyond)
 MV_LIMIT = 64  # |vector component| in pixels a decoder accepts (syntax, not the encoder's search range)
@@ -93,8 +94,11 @@ class FrozenInter:
 
     def update(self, y_fx: torch.Tensor, ctx_w: torch.Tensor, q: int, q_max: int) -> torch.Tensor:
         """The next context from this frame's decoded fixed-point latent and the warped context."""
-        u = self.exact["g_c_up"].run_fixed(scale_fixed(y_fx, self.inv_gain_fx, q, q_max))
+        y = scale_fixed(y_fx, self.inv_gain_fx, q, q_max)
+        u = self.exact["g_c_up"].run_fixed(y)
         ctx = ctx_w + self.exact["g_c"].run_fixed(torch.cat([F.pixel_shuffle(u, 2), ctx_w], 1))
+        if self.config.skip:
+            ctx = ctx + F.pixel_shuffle(self.exact[SKIP_NET].run_fixed(y), 2)
         return ctx.clamp(-ACT_LIMIT, ACT_LIMIT)
 
 
@@ -102,7 +106,14 @@ class FrozenInter:
         """Differentiable float stand-in for :meth:`update` (real-valued, the latent already
         times the inverse gain): what encoder-side refinement differentiates."""
         u = self.exact["g_c_up"].run_float(latent)
-        return ctx_w + self.exact["g_c"].run_float(torch.cat([F.pixel_shuffle(u, 2), ctx_w], 1))
+        ctx = ctx_w + self.exact["g_c"].run_float(torch.cat([F.pixel_shuffle(u, 2), ctx_w], 1))
+        if self.config.skip:
+            ctx = ctx + F.pixel_shuffle(self.exact[SKIP_NET].run_float(latent), 2)
+        return ctx
+
+
+def exact_nets(cfg: ConditionalConfig) -> tuple[str, ...]:
+    return (*EXACT_NETS, SKIP_NET) if cfg.skip else EXACT_NETS
 
 
 def freeze_inter(model: ConditionalP, latent_space: str, intra_log_inv_gain: torch.Tensor) -> dict:
@@ -110,7 +121,7 @@ def freeze_inter(model: ConditionalP, latent_space: str, intra_log_inv_gain: tor
     gains in fixed point: I-frame contexts need them exactly)."""
     model = model.eval()
     with torch.no_grad():
-        exact = {k: IntSynthesis.from_float(getattr(model, k)).to_state() for k in EXACT_NETS}
+        exact = {k: IntSynthesis.from_float(getattr(model, k)).to_state() for k in exact_nets(model.cfg)}
         return {"config": model.cfg.to_dict(), "latent_space": latent_space, "exact": exact,
                 "float": {k: {n: v.half() for n, v in getattr(model, k).state_dict().items()} for k in FLOAT_NETS},
                 "log_gain": model.log_gain.detach().clone(), "inv_gain_fx": gains_fixed(model.log_inv_gain),
@@ -124,7 +135,7 @@ def build_inter(state: dict) -> FrozenInter:
     shell = ConditionalP(cfg).requires_grad_(False)
     for k in FLOAT_NETS:
         getattr(shell, k).load_state_dict({n: v.float() for n, v in state["float"][k].items()})
-    return FrozenInter(cfg, {k: IntSynthesis.from_state(state["exact"][k]) for k in EXACT_NETS},
+    return FrozenInter(cfg, {k: IntSynthesis.from_state(state["exact"][k]) for k in exact_nets(cfg)},
                        shell.g_a_pix.eval(), shell.g_a.eval(), shell.h_a.eval(), shell.g_d.eval(),
                        state["log_gain"].float(), state["inv_gain_fx"].long(), state["intra_inv_gain_fx"].long(),
                        CdfTables.from_state(state["z_tables"]), CdfTables.from_state(state["mv_tables"]),

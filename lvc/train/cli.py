@@ -87,7 +87,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         if isinstance(f.default, bool):
             t.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, action=argparse.BooleanOptionalAction,
                            default=None, help=f"model shape (default {f.default}; with --init, the checkpoint's "
-                                              "unless given): show the previous picture, moved, in P-frames")
+                                              f"unless given): {SHAPE_HELP[f.name]}")
         else:
             t.add_argument(f"--{f.name}", type=int, default=None,
                            help=f"model shape (default {f.default}; with --init, the checkpoint's unless given)")
@@ -173,6 +173,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+SHAPE_HELP = {"pixel_ref": "show the previous picture, moved, in P-frames",
+              "skip": "add a linear map of the latent to the context in the update (with --init and a "
+                      "larger --M: the new channels and the map start quiet)"}
 INTER_HELP = {"init": "new runs: start from this `lvc train-inter` checkpoint, e.g. one trained for another intra "
                       "model (its shape; tensors that fit are taken, the I-frame context is fitted anew)",
               "per_photo": "also train on this many pans over each photo among the data (a crop window moving "

@@ -32,6 +32,7 @@ from lvc.errors import InputError
 from lvc.models.conditional import ConditionalConfig, ConditionalP
 from lvc.models.frozen import QUALITY_MAX, FrozenModel
 from lvc.models.inter_frozen import gains_fixed, scale_fixed
+from lvc.models.latent import SCALE_MIN
 from lvc.train.correction import intra_identity
 from lvc.train.data import collect_sources
 from lvc.train.runlog import RunLog
@@ -189,7 +190,37 @@ def init_from(model: ConditionalP, weights: dict[str, torch.Tensor]) -> list[str
             grown[k] = own[k].clone()
             grown[k][part] = v[part]
     model.load_state_dict({**whole, **grown}, strict=False)
+    old_m = weights["log_gain"].shape[1] if "log_gain" in weights else model.cfg.M
+    if old_m < model.cfg.M:
+        _grow_latent(model, weights, old_m)
     return sorted(set(own) - set(whole))
+
+
+@torch.no_grad()
+def _grow_latent(model: ConditionalP, weights: dict[str, torch.Tensor], old_m: int) -> None:
+    """A model with more latent channels than ``weights``: the analysis' new outputs start at
+    zero, so the grown model codes and shows exactly what the old one did. Their readers'
+    weights start small but not zero, so that the distortion reaches the new outputs (through
+    the rounding's straight-through gradient) and the channels can come into use. The prior's
+    output holds the means and then the log-scales, so its rows are placed by halves (the
+    generic overlap would put old log-scales among the new means); new gains take the old
+    channels' mean per level."""
+    m = model.cfg.M
+    model.g_a[-1].weight[old_m:] = 0
+    model.g_a[-1].bias[old_m:] = 0
+    for reader in (model.g_c_up[0], model.h_a[0]):
+        reader.weight[:, old_m:] *= 0.1
+    last = model.prior[-1]
+    key = f"prior.{len(model.prior) - 1}"
+    w, b = weights[f"{key}.weight"], weights[f"{key}.bias"]
+    last.weight.zero_()
+    last.bias.zero_()
+    last.weight[:old_m], last.bias[:old_m] = w[:old_m], b[:old_m]
+    last.weight[m:m + old_m], last.bias[m:m + old_m] = w[old_m:], b[old_m:]
+    last.bias[m + old_m:] = math.log(SCALE_MIN)  # zeros cost next to nothing until the channels come into use
+    for name in ("log_gain", "log_inv_gain"):
+        table = getattr(model, name)
+        table[:, old_m:] = weights[name].mean(1, keepdim=True)
 
 
 def train_inter(cfg: InterTrainConfig, intra: FrozenModel, model_cfg: ConditionalConfig | None = None,
