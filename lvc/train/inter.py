@@ -32,7 +32,6 @@ from lvc.errors import InputError
 from lvc.models.conditional import ConditionalConfig, ConditionalP
 from lvc.models.frozen import QUALITY_MAX, FrozenModel
 from lvc.models.inter_frozen import gains_fixed, scale_fixed
-from lvc.models.latent import SCALE_MIN
 from lvc.train.correction import intra_identity
 from lvc.train.data import collect_sources
 from lvc.train.runlog import RunLog
@@ -198,26 +197,27 @@ def init_from(model: ConditionalP, weights: dict[str, torch.Tensor]) -> list[str
 
 @torch.no_grad()
 def _grow_latent(model: ConditionalP, weights: dict[str, torch.Tensor], old_m: int) -> None:
-    """A model with more latent channels than ``weights``: the analysis' new outputs start at
-    zero, so the grown model codes and shows exactly what the old one did. Their readers'
-    weights start small but not zero, so that the distortion reaches the new outputs (through
-    the rounding's straight-through gradient) and the channels can come into use. The prior's
-    output holds the means and then the log-scales, so its rows are placed by halves (the
-    generic overlap would put old log-scales among the new means); new gains take the old
-    channels' mean per level."""
+    """A model with more latent channels than ``weights``: the new channels' readers start at
+    zero, so the grown model shows exactly what the old one did; the analysis' new outputs
+    start small but not zero, so the readers' weights see them and can learn to use them (the
+    rate they cost at first is the price of that gradient: a run that started them silent, with
+    a near-certain prior, left them silent, docs/models.md "Session 34"). The prior's output
+    holds the means and then the log-scales, so its rows are placed by halves (the generic
+    overlap would put old log-scales among the new means); the new channels' log-scales start
+    at the old ones' mean bias, their gains at the old channels' mean per level."""
     m = model.cfg.M
-    model.g_a[-1].weight[old_m:] = 0
+    model.g_a[-1].weight[old_m:] *= 0.3
     model.g_a[-1].bias[old_m:] = 0
     for reader in (model.g_c_up[0], model.h_a[0]):
-        reader.weight[:, old_m:] *= 0.1
-    last = model.prior[-1]
+        reader.weight[:, old_m:] = 0
     key = f"prior.{len(model.prior) - 1}"
     w, b = weights[f"{key}.weight"], weights[f"{key}.bias"]
+    last = model.prior[-1]
     last.weight.zero_()
     last.bias.zero_()
     last.weight[:old_m], last.bias[:old_m] = w[:old_m], b[:old_m]
     last.weight[m:m + old_m], last.bias[m:m + old_m] = w[old_m:], b[old_m:]
-    last.bias[m + old_m:] = math.log(SCALE_MIN)  # zeros cost next to nothing until the channels come into use
+    last.bias[m + old_m:] = b[old_m:].mean()
     for name in ("log_gain", "log_inv_gain"):
         table = getattr(model, name)
         table[:, old_m:] = weights[name].mean(1, keepdim=True)
