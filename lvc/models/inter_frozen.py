@@ -113,6 +113,7 @@ class FrozenInter:
 
 
 def exact_nets(cfg: ConditionalConfig) -> tuple[str, ...]:
+    """The exact networks a model of shape ``cfg`` has (frozen and rebuilt by name)."""
     return (*EXACT_NETS, SKIP_NET) if cfg.skip else EXACT_NETS
 
 

@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
 
 SHAPE_HELP = {"pixel_ref": "show the previous picture, moved, in P-frames",
               "skip": "add a linear map of the latent to the context in the update (with --init and a "
-                      "larger --M: the new channels and the map start quiet)"}
+                      "larger --M: the map and the new channels' readers start at zero)"}
 INTER_HELP = {"init": "new runs: start from this `lvc train-inter` checkpoint, e.g. one trained for another intra "
                       "model (its shape; tensors that fit are taken, the I-frame context is fitted anew)",
               "per_photo": "also train on this many pans over each photo among the data (a crop window moving "
