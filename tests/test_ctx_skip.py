@@ -66,7 +66,7 @@ def test_the_frozen_update_is_the_training_update():
 
 
 @pytest.mark.parametrize("q", [0.0, 0.5, 1.0])
-def test_a_checkpoint_grows_into_a_wider_skip_model_that_codes_as_it_did(q):
+def test_a_checkpoint_grows_into_a_wider_skip_model_that_shows_what_it_did(q):
     torch.manual_seed(0)
     plain = ConditionalP(PLAIN).eval()
     grown = ConditionalP(SKIP)
