@@ -13,10 +13,11 @@ import pytest
 import torch
 from conftest import assert_decodes_to_encoder
 
+from lvc.errors import InputError
 from lvc.models.conditional import ConditionalConfig, ConditionalP
 from lvc.models.frozen import CTX_SKIP, freeze, from_bytes, save_frozen
 from lvc.models.latent import LatentModel, ModelConfig
-from lvc.train.inter import init_from
+from lvc.train.inter import LATENT_PATH, fresh_parts, init_from
 
 PLAIN = ConditionalConfig(M=8, C=8, N=8, Nh=8, intra_M=16, levels=3, pixel_ref=True)
 SKIP = replace(PLAIN, M=12, skip=True)
@@ -84,3 +85,26 @@ def test_a_checkpoint_grows_into_a_wider_skip_model_that_shows_what_it_did(q):
     w_old, w_new = plain.prior[-1].weight, grown.prior[-1].weight
     assert torch.equal(w_new[:8], w_old[:8]) and torch.equal(w_new[12:20], w_old[8:])
     assert not w_new[8:12].any() and not w_new[20:].any()
+
+
+def test_fresh_latent_path_keeps_the_context_space_and_relearns_the_rest():
+    """``--fresh latent``: the I-frame context, its display and the prior's context reduction come
+    from the checkpoint; everything on the P latent's path keeps the new model's weights."""
+    torch.manual_seed(0)
+    plain = ConditionalP(PLAIN)
+    torch.manual_seed(1)
+    wide = ConditionalP(SKIP)
+    before = {k: v.clone() for k, v in wide.state_dict().items()}
+    new = init_from(wide, plain.state_dict(), fresh_parts("latent", wide))
+    after, old = wide.state_dict(), plain.state_dict()
+    for k in after:
+        if k.split(".")[0] in LATENT_PATH:
+            assert torch.equal(after[k], before[k]), k
+        else:
+            assert torch.equal(after[k], old[k]), k
+    assert any(k.startswith("g_a.") for k in new) and not any(k.startswith("g_d.") for k in new)
+
+
+def test_fresh_names_an_unknown_part_clearly():
+    with pytest.raises(InputError, match="no part named g_x"):
+        fresh_parts("g_a,g_x", ConditionalP(PLAIN))

@@ -39,6 +39,11 @@ from lvc.train.sequences import SequenceCache, SequenceSampler
 from lvc.train.trainer import CKPT_FORMAT, cosine_lr, distortion, resume_checkpoint, save_checkpoint, yuv_mse
 
 KIND = "inter"
+# Everything that makes, codes or reads the P latent; the I-frame context, its display and the
+# context's reduction for the prior stay. ``--fresh latent`` relearns this path into a trained
+# context space: a latent grown into it kept its new channels silent (docs/models.md, "Session 35").
+LATENT_PATH = ("g_a_pix", "g_a", "h_a", "z_density", "h_s", "prior", "g_c_up", "g_c", "g_c_skip",
+               "log_gain", "log_inv_gain")
 DISTORTIONS = ("mse", "yuv-mse")
 
 
@@ -66,6 +71,7 @@ class InterTrainConfig:
     init: str = ""  # new runs: start from this inter checkpoint (e.g. trained for another intra model)
     distortion: str = "mse"  # "mse" (RGB) or "yuv-mse" (lvc.train.trainer.yuv_mse: what PSNR-YUV scores)
     intra_offset: float = 0.0  # the I-frame at q + this * (1 - q), as the codec codes forced ones
+    fresh: str = ""  # with init: comma-separated parts (or "latent", LATENT_PATH) left at their new weights
 
     def lr_at(self, step: int) -> float:
         return cosine_lr(step, self.steps, self.lr, self.lr_final, self.decay_start)
@@ -173,13 +179,26 @@ def load_init(path: str) -> dict:
     return state
 
 
-def init_from(model: ConditionalP, weights: dict[str, torch.Tensor]) -> list[str]:
+def fresh_parts(text: str, model: ConditionalP) -> tuple[str, ...]:
+    """``--fresh``'s parts, checked against the model's own (``latent``: :data:`LATENT_PATH`)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    parts = tuple(p for n in names for p in (LATENT_PATH if n == "latent" else (n,)))
+    known = {k.split(".")[0] for k in model.state_dict()}
+    unknown = [p for p in parts if p not in known and p not in LATENT_PATH]
+    if unknown:
+        raise InputError(f"--fresh: no part named {', '.join(unknown)}", None,
+                         f"name parts of the model ({', '.join(sorted(known))}) or `latent`")
+    return parts
+
+
+def init_from(model: ConditionalP, weights: dict[str, torch.Tensor], fresh: tuple[str, ...] = ()) -> list[str]:
     """Load every tensor of ``weights`` whose name and shape match ``model`` (the P-frame
     machinery does not depend on the intra model: only ``g_i_up`` reads its latent, and the
-    gains follow its levels). A tensor of another shape but the same rank gives the part
-    that overlaps (a model grown by channels, e.g. ``--pixel-ref``'s extra inputs and
-    outputs, which start as the new model initialises them). Returns the names not taken
-    whole."""
+    gains follow its levels), except the ``fresh`` parts, which keep their new weights. A
+    tensor of another shape but the same rank gives the part that overlaps (a model grown by
+    channels, e.g. ``--pixel-ref``'s extra inputs and outputs, which start as the new model
+    initialises them). Returns the names not taken whole."""
+    weights = {k: v for k, v in weights.items() if k.split(".")[0] not in fresh}
     own = model.state_dict()
     whole = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
     grown = {}
@@ -190,7 +209,7 @@ def init_from(model: ConditionalP, weights: dict[str, torch.Tensor]) -> list[str
             grown[k][part] = v[part]
     model.load_state_dict({**whole, **grown}, strict=False)
     old_m = weights["log_gain"].shape[1] if "log_gain" in weights else model.cfg.M
-    if old_m < model.cfg.M:
+    if old_m < model.cfg.M and f"prior.{len(model.prior) - 1}.weight" in weights:
         _grow_latent(model, weights, old_m)
     return sorted(set(own) - set(whole))
 
@@ -257,6 +276,9 @@ def train_inter(cfg: InterTrainConfig, intra: FrozenModel, model_cfg: Conditiona
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     model = _new_model(intra, model_cfg)
+    if cfg.fresh and init is None and state is None:
+        raise InputError(f"--fresh {cfg.fresh} without --init", None, "give --init CKPT, or drop --fresh")
+    fresh = fresh_parts(cfg.fresh, model) if init is not None else ()
     main = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
     opt = torch.optim.Adam(main, lr=cfg.lr)
     aux_opt = torch.optim.Adam([p for n, p in model.named_parameters() if n.endswith("quantiles")], lr=cfg.aux_lr)
@@ -265,9 +287,9 @@ def train_inter(cfg: InterTrainConfig, intra: FrozenModel, model_cfg: Conditiona
     sampler = SequenceSampler(cache, cfg.seed)
     step = 0
     if init is not None:
-        fresh = init_from(model, init["model"])
-        print(f"started from {cfg.init}; new: {', '.join(fresh) or 'nothing'}")
-        if cfg.distil_steps and (init.get("latent_space") != space or any(k.startswith("g_i") for k in fresh)):
+        new = init_from(model, init["model"], fresh)
+        print(f"started from {cfg.init}; new: {', '.join(new) or 'nothing'}")
+        if cfg.distil_steps and (init.get("latent_space") != space or any(k.startswith("g_i") for k in new)):
             mse = distil_intra_context(model, intra, sampler, cfg.distil_steps, cfg.batch, through_display=True)
             print(f"I-frame context fitted through the display: picture MSE {mse:.4g}")
     elif state is None and cfg.distil_steps and _display_is_intra(model, intra):
