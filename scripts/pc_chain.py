@@ -3,7 +3,8 @@
 A proxy to rank checkpoints in minutes, before the real encoder: each clip's first frame
 (a crop) is coded as the codec codes a forced I-frame, the next ones as PC frames, rounded
 and not noisy, with motion estimated between the source frames as the training data's is.
-Rates are the model's estimate (the real coder adds a little), distortion is PSNR-YUV 6:1:1
+Rates are the model's estimate of the latent and side information (motion vectors are not
+counted; the real coder adds a little), distortion is PSNR-YUV 6:1:1
 (`lvc.metrics`) on 8-bit pictures. Prints each checkpoint's points per quality and its
 per-clip BD-rate against the first checkpoint.
 
@@ -22,8 +23,10 @@ from lvc.codec.motion import estimate_motion
 from lvc.io.reader import open_video
 from lvc.metrics import frame_metrics
 from lvc.models.conditional import ConditionalConfig, ConditionalP
+from lvc.models.frozen import FrozenModel
 from lvc.models.registry import load_model
-from lvc.train.inter import as_8bit, intra_latents, intra_picture
+from lvc.train.correction import intra_identity
+from lvc.train.inter import as_8bit, intra_latents, intra_picture, load_init
 
 
 def load_clip(path: str, frames: int) -> torch.Tensor:
@@ -38,7 +41,7 @@ def as_image(x: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def chain(model: ConditionalP, intra, x: torch.Tensor, q: float, offset: float) -> dict:
+def chain(model: ConditionalP, intra: FrozenModel, x: torch.Tensor, q: float, offset: float) -> dict:
     """Mean bpp and PSNR-YUV of the PC frames of one chain (the I-frame excluded)."""
     qt = torch.tensor([q])
     y_i = intra_latents(intra, x[:1], qt + offset * (1 - qt))
@@ -67,7 +70,9 @@ def main() -> None:
     qs = [float(s) for s in args.qualities.split(",")]
     points: list[dict[str, list[dict]]] = []
     for path in args.checkpoints:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        ck = load_init(path)
+        if ck.get("latent_space") != intra_identity(intra):
+            raise SystemExit(f"{path} was trained for {ck.get('intra_name')}, not {args.intra}: pass --intra")
         model = ConditionalP(ConditionalConfig.from_dict(ck["inter_config"]))
         model.load_state_dict(ck["model"])
         model.eval()
@@ -81,7 +86,8 @@ def main() -> None:
             rates = [bd_rate(points[0][c], per[c], "psnr_yuv") for c in per]
             shown = " ".join(f"{r:+.1f}" if r is not None else "n/a" for r in rates)
             ok = [r for r in rates if r is not None]
-            print(f"   BD-rate vs {args.checkpoints[0]}: mean {np.mean(ok):+.2f}% ({shown})")
+            mean = f"{np.mean(ok):+.2f}%" if ok else "n/a"
+            print(f"   BD-rate vs {args.checkpoints[0]}: mean {mean} ({shown})")
 
 
 if __name__ == "__main__":

@@ -94,8 +94,11 @@ def test_fresh_latent_path_keeps_the_context_space_and_relearns_the_rest():
     plain = ConditionalP(PLAIN)
     torch.manual_seed(1)
     wide = ConditionalP(SKIP)
+    with torch.no_grad():  # gains that differ from the checkpoint's (both start at zero)
+        wide.log_gain.normal_()
+        wide.log_inv_gain.normal_()
     before = {k: v.clone() for k, v in wide.state_dict().items()}
-    new = init_from(wide, plain.state_dict(), fresh_parts("latent", wide))
+    new = init_from(wide, plain.state_dict(), fresh_parts("latent", wide, PLAIN.M))
     after, old = wide.state_dict(), plain.state_dict()
     for k in after:
         if k.split(".")[0] in LATENT_PATH:
@@ -105,6 +108,12 @@ def test_fresh_latent_path_keeps_the_context_space_and_relearns_the_rest():
     assert any(k.startswith("g_a.") for k in new) and not any(k.startswith("g_d.") for k in new)
 
 
-def test_fresh_names_an_unknown_part_clearly():
-    with pytest.raises(InputError, match="no part named g_x"):
-        fresh_parts("g_a,g_x", ConditionalP(PLAIN))
+@pytest.mark.parametrize(("text", "old_m", "message"), [
+    ("g_a,g_x", 8, "no part named g_x"),
+    (",", 8, "no part named"),
+    ("prior", 8, "above the checkpoint's 8"),  # growing: the old channels span the whole path
+])
+def test_fresh_refuses_what_it_cannot_do_clearly(text, old_m, message):
+    with pytest.raises(InputError, match=message):
+        fresh_parts(text, ConditionalP(SKIP), old_m)
+    assert fresh_parts("prior", ConditionalP(SKIP), 12) == ("prior",)  # not growing: any part

@@ -183,8 +183,8 @@ INTER_HELP = {"init": "new runs: start from this `lvc train-inter` checkpoint, e
               "intra_offset": "code each sequence's I-frame above the P-frames' quality by this share of the "
                               "headroom, as `lvc encode --intra-offset` does; 0: the same quality",
               "fresh": "with --init: comma-separated parts of the model that keep their new weights; `latent`: "
-                       "the whole path that makes, codes and reads the P latent (the I-frame context and the "
-                       "display stay)",
+                       "the whole path that makes, codes and reads the P latent (the I-frame context, its reduction "
+                       "for the prior and the display stay)",
               "distortion": "mse: RGB MSE; yuv-mse: squared error on BT.601 Y and 2x2-averaged U, V weighted "
                             "6:1:1 (what PSNR-YUV scores), on the scale of RGB MSE"}
 

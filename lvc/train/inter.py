@@ -41,7 +41,8 @@ from lvc.train.trainer import CKPT_FORMAT, cosine_lr, distortion, resume_checkpo
 KIND = "inter"
 # Everything that makes, codes or reads the P latent; the I-frame context, its display and the
 # context's reduction for the prior stay. ``--fresh latent`` relearns this path into a trained
-# context space: a latent grown into it kept its new channels silent (docs/models.md, "Session 35").
+# context space: a latent grown into it kept its new channels silent (docs/models.md, "Session 34"
+# and "Session 35").
 LATENT_PATH = ("g_a_pix", "g_a", "h_a", "z_density", "h_s", "prior", "g_c_up", "g_c", "g_c_skip",
                "log_gain", "log_inv_gain")
 DISTORTIONS = ("mse", "yuv-mse")
@@ -179,15 +180,21 @@ def load_init(path: str) -> dict:
     return state
 
 
-def fresh_parts(text: str, model: ConditionalP) -> tuple[str, ...]:
-    """``--fresh``'s parts, checked against the model's own (``latent``: :data:`LATENT_PATH`)."""
+def fresh_parts(text: str, model: ConditionalP, old_m: int) -> tuple[str, ...]:
+    """``--fresh``'s parts (``latent``: :data:`LATENT_PATH`), checked against the model's own.
+    Growing the latent (``old_m`` < M) places the old channels along the whole path, so with
+    growth the path is fresh as a whole or not at all."""
     names = [n.strip() for n in text.split(",") if n.strip()]
-    parts = tuple(p for n in names for p in (LATENT_PATH if n == "latent" else (n,)))
     known = {k.split(".")[0] for k in model.state_dict()}
-    unknown = [p for p in parts if p not in known and p not in LATENT_PATH]
-    if unknown:
-        raise InputError(f"--fresh: no part named {', '.join(unknown)}", None,
+    unknown = [n for n in names if n != "latent" and n not in known]
+    if not names or unknown:
+        raise InputError(f"--fresh: no part named {', '.join(unknown) or repr(text)}", None,
                          f"name parts of the model ({', '.join(sorted(known))}) or `latent`")
+    parts = tuple(dict.fromkeys(p for n in names for p in (LATENT_PATH if n == "latent" else (n,))))
+    path = {p for p in LATENT_PATH if p in known}
+    if old_m < model.cfg.M and path & set(parts) and not path <= set(parts):
+        raise InputError(f"--fresh {text} with --M {model.cfg.M} above the checkpoint's {old_m}", None,
+                         "name the whole latent path (`--fresh latent`) or none of it when growing the latent")
     return parts
 
 
@@ -197,7 +204,9 @@ def init_from(model: ConditionalP, weights: dict[str, torch.Tensor], fresh: tupl
     gains follow its levels), except the ``fresh`` parts, which keep their new weights. A
     tensor of another shape but the same rank gives the part that overlaps (a model grown by
     channels, e.g. ``--pixel-ref``'s extra inputs and outputs, which start as the new model
-    initialises them). Returns the names not taken whole."""
+    initialises them). A fresh latent path is not grown (:func:`fresh_parts` allows only the
+    whole path fresh with growth). Returns the names not taken whole."""
+    old_m = weights["log_gain"].shape[1] if "log_gain" in weights else model.cfg.M
     weights = {k: v for k, v in weights.items() if k.split(".")[0] not in fresh}
     own = model.state_dict()
     whole = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
@@ -208,8 +217,7 @@ def init_from(model: ConditionalP, weights: dict[str, torch.Tensor], fresh: tupl
             grown[k] = own[k].clone()
             grown[k][part] = v[part]
     model.load_state_dict({**whole, **grown}, strict=False)
-    old_m = weights["log_gain"].shape[1] if "log_gain" in weights else model.cfg.M
-    if old_m < model.cfg.M and f"prior.{len(model.prior) - 1}.weight" in weights:
+    if old_m < model.cfg.M and "log_gain" not in fresh:
         _grow_latent(model, weights, old_m)
     return sorted(set(own) - set(whole))
 
@@ -272,13 +280,15 @@ def train_inter(cfg: InterTrainConfig, intra: FrozenModel, model_cfg: Conditiona
         model_cfg = replace(ConditionalConfig.from_dict(init["inter_config"]), **(overrides or {}),
                             intra_M=intra.config.M, levels=intra.log_gain.shape[0])
     model_cfg = model_cfg or ConditionalConfig(intra_M=intra.config.M, levels=intra.log_gain.shape[0])
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     model = _new_model(intra, model_cfg)
     if cfg.fresh and init is None and state is None:
         raise InputError(f"--fresh {cfg.fresh} without --init", None, "give --init CKPT, or drop --fresh")
-    fresh = fresh_parts(cfg.fresh, model) if init is not None else ()
+    fresh = ()
+    if cfg.fresh and init is not None:
+        fresh = fresh_parts(cfg.fresh, model, init["model"].get("log_gain", model.log_gain).shape[1])
+    out.mkdir(parents=True, exist_ok=True)
     main = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
     opt = torch.optim.Adam(main, lr=cfg.lr)
     aux_opt = torch.optim.Adam([p for n, p in model.named_parameters() if n.endswith("quantiles")], lr=cfg.aux_lr)
@@ -290,8 +300,11 @@ def train_inter(cfg: InterTrainConfig, intra: FrozenModel, model_cfg: Conditiona
         new = init_from(model, init["model"], fresh)
         print(f"started from {cfg.init}; new: {', '.join(new) or 'nothing'}")
         if cfg.distil_steps and (init.get("latent_space") != space or any(k.startswith("g_i") for k in new)):
-            mse = distil_intra_context(model, intra, sampler, cfg.distil_steps, cfg.batch, through_display=True)
-            print(f"I-frame context fitted through the display: picture MSE {mse:.4g}")
+            # a fresh display is the intra synthesis' tail again: distil features, as a new run does
+            through = not ("g_d" in fresh and _display_is_intra(model, intra))
+            mse = distil_intra_context(model, intra, sampler, cfg.distil_steps, cfg.batch, through_display=through)
+            print(f"I-frame context fitted {'through the display' if through else 'to the intra features'}: "
+                  f"MSE {mse:.4g}")
     elif state is None and cfg.distil_steps and _display_is_intra(model, intra):
         mse = distil_intra_context(model, intra, sampler, cfg.distil_steps, cfg.batch)
         print(f"I-frame context distilled from the intra synthesis: feature MSE {mse:.4g}")
