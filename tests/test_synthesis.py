@@ -81,3 +81,32 @@ def test_the_lookahead_changes_no_byte(inter_model, twelve):
             enc.close()
     assert streams[0] == streams[1]
     assert sum(t in (FRAME_PC, FRAME_PS) for t, _ in streams[0]) >= 4  # searched frames
+
+
+def test_a_worker_keeps_one_thread_when_the_main_thread_sets_its_own_count_first():
+    """A thread initialises its count lazily from the last count set anywhere: a worker whose
+    first op came after the main thread changed its own count ran on that count (and the
+    synthesis refused it, failing an encode at random)."""
+    import threading
+
+    from lvc.codec.synthesis import WorkerPool
+
+    before = torch.get_num_threads()
+    pool = WorkerPool(1, "lvc-test")
+    started, go = threading.Event(), threading.Event()
+
+    def job() -> int:
+        started.set()
+        go.wait(10)
+        return torch.get_num_threads()
+
+    try:
+        future = pool.submit(job)
+        assert started.wait(10)
+        torch.set_num_threads(2)  # e.g. serial_main_thread restoring the caller's count
+        go.set()
+        assert future.result(timeout=10) == 1
+    finally:
+        go.set()
+        pool.close()
+        torch.set_num_threads(before)

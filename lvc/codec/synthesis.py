@@ -75,7 +75,12 @@ def bf16_synthesis() -> bool:
 
 
 def one_intra_op_thread() -> None:
-    """Thread-pool initializer: torch ops of this thread on one intra-op thread."""
+    """Thread-pool initializer: torch ops of this thread on one intra-op thread. A thread's
+    first ``get_num_threads`` (or parallel op) initialises its count from the process-wide
+    value the last ``set_num_threads`` anywhere stored, so it runs first: otherwise the main
+    thread setting its own count between this and the worker's first op gave the worker that
+    count (a worker then refused to run, seen once in the test suite)."""
+    torch.get_num_threads()
     torch.set_num_threads(1)
 
 
