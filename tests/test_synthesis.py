@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
 
-from lvc.codec.synthesis import ENCODER_BANDS, Bands, Synthesizer
+from lvc.codec.synthesis import ENCODER_BANDS, Bands, Synthesizer, WorkerPool
 from lvc.entropy.tables import LOG_FRAC_BITS
 from lvc.models.registry import default_model, load_model
 
@@ -87,10 +89,6 @@ def test_a_worker_keeps_one_thread_when_the_main_thread_sets_its_own_count_first
     """A thread initialises its count lazily from the last count set anywhere: a worker whose
     first op came after the main thread changed its own count ran on that count (and the
     synthesis refused it, failing an encode at random)."""
-    import threading
-
-    from lvc.codec.synthesis import WorkerPool
-
     before = torch.get_num_threads()
     pool = WorkerPool(1, "lvc-test")
     started, go = threading.Event(), threading.Event()
