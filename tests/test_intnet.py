@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from lvc.entropy.intnet import ACT_LIMIT, IntLayer, _digit_count, _digits, _int_mm_exact
+from lvc.entropy.intnet import ACT_LIMIT, IntLayer, IntSynthesis, _digit_count, _digits, _int_mm_exact
 
 
 @pytest.mark.parametrize("peak", [0, 1, 127, 128, 255, 32767, 32768, 2**30, 2**40])
@@ -142,3 +142,44 @@ def test_inputs_as_narrow_as_the_kernel_stay_exact(size, peak):
     layer = IntLayer(w, torch.zeros(8, dtype=torch.int64), False, 1, 1, 0, relu=False)
     x = torch.randint(-peak, peak + 1, (1, 64, *size), generator=g)
     assert torch.equal(layer(x).long(), F.conv2d(x, w, padding=1) >> 12)
+
+
+def _stack(widths: list[int], seed: int, x_bits: int) -> tuple[IntSynthesis, torch.Tensor]:
+    """Three 3x3 'same' layers with ReLUs between, as the context update, and an input."""
+    g = torch.Generator().manual_seed(seed)
+    layers = [IntLayer(torch.randint(-3000, 3001, (o, i, 3, 3), generator=g),
+                       torch.randint(-(2**24), 2**24, (o,), generator=g), False, 1, 1, 0, relu=n + 2 < len(widths))
+              for n, (i, o) in enumerate(zip(widths, widths[1:]))]
+    return IntSynthesis(layers), torch.randint(-(2**x_bits), 2**x_bits, (1, widths[0], 11, 17), generator=g)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.03, 0.1, 0.5, 1.0])
+@pytest.mark.parametrize("x_bits", [10, 26])
+def test_rows_picked_where_needed_equal_the_whole_frame_there(share, x_bits):
+    """``run_fixed_at`` (rows of the unfolded input picked per layer, the region read by the
+    next layer grown by one) gives the whole-frame integers wherever ``need`` is set, at the
+    frame's edges too, for sparse maps and for ones where it falls back to the whole frame;
+    input large enough to take the extra digits' product."""
+    net, x = _stack([12, 8, 8, 8], int(share * 100) + x_bits, x_bits)
+    need = torch.rand(11, 17, generator=torch.Generator().manual_seed(x_bits)) < share
+    need[0, 0] = need[-1, -1] = share > 0
+    whole = net.run_fixed(x)
+    picked = net.run_fixed_at(x, need)
+    assert picked.shape == whole.shape and picked.dtype == whole.dtype
+    assert torch.equal(picked[..., need], whole[..., need])
+
+
+def test_the_context_update_of_a_ps_frame_equals_the_whole_frame_one_masked():
+    """The shipped video model's update with skipped blocks (the codec's path since session 36)
+    equals the whole-frame update with the skipped positions given the warped context back."""
+    from lvc.models.frozen import QUALITY_MAX
+    from lvc.models.registry import load_model
+
+    inter = load_model("lvc-hl192dr").inter
+    g = torch.Generator().manual_seed(1)
+    y = torch.randint(-20, 21, (1, inter.config.M, 8, 13), generator=g)
+    ctx_w = torch.randint(-(2**22), 2**22, (1, inter.config.C, 16, 26), generator=g)
+    skipped = torch.rand(8, 13, generator=g) > 0.1
+    keep = skipped.repeat_interleave(2, 0).repeat_interleave(2, 1)
+    whole = torch.where(keep, ctx_w, inter.update(y, ctx_w, 5, QUALITY_MAX))
+    assert torch.equal(inter.update(y, ctx_w, 5, QUALITY_MAX, keep), whole)

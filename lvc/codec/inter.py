@@ -183,10 +183,10 @@ class InterCodec:
         synthesis worker now, or (``synthesize`` false, or not eager) when first asked for;
         skipped blocks (and, ``pixel_ref``, the blend) take ``previous``, the previous
         picture (``moved``: already moved by ``mv``)."""
-        ctx = self.p.update(y_fx, ctx_w, q, QUALITY_MAX)
+        keep = None
         if skipped is not None:
             keep = torch.from_numpy(skipped).repeat_interleave(2, 0).repeat_interleave(2, 1)
-            ctx = torch.where(keep, ctx_w, ctx)
+        ctx = self.p.update(y_fx, ctx_w, q, QUALITY_MAX, keep)
         submit = self.display.submit if self.eager and synthesize else self.display.defer
         pending = submit(ctx, self._ones, h, w, raw=self.pixel_ref)
         if self.pixel_ref:

@@ -34,6 +34,7 @@ INT32_SAFE_FAN_IN = (1 << 31) >> (2 * DIGIT_BITS - 2)  # K * 64 * 64 < 2**31: no
 # Two weight digits' products joined as p0 + 128 p1 stay below 2**31 in int32 for K under this.
 INT32_JOIN_FAN_IN = (1 << 31) // ((1 << (2 * DIGIT_BITS - 2)) * ((1 << DIGIT_BITS) + 1))
 # |x| up to this needs no more than the DENSE_DIGITS digits (as _digit_count counts them)
+SPARSE_SHARE = 0.6  # run_fixed_at picks rows only below this share of the whole frame's work
 DENSE_PEAK = (DIGIT_HALF - 1) * ((1 << (DIGIT_BITS * DENSE_DIGITS)) - 1) // ((1 << DIGIT_BITS) - 1)
 
 
@@ -142,7 +143,7 @@ class IntLayer:
             return F.conv_transpose2d(x, weight, None, self.stride, self.padding, self.output_padding)
         return F.conv2d(x, weight, None, self.stride, self.padding)
 
-    def _int8_conv(self, x: torch.Tensor, scale_bits: int = 0) -> torch.Tensor:
+    def _int8_conv(self, x: torch.Tensor, scale_bits: int = 0, at: torch.Tensor | None = None) -> torch.Tensor:
         """The convolution plus bias, channels last (int64), as int8 matrix products of
         input digits (stacked as rows) with every weight digit (side by side as columns).
 
@@ -150,7 +151,9 @@ class IntLayer:
         their further digits in a second, narrow product over those channels only (in the
         trained networks 1-13% of channels), so exactness costs about two digits, not three.
         Each digit product is exact in int32. Two weight digits are joined in int32 where
-        that is exact too (``INT32_JOIN_FAN_IN``), then everything in int64."""
+        that is exact too (``INT32_JOIN_FAN_IN``), then everything in int64. ``at`` (flat
+        output positions, batch 1, no pixel shuffle): only those rows are unfolded and
+        multiplied; every other output is zero."""
         b, cin, h, w = x.shape
         kh, s, p, bias, shuffle = self._mm
         kw, cout = kh, len(bias)
@@ -168,8 +171,11 @@ class IntLayer:
             # the padded input is as narrow as the kernel, a single digit's rows would come
             # out as an overlapping view, which torch._int_mm misreads: contiguous() copies.)
             cols = digits.as_strided((n, ho, wo, kh, kw, c), (sn, sh * s, sw * s, sh, sw, sc))
-            cols = cols.reshape(n * ho * wo, -1).contiguous()
-            out = torch._int_mm(cols, weight_digits).view(n // b, b * ho * wo, nw, cout)
+            if at is None:
+                cols = cols.reshape(n * ho * wo, -1).contiguous()
+            else:  # the chosen rows only (advanced indexing copies them)
+                cols = cols[:, at // wo, at % wo].reshape(n * len(at), -1)
+            out = torch._int_mm(cols, weight_digits).view(n // b, -1, nw, cout)
             if nw == 2 and cols.shape[1] < INT32_JOIN_FAN_IN:  # d0 + 128 d1 in one int32 pass
                 joined = torch.add(out[:, :, 0], out[:, :, 1], alpha=1 << DIGIT_BITS)
                 return [(first + i, t) for i, t in enumerate(joined.unbind(0))]
@@ -196,13 +202,18 @@ class IntLayer:
         if place + scale_bits:
             acc.bitwise_left_shift_(DIGIT_BITS * place + scale_bits)
         acc += bias
+        if at is not None:
+            full = acc.new_zeros((ho * wo, cout))
+            full[at] = acc
+            acc = full
         if shuffle:  # channel (c, row phase, column phase) -> pixel (2 row + phase, 2 column + phase)
             c = cout // 4
             return acc.view(b, ho, wo, c, 2, 2).permute(0, 1, 4, 2, 5, 3).reshape(b, 2 * ho, 2 * wo, c)
         return acc.view(b, ho, wo, cout)
 
-    def __call__(self, x: torch.Tensor, scale_bits: int = 0) -> torch.Tensor:
-        """The layer on the fixed-point input ``x << scale_bits``. A hyper-synthesis' input is
+    def __call__(self, x: torch.Tensor, scale_bits: int = 0, at: torch.Tensor | None = None) -> torch.Tensor:
+        """The layer on the fixed-point input ``x << scale_bits``; with ``at`` (see
+        :meth:`_int8_conv`), where the int8 path runs, only at those output positions. A hyper-synthesis' input is
         an integer latent with ``ACT_FRAC_BITS`` zero fraction bits: its digits all sit above
         the two dense ones, so the int8 path takes ``x`` itself (one digit) and shifts the sum."""
         # Fast paths, both bit-exact: int8 digit products, each exact in int32 (the fan-in is
@@ -210,7 +221,7 @@ class IntLayer:
         # stays below 2**53, a float64 convolution (every partial sum is an integer float64
         # holds exactly). Both equal the int64 convolution, several times faster.
         if self._weight_digits is not None:
-            acc = self._int8_conv(x, scale_bits)
+            acc = self._int8_conv(x, scale_bits, at)
             acc.bitwise_right_shift_(WEIGHT_FRAC_BITS)  # floor division by 2**WEIGHT_FRAC_BITS
             acc.clamp_(0 if self.relu else -ACT_LIMIT, ACT_LIMIT)
             return acc.to(torch.int32).permute(0, 3, 1, 2)
@@ -266,6 +277,33 @@ class IntSynthesis:
         x = x.clamp(-ACT_LIMIT, ACT_LIMIT)
         for layer in self.layers:
             x = layer(x)
+        return x.long()
+
+    def run_fixed_at(self, x: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
+        """:meth:`run_fixed` of one picture where ``need`` (H, W bool) is set: the same
+        integers there; elsewhere zero, or whatever the whole-frame run gives. Why: a P-frame
+        whose blocks are mostly skipped keeps the old context there, so a whole-frame update
+        spends most of its work on values thrown away, and the skipped blocks lie scattered
+        (tiles with halos cost more than the frame, docs/models.md "Session 36"). In a stack
+        of stride-1 3x3 convolutions each layer runs only where the layers after it read:
+        the last at ``need``, each earlier one at that grown by one position more."""
+        fits = all(not la.transposed and la.stride == 1 and la.padding == 1 and la.weight.shape[-1] == 3
+                   and la._weight_digits is not None for la in self.layers)
+        if x.shape[0] != 1 or not fits:
+            return self.run_fixed(x)
+        masks = [need]
+        for _ in self.layers[1:]:
+            masks.append(F.max_pool2d(masks[-1][None, None].float(), 3, 1, 1)[0, 0] > 0)
+        masks.reverse()
+        work = sum(float(m.float().mean()) * la.weight[0].numel() for m, la in zip(masks, self.layers, strict=True))
+        if work > SPARSE_SHARE * sum(la.weight[0].numel() for la in self.layers):
+            return self.run_fixed(x)  # picking rows costs more than it saves
+        x = x.clamp(-ACT_LIMIT, ACT_LIMIT)
+        for layer, mask in zip(self.layers, masks, strict=True):
+            at = mask.flatten().nonzero().squeeze(1)
+            if len(at) == 0:
+                return torch.zeros((1, self.layers[-1].weight.shape[0], *need.shape), dtype=torch.int64)
+            x = layer(x, at=at)
         return x.long()
 
     def run_float(self, x: torch.Tensor) -> torch.Tensor:

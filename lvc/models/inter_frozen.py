@@ -92,14 +92,21 @@ class FrozenInter:
         mean, log_scale = self.exact["prior"].run_fixed(torch.cat([h, d], 1)).chunk(2, 1)
         return mean, log_scale
 
-    def update(self, y_fx: torch.Tensor, ctx_w: torch.Tensor, q: int, q_max: int) -> torch.Tensor:
-        """The next context from this frame's decoded fixed-point latent and the warped context."""
+    def update(self, y_fx: torch.Tensor, ctx_w: torch.Tensor, q: int, q_max: int,
+               keep: torch.Tensor | None = None) -> torch.Tensor:
+        """The next context from this frame's decoded fixed-point latent and the warped context;
+        where ``keep`` (context positions, bool: skipped blocks) is set, the warped context
+        itself, and the update's convolutions run only where they are read
+        (:meth:`IntSynthesis.run_fixed_at`: the same integers, less work)."""
         y = scale_fixed(y_fx, self.inv_gain_fx, q, q_max)
         u = self.exact["g_c_up"].run_fixed(y)
-        ctx = ctx_w + self.exact["g_c"].run_fixed(torch.cat([F.pixel_shuffle(u, 2), ctx_w], 1))
+        x = torch.cat([F.pixel_shuffle(u, 2), ctx_w], 1)
+        g_c = self.exact["g_c"]
+        ctx = ctx_w + (g_c.run_fixed(x) if keep is None else g_c.run_fixed_at(x, ~keep))
         if self.config.skip:
             ctx = ctx + F.pixel_shuffle(self.exact[SKIP_NET].run_fixed(y), 2)
-        return ctx.clamp(-ACT_LIMIT, ACT_LIMIT)
+        ctx = ctx.clamp(-ACT_LIMIT, ACT_LIMIT)
+        return ctx if keep is None else torch.where(keep, ctx_w, ctx)
 
 
     def update_float(self, latent: torch.Tensor, ctx_w: torch.Tensor) -> torch.Tensor:
