@@ -33,8 +33,8 @@ DENSE_DIGITS = 2  # input digits every channel gets; larger values get a sparse 
 INT32_SAFE_FAN_IN = (1 << 31) >> (2 * DIGIT_BITS - 2)  # K * 64 * 64 < 2**31: no int32 overflow
 # Two weight digits' products joined as p0 + 128 p1 stay below 2**31 in int32 for K under this.
 INT32_JOIN_FAN_IN = (1 << 31) // ((1 << (2 * DIGIT_BITS - 2)) * ((1 << DIGIT_BITS) + 1))
-# |x| up to this needs no more than the DENSE_DIGITS digits (as _digit_count counts them)
 SPARSE_SHARE = 0.6  # run_fixed_at picks rows only below this share of the whole frame's work
+# |x| up to this needs no more than the DENSE_DIGITS digits (as _digit_count counts them)
 DENSE_PEAK = (DIGIT_HALF - 1) * ((1 << (DIGIT_BITS * DENSE_DIGITS)) - 1) // ((1 << DIGIT_BITS) - 1)
 
 
@@ -156,6 +156,8 @@ class IntLayer:
         multiplied; every other output is zero."""
         b, cin, h, w = x.shape
         kh, s, p, bias, shuffle = self._mm
+        if at is not None and (b != 1 or shuffle):
+            raise ValueError("output positions are picked for one picture of an unshuffled layer only")
         kw, cout = kh, len(bias)
         ho, wo = (h + 2 * p - kh) // s + 1, (w + 2 * p - kw) // s + 1
         nw = self._weight_digits.shape[1] // cout
