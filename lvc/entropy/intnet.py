@@ -245,6 +245,9 @@ class IntSynthesis:
 
     def __init__(self, layers: list[IntLayer]) -> None:
         self.layers = tuple(layers)
+        # run_fixed_at can pick rows only in a stack of stride-1 3x3 layers on the int8 path
+        self._pickable = all(not la.transposed and la.stride == 1 and la.padding == 1 and la.weight.shape[-1] == 3
+                             and la._weight_digits is not None for la in self.layers)
 
     @classmethod
     def from_float(cls, seq: nn.Sequential) -> IntSynthesis:
@@ -289,9 +292,7 @@ class IntSynthesis:
         (tiles with halos cost more than the frame, docs/models.md "Session 36"). In a stack
         of stride-1 3x3 convolutions each layer runs only where the layers after it read:
         the last at ``need``, each earlier one at that grown by one position more."""
-        fits = all(not la.transposed and la.stride == 1 and la.padding == 1 and la.weight.shape[-1] == 3
-                   and la._weight_digits is not None for la in self.layers)
-        if x.shape[0] != 1 or not fits:
+        if x.shape[0] != 1 or not self._pickable:
             return self.run_fixed(x)
         masks = [need]
         for _ in self.layers[1:]:
