@@ -108,9 +108,10 @@ def run_lvc(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def encoder_recons(model, src, quality: float, intra_period: int = 32,
-                   intra_offset: float | None = None) -> list[np.ndarray]:
+                   intra_offset: float | None = None, residual: float | None = None) -> list[np.ndarray]:
     """The encoder's own reconstructions of ``src`` (frames as read back from the file, as
     ``api.encode`` sees them): what a decoder must reproduce bit for bit."""
+    from lvc.codec.residual_rdo import RESIDUAL_WEIGHT
     from lvc.codec.sequence import PRESETS, SequenceEncoder
     from lvc.io.reader import open_video
 
@@ -118,7 +119,8 @@ def encoder_recons(model, src, quality: float, intra_period: int = 32,
         frames = list(v.frames())
     still = PRESETS["medium"].still_steps(frames[0].shape[0] * frames[0].shape[1]) if len(frames) == 1 else None
     offset = 0 if len(frames) == 1 else None if intra_offset is None else round(intra_offset * 65535)
-    enc = SequenceEncoder(model, round(quality * 65535), intra_period, still, intra_offset=offset)
+    enc = SequenceEncoder(model, round(quality * 65535), intra_period, still, intra_offset=offset,
+                          residual=0.0 if len(frames) == 1 else RESIDUAL_WEIGHT if residual is None else residual)
     try:
         return [enc.encode(f).recon for f in frames]
     finally:

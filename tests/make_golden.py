@@ -19,6 +19,9 @@
 * ``golden-grey.lvc``, ``golden-grey.json`` — over ``tiny-inter.lvcm``, the test clip with
   frames 0-3 made grey (format 1.1: grey frame units, shown with R = G = B), coded by the
   encoder (``python tests/make_golden.py --grey``).
+* ``golden-residual.lvc``, ``golden-residual.json`` — over ``tiny-inter.lvcm``, the test clip
+  coded by the encoder with residual layers (format 1.3; ``python tests/make_golden.py
+  --residual``); the latent digest includes each layer's decoded residual pixels.
 
 The golden stream pins the bitstream: a change that breaks decoding of old files fails
 ``test_golden.py``. Regenerate the stream only together with a format version bump.
@@ -44,7 +47,7 @@ import torch
 from lvc.bitstream.container import LvcReader
 from lvc.codec import api
 from lvc.codec.cli import sample_clip
-from lvc.codec.sequence import SequenceDecoder
+from lvc.codec.decoder import SequenceDecoder
 from lvc.codec.synthesis import SYNTHESIS_ENV
 from lvc.io.reader import open_video
 from lvc.io.writer import FrameWriter
@@ -65,12 +68,17 @@ def frames_hash(frames) -> str:
 
 def digests(stream: Path, model: Path) -> dict[str, str]:
     """SHA-256 of the decoded fixed-point latents (exact everywhere) and of the frames."""
+    from lvc.codec.residual import ResidualCoder
+
     lat = hashlib.sha256()
     with LvcReader(stream) as r:
         dec = SequenceDecoder(load_model(str(model)), r.header.width, r.header.height, str(stream))
         for unit in r.units():
             dec.decode(unit)
             lat.update((dec.reference if dec.reference is not None else dec.context).numpy().tobytes())
+            if unit.residual is not None:  # exact integers too
+                layer = ResidualCoder().decode(unit.residual, r.header.height, r.header.width, str(stream))
+                lat.update(layer.pixels(r.header.height, r.header.width).tobytes())
     with reference_synthesis():
         frames = frames_hash(api.iter_decode(stream, model=str(model)))
     return {"latents_sha256": lat.hexdigest(), "frames_sha256": frames}
@@ -91,7 +99,8 @@ def reference_synthesis():
 
 
 GOLDEN = {"golden": "tiny.lvcm", "golden-ctx": "tiny-ctx.lvcm", "golden-inter": "tiny-inter.lvcm",
-          "golden-skip": "tiny-inter.lvcm", "golden-grey": "tiny-inter.lvcm"}  # stem -> model
+          "golden-skip": "tiny-inter.lvcm", "golden-grey": "tiny-inter.lvcm",
+          "golden-residual": "tiny-inter.lvcm"}  # stem -> model
 
 
 def write_digests() -> None:
@@ -234,6 +243,17 @@ def main_grey() -> None:
     write_digests()
 
 
+def main_residual() -> None:
+    """The residual-layer fixture (needs tiny-inter.lvcm and clip.y4m)."""
+    stream = DATA / "golden-residual.lvc"
+    api.encode(DATA / "clip.y4m", stream, quality=0.9, model=str(DATA / "tiny-inter.lvcm"), intra_period=4,
+               progress=False, residual=64.0)
+    with LvcReader(stream) as r:
+        if r.header.version != (1, 3) or sum(u.residual is not None for u in r.units()) < 4:
+            raise SystemExit("the encoder coded too few residual layers for the fixture")
+    write_digests()
+
+
 def main() -> None:
     DATA.mkdir(exist_ok=True)
     with open_video(sample_clip()) as v:
@@ -251,5 +271,5 @@ def main() -> None:
 
 if __name__ == "__main__":
     {"--digests-only": write_digests, "--context": main_context, "--inter": main_inter, "--skip": main_skip,
-     "--grey": main_grey}.get(
+     "--grey": main_grey, "--residual": main_residual}.get(
         sys.argv[1] if sys.argv[1:] else "", main)()

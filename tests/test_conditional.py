@@ -9,10 +9,10 @@ from conftest import encoder_recons, write_y4m
 
 from lvc.bitstream.container import FRAME_I, FRAME_P, FRAME_PC, FRAME_PS, FrameUnit
 from lvc.codec import api
+from lvc.codec.decoder import SequenceDecoder
 from lvc.codec.frame import FrameCodec, quality_lambda
 from lvc.codec.inter import InterCodec
 from lvc.codec.motion import estimate_motion, warp
-from lvc.codec.sequence import SequenceDecoder
 from lvc.errors import BitstreamError
 from lvc.models.conditional import ConditionalConfig, ConditionalP
 from lvc.models.frozen import freeze, load_frozen, save_frozen
@@ -170,7 +170,7 @@ def test_a_video_as_narrow_as_one_side_information_column_decodes_bit_exactly(tw
     dec = SequenceDecoder(fm, 40, 128, "test")
     try:
         for i, (c, r) in enumerate(zip(coded, recons)):
-            assert np.array_equal(dec.decode(FrameUnit(i, c.frame_type, c.quality, c.payload, 0)), r)
+            assert np.array_equal(dec.decode(FrameUnit(i, c.frame_type, c.quality, c.payload, 0, False, c.residual)), r)
     finally:
         dec.close()
     assert min(10 * np.log10(255**2 / np.mean((r.astype(float) - f) ** 2)) for r, f in zip(recons, frames)) > 25
@@ -232,7 +232,8 @@ def test_clear_pc_wins_skip_the_intra_analysis_and_cuts_still_restart(inter_mode
     skipped = [i for i, (c, looked) in enumerate(units) if not looked]
     assert skipped and all({kinds[i], kinds[i - 1]} <= {FRAME_PC, FRAME_PS} for i in skipped)
     dec = SequenceDecoder(inter_model, 128, 64, "test")
-    decoded = [dec.decode(FrameUnit(i, c.frame_type, c.quality, c.payload, 0)) for i, (c, _) in enumerate(units)]
+    decoded = [dec.decode(FrameUnit(i, c.frame_type, c.quality, c.payload, 0, False, c.residual))
+               for i, (c, _) in enumerate(units)]
     assert all(np.array_equal(a, b) for a, b in zip(decoded, recons))
 
 

@@ -73,3 +73,13 @@ def test_fast_synthesis_stays_close_to_the_reference():
     assert all(m == 0 or 10 * np.log10(255**2 / m) > 40 for m in mse)
     assert mse[0] == 0
     assert any(m > 0 for m in mse) == active  # the fast path is taken exactly where it is on
+
+
+def test_golden_residual_stream_pins_its_layers():
+    """The residual fixture is format 1.3 and every frame carries a layer; its pictures are
+    pinned by the digests above (the layers' pixels exactly, in the latent digest)."""
+    from lvc.bitstream.container import LvcReader
+
+    with LvcReader(DATA / "golden-residual.lvc") as r:
+        assert r.header.version == (1, 3)
+        assert [u.residual is not None for u in r.units()] == [True] * 6

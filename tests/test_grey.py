@@ -45,9 +45,11 @@ def test_grey_frames_decode_grey_and_equal_the_encoders_pictures(tmp_path, tiny_
     assert all(is_grey(d) for d in decoded[:4]) and not any(is_grey(d) for d in decoded[4:])
     with LvcReader(out) as r:
         units = list(r.units())
-        # grey frames need 1.1; conditional frames below a raised I-frame (quality offsets) 1.2
+        # grey frames need 1.1; conditional frames below a raised I-frame (quality offsets) 1.2;
+        # residual layers 1.3
         mixed = len({u.quality for u in units}) > 1
-        assert r.header.version == ((1, 2) if mixed else (1, 1))
+        layers = any(u.residual is not None for u in units)
+        assert r.header.version == ((1, 3) if layers else (1, 2) if mixed else (1, 1))
         assert [u.grey for u in units] == [True] * 4 + [False] * 2
     for f, shown, r in zip(frames, expected, raw):  # the channels' mean is nearer a grey source than each one
         assert np.mean((shown - f.astype(float)) ** 2) <= np.mean((r - f.astype(float)) ** 2) + 0.1
@@ -56,7 +58,7 @@ def test_grey_frames_decode_grey_and_equal_the_encoders_pictures(tmp_path, tiny_
 
 def test_colour_streams_stay_version_1_0(tmp_path, tiny_model, clip):
     out = tmp_path / "a.lvc"
-    api.encode(clip, out, quality=0.5, model=tiny_model, progress=False, metrics=False)
+    api.encode(clip, out, quality=0.5, model=tiny_model, progress=False, metrics=False, residual=0)
     assert api.info(out)["version"] == "1.0" and not any(u["grey"] for u in api.info(out)["frames"])
 
 

@@ -89,10 +89,11 @@ def test_residual_p_frames_continue_a_raised_chain(inter_model_file, inter_model
 
 
 def test_without_an_offset_the_stream_keeps_its_old_format(inter_model_file, twelve, tmp_path):
-    """One quality throughout needs nothing of 1.2: older decoders keep reading such streams."""
+    """One quality throughout (and no residual layer) needs nothing of 1.2 or 1.3: older
+    decoders keep reading such streams."""
     src, out = tmp_path / "twelve.y4m", tmp_path / "a.lvc"
     write_y4m(src, twelve[:4])
-    api.encode(src, out, quality=0.4, model=str(inter_model_file), intra_offset=0.0, progress=False)
+    api.encode(src, out, quality=0.4, model=str(inter_model_file), intra_offset=0.0, progress=False, residual=0)
     info = api.info(out)
     assert info["version"] == "1.0" and {round(f["quality"], 4) for f in info["frames"]} == {0.4}
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from conftest import assert_decodes_to_encoder, write_y4m
 
+from lvc.codec.decoder import SequenceDecoder
 from lvc.codec.frame import FrameCodec
 from lvc.codec.inter import InterCodec
-from lvc.codec.sequence import SequenceDecoder
 from lvc.models.conditional import ConditionalConfig, ConditionalP
 from lvc.models.frozen import freeze, load_frozen, save_frozen
 from lvc.models.latent import LatentModel, ModelConfig

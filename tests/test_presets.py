@@ -54,7 +54,7 @@ def test_one_frame_video(tmp_path, twelve):
 
     assert api.info(out)["model"] == default_model(still=True)  # a single frame takes the image model
     steps = PRESETS["medium"].still_steps(frames[0].shape[0] * frames[0].shape[1])
-    enc = SequenceEncoder(load_model(default_model(still=True)), round(0.5 * QUALITY_MAX), 32, steps)
+    enc = SequenceEncoder(load_model(default_model(still=True)), round(0.5 * QUALITY_MAX), 32, steps, residual=0.0)
     assert np.array_equal(decoded, enc.encode(frames[0]).recon)
 
 

@@ -25,7 +25,7 @@ def frames_at(path: str | os.PathLike, wanted: list[int]) -> dict[int, np.ndarra
     out: dict[int, np.ndarray] = {}
     if path.suffix.lower() == ".lvc":
         from lvc.bitstream.container import LvcReader
-        from lvc.codec.sequence import SequenceDecoder
+        from lvc.codec.decoder import SequenceDecoder
         from lvc.models.registry import model_for_stream
 
         with LvcReader(path) as r:

@@ -91,7 +91,7 @@ def _lvc_signals(path: Path, model: FrozenModel, progress, batch: int) -> Signal
     conditional P-frames (which carry only a context, in another feature space), are decoded
     to pixels and analysed as a video."""
     from lvc.bitstream.container import LvcReader
-    from lvc.codec.sequence import SequenceDecoder
+    from lvc.codec.decoder import SequenceDecoder
     from lvc.entropy.tables import LOG_FRAC_BITS
     from lvc.models.registry import model_for_stream
 

@@ -36,6 +36,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--preset", choices=["fast", "medium", "slow"], default="medium")
     s.add_argument("--model", help="lvc model name or .lvcm path (default: the shipped model)")
+    s.add_argument("--residual", type=float, help="lvc's residual layer weight (0: none; default: the encoder's)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_speed)
 
@@ -56,15 +57,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _lvc_variant(C, name: str, model: str | None, intra_period: int):
-    """``lvc``, ``lvc-fast``/``-slow`` (presets), ``lvc-intra`` (every frame I), ``lvc-refineN``."""
+    """``lvc``, ``lvc-fast``/``-slow`` (presets), ``lvc-intra`` (every frame I), ``lvc-refineN``,
+    ``lvc-noresidual`` (no residual layers)."""
     variant = name.removeprefix("lvc").removeprefix("-")
+    if variant == "noresidual":
+        return C.lvc_codec(model, intra_period, name=name, residual=0.0)
     if variant in ("", "fast", "medium", "slow"):
         return C.lvc_codec(model, intra_period, preset=variant or "medium", name=name)
     if variant == "intra":
         return C.lvc_codec(model, 1, name=name)
     if variant.startswith("refine") and variant.removeprefix("refine").isdigit():
         return C.lvc_codec(model, intra_period, refine=int(variant.removeprefix("refine")), name=name)
-    raise InputError(f"unknown lvc variant {name!r}", None, "use lvc, lvc-fast, lvc-slow, lvc-intra or lvc-refineN")
+    raise InputError(f"unknown lvc variant {name!r}", None,
+                     "use lvc, lvc-fast, lvc-slow, lvc-intra, lvc-refineN or lvc-noresidual")
 
 
 def _select_codecs(names: list[str], model: str | None, intra_period: int) -> list:
@@ -214,7 +219,7 @@ def _speed(args: argparse.Namespace) -> int:
 def _speed_on(ref, args: argparse.Namespace) -> int:
     from lvc.bench import codecs as C
 
-    lvc_c = C.lvc_codec(args.model, preset=args.preset)
+    lvc_c = C.lvc_codec(args.model, preset=args.preset, residual=args.residual)
     x264 = C.ffmpeg_codec("x264", 32, threads=args.threads)
     import torch
 

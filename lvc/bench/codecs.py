@@ -94,11 +94,12 @@ def _pillow_codec(fmt: str) -> Codec:
 
 
 def lvc_codec(model: str | None = None, intra_period: int = 32, refine: int | None = None,
-              preset: str = "medium", name: str = "lvc") -> Codec:
+              preset: str = "medium", name: str = "lvc", residual: float | None = None) -> Codec:
     def run(frames: list[np.ndarray], ref_path: Path, param: float, work: Path) -> Coded:
         out = work / f"lvc_{param}.lvc"
         res = api.encode(ref_path, out, quality=param, model=model, intra_period=intra_period,
-                         max_frames=len(frames), progress=False, metrics=False, refine=refine, preset=preset)
+                         max_frames=len(frames), progress=False, metrics=False, refine=refine, preset=preset,
+                         residual=residual)
         t0 = time.perf_counter()
         dec = list(api.iter_decode(out, model=model))
         t1 = time.perf_counter()
@@ -106,10 +107,12 @@ def lvc_codec(model: str | None = None, intra_period: int = 32, refine: int | No
         out.unlink()
         return Coded(size, dec, res.seconds, t1 - t0,
                      f"lvc encode REF -o OUT.lvc --quality {param} --intra-period {intra_period} --preset {preset}"
-                     + (f" --model {model}" if model else "") + (f" --refine {refine}" if refine is not None else ""),
+                     + (f" --model {model}" if model else "") + (f" --refine {refine}" if refine is not None else "")
+                     + (f" --residual {residual:g}" if residual is not None else ""),
                      peak_rss_mb=_self_peak_rss_mb())
 
     from lvc.codec.refine import ALGORITHM as refine_algorithm
+    from lvc.codec.residual_rdo import RESIDUAL_ENCODER
     from lvc.codec.sequence import INTER_ENCODER, INTRA_OFFSET, PRESETS
     from lvc.codec.synthesis import bf16_synthesis
     from lvc.models.registry import default_model, load_model
@@ -124,6 +127,9 @@ def lvc_codec(model: str | None = None, intra_period: int = 32, refine: int | No
         tag += f" refinement={refine_algorithm}"
     elif intra_period != 1 and p.p_deadzone:  # ... and only P-frames on the dead zone
         tag += f" p_deadzone={p.p_deadzone}"
+    # video frames' residual layers (not one-frame points')
+    tag += " residual=off" if residual == 0 else f" residual={RESIDUAL_ENCODER}" + (
+        f" weight={residual:g}" if residual is not None else "")
     # a still image has its own refinement budget: only one-frame points key on it
     still_tag = (f" still-refine={p.still_policy} refinement={refine_algorithm}"
                  if refine is None and p.still_policy != str(p.refine_steps) else "")

@@ -16,7 +16,15 @@ from fractions import Fraction
 from pathlib import Path
 
 from lvc.bitstream import syntax
-from lvc.bitstream.syntax import FRAME_HEADER, GREY_FLAG, MAGIC, SEQUENCE_HEADER, VERSION_MAJOR
+from lvc.bitstream.syntax import (
+    FRAME_HEADER,
+    GREY_FLAG,
+    MAGIC,
+    RESIDUAL_FLAG,
+    RESIDUAL_HEADER,
+    SEQUENCE_HEADER,
+    VERSION_MAJOR,
+)
 from lvc.errors import BitstreamError, InputError, OutputError
 from lvc.io.writer import default_mode
 
@@ -54,12 +62,19 @@ class FrameUnit:
     payload: bytes
     size: int  # bytes of the whole unit, header included
     grey: bool = False  # shown with R = G = B (syntax.GREY_FLAG)
+    residual: bytes | None = None  # the residual layer (header and section; lvc.codec.residual)
 
 
-def pack_frame(frame_type: int, quality: int, payload: bytes, grey: bool = False) -> bytes:
-    if not 0 <= frame_type < GREY_FLAG:
-        raise ValueError(f"frame type {frame_type} is outside [0, {GREY_FLAG})")
-    head = syntax.pack(FRAME_HEADER, dict(frame_type=frame_type | (GREY_FLAG if grey else 0), quality=quality,
+def pack_frame(frame_type: int, quality: int, payload: bytes, grey: bool = False,
+               residual: bytes | None = None) -> bytes:
+    """A frame unit; ``payload`` is the frame type's own, ``residual`` a residual layer to
+    put before it (syntax.RESIDUAL_FLAG)."""
+    if not 0 <= frame_type < RESIDUAL_FLAG:
+        raise ValueError(f"frame type {frame_type} is outside [0, {RESIDUAL_FLAG})")
+    if residual:
+        payload = residual + payload
+    flags = (GREY_FLAG if grey else 0) | (RESIDUAL_FLAG if residual else 0)
+    head = syntax.pack(FRAME_HEADER, dict(frame_type=frame_type | flags, quality=quality,
                                           payload_length=len(payload), payload_crc=zlib.crc32(payload)))
     return head + payload
 
@@ -106,10 +121,13 @@ class LvcWriter:
             raise OutputError(f"write failed ({e.strerror})", str(self.path)) from None
         self.bytes_written += len(data)
 
-    def write_frame(self, frame_type: int, quality: int, payload: bytes, grey: bool = False) -> int:
-        unit = pack_frame(frame_type, quality, payload, grey)
+    def write_frame(self, frame_type: int, quality: int, payload: bytes, grey: bool = False,
+                    residual: bytes | None = None) -> int:
+        unit = pack_frame(frame_type, quality, payload, grey, residual)
         if grey:
             self.minor = max(self.minor, 1)
+        if residual:
+            self.minor = max(self.minor, 3)
         self._chain_quality, mixed = chain_step(frame_type, quality, self._chain_quality)
         if mixed:
             self.minor = max(self.minor, 2)
@@ -206,15 +224,26 @@ class LvcReader:
             if values["payload_length"] % 4:
                 raise BitstreamError("payload length is not a multiple of 4", fwhere, "the file is corrupted")
             ft = values["frame_type"]
-            if ft & GREY_FLAG and self.header.version < (1, 1):  # 1.0 has no grey frames
-                raise BitstreamError(f"frame type {ft} is not valid in a format 1.0 stream", fwhere,
-                                     "the file is corrupted")
-            chain, mixed = chain_step(ft & ~GREY_FLAG, values["quality"], chain)
+            for flag, since in ((GREY_FLAG, (1, 1)), (RESIDUAL_FLAG, (1, 3))):
+                if ft & flag and self.header.version < since:
+                    raise BitstreamError(f"frame type {ft} is not valid in a format "
+                                         f"{self.header.version[0]}.{self.header.version[1]} stream", fwhere,
+                                         "the file is corrupted")
+            kind = ft & ~(GREY_FLAG | RESIDUAL_FLAG)
+            residual = None
+            if ft & RESIDUAL_FLAG:
+                head, start = syntax.unpack(RESIDUAL_HEADER, payload, 0, fwhere)
+                end = start + head["residual_length"]
+                if head["residual_length"] % 4 or end > len(payload):
+                    raise BitstreamError("residual layer length is invalid", fwhere, "the file is corrupted")
+                residual, payload = payload[:end], payload[end:]
+            chain, mixed = chain_step(kind, values["quality"], chain)
             if mixed and self.header.version < (1, 2):  # before 1.2 a chain has one quality
                 raise BitstreamError("conditional P-frame quality differs from its I- or P-frame's, which a "
                                      f"format {self.header.version[0]}.{self.header.version[1]} stream cannot have",
                                      fwhere, "the file is corrupted")
-            yield FrameUnit(i, ft & ~GREY_FLAG, values["quality"], payload, pos + len(payload), bool(ft & GREY_FLAG))
+            yield FrameUnit(i, kind, values["quality"], payload, pos + values["payload_length"], bool(ft & GREY_FLAG),
+                            residual)
         if self._f.read(1):
             raise BitstreamError("trailing bytes after the last frame", where, "the file is corrupted")
 

@@ -14,10 +14,12 @@ from lvc.errors import BitstreamError
 
 MAGIC = b"LVC\x1a"
 VERSION_MAJOR = 1
-VERSION_MINOR = 2  # the newest minor version this lvc writes; a stream carries the lowest it needs
+VERSION_MINOR = 3  # the newest minor version this lvc writes; a stream carries the lowest it needs
 # Minor versions: 1.0 the first; 1.1 adds the grey flag of frame units (GREY_FLAG); 1.2 lets a
-# conditional P-frame have another quality than the I- or P-frame that started its context.
+# conditional P-frame have another quality than the I- or P-frame that started its context;
+# 1.3 adds the residual layer (RESIDUAL_FLAG).
 GREY_FLAG = 0x80  # frame_type bit 7: the frame is shown grey
+RESIDUAL_FLAG = 0x40  # frame_type bit 6: the payload starts with a residual layer (RESIDUAL_HEADER)
 
 _FIXED = {"u8": "<B", "u16": "<H", "u32": "<I"}
 
@@ -64,13 +66,25 @@ SEQUENCE_HEADER: tuple[Field, ...] = (
 
 FRAME_HEADER: tuple[Field, ...] = (
     Field("frame_type", "u8", 0, 255,
-          "bits 0-6: 0 I, 1 P (latent residual), 2 PC (conditional P), 3 PS (PC with skipped blocks), others "
-          "reserved; bit 7 (since 1.1; set in a 1.0 stream, it is refused as corrupt): grey, the picture is "
+          "bits 0-5: 0 I, 1 P (latent residual), 2 PC (conditional P), 3 PS (PC with skipped blocks), others "
+          "reserved; bit 6 (since 1.3): the payload starts with a residual layer (`RESIDUAL_HEADER`, then "
+          "its section, then the frame type's own payload); bit 7 (since 1.1): grey, the picture is "
           "shown with R = G = B = (R + G + B + 1) // 3 of "
-          "the decoded one (the next frames still predict from the decoded one)"),
+          "the decoded one (the next frames still predict from the decoded one). A bit set in a stream of "
+          "an older minor version is refused as corrupt"),
     Field("quality", "u16", 0, 65535, "quality q = value / 65535"),
     Field("payload_length", "varint", 4, (1 << 28) - 4, "bytes of payload, a multiple of 4"),
     Field("payload_crc", "u32", doc="CRC-32 of the payload"),
+)
+
+# The residual layer's header (lvc.codec.residual), at the start of a payload whose frame type
+# has RESIDUAL_FLAG; its section follows, then the frame type's own payload.
+RESIDUAL_HEADER: tuple[Field, ...] = (
+    Field("residual_length", "u32", 4, (1 << 28) - 4, "bytes of the range-coded residual section, a multiple of 4"),
+    Field("luma_step", "u8", 0, 51, "step index of the Y plane: `(10, 11, 13, 14, 16, 18)[i % 6] << (i // 6)` "
+          "sixteenths of a pixel"),
+    Field("chroma_step", "u8", 0, 51, "step index of the Co and Cg planes"),
+    Field("reserved", "u16", 0, 0, "0"),
 )
 
 MAX_PIXELS_PER_FRAME = 1 << 26  # 8192 x 8192; a header claiming more is refused before allocating

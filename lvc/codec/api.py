@@ -27,8 +27,10 @@ from lvc.bitstream.container import (
     pack_frame,
 )
 from lvc.bitstream.syntax import VERSION_MAJOR, VERSION_MINOR
+from lvc.codec.decoder import SequenceDecoder
 from lvc.codec.ratecontrol import search_quality
-from lvc.codec.sequence import PRESETS, SequenceDecoder, SequenceEncoder, quality_to_int
+from lvc.codec.residual_rdo import RESIDUAL_WEIGHT
+from lvc.codec.sequence import PRESETS, SequenceEncoder, quality_to_int
 from lvc.codec.synthesis import WorkerPool, default_workers, serial_main_thread
 from lvc.errors import BitstreamError, InputError, LvcError
 from lvc.io.reader import VideoInfo, open_video
@@ -109,7 +111,8 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
            intra_period: int = 32, threads: int | None = None, max_frames: int | None = None,
            fps: Fraction | None = None, progress: bool | None = None, metrics: bool = True,
            refine: int | None = None, preset: str = "medium", bitrate: float | None = None,
-           ms_ssim: bool = True, reuse_probe: bool = True, intra_offset: float | None = None) -> EncodeResult:
+           ms_ssim: bool = True, reuse_probe: bool = True, intra_offset: float | None = None,
+           residual: float | None = None) -> EncodeResult:
     """Encode a video/image/PNG folder to an ``.lvc`` file (written atomically).
 
     Without ``model``, a still image (or a single frame) takes the shipped image model and
@@ -125,6 +128,8 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
     ``intra_offset`` (default :data:`lvc.codec.sequence.INTRA_OFFSET`; none for a still image)
     raises a video model's forced I-frames (and their residual P-frames) by that share of the
     headroom above ``quality``, at which its conditional P-frames are coded.
+    ``residual`` (default :data:`lvc.codec.residual_rdo.RESIDUAL_WEIGHT` for video, 0 for a
+    still image) weighs the residual layer's rate against the quality's lambda; 0 codes none.
     """
     if not 0.0 <= quality <= 1.0:
         raise InputError(f"quality {quality} is outside [0, 1]", None, "pass --quality between 0 and 1")
@@ -137,6 +142,8 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
         raise InputError(f"intra period {intra_period} is invalid", None, "use -1 (first frame only) or 0..65535")
     if intra_offset is not None and not 0.0 <= intra_offset <= 1.0:
         raise InputError(f"intra offset {intra_offset} is outside [0, 1]", None, "pass --intra-offset between 0 and 1")
+    if residual is not None and not (math.isfinite(residual) and residual >= 0):
+        raise InputError(f"residual weight {residual} is invalid", None, "pass a residual weight >= 0 (0: none)")
     if refine is not None and refine < 0:
         raise InputError(f"refine steps must be >= 0 (got {refine})")
     if preset not in PRESETS:
@@ -164,7 +171,8 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
         """One encoding pass: (frames, file bytes, estimated bits). ``keep`` collects the
         frame units while they total at most ``KEEP_PROBE_BYTES`` (then it is cleared and
         stops), so that rate control can write its chosen probe instead of coding it again."""
-        enc = SequenceEncoder(fm, q, intra_period, steps, preset, synthesize=acc is not None, intra_offset=offset)
+        enc = SequenceEncoder(fm, q, intra_period, steps, preset, synthesize=acc is not None, intra_offset=offset,
+                              residual=weight)
         size, n, est = len(header.pack()), 0, 0.0
         pending: deque = deque()  # reconstructions still being synthesised, scored in order
 
@@ -180,11 +188,12 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
                 while upcoming is not None:
                     frame, upcoming = upcoming, next(frames, None)  # one frame ahead: lvc.codec.lookahead
                     coded = enc.encode(frame, upcoming if ahead else None)
-                    size += len(pack_frame(coded.frame_type, coded.quality, coded.payload, coded.grey))
+                    unit = (coded.frame_type, coded.quality, coded.payload, coded.grey, coded.residual)
+                    size += len(pack_frame(*unit))
                     if writer is not None:
-                        writer.write_frame(coded.frame_type, coded.quality, coded.payload, coded.grey)
+                        writer.write_frame(*unit)
                     if keep is not None and size <= KEEP_PROBE_BYTES:
-                        keep.append((coded.frame_type, coded.quality, coded.payload, coded.grey))
+                        keep.append(unit)
                     elif keep:
                         keep.clear()
                     est += coded.estimated_bits
@@ -202,6 +211,7 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
 
     q = quality_to_int(quality)
     offset = 0 if still else None if intra_offset is None else quality_to_int(intra_offset)
+    weight = 0.0 if still else RESIDUAL_WEIGHT if residual is None else float(residual)
     search = None
     # The probe nearest the target so far (the one the search returns): quality -> (frame
     # units, frames, estimated bits, |log rate error|). At most two probes' units are held
@@ -341,7 +351,8 @@ def info(input: PathLike) -> dict:
         h = r.header
         names = {FRAME_I: "I", FRAME_P: "P", FRAME_PC: "PC", FRAME_PS: "PS"}
         units = [{"index": u.index, "type": names.get(u.frame_type, str(u.frame_type)), "grey": u.grey,
-                  "quality": round(u.quality / 65535, 5), "bytes": u.size, "payload_bytes": len(u.payload)}
+                  "quality": round(u.quality / 65535, 5), "bytes": u.size, "payload_bytes": len(u.payload),
+                  "residual_bytes": len(u.residual or b"")}
                  for u in r.units()]
         header_bytes = r.header_size
     total = header_bytes + sum(u["bytes"] for u in units)

@@ -9,6 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from lvc.codec import api
+from lvc.codec.residual_rdo import RESIDUAL_WEIGHT
 from lvc.codec.sequence import INTRA_OFFSET, PRESETS, STILL_REFINE_MIN_SHARE
 from lvc.errors import InputError, OutputError
 
@@ -38,6 +39,16 @@ def _quality(s: str) -> float:
     if not 0.0 <= q <= 1.0:
         raise argparse.ArgumentTypeError(f"{q} is outside [0, 1]")
     return q
+
+
+def _weight(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+    if not 0 <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"residual weight must be >= 0 (got {s})")
+    return v
 
 
 def _kbps(s: str) -> float:
@@ -97,6 +108,9 @@ def _encode_options(p: argparse.ArgumentParser) -> None:
                    help=f"video models: code forced I-frames (every --intra-period-th) higher in quality than "
                         f"the conditional P-frames that predict from them, by this share of the headroom "
                         f"above --quality (default {INTRA_OFFSET:g}; 0: all at --quality)")
+    p.add_argument("--residual", type=_weight, default=None,
+                   help=f"video: weight of the residual layer's rate against the quality's lambda (default "
+                        f"{RESIDUAL_WEIGHT:g}; 0: no residual layer, a stream older lvc releases read)")
     p.add_argument("--bitrate", type=_kbps, help="target bitrate in kbps (replaces --quality; multi-pass)")
     p.add_argument("--refine", type=int,
                    help="encoder-side latent refinement steps per frame (default: the preset's; a still image "
@@ -114,7 +128,7 @@ def _do_encode(args: argparse.Namespace, input: str, output: str, ms_ssim: bool,
     return api.encode(input, output, quality=args.quality, model=args.model, intra_period=args.intra_period,
                       threads=args.threads, max_frames=args.frames, fps=args.fps, refine=args.refine,
                       preset=args.preset, bitrate=args.bitrate, ms_ssim=ms_ssim, reuse_probe=reuse_probe,
-                      intra_offset=args.intra_offset)
+                      intra_offset=args.intra_offset, residual=args.residual)
 
 
 def _encode(args: argparse.Namespace) -> int:

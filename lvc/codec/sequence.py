@@ -1,4 +1,5 @@
-"""Frame-sequence coding: frame types, groups of pictures, the decoder's reference state.
+"""Frame-sequence encoding: frame types, groups of pictures, the encoder's copy of the decoder's state
+(the decoder: :mod:`lvc.codec.decoder`).
 
 P-frames are coded against the previous frame's decoded latent, which both sides hold
 in exact fixed point, so decoding never drifts. Where a frame is not forced to be an
@@ -31,20 +32,21 @@ from __future__ import annotations
 import contextlib
 import math
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from lvc.bitstream.container import FRAME_I, FRAME_P, FRAME_PC, FRAME_PS, FrameUnit
+from lvc.bitstream.container import FRAME_I, FRAME_P, FRAME_PC
 from lvc.codec.frame import FrameCodec, FrameResult, quality_lambda
 from lvc.codec.grey import GreyPicture, is_grey
 from lvc.codec.inter import ANALYSIS_VERSION, InterCodec, InterResult, LazyContext
 from lvc.codec.lookahead import Lookahead
 from lvc.codec.motion import RATE_WEIGHT, SEARCH_VERSION
+from lvc.codec.residual import ResidualPicture
+from lvc.codec.residual_rdo import RESIDUAL_WEIGHT, ResidualEncoder
 from lvc.codec.skip import ShownPicture, SkippedPicture
 from lvc.codec.synthesis import ENCODER_BANDS, Bands, Deferred, serial_main_thread
-from lvc.errors import BitstreamError
 from lvc.models.frozen import QUALITY_MAX, FrozenModel
 
 
@@ -77,7 +79,8 @@ PC_TRUST_MARGIN = 0.1
 # clips (docs/models.md, "Session 31"); a format 1.2 stream feature.
 INTRA_OFFSET = 0.33
 
-Pending = Future | Bands | Deferred | SkippedPicture | GreyPicture  # a picture on its way (``result()``)
+# a picture on its way (``result()``)
+Pending = Future | Bands | Deferred | SkippedPicture | GreyPicture | ResidualPicture
 
 # The encoder-side algorithm of conditional models (frame-type decision, motion search): a
 # change here changes their streams, so benchmark caches key on it.
@@ -140,6 +143,7 @@ class CodedFrame:
     pending: Pending  # the reconstruction, synthesised on a worker (or on demand)
     estimated_bits: float
     grey: bool = False  # shown grey (lvc.codec.grey); ``pending`` then gives the grey picture
+    residual: bytes | None = None  # the frame's residual layer (lvc.codec.residual), if any
 
     @property
     def recon(self) -> np.ndarray:
@@ -150,7 +154,10 @@ class SequenceEncoder:
     """``intra_period``: N > 0 forces an I-frame every N frames; 0 or -1: only the first.
 
     ``refine_steps`` (if given) overrides the preset's (for video; a caller coding a still
-    image passes :meth:`Preset.still_steps`). ``intra_offset`` (integer quality units,
+    image passes :meth:`Preset.still_steps`). ``residual`` weighs the residual layer's rate
+    against ``lambda`` (default :data:`lvc.codec.residual_rdo.RESIDUAL_WEIGHT`); 0 codes none
+    (a still image's caller passes 0).
+    ``intra_offset`` (integer quality units,
     default ``INTRA_OFFSET``) raises a conditional model's forced I-frames, and the I- and
     residual P-frames that continue their latent chain, by that share of the headroom above
     ``quality``, at which its PC frames are coded (not with an intra period of 1; a still
@@ -160,7 +167,8 @@ class SequenceEncoder:
     """
 
     def __init__(self, model: FrozenModel, quality: int, intra_period: int, refine_steps: int | None = None,
-                 preset: str = "medium", synthesize: bool = True, intra_offset: int | None = None) -> None:
+                 preset: str = "medium", synthesize: bool = True, intra_offset: int | None = None,
+                 residual: float | None = None) -> None:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
         self.preset = PRESETS[preset]
@@ -188,6 +196,9 @@ class SequenceEncoder:
         self.reference: torch.Tensor | None = None
         self.reference_quality = quality  # the quality of ``reference`` (conditional models)
         self.lmbda = quality_lambda(model, quality)
+        self._model = model
+        weight = RESIDUAL_WEIGHT if residual is None else residual
+        self.residual = ResidualEncoder(weight) if weight > 0 else None
         self._recent_p: list[float] = []
         # Models with a conditional P section can also code FRAME_PC: motion-compensated,
         # conditioned on the decoder's context (lvc.codec.inter). PC and I pictures are
@@ -256,9 +267,19 @@ class SequenceEncoder:
         with serial_main_thread() if self._serial else contextlib.nullcontext():
             coded = self._encode_conditional(frame) if self.inter is not None else self._encode(frame)
         if is_grey(frame):
-            return CodedFrame(coded.frame_type, coded.quality, coded.payload, GreyPicture(coded.pending),
-                              coded.estimated_bits, True)
+            return replace(coded, pending=GreyPicture(coded.pending), grey=True)
         return coded
+
+    def _refine(self, frame: np.ndarray, pending: Pending, quality: int) -> tuple[Pending, bytes | None, float]:
+        """The frame's picture with its residual layer (waits for the base picture), the
+        layer's section and bits; the base picture, None and 0 where none is coded."""
+        if self.residual is None:
+            return pending, None, 0.0
+        coded = self.residual.encode(frame, pending.result(), quality_lambda(self._model, quality), quality)
+        if coded is None:
+            return pending, None, 0.0
+        section, bits, r = coded
+        return ResidualPicture(pending, r, *frame.shape[:2]), section, bits
 
     def _encode(self, frame: np.ndarray) -> CodedFrame:
         y, _ = self.codec.analyse(frame, self.quality)
@@ -278,7 +299,8 @@ class SequenceEncoder:
                 best, kind = self.codec.encode(frame, self.quality, reference=self.reference, y=y, plan=plan), FRAME_P
         self.reference = best.latent
         self.index += 1
-        return CodedFrame(kind, self.quality, best.payload, best.pending, best.estimated_bits)
+        pending, section, bits = self._refine(frame, best.pending, self.quality)
+        return CodedFrame(kind, self.quality, best.payload, pending, best.estimated_bits + bits, residual=section)
 
     def _encode_conditional(self, frame: np.ndarray) -> CodedFrame:
         """I, P or FRAME_PC, by ``lambda * MSE + bpp``.
@@ -333,10 +355,11 @@ class SequenceEncoder:
             best = self.codec.encode(frame, quality, reference=reference, y=y, plan=plans.get(kind), eager=eager)
             self.reference, self.reference_quality, self._last_pc = best.latent, quality, None
             self.context.from_intra(best.latent, quality)
+            pending, section, extra = self._refine(frame, best.pending, quality)
             # (pixel_ref models: coding a block from here shows about the I-frame's own picture)
             started = None if self.inter.pixel_ref else self.inter.show(self.context.get(), *frame.shape[:2])
-            self._shown = ShownPicture(best.pending, frame, started) if self.preset.skip_first else None
-            self._picture = best.pending
+            self._shown = ShownPicture(pending, frame, started) if self.preset.skip_first else None
+            self._picture = pending
             # P-frames share the I-frame's synthesis and quantisation, so about its MSE. (Not
             # refreshed from P pictures: the choices must not depend on whether the caller wants
             # pictures, and synthesising them only for this would halve the encoder's speed.)
@@ -349,7 +372,7 @@ class SequenceEncoder:
                 self._last_latent = (frame, best)
         self.previous = frame
         self.index += 1
-        return CodedFrame(kind, quality, best.payload, best.pending, best.estimated_bits)
+        return CodedFrame(kind, quality, best.payload, pending, best.estimated_bits + extra, residual=section)
 
     def _trust_pc(self, bpp: float, frame: np.ndarray) -> bool:
         """Whether PC clearly wins without looking at I (see ``PC_TRUST``)."""
@@ -369,12 +392,13 @@ class SequenceEncoder:
 
     def _finish_pc(self, frame: np.ndarray, pc: InterResult) -> CodedFrame:
         self._last_pc = (frame, pc)
-        self._shown = (self._shown.after(pc.pending, frame, pc.skipped) if self._shown is not None
-                       else ShownPicture(pc.pending, frame))
+        pending, section, bits = self._refine(frame, pc.pending, self.quality)
+        self._shown = (self._shown.after(pending, frame, pc.skipped) if self._shown is not None
+                       else ShownPicture(pending, frame))
         self.context.set(pc.context)
-        self.reference, self.previous, self._picture = None, frame, pc.pending
+        self.reference, self.previous, self._picture = None, frame, pending
         self.index += 1
-        return CodedFrame(pc.frame_type, self.quality, pc.payload, pc.pending, pc.estimated_bits)
+        return CodedFrame(pc.frame_type, self.quality, pc.payload, pending, pc.estimated_bits + bits, residual=section)
 
     def _latent_mse(self) -> float | None:
         """MSE of the last I-frame, which stands for I and P."""
@@ -386,102 +410,3 @@ class SequenceEncoder:
     @staticmethod
     def _mse(frame: np.ndarray, recon: np.ndarray) -> float:
         return float(np.mean((recon.astype(np.float64) - frame) ** 2))
-
-
-class SequenceDecoder:
-    def __init__(self, model: FrozenModel, width: int, height: int, where: str, workers: int | None = None) -> None:
-        self.codec = FrameCodec(model, workers=workers)
-        self.inter = InterCodec(model, workers) if model.inter is not None else None
-        self.width, self.height = width, height
-        self.where = where
-        self.reference: torch.Tensor | None = None
-        self.reference_quality: int | None = None
-        self._context = LazyContext(self.inter) if self.inter is not None else None  # the next FRAME_PC's
-        self.picture = None  # the last frame's picture (pending): FRAME_PS copies blocks from it
-
-    @property
-    def context(self) -> torch.Tensor | None:
-        """The context the next conditional frame would be decoded against (derived now if
-        the last frame was an I- or P-frame)."""
-        return self._context.get() if self._context is not None else None
-
-    def decode(self, unit: FrameUnit) -> np.ndarray:
-        return self.decode_async(unit).result()
-
-    def advance(self, unit: FrameUnit) -> None:
-        """Entropy-decode ``unit`` without synthesising it: keeps the prediction chain for
-        frames a caller skips (any frame type)."""
-        self._decode(unit, synthesize=False)
-
-    def close(self) -> None:
-        """Stop the synthesis workers (pictures not yet collected are dropped)."""
-        self.codec.synthesis.close()
-        if self.inter is not None:
-            self.inter.close()
-
-    def decode_latent(self, unit: FrameUnit) -> torch.Tensor:
-        """Entropy-decode ``unit`` without synthesising it: its fixed-point latent."""
-        if unit.frame_type in (FRAME_PC, FRAME_PS):
-            raise BitstreamError("conditional P-frames carry no intra latent to analyse",
-                                 f"{self.where}: frame {unit.index}", "decode the file to a video and analyse that")
-        self._decode(unit, synthesize=False)
-        return self.reference
-
-    def decode_async(self, unit: FrameUnit) -> Pending:
-        """Entropy-decode ``unit`` now (errors raise here); its pixels arrive in the future."""
-        out = self._decode(unit, synthesize=True)
-        return GreyPicture(out) if unit.grey else out
-
-    def _decode(self, unit: FrameUnit, synthesize: bool) -> Pending:
-        fwhere = f"{self.where}: frame {unit.index}"
-        if unit.frame_type in (FRAME_PC, FRAME_PS):
-            return self._decode_conditional(unit, fwhere, synthesize)
-        if unit.frame_type not in (FRAME_I, FRAME_P):
-            raise BitstreamError(f"frame type {unit.frame_type} is not supported by this decoder", fwhere,
-                                 "upgrade lvc")
-        reference = None
-        if unit.frame_type == FRAME_P:
-            if self.reference is None:
-                raise BitstreamError("P-frame without a preceding frame to predict from", fwhere,
-                                     "the file is corrupted or was cut in the middle of a group")
-            if unit.quality != self.reference_quality:
-                raise BitstreamError("P-frame quality differs from its reference's", fwhere, "the file is corrupted")
-            reference = self.reference
-        # a failed frame leaves nothing to predict from
-        self.reference = self.reference_quality = self.picture = None
-        if self._context is not None:
-            self._context.set(None)
-        try:
-            out, latent = self.codec.decode_async(unit.payload, self.height, self.width, unit.quality, reference,
-                                                  synthesize)
-        except Exception as e:  # noqa: BLE001 - any failure inside a CRC-valid payload means a bad stream
-            raise BitstreamError(f"payload does not decode ({e.__class__.__name__}: {e})", fwhere,
-                                 "the file is corrupted or was written by another encoder") from None
-        self.reference, self.reference_quality, self.picture = latent, unit.quality, out
-        if self._context is not None:
-            self._context.from_intra(latent, unit.quality)
-        return out
-
-    def _decode_conditional(self, unit: FrameUnit, fwhere: str, synthesize: bool) -> Pending:
-        if self.inter is None:
-            raise BitstreamError("conditional P-frame, but the model has no conditional P section", fwhere,
-                                 "the file is corrupted or needs another model")
-        context = self._context.get()
-        if context is None:
-            raise BitstreamError("P-frame without a preceding frame to predict from", fwhere,
-                                 "the file is corrupted or was cut in the middle of a group")
-        self._context.set(None)
-        self.reference = None
-        skip = unit.frame_type == FRAME_PS
-        previous, self.picture = (self.picture if skip or self.inter.pixel_ref else None), None
-        if (skip or self.inter.pixel_ref) and previous is None:
-            raise BitstreamError("conditional frame without a previous picture", fwhere, "the file is corrupted")
-        try:
-            out, next_context = self.inter.decode_async(unit.payload, self.height, self.width, unit.quality,
-                                                        context, synthesize, previous, skip)
-        except Exception as e:  # noqa: BLE001 - any failure inside a CRC-valid payload means a bad stream
-            raise BitstreamError(f"payload does not decode ({e.__class__.__name__}: {e})", fwhere,
-                                 "the file is corrupted or was written by another encoder") from None
-        self._context.set(next_context)
-        self.picture = out
-        return out

@@ -132,7 +132,7 @@ def iter_frames(path: str | os.PathLike, model: FrozenModel | None = None,
 
 def _lvc_frames(path: Path, override: FrozenModel | None, every: float | None):
     from lvc.bitstream.container import LvcReader
-    from lvc.codec.sequence import SequenceDecoder
+    from lvc.codec.decoder import SequenceDecoder
     from lvc.models.registry import model_for_stream
 
     with LvcReader(path) as r:

@@ -1,0 +1,253 @@
+"""The residual layer: a frame's picture refined by a coded 8x8 transform residual.
+
+Learned transforms saturate at high rates, and a conditional frame's picture loses detail
+where content moves (docs/models.md, "Session 36"); a block transform of the remaining error
+restores it at the cost classical codecs pay. Any frame may carry the layer (frame-type bit
+``syntax.RESIDUAL_FLAG``, format 1.3): its picture is the base picture (what the frame type
+decodes to) plus this residual, and later frames predict from, and copy blocks of, that sum.
+
+The residual is coded in YCoCg (``Y = (R + 2G + B) / 4``, ``Co = (R - B) / 2``, ``Cg =
+(-R + 2G - B) / 4``), each plane in 8x8 blocks of an orthonormal DCT with a uniform step per
+plane (``step_size``, H.264's geometric steps). In the stream, after the declared
+``syntax.RESIDUAL_HEADER``, one range-coded section holds:
+
+1. for each plane and each of ``GROUPS`` frequency groups, a level: 0 (all zero) or the row
+   + 1 of :func:`lvc.entropy.tables.laplace_tables` its coefficients use;
+2. which blocks are coded, one flag per block in two vectorised passes: the anchors (even
+   ``row + column``) without context, then the others with a context from how many of
+   their four neighbours are coded (:func:`flag_contexts`); each context's binary row is
+   chosen by the encoder and sent in 1.;
+3. the coefficients of the coded blocks, plane by plane, with their group's row.
+
+Nothing here depends on the picture, and the inverse transform is exact integer arithmetic
+(a 13-bit basis, quarter-pixel intermediate), so the residual decodes identically on every
+machine; the picture it is added to is as deterministic as the frame type makes it.
+The encoder's side (quantisation and its choices) is :mod:`lvc.codec.residual_rdo`.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from lvc.bitstream import syntax
+from lvc.entropy import coder
+from lvc.entropy.tables import LAPLACE_THETAS, PROB_TOTAL, CdfTables, laplace_tables
+from lvc.errors import BitstreamError
+
+BLOCK = 8
+STEP_BASE = (10, 11, 13, 14, 16, 18)  # in 1/16 pixel: step i is STEP_BASE[i % 6] << (i // 6)
+STEP_MAX = 51
+# DCT-II basis, rows are frequencies, round(2**13 * c(u) * cos((2x + 1) u pi / 16)): part of
+# the bitstream (the decoder's exact inverse).
+BASIS = np.array([
+    [2896, 2896, 2896, 2896, 2896, 2896, 2896, 2896],
+    [4017, 3406, 2276, 799, -799, -2276, -3406, -4017],
+    [3784, 1567, -1567, -3784, -3784, -1567, 1567, 3784],
+    [3406, -799, -4017, -2276, 2276, 4017, 799, -3406],
+    [2896, -2896, -2896, 2896, 2896, -2896, -2896, 2896],
+    [2276, -4017, 799, 3406, -3406, -799, 4017, -2276],
+    [1567, -3784, 3784, -1567, -1567, 3784, -3784, 1567],
+    [799, -2276, 3406, -4017, 4017, -3406, 2276, -799]], dtype=np.int64)
+BASIS_BITS = 13
+# Frequency group of each coefficient (u, v), by its diagonal u + v: 0, 1, 2, 3, 4-5, 6-7, 8-10, 11-14.
+_DIAGONAL_GROUP = (0, 1, 2, 3, 4, 4, 5, 5, 6, 6, 6, 7, 7, 7, 7)
+GROUP_OF = np.array([[_DIAGONAL_GROUP[u + v] for v in range(BLOCK)] for u in range(BLOCK)], dtype=np.int64)
+GROUPS = 8
+PLANES = 3
+LEVELS = len(LAPLACE_THETAS)
+# P(coded) of the coded-block flags' rows, in 64ths; the encoder picks one per frame
+FLAG_LEVELS = (1, 2, 4, 8, 12, 16, 24, 32, 40, 48, 52, 56, 60, 62, 63)
+LEVEL_ROW, FLAG_CHOICE_ROW, FLAG_ROW = LEVELS, LEVELS + 1, LEVELS + 2  # rows of residual_tables()
+FLAG_CONTEXTS = 4
+_HEAD_ROWS = np.array([LEVEL_ROW] * (PLANES * GROUPS) + [FLAG_CHOICE_ROW] * FLAG_CONTEXTS)
+COEFF_LIMIT = 2047  # |quantised coefficient| at most this (the encoder clamps; more is corrupt)
+
+
+def step_size(index: int) -> int:
+    """Quantisation step of index 0..STEP_MAX, in 1/16 pixel."""
+    return STEP_BASE[index % 6] << (index // 6)
+
+
+@dataclass(frozen=True)
+class Residual:
+    """A decoded (or just coded) residual: quantised coefficients of the coded blocks."""
+
+    steps: tuple[int, int]  # step indices: luma, chroma
+    coded: np.ndarray  # (hb, wb) bool, 8x8 blocks
+    coeffs: np.ndarray  # (PLANES, n_coded, 8, 8) int64, in raster order of ``coded``
+
+    def pixels(self, height: int, width: int) -> np.ndarray:
+        """The residual in RGB pixels, (height, width, 3) int16: exact integers. (The products
+        run in float64, where they are exact: with |coefficient| <= COEFF_LIMIT and steps up
+        to STEP_MAX every partial sum is an integer below 2**53.)"""
+        hb, wb = self.coded.shape
+        quarter = np.zeros((PLANES, hb, BLOCK, wb, BLOCK), dtype=np.int64)
+        ys, xs = np.nonzero(self.coded)
+        n = ys.size
+        basis = BASIS.astype(np.float64)
+        for p in range(PLANES):
+            v = self.coeffs[p].astype(np.float64) * step_size(self.steps[min(p, 1)])
+            a = (v.reshape(n * BLOCK, BLOCK) @ basis).reshape(n, BLOCK, BLOCK)  # rows: u, columns: x
+            r = (a.transpose(0, 2, 1).reshape(n * BLOCK, BLOCK) @ basis).reshape(n, BLOCK, BLOCK)  # (x, y)
+            # scale 2**(2 * 13 + 4) -> quarter pixels, rounded half up
+            quarter[p, ys, :, xs, :] = np.floor((r.transpose(0, 2, 1) + (1 << 27)) / (1 << 28)).astype(np.int64)
+        y, co, cg = quarter.reshape(PLANES, hb * BLOCK, wb * BLOCK)[:, :height, :width]
+        rgb = np.stack([y + co - cg, y + cg, y - co - cg], axis=-1)
+        return np.clip((rgb + 2) >> 2, -255, 255).astype(np.int16)
+
+
+def add_residual(picture: np.ndarray, residual: np.ndarray) -> np.ndarray:
+    return np.clip(picture.astype(np.int16) + residual, 0, 255).astype(np.uint8)
+
+
+def residual_tables() -> CdfTables:
+    """Every row the section uses, fixed integers (part of the bitstream: do not change):
+    the Laplacian rows, then ``LEVEL_ROW`` (uniform over 0..LEVELS), ``FLAG_CHOICE_ROW``
+    (uniform over the flag levels), then one binary row per ``FLAG_LEVELS`` entry."""
+    def uniform(k: int) -> np.ndarray:
+        row = np.full(k + 1, (PROB_TOTAL - 1) // k, dtype=np.int64)
+        row[-1] = 1  # the escape, never used
+        row[0] += PROB_TOTAL - row.sum()
+        return row
+
+    lap = laplace_tables()
+    rows = [lap.freqs[i, :n] for i, n in enumerate(lap.lengths)] + [uniform(LEVELS + 1), uniform(len(FLAG_LEVELS))]
+    for n in FLAG_LEVELS:
+        coded = n * (PROB_TOTAL // 64) - 1
+        rows.append(np.array([PROB_TOTAL - coded - 1, coded, 1]))
+    return CdfTables.from_rows(rows, [*lap.offsets, 0, 0, *[0] * len(FLAG_LEVELS)])
+
+
+class ResidualCoder:
+    """Entropy coding of a :class:`Residual` (module docstring, items 1-3), in three calls
+    of the range coder: the levels and the flags' level, the flags, the coefficients."""
+
+    @cached_property
+    def tables(self) -> CdfTables:
+        return residual_tables()
+
+    @cached_property
+    def _coder(self) -> coder.TableCoder:
+        return coder.TableCoder(self.tables)
+
+    def flag_choices(self, coded: np.ndarray) -> np.ndarray:
+        """For each flag context, the level that codes its flags in the fewest bits."""
+        ctx, flags = flag_contexts(coded), coded.astype(np.int64)
+        out = np.zeros(FLAG_CONTEXTS, dtype=np.int64)
+        for c in range(FLAG_CONTEXTS):
+            f = flags[ctx == c]
+            if f.size:
+                costs = [self.tables.bits(np.full(f.size, FLAG_ROW + k), f) for k in range(len(FLAG_LEVELS))]
+                out[c] = np.argmin(costs)
+        return out
+
+    def encode(self, r: Residual, levels: np.ndarray) -> tuple[bytes, float]:
+        """The section (declared header + range-coded words) and its information content
+        in bits. ``levels`` (PLANES, GROUPS): 0, or the table row + 1; groups at 0 must be zero."""
+        enc = coder.new_encoder()
+        choices = self.flag_choices(r.coded)
+        ctx, anchor = flag_contexts(r.coded), _anchors(r.coded.shape)
+        flags = r.coded.astype(np.int64)
+        parts = [(np.concatenate([levels.ravel(), choices]), _HEAD_ROWS),
+                 (flags[anchor], FLAG_ROW + choices[ctx[anchor]]),
+                 (flags[~anchor], FLAG_ROW + choices[ctx[~anchor]]),
+                 _layout(r.coeffs, levels)]
+        bits = 0.0
+        for symbols, rows in parts:
+            self._coder.encode(enc, symbols, rows)
+            bits += self.tables.bits(rows, symbols)
+        words = coder.finish(enc)
+        head = syntax.pack(syntax.RESIDUAL_HEADER, dict(residual_length=len(words), luma_step=r.steps[0],
+                                                        chroma_step=r.steps[1], reserved=0))
+        return head + words, bits + 8 * len(head)
+
+    def decode(self, section: bytes, height: int, width: int, where: str) -> Residual:
+        """Inverse of :meth:`encode` (``section`` as split off by the container)."""
+        values, pos = syntax.unpack(syntax.RESIDUAL_HEADER, section, 0, where)
+        shape = (-(-height // BLOCK), -(-width // BLOCK))
+        try:
+            dec = coder.new_decoder(section[pos:])
+            head = self._coder.decode(dec, _HEAD_ROWS)
+            levels, choices = head[:PLANES * GROUPS].reshape(PLANES, GROUPS), head[PLANES * GROUPS:]
+            if levels.min() < 0 or levels.max() > LEVELS or choices.min() < 0 or choices.max() >= len(FLAG_LEVELS):
+                raise ValueError("level out of range")
+            coded = np.zeros(shape, dtype=bool)
+            anchor = _anchors(shape)
+            for part in (anchor, ~anchor):  # the second's contexts read the first's flags
+                rows = FLAG_ROW + choices[flag_contexts(coded)[part]]
+                flags = self._coder.decode(dec, rows)
+                if ((flags != 0) & (flags != 1)).any():
+                    raise ValueError("coded-block flag out of range")
+                coded[part] = flags == 1
+            coeffs = np.zeros((PLANES, int(coded.sum()), BLOCK, BLOCK), dtype=np.int64)
+            _, rows = _layout(coeffs, levels)
+            _scatter(coeffs, levels, self._coder.decode(dec, rows))
+        except Exception as e:  # noqa: BLE001 - any failure inside a CRC-valid section means a bad stream
+            raise BitstreamError(f"residual layer does not decode ({e.__class__.__name__}: {e})", where,
+                                 "the file is corrupted") from None
+        if np.abs(coeffs).max(initial=0) > COEFF_LIMIT:
+            raise BitstreamError("residual coefficient out of range", where, "the file is corrupted")
+        return Residual((values["luma_step"], values["chroma_step"]), coded, coeffs)
+
+
+def _anchors(shape: tuple[int, int]) -> np.ndarray:
+    """The flags coded first: blocks with an even ``row + column``."""
+    return np.indices(shape).sum(0) % 2 == 0
+
+
+def flag_contexts(coded: np.ndarray) -> np.ndarray:
+    """Context of every flag: 0 for the anchors (coded first, without context); for the
+    others, from how many of their four neighbours (anchors all) are coded: 1 for none,
+    2 for one or two, 3 for three or four."""
+    n = np.zeros(coded.shape, dtype=np.int64)
+    c = coded.astype(np.int64)
+    n[1:] += c[:-1]
+    n[:-1] += c[1:]
+    n[:, 1:] += c[:, :-1]
+    n[:, :-1] += c[:, 1:]
+    ctx = np.where(n == 0, 1, np.where(n <= 2, 2, 3))
+    return np.where(_anchors(coded.shape), 0, ctx)
+
+
+def _layout(coeffs: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The coded symbols and their table rows in coding order: plane by plane, block by
+    block, the coefficients of the groups with a level in raster order of (u, v)."""
+    symbols, rows = [], []
+    for p in range(PLANES):
+        bands = levels[p][GROUP_OF] > 0
+        s = coeffs[p][:, bands]
+        symbols.append(s.ravel())
+        rows.append(np.broadcast_to(levels[p][GROUP_OF][bands] - 1, s.shape).ravel())
+    return np.concatenate(symbols), np.concatenate(rows)
+
+
+def _scatter(coeffs: np.ndarray, levels: np.ndarray, symbols: np.ndarray) -> None:
+    """Inverse of :func:`_layout`'s symbols, into ``coeffs`` (zeros)."""
+    at = 0
+    for p in range(PLANES):
+        bands = levels[p][GROUP_OF] > 0
+        k = coeffs.shape[1] * int(bands.sum())
+        coeffs[p][:, bands] = symbols[at:at + k].reshape(coeffs.shape[1], -1)
+        at += k
+
+
+class ResidualPicture:
+    """Future-like: the base picture (pending) plus a residual, composed once on the first
+    ``result()``, whichever thread asks. Later frames' pictures ask it for theirs."""
+
+    def __init__(self, base, residual: Residual, height: int, width: int) -> None:
+        self._base, self._residual, self._size = base, residual, (height, width)
+        self._picture: np.ndarray | None = None
+        self._lock = threading.Lock()
+        self.depth = getattr(base, "depth", 0)  # pictures chained unresolved (lvc.codec.blend)
+
+    def result(self) -> np.ndarray:
+        with self._lock:
+            if self._picture is None:
+                self._picture = add_residual(self._base.result(), self._residual.pixels(*self._size))
+                self._base = self._residual = None
+            return self._picture

@@ -1,0 +1,187 @@
+"""The residual layer's encoder (:mod:`lvc.codec.residual`): steps, quantisation, and which
+blocks and coefficients are worth their bits.
+
+Everything is weighed by ``lambda_r * SSE / 3 + bits`` (the codec's ``lambda * MSE + bpp``
+per block, SSE summed over RGB), with ``lambda_r = RESIDUAL_WEIGHT * lambda``: detail restored
+in one picture is copied and predicted from by the frames after it, which a one-frame
+decision does not see (as x264's macroblock tree lowers the quantiser of blocks that are
+referenced). The step follows ``lambda_r`` as classical codecs' steps follow their lambda.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from lvc.codec.residual import (
+    BASIS,
+    BASIS_BITS,
+    BLOCK,
+    COEFF_LIMIT,
+    GROUP_OF,
+    GROUPS,
+    LEVELS,
+    PLANES,
+    STEP_BASE,
+    STEP_MAX,
+    Residual,
+    ResidualCoder,
+    step_size,
+)
+from lvc.models.frozen import QUALITY_MAX
+
+RESIDUAL_WEIGHT = 8.0  # lambda_r / lambda (module docstring), from RAMP_QUALITY up
+RAMP_QUALITY = 0.33  # below it the weight falls linearly to 1 at quality 0
+STEP_FACTOR = 6.0  # luma step ~ STEP_FACTOR / sqrt(lambda_r) pixels
+CHROMA_OFFSET = 3  # chroma step index above luma's (steps x 1.41)
+DEADZONE = 0.2  # quantiser rounding offset 0.5 - DEADZONE before the coefficient choices
+PLANE_WEIGHT = np.array([3.0, 2.0, 3.0])  # RGB squared error per squared error of Y, Co, Cg
+# The choices' algorithm and constants: a change here changes streams (benchmark caches key on it).
+RESIDUAL_ENCODER = (f"rdoq-blocks/1 w={RESIDUAL_WEIGHT:g}@{RAMP_QUALITY:g} k={STEP_FACTOR:g} c+{CHROMA_OFFSET} "
+                    f"dz={DEADZONE:g}")
+LUT_SIZE = 258  # magnitudes the choices price exactly (beyond: escapes, priced as the last)
+_GROUP_SIZE = np.bincount(GROUP_OF.ravel(), minlength=GROUPS)
+_C = BASIS.astype(np.float64) / (1 << BASIS_BITS)
+
+
+def step_indices(lmbda_r: float) -> tuple[int, int]:
+    """(luma, chroma) step indices for the rate weight ``lambda_r``."""
+    delta16 = 16 * STEP_FACTOR / math.sqrt(lmbda_r)
+    i = round(6 * math.log2(delta16 / STEP_BASE[0]))
+    i = min(max(i, 0), STEP_MAX)
+    return i, min(i + CHROMA_OFFSET, STEP_MAX)
+
+
+def transform(frame: np.ndarray, picture: np.ndarray) -> np.ndarray:
+    """DCT coefficients (PLANES, hb, wb, 8, 8) of ``frame - picture`` in YCoCg (edges
+    replicated up to whole blocks)."""
+    h, w = frame.shape[:2]
+    res = frame.astype(np.float64) - picture
+    res = np.pad(res, ((0, -h % BLOCK), (0, -w % BLOCK), (0, 0)), mode="edge")
+    r, g, b = res[..., 0], res[..., 1], res[..., 2]
+    planes = np.stack([(r + 2 * g + b) / 4, (r - b) / 2, (2 * g - r - b) / 4])
+    hb, wb = planes.shape[1] // BLOCK, planes.shape[2] // BLOCK
+    blocks = planes.reshape(PLANES, hb, BLOCK, wb, BLOCK).transpose(0, 1, 3, 2, 4)
+    return _C @ blocks @ _C.T
+
+
+class ResidualEncoder:
+    """Chooses and codes a frame's residual layer."""
+
+    def __init__(self, weight: float = RESIDUAL_WEIGHT) -> None:
+        self.weight = weight
+        self.coder = ResidualCoder()
+        self._lut: np.ndarray | None = None
+
+    @property
+    def lut(self) -> np.ndarray:
+        """(LEVELS, LUT_SIZE) bits of a coefficient by row and magnitude (the rows are
+        symmetric; magnitudes from LUT_SIZE - 1 up cost as much as that one)."""
+        if self._lut is None:
+            t = self.coder.tables
+            mags = np.arange(LUT_SIZE, dtype=np.int64)
+            self._lut = np.stack([t.element_bits(np.full(LUT_SIZE, row), mags) for row in range(LEVELS)])
+        return self._lut
+
+    def weight_at(self, quality: int) -> float:
+        """``lambda_r / lambda`` at integer quality ``quality``: ``weight`` from
+        ``RAMP_QUALITY`` up, falling linearly to 1 at quality 0, so that the lowest qualities
+        keep about the base layer's rates (the layer does not move the bottom of the range)."""
+        if self.weight <= 1:
+            return self.weight
+        return 1 + (self.weight - 1) * min(1.0, quality / (RAMP_QUALITY * QUALITY_MAX))
+
+    def encode(self, frame: np.ndarray, picture: np.ndarray, lmbda: float,
+               quality: int = QUALITY_MAX) -> tuple[bytes, float, Residual] | None:
+        """(section, bits, residual) for ``frame`` shown as ``picture`` at rate weight
+        ``lmbda`` and integer ``quality``, or None where no block is worth coding."""
+        lmbda_r = self.weight_at(quality) * lmbda
+        steps = step_indices(lmbda_r)
+        coef = transform(frame, picture)
+        d = np.array([step_size(steps[min(p, 1)]) / 16 for p in range(PLANES)])[:, None, None, None, None]
+        scale = lmbda_r / 3 * PLANE_WEIGHT[:, None, None, None, None]
+        energy = (scale * coef ** 2).sum((0, 3, 4))
+        live = energy > 4.0  # cannot pay even for its flag and a few symbols
+        if not live.any():
+            return None
+        c = coef[:, live]  # (PLANES, n, 8, 8)
+        sc = scale[:, :, 0]
+        dd = d[:, :, 0]
+        q = np.clip(np.sign(c) * np.floor(np.abs(c) / dd + 0.5 - DEADZONE), -COEFF_LIMIT, COEFF_LIMIT)
+        # only nonzero coefficients have choices; zeros cost their band's zero symbol
+        nz = np.nonzero(q)
+        p_, b_, u_, v_ = nz
+        cv, v = c[nz], q[nz]
+        w_, d_ = sc[p_, 0, 0, 0], dd[p_, 0, 0, 0]
+        pos = (p_ * BLOCK + u_) * BLOCK + v_
+        n = c.shape[1]
+        share, coded = 0.1, np.ones(n, dtype=bool)
+        for _ in range(2):
+            keep = coded[b_]
+            levels = self._levels_sparse(p_[keep], u_[keep], v_[keep], v[keep], int(coded.sum()))
+            lut = self._lut_ext(levels)  # (PLANES, 8, 8, LUT_SIZE)
+            flat, at = lut.ravel(), pos * LUT_SIZE  # each nonzero's prices start at ``at``
+            zero = flat[at]
+            # the value, one step nearer zero, or zero
+            cands = np.stack([v, v - np.sign(v), np.zeros_like(v)])
+            mags = np.minimum(np.abs(cands), LUT_SIZE - 1).astype(np.int64)
+            costs = w_ * (cv - cands * d_) ** 2 + flat[at + mags]
+            pick = np.argmin(costs, axis=0)
+            v = np.take_along_axis(cands, pick[None], axis=0)[0]
+            bits = np.take_along_axis(costs, pick[None], axis=0)[0] - w_ * (cv - v * d_) ** 2
+            base = float(lut[..., 0].sum())  # a coded block's symbols if all were zero
+            rate = base + np.bincount(b_, bits - zero, minlength=n)
+            gain = np.bincount(b_, w_ * (cv ** 2 - (cv - v * d_) ** 2), minlength=n)
+            flag = math.log2(1 / share) - math.log2(1 / (1 - share))
+            coded = (gain > rate + flag) & (np.bincount(b_, v != 0, minlength=n) > 0)
+            share = min(max(float(coded.mean()) * live.mean(), 0.01), 0.99)
+        q = np.zeros_like(q)
+        q[nz] = v
+        if not coded.any():
+            return None
+        q = q[:, coded]
+        levels = self._levels(q)
+        mask = np.zeros(live.shape, dtype=bool)
+        mask[np.nonzero(live)[0][coded], np.nonzero(live)[1][coded]] = True
+        # raster order of the coded blocks in ``mask`` equals their order among the live ones
+        residual = Residual(steps, mask, q.astype(np.int64))
+        section, total = self.coder.encode(residual, levels)
+        return section, total, residual
+
+    def _levels_sparse(self, p: np.ndarray, u: np.ndarray, v: np.ndarray, values: np.ndarray,
+                       blocks: int) -> np.ndarray:
+        """:meth:`_levels` from the nonzero coefficients of ``blocks`` coded blocks (plane,
+        u, v, value); every other coefficient of those blocks is a zero."""
+        key = (p * GROUPS + GROUP_OF[u, v]) * LUT_SIZE + np.minimum(np.abs(values), LUT_SIZE - 1).astype(np.int64)
+        counts = np.bincount(key, minlength=PLANES * GROUPS * LUT_SIZE).reshape(PLANES, GROUPS, LUT_SIZE)
+        nonzero = counts[..., 1:].sum(-1)
+        counts[..., 0] = np.maximum(blocks * _GROUP_SIZE[None, :] - nonzero, 0)
+        costs = counts @ self.lut.T  # (PLANES, GROUPS, LEVELS)
+        return np.where(nonzero > 0, np.argmin(costs, -1) + 1, 0)
+
+    def _lut_ext(self, levels: np.ndarray) -> np.ndarray:
+        """(PLANES, 8, 8, LUT_SIZE) prices under ``levels``; a group at level 0 takes zeros
+        for free and nothing else."""
+        ext = np.concatenate([self.lut, np.full((1, LUT_SIZE), 1e9)])
+        ext[-1, 0] = 0.0
+        return ext[(levels[:, GROUP_OF] - 1)]
+
+    def _levels(self, q: np.ndarray) -> np.ndarray:
+        """The cheapest table row (+ 1) per plane and group; 0 for a group of zeros."""
+        levels = np.zeros((PLANES, GROUPS), dtype=np.int64)
+        mags = np.minimum(np.abs(q), LUT_SIZE - 1).astype(np.int64)
+        for p in range(PLANES):
+            for g in range(GROUPS):
+                s = mags[p][:, GROUP_OF == g]
+                if s.any():
+                    levels[p, g] = int(np.argmin(self.lut @ np.bincount(s.ravel(), minlength=LUT_SIZE))) + 1
+        return levels
+
+    def _bits(self, levels: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """Bits of every coefficient under ``levels`` (a nonzero one in a group at level 0:
+        a prohibitive cost)."""
+        lut = np.concatenate([self.lut, np.full((1, LUT_SIZE), 1e9)])
+        lut[-1, 0] = 0.0  # row -1: a group not coded
+        rows = (levels[:, GROUP_OF] - 1)[:, None]  # (PLANES, 1, 8, 8)
+        return lut[rows, np.minimum(np.abs(q), LUT_SIZE - 1).astype(np.int64)]
