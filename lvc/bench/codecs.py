@@ -127,9 +127,6 @@ def lvc_codec(model: str | None = None, intra_period: int = 32, refine: int | No
         tag += f" refinement={refine_algorithm}"
     elif intra_period != 1 and p.p_deadzone:  # ... and only P-frames on the dead zone
         tag += f" p_deadzone={p.p_deadzone}"
-    # video frames' residual layers (not one-frame points')
-    tag += " residual=off" if residual == 0 else f" residual={RESIDUAL_ENCODER}" + (
-        f" weight={residual:g}" if residual is not None else "")
     # a still image has its own refinement budget: only one-frame points key on it
     still_tag = (f" still-refine={p.still_policy} refinement={refine_algorithm}"
                  if refine is None and p.still_policy != str(p.refine_steps) else "")
@@ -142,8 +139,13 @@ def lvc_codec(model: str | None = None, intra_period: int = 32, refine: int | No
     models = f"format={VERSION_MAJOR}.{VERSION_MINOR} model={fm.name}@{fm.sha256[:12]}"
     if still is not None and still.sha256 != fm.sha256:
         models += f" image-model={still.name}@{still.sha256[:12]}"
+    # Video frames' residual layers (one-frame points have none). Their choices look at the
+    # pictures, so I- and P-only streams now follow the synthesis arithmetic too.
+    layers = " residual=off" if residual == 0 else f" residual={RESIDUAL_ENCODER}" + (
+        f" weight={residual:g}" if residual is not None else "") + (
+        " display=bf16-last-f32" if bf16_synthesis() and "display=" not in tag else "")
     version = f"lvc {lvc.__version__} {models} {tag}"
-    return Codec(name, "any", LVC_POINTS, version, run, version + still_tag if still_tag else None)
+    return Codec(name, "any", LVC_POINTS, version + layers, run, version + still_tag)
 
 
 def _ffmpeg_version() -> str | None:

@@ -234,7 +234,7 @@ class LvcReader:
             if ft & RESIDUAL_FLAG:
                 head, start = syntax.unpack(RESIDUAL_HEADER, payload, 0, fwhere)
                 end = start + head["residual_length"]
-                if head["residual_length"] % 4 or end > len(payload):
+                if head["residual_length"] % 4 or end + 4 > len(payload):  # (the frame type's own: >= 4)
                     raise BitstreamError("residual layer length is invalid", fwhere, "the file is corrupted")
                 residual, payload = payload[:end], payload[end:]
             chain, mixed = chain_step(kind, values["quality"], chain)

@@ -12,8 +12,8 @@ from lvc.bitstream.container import FRAME_I, FRAME_P, FRAME_PC, FRAME_PS, FrameU
 from lvc.codec.frame import FrameCodec
 from lvc.codec.grey import GreyPicture
 from lvc.codec.inter import InterCodec, LazyContext
+from lvc.codec.pending import Pending
 from lvc.codec.residual import ResidualCoder, ResidualPicture
-from lvc.codec.sequence import Pending
 from lvc.errors import BitstreamError
 from lvc.models.frozen import FrozenModel
 
@@ -59,7 +59,8 @@ class SequenceDecoder:
         return self.reference
 
     def decode_async(self, unit: FrameUnit) -> Pending:
-        """Entropy-decode ``unit`` now (errors raise here); its pixels arrive in the future."""
+        """Entropy-decode ``unit`` now (errors raise here); its pixels arrive in the future
+        (a residual layer is decoded with them, and a damaged one raises from ``result()``)."""
         out = self._decode(unit, synthesize=True)
         return GreyPicture(out) if unit.grey else out
 
@@ -95,11 +96,13 @@ class SequenceDecoder:
         return out
 
     def _with_residual(self, unit: FrameUnit, out: Pending, fwhere: str) -> Pending:
-        """``out`` plus the unit's residual layer, if it has one (decoded now: errors raise here)."""
+        """``out`` plus the unit's residual layer, if it has one. The layer is decoded when
+        the picture is composed (no probability depends on it), so a damaged layer raises
+        its BitstreamError from ``result()``."""
         if unit.residual is None:
             return out
-        r = self._residual.decode(unit.residual, self.height, self.width, fwhere)
-        return ResidualPicture(out, r, self.height, self.width)
+        section, h, w, coder = unit.residual, self.height, self.width, self._residual
+        return ResidualPicture(out, lambda: coder.decode(section, h, w, fwhere), h, w)
 
     def _decode_conditional(self, unit: FrameUnit, fwhere: str, synthesize: bool) -> Pending:
         if self.inter is None:

@@ -28,6 +28,7 @@ The encoder's side (quantisation and its choices) is :mod:`lvc.codec.residual_rd
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -85,7 +86,7 @@ class Residual:
         run in float64, where they are exact: with |coefficient| <= COEFF_LIMIT and steps up
         to STEP_MAX every partial sum is an integer below 2**53.)"""
         hb, wb = self.coded.shape
-        quarter = np.zeros((PLANES, hb, BLOCK, wb, BLOCK), dtype=np.int64)
+        quarter = np.zeros((PLANES, hb, BLOCK, wb, BLOCK), dtype=np.int32)  # |value| < 2**26
         ys, xs = np.nonzero(self.coded)
         n = ys.size
         basis = BASIS.astype(np.float64)
@@ -94,13 +95,14 @@ class Residual:
             a = (v.reshape(n * BLOCK, BLOCK) @ basis).reshape(n, BLOCK, BLOCK)  # rows: u, columns: x
             r = (a.transpose(0, 2, 1).reshape(n * BLOCK, BLOCK) @ basis).reshape(n, BLOCK, BLOCK)  # (x, y)
             # scale 2**(2 * 13 + 4) -> quarter pixels, rounded half up
-            quarter[p, ys, :, xs, :] = np.floor((r.transpose(0, 2, 1) + (1 << 27)) / (1 << 28)).astype(np.int64)
+            quarter[p, ys, :, xs, :] = np.floor((r.transpose(0, 2, 1) + (1 << 27)) / (1 << 28)).astype(np.int32)
         y, co, cg = quarter.reshape(PLANES, hb * BLOCK, wb * BLOCK)[:, :height, :width]
         rgb = np.stack([y + co - cg, y + cg, y - co - cg], axis=-1)
         return np.clip((rgb + 2) >> 2, -255, 255).astype(np.int16)
 
 
 def add_residual(picture: np.ndarray, residual: np.ndarray) -> np.ndarray:
+    """The 8-bit picture plus an int16 residual, clamped to 0..255."""
     return np.clip(picture.astype(np.int16) + residual, 0, 255).astype(np.uint8)
 
 
@@ -123,8 +125,9 @@ def residual_tables() -> CdfTables:
 
 
 class ResidualCoder:
-    """Entropy coding of a :class:`Residual` (module docstring, items 1-3), in three calls
-    of the range coder: the levels and the flags' level, the flags, the coefficients."""
+    """Entropy coding of a :class:`Residual` (module docstring, items 1-3), in four runs of
+    the range coder: the levels with the flags' levels, the anchors' flags, the other flags,
+    the coefficients."""
 
     @cached_property
     def tables(self) -> CdfTables:
@@ -237,9 +240,11 @@ def _scatter(coeffs: np.ndarray, levels: np.ndarray, symbols: np.ndarray) -> Non
 
 class ResidualPicture:
     """Future-like: the base picture (pending) plus a residual, composed once on the first
-    ``result()``, whichever thread asks. Later frames' pictures ask it for theirs."""
+    ``result()``, whichever thread asks. Later frames' pictures ask it for theirs. The
+    residual may be given as a function that decodes it: nothing the decoding thread needs
+    depends on it, so the decoder leaves that work to the thread composing pictures."""
 
-    def __init__(self, base, residual: Residual, height: int, width: int) -> None:
+    def __init__(self, base, residual: Residual | Callable[[], Residual], height: int, width: int) -> None:
         self._base, self._residual, self._size = base, residual, (height, width)
         self._picture: np.ndarray | None = None
         self._lock = threading.Lock()
@@ -248,6 +253,7 @@ class ResidualPicture:
     def result(self) -> np.ndarray:
         with self._lock:
             if self._picture is None:
-                self._picture = add_residual(self._base.result(), self._residual.pixels(*self._size))
+                r = self._residual if isinstance(self._residual, Residual) else self._residual()
+                self._picture = add_residual(self._base.result(), r.pixels(*self._size))
                 self._base = self._residual = None
             return self._picture

@@ -40,6 +40,9 @@ PLANE_WEIGHT = np.array([3.0, 2.0, 3.0])  # RGB squared error per squared error 
 # The choices' algorithm and constants: a change here changes streams (benchmark caches key on it).
 RESIDUAL_ENCODER = (f"rdoq-blocks/1 w={RESIDUAL_WEIGHT:g}@{RAMP_QUALITY:g} k={STEP_FACTOR:g} c+{CHROMA_OFFSET} "
                     f"dz={DEADZONE:g}")
+LIVE_BITS = 4.0  # blocks whose whole error is worth fewer bits than this are never coded
+PASSES = 2  # coefficient and block choices, each with the tables refitted to the last
+FLAG_SHARE_START, FLAG_SHARE_MIN = 0.1, 0.01  # the coded share the flags' cost assumes (first pass, bounds)
 LUT_SIZE = 258  # magnitudes the choices price exactly (beyond: escapes, priced as the last)
 _GROUP_SIZE = np.bincount(GROUP_OF.ravel(), minlength=GROUPS)
 _C = BASIS.astype(np.float64) / (1 << BASIS_BITS)
@@ -102,46 +105,45 @@ class ResidualEncoder:
         d = np.array([step_size(steps[min(p, 1)]) / 16 for p in range(PLANES)])[:, None, None, None, None]
         scale = lmbda_r / 3 * PLANE_WEIGHT[:, None, None, None, None]
         energy = (scale * coef ** 2).sum((0, 3, 4))
-        live = energy > 4.0  # cannot pay even for its flag and a few symbols
+        live = energy > LIVE_BITS  # even a perfect coding would not pay for its flag and symbols
         if not live.any():
             return None
         c = coef[:, live]  # (PLANES, n, 8, 8)
-        sc = scale[:, :, 0]
-        dd = d[:, :, 0]
+        sc, dd = scale[:, :, 0], d[:, :, 0]
         q = np.clip(np.sign(c) * np.floor(np.abs(c) / dd + 0.5 - DEADZONE), -COEFF_LIMIT, COEFF_LIMIT)
-        # only nonzero coefficients have choices; zeros cost their band's zero symbol
+        # Only nonzero coefficients have choices (zeros cost their band's zero symbol): each
+        # is (plane, block, u, v) with its coefficient ``cv`` and quantised value ``val``.
         nz = np.nonzero(q)
-        p_, b_, u_, v_ = nz
-        cv, v = c[nz], q[nz]
-        w_, d_ = sc[p_, 0, 0, 0], dd[p_, 0, 0, 0]
-        pos = (p_ * BLOCK + u_) * BLOCK + v_
+        plane, blk, fu, fv = nz
+        cv, val = c[nz], q[nz]
+        w, dq = sc[plane, 0, 0, 0], dd[plane, 0, 0, 0]
+        at = ((plane * BLOCK + fu) * BLOCK + fv) * LUT_SIZE  # where each one's prices start
         n = c.shape[1]
-        share, coded = 0.1, np.ones(n, dtype=bool)
-        for _ in range(2):
-            keep = coded[b_]
-            levels = self._levels_sparse(p_[keep], u_[keep], v_[keep], v[keep], int(coded.sum()))
+        share, coded = FLAG_SHARE_START, np.ones(n, dtype=bool)
+        for _ in range(PASSES):
+            keep = coded[blk]
+            levels = self._levels_sparse(plane[keep], fu[keep], fv[keep], val[keep], int(coded.sum()))
             lut = self._lut_ext(levels)  # (PLANES, 8, 8, LUT_SIZE)
-            flat, at = lut.ravel(), pos * LUT_SIZE  # each nonzero's prices start at ``at``
+            flat = lut.ravel()
             zero = flat[at]
-            # the value, one step nearer zero, or zero
-            cands = np.stack([v, v - np.sign(v), np.zeros_like(v)])
-            mags = np.minimum(np.abs(cands), LUT_SIZE - 1).astype(np.int64)
-            costs = w_ * (cv - cands * d_) ** 2 + flat[at + mags]
+            cands = np.stack([val, val - np.sign(val), np.zeros_like(val)])  # the value, a step in, zero
+            costs = w * (cv - cands * dq) ** 2 + flat[at + np.minimum(np.abs(cands), LUT_SIZE - 1).astype(np.int64)]
             pick = np.argmin(costs, axis=0)
-            v = np.take_along_axis(cands, pick[None], axis=0)[0]
-            bits = np.take_along_axis(costs, pick[None], axis=0)[0] - w_ * (cv - v * d_) ** 2
+            val = np.take_along_axis(cands, pick[None], axis=0)[0]
+            bits = np.take_along_axis(costs, pick[None], axis=0)[0] - w * (cv - val * dq) ** 2
             base = float(lut[..., 0].sum())  # a coded block's symbols if all were zero
-            rate = base + np.bincount(b_, bits - zero, minlength=n)
-            gain = np.bincount(b_, w_ * (cv ** 2 - (cv - v * d_) ** 2), minlength=n)
+            rate = base + np.bincount(blk, bits - zero, minlength=n)
+            gain = np.bincount(blk, w * (cv ** 2 - (cv - val * dq) ** 2), minlength=n)
             flag = math.log2(1 / share) - math.log2(1 / (1 - share))
-            coded = (gain > rate + flag) & (np.bincount(b_, v != 0, minlength=n) > 0)
-            share = min(max(float(coded.mean()) * live.mean(), 0.01), 0.99)
-        q = np.zeros_like(q)
-        q[nz] = v
+            coded = (gain > rate + flag) & (np.bincount(blk, val != 0, minlength=n) > 0)
+            share = min(max(float(coded.mean()) * live.mean(), FLAG_SHARE_MIN), 1 - FLAG_SHARE_MIN)
         if not coded.any():
             return None
+        q = np.zeros_like(q)
+        q[nz] = val
         q = q[:, coded]
-        levels = self._levels(q)
+        keep = coded[blk]
+        levels = self._levels_sparse(plane[keep], fu[keep], fv[keep], val[keep], int(coded.sum()))
         mask = np.zeros(live.shape, dtype=bool)
         mask[np.nonzero(live)[0][coded], np.nonzero(live)[1][coded]] = True
         # raster order of the coded blocks in ``mask`` equals their order among the live ones
@@ -151,8 +153,9 @@ class ResidualEncoder:
 
     def _levels_sparse(self, p: np.ndarray, u: np.ndarray, v: np.ndarray, values: np.ndarray,
                        blocks: int) -> np.ndarray:
-        """:meth:`_levels` from the nonzero coefficients of ``blocks`` coded blocks (plane,
-        u, v, value); every other coefficient of those blocks is a zero."""
+        """The cheapest table row (+ 1) per plane and group, 0 for a group of zeros, from
+        the nonzero coefficients of ``blocks`` coded blocks (plane, u, v, value); every
+        other coefficient of those blocks is a zero."""
         key = (p * GROUPS + GROUP_OF[u, v]) * LUT_SIZE + np.minimum(np.abs(values), LUT_SIZE - 1).astype(np.int64)
         counts = np.bincount(key, minlength=PLANES * GROUPS * LUT_SIZE).reshape(PLANES, GROUPS, LUT_SIZE)
         nonzero = counts[..., 1:].sum(-1)
@@ -166,22 +169,3 @@ class ResidualEncoder:
         ext = np.concatenate([self.lut, np.full((1, LUT_SIZE), 1e9)])
         ext[-1, 0] = 0.0
         return ext[(levels[:, GROUP_OF] - 1)]
-
-    def _levels(self, q: np.ndarray) -> np.ndarray:
-        """The cheapest table row (+ 1) per plane and group; 0 for a group of zeros."""
-        levels = np.zeros((PLANES, GROUPS), dtype=np.int64)
-        mags = np.minimum(np.abs(q), LUT_SIZE - 1).astype(np.int64)
-        for p in range(PLANES):
-            for g in range(GROUPS):
-                s = mags[p][:, GROUP_OF == g]
-                if s.any():
-                    levels[p, g] = int(np.argmin(self.lut @ np.bincount(s.ravel(), minlength=LUT_SIZE))) + 1
-        return levels
-
-    def _bits(self, levels: np.ndarray, q: np.ndarray) -> np.ndarray:
-        """Bits of every coefficient under ``levels`` (a nonzero one in a group at level 0:
-        a prohibitive cost)."""
-        lut = np.concatenate([self.lut, np.full((1, LUT_SIZE), 1e9)])
-        lut[-1, 0] = 0.0  # row -1: a group not coded
-        rows = (levels[:, GROUP_OF] - 1)[:, None]  # (PLANES, 1, 8, 8)
-        return lut[rows, np.minimum(np.abs(q), LUT_SIZE - 1).astype(np.int64)]

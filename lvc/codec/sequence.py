@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-from concurrent.futures import Future
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -43,10 +42,11 @@ from lvc.codec.grey import GreyPicture, is_grey
 from lvc.codec.inter import ANALYSIS_VERSION, InterCodec, InterResult, LazyContext
 from lvc.codec.lookahead import Lookahead
 from lvc.codec.motion import RATE_WEIGHT, SEARCH_VERSION
+from lvc.codec.pending import Pending
 from lvc.codec.residual import ResidualPicture
 from lvc.codec.residual_rdo import RESIDUAL_WEIGHT, ResidualEncoder
-from lvc.codec.skip import ShownPicture, SkippedPicture
-from lvc.codec.synthesis import ENCODER_BANDS, Bands, Deferred, serial_main_thread
+from lvc.codec.skip import ShownPicture
+from lvc.codec.synthesis import ENCODER_BANDS, serial_main_thread
 from lvc.models.frozen import QUALITY_MAX, FrozenModel
 
 
@@ -79,8 +79,6 @@ PC_TRUST_MARGIN = 0.1
 # clips (docs/models.md, "Session 31"); a format 1.2 stream feature.
 INTRA_OFFSET = 0.33
 
-# a picture on its way (``result()``)
-Pending = Future | Bands | Deferred | SkippedPicture | GreyPicture | ResidualPicture
 
 # The encoder-side algorithm of conditional models (frame-type decision, motion search): a
 # change here changes their streams, so benchmark caches key on it.
@@ -270,7 +268,7 @@ class SequenceEncoder:
             return replace(coded, pending=GreyPicture(coded.pending), grey=True)
         return coded
 
-    def _refine(self, frame: np.ndarray, pending: Pending, quality: int) -> tuple[Pending, bytes | None, float]:
+    def _add_residual(self, frame: np.ndarray, pending: Pending, quality: int) -> tuple[Pending, bytes | None, float]:
         """The frame's picture with its residual layer (waits for the base picture), the
         layer's section and bits; the base picture, None and 0 where none is coded."""
         if self.residual is None:
@@ -299,7 +297,7 @@ class SequenceEncoder:
                 best, kind = self.codec.encode(frame, self.quality, reference=self.reference, y=y, plan=plan), FRAME_P
         self.reference = best.latent
         self.index += 1
-        pending, section, bits = self._refine(frame, best.pending, self.quality)
+        pending, section, bits = self._add_residual(frame, best.pending, self.quality)
         return CodedFrame(kind, self.quality, best.payload, pending, best.estimated_bits + bits, residual=section)
 
     def _encode_conditional(self, frame: np.ndarray) -> CodedFrame:
@@ -355,7 +353,7 @@ class SequenceEncoder:
             best = self.codec.encode(frame, quality, reference=reference, y=y, plan=plans.get(kind), eager=eager)
             self.reference, self.reference_quality, self._last_pc = best.latent, quality, None
             self.context.from_intra(best.latent, quality)
-            pending, section, extra = self._refine(frame, best.pending, quality)
+            pending, section, extra = self._add_residual(frame, best.pending, quality)
             # (pixel_ref models: coding a block from here shows about the I-frame's own picture)
             started = None if self.inter.pixel_ref else self.inter.show(self.context.get(), *frame.shape[:2])
             self._shown = ShownPicture(pending, frame, started) if self.preset.skip_first else None
@@ -392,7 +390,7 @@ class SequenceEncoder:
 
     def _finish_pc(self, frame: np.ndarray, pc: InterResult) -> CodedFrame:
         self._last_pc = (frame, pc)
-        pending, section, bits = self._refine(frame, pc.pending, self.quality)
+        pending, section, bits = self._add_residual(frame, pc.pending, self.quality)
         self._shown = (self._shown.after(pending, frame, pc.skipped) if self._shown is not None
                        else ShownPicture(pending, frame))
         self.context.set(pc.context)

@@ -3,7 +3,8 @@
 A table row covers the symbols ``offset .. offset + n - 2``; its last bin is an escape
 for values outside that range (coded separately, see :mod:`lvc.entropy.coder`). Rows
 are built once from the learned priors (floating point, machine dependent) and then
-stored as integers with the model, so no machine ever recomputes them.
+stored as integers with the model, so no machine ever recomputes them. Tables that are
+constants of the format (the residual layer's) are built in integer arithmetic instead.
 """
 
 from __future__ import annotations
@@ -148,11 +149,12 @@ def factorized_tables(density, tail_mass: float = 1e-6) -> CdfTables:
 
 
 # Two-sided geometric ("discrete Laplacian") rows of the residual layer (lvc.codec.residual):
-# P(n) proportional to theta ** |n|, theta in 1/65536, for mean magnitudes from about 0.05 to
-# 257 (ratio 1.45). Built in integers only, so every machine derives the same tables (part of
-# the bitstream: do not change).
-LAPLACE_THETAS = (1, 1, 5, 93, 711, 2893, 7619, 14858, 23549, 32354, 40278, 46846, 51991, 55864, 58702, 60743,
-                  62192, 63211, 63924, 64420, 64764, 65003, 65168, 65282)
+# P(n) proportional to theta ** |n|, theta in 1/65536: theta = 1 (almost surely zero), then
+# round(65536 exp(-1 / b)) for mean magnitudes b from about 0.1 to 370 (ratio 1.45). Built
+# in integers only, so every machine derives the same tables (part of the bitstream: do not
+# change).
+LAPLACE_THETAS = (1, 5, 93, 711, 2893, 7619, 14858, 23549, 32354, 40278, 46846, 51991, 55864, 58702, 60743,
+                  62192, 63211, 63924, 64420, 64764, 65003, 65168, 65282, 65361)
 LAPLACE_SUPPORT = 255  # |n| above this escapes
 
 
