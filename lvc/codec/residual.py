@@ -17,7 +17,9 @@ plane (``step_size``, H.264's geometric steps). In the stream, after the declare
    ``row + column``) without context, then the others with a context from how many of
    their four neighbours are coded (:func:`flag_contexts`); each context's binary row is
    chosen by the encoder and sent in 1.;
-3. the coefficients of the coded blocks, plane by plane, with their group's row.
+3. the coefficients of the coded blocks, plane by plane and group by group, each group's
+   row moved by one up or down as the block has three or more, or no, nonzero coefficients
+   in the plane's lower groups (:func:`coefficient_rows`).
 
 Nothing here depends on the picture, and the inverse transform is exact integer arithmetic
 (a 13-bit basis, quarter-pixel intermediate), so the residual decodes identically on every
@@ -65,6 +67,7 @@ FLAG_LEVELS = (1, 2, 4, 8, 12, 16, 24, 32, 40, 48, 52, 56, 60, 62, 63)
 LEVEL_ROW, FLAG_CHOICE_ROW, FLAG_ROW = LEVELS, LEVELS + 1, LEVELS + 2  # rows of residual_tables()
 FLAG_CONTEXTS = 4
 _HEAD_ROWS = np.array([LEVEL_ROW] * (PLANES * GROUPS) + [FLAG_CHOICE_ROW] * FLAG_CONTEXTS)
+CONTEXT_SHIFT = (-1, 0, 1)  # row offsets of the coefficient contexts (coefficient_rows)
 COEFF_LIMIT = 2047  # |quantised coefficient| at most this (the encoder clamps; more is corrupt)
 
 
@@ -125,9 +128,9 @@ def residual_tables() -> CdfTables:
 
 
 class ResidualCoder:
-    """Entropy coding of a :class:`Residual` (module docstring, items 1-3), in four runs of
-    the range coder: the levels with the flags' levels, the anchors' flags, the other flags,
-    the coefficients."""
+    """Entropy coding of a :class:`Residual` (module docstring, items 1-3): runs of the range
+    coder for the levels with the flags' levels, the anchors' flags, the other flags, and
+    each plane's groups of coefficients."""
 
     @cached_property
     def tables(self) -> CdfTables:
@@ -157,12 +160,18 @@ class ResidualCoder:
         flags = r.coded.astype(np.int64)
         parts = [(np.concatenate([levels.ravel(), choices]), _HEAD_ROWS),
                  (flags[anchor], FLAG_ROW + choices[ctx[anchor]]),
-                 (flags[~anchor], FLAG_ROW + choices[ctx[~anchor]]),
-                 _layout(r.coeffs, levels)]
+                 (flags[~anchor], FLAG_ROW + choices[ctx[~anchor]])]
         bits = 0.0
         for symbols, rows in parts:
             self._coder.encode(enc, symbols, rows)
             bits += self.tables.bits(rows, symbols)
+        before = np.zeros((PLANES, r.coeffs.shape[1]), dtype=np.int64)
+        for p, level, take in _runs(levels):
+            symbols = r.coeffs[p][:, take]
+            rows = np.repeat(coefficient_rows(level, before[p])[:, None], symbols.shape[1], axis=1)
+            self._coder.encode(enc, symbols.ravel(), rows.ravel())
+            bits += self.tables.bits(rows.ravel(), symbols.ravel())
+            before[p] += (symbols != 0).sum(1)
         words = coder.finish(enc)
         head = syntax.pack(syntax.RESIDUAL_HEADER, dict(residual_length=len(words), luma_step=r.steps[0],
                                                         chroma_step=r.steps[1], reserved=0))
@@ -186,9 +195,16 @@ class ResidualCoder:
                 if ((flags != 0) & (flags != 1)).any():
                     raise ValueError("coded-block flag out of range")
                 coded[part] = flags == 1
-            coeffs = np.zeros((PLANES, int(coded.sum()), BLOCK, BLOCK), dtype=np.int64)
-            _, rows = _layout(coeffs, levels)
-            _scatter(coeffs, levels, self._coder.decode(dec, rows))
+            n = int(coded.sum())
+            coeffs = np.zeros((PLANES, n, BLOCK, BLOCK), dtype=np.int64)
+            before = np.zeros((PLANES, n), dtype=np.int64)
+            for p, level, take in _runs(levels):
+                rows = np.repeat(coefficient_rows(level, before[p])[:, None], int(take.sum()), axis=1)
+                symbols = self._coder.decode(dec, rows.ravel()).reshape(rows.shape)
+                coeffs[p][:, take] = symbols
+                before[p] += (symbols != 0).sum(1)
+            if not dec.maybe_exhausted():
+                raise ValueError("section holds more data than the layer needs")
         except Exception as e:  # noqa: BLE001 - any failure inside a CRC-valid section means a bad stream
             raise BitstreamError(f"residual layer does not decode ({e.__class__.__name__}: {e})", where,
                                  "the file is corrupted") from None
@@ -216,26 +232,17 @@ def flag_contexts(coded: np.ndarray) -> np.ndarray:
     return np.where(_anchors(coded.shape), 0, ctx)
 
 
-def _layout(coeffs: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The coded symbols and their table rows in coding order: plane by plane, block by
-    block, the coefficients of the groups with a level in raster order of (u, v)."""
-    symbols, rows = [], []
-    for p in range(PLANES):
-        bands = levels[p][GROUP_OF] > 0
-        s = coeffs[p][:, bands]
-        symbols.append(s.ravel())
-        rows.append(np.broadcast_to(levels[p][GROUP_OF][bands] - 1, s.shape).ravel())
-    return np.concatenate(symbols), np.concatenate(rows)
+def coefficient_rows(level: int, before: np.ndarray) -> np.ndarray:
+    """Table row of each block's coefficients in a group at ``level`` (> 0): the level's
+    row, moved by ``CONTEXT_SHIFT`` of the block's context (how many nonzero coefficients
+    it has in the plane's lower groups: none, one or two, three or more)."""
+    ctx = np.where(before == 0, 0, np.where(before <= 2, 1, 2))
+    return np.clip(level - 1 + np.asarray(CONTEXT_SHIFT)[ctx], 0, LEVELS - 1)
 
 
-def _scatter(coeffs: np.ndarray, levels: np.ndarray, symbols: np.ndarray) -> None:
-    """Inverse of :func:`_layout`'s symbols, into ``coeffs`` (zeros)."""
-    at = 0
-    for p in range(PLANES):
-        bands = levels[p][GROUP_OF] > 0
-        k = coeffs.shape[1] * int(bands.sum())
-        coeffs[p][:, bands] = symbols[at:at + k].reshape(coeffs.shape[1], -1)
-        at += k
+def _runs(levels: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
+    """(plane, level, its bands) of every group with a level, in coding order."""
+    return [(p, int(levels[p, g]), GROUP_OF == g) for p in range(PLANES) for g in range(GROUPS) if levels[p, g]]
 
 
 class ResidualPicture:

@@ -19,6 +19,7 @@ from lvc.codec.residual import (
     BASIS_BITS,
     BLOCK,
     COEFF_LIMIT,
+    CONTEXT_SHIFT,
     GROUP_OF,
     GROUPS,
     LEVELS,
@@ -118,20 +119,22 @@ class ResidualEncoder:
         cv, val = c[nz], q[nz]
         w, dq = sc[plane, 0, 0, 0], dd[plane, 0, 0, 0]
         at = ((plane * BLOCK + fu) * BLOCK + fv) * LUT_SIZE  # where each one's prices start
-        n = c.shape[1]
+        n, gid = c.shape[1], GROUP_OF[fu, fv]
         share, coded = FLAG_SHARE_START, np.ones(n, dtype=bool)
+        ext = self._lut_ext()
+        flat = ext.ravel()
         for _ in range(PASSES):
-            keep = coded[blk]
-            levels = self._levels_sparse(plane[keep], fu[keep], fv[keep], val[keep], int(coded.sum()))
-            lut = self._lut_ext(levels)  # (PLANES, 8, 8, LUT_SIZE)
-            flat = lut.ravel()
+            ctx = _contexts(plane, blk, gid, val, n)  # (PLANES, n, GROUPS)
+            levels = self._levels(plane, blk, gid, val, ctx, coded)
+            rows = _rows(levels, ctx)  # (PLANES, n, GROUPS); LEVELS: a group not coded
+            at = rows[plane, blk, gid] * LUT_SIZE  # where each nonzero's prices start
             zero = flat[at]
             cands = np.stack([val, val - np.sign(val), np.zeros_like(val)])  # the value, a step in, zero
             costs = w * (cv - cands * dq) ** 2 + flat[at + np.minimum(np.abs(cands), LUT_SIZE - 1).astype(np.int64)]
             pick = np.argmin(costs, axis=0)
             val = np.take_along_axis(cands, pick[None], axis=0)[0]
             bits = np.take_along_axis(costs, pick[None], axis=0)[0] - w * (cv - val * dq) ** 2
-            base = float(lut[..., 0].sum())  # a coded block's symbols if all were zero
+            base = (ext[rows, 0] * _GROUP_SIZE).sum((0, 2))  # each block's symbols if all were zero
             rate = base + np.bincount(blk, bits - zero, minlength=n)
             gain = np.bincount(blk, w * (cv ** 2 - (cv - val * dq) ** 2), minlength=n)
             flag = math.log2(1 / share) - math.log2(1 / (1 - share))
@@ -142,8 +145,7 @@ class ResidualEncoder:
         q = np.zeros_like(q)
         q[nz] = val
         q = q[:, coded]
-        keep = coded[blk]
-        levels = self._levels_sparse(plane[keep], fu[keep], fv[keep], val[keep], int(coded.sum()))
+        levels = self._levels(plane, blk, gid, val, _contexts(plane, blk, gid, val, n), coded)
         mask = np.zeros(live.shape, dtype=bool)
         mask[np.nonzero(live)[0][coded], np.nonzero(live)[1][coded]] = True
         # raster order of the coded blocks in ``mask`` equals their order among the live ones
@@ -151,21 +153,45 @@ class ResidualEncoder:
         section, total = self.coder.encode(residual, levels)
         return section, total, residual
 
-    def _levels_sparse(self, p: np.ndarray, u: np.ndarray, v: np.ndarray, values: np.ndarray,
-                       blocks: int) -> np.ndarray:
-        """The cheapest table row (+ 1) per plane and group, 0 for a group of zeros, from
-        the nonzero coefficients of ``blocks`` coded blocks (plane, u, v, value); every
-        other coefficient of those blocks is a zero."""
-        key = (p * GROUPS + GROUP_OF[u, v]) * LUT_SIZE + np.minimum(np.abs(values), LUT_SIZE - 1).astype(np.int64)
-        counts = np.bincount(key, minlength=PLANES * GROUPS * LUT_SIZE).reshape(PLANES, GROUPS, LUT_SIZE)
+    def _levels(self, plane: np.ndarray, blk: np.ndarray, gid: np.ndarray, val: np.ndarray, ctx: np.ndarray,
+                coded: np.ndarray) -> np.ndarray:
+        """The cheapest level (table row + 1) per plane and group for the ``coded`` blocks,
+        their coefficients priced in their contexts ``ctx`` (:func:`_contexts`); 0 for a
+        group of zeros. From the nonzero coefficients (plane, block, group, value) only:
+        every other coefficient of a coded block is a zero."""
+        keep = coded[blk] & (val != 0)
+        k = ctx[plane[keep], blk[keep], gid[keep]]
+        mag = np.minimum(np.abs(val[keep]), LUT_SIZE - 1).astype(np.int64)
+        key = ((plane[keep] * GROUPS + gid[keep]) * len(CONTEXT_SHIFT) + k) * LUT_SIZE + mag
+        counts = np.bincount(key, minlength=PLANES * GROUPS * len(CONTEXT_SHIFT) * LUT_SIZE)
+        counts = counts.reshape(PLANES, GROUPS, len(CONTEXT_SHIFT), LUT_SIZE).astype(np.float64)
         nonzero = counts[..., 1:].sum(-1)
-        counts[..., 0] = np.maximum(blocks * _GROUP_SIZE[None, :] - nonzero, 0)
-        costs = counts @ self.lut.T  # (PLANES, GROUPS, LEVELS)
-        return np.where(nonzero > 0, np.argmin(costs, -1) + 1, 0)
+        blocks = np.stack([(ctx[:, coded, :] == i).sum(1) for i in range(len(CONTEXT_SHIFT))], -1)
+        counts[..., 0] = np.maximum(blocks * _GROUP_SIZE[None, :, None] - nonzero, 0)
+        costs = sum(counts[:, :, i, :] @ self.lut[np.clip(np.arange(LEVELS) + sh, 0, LEVELS - 1)].T
+                    for i, sh in enumerate(CONTEXT_SHIFT))  # (PLANES, GROUPS, LEVELS)
+        return np.where(nonzero.sum(-1) > 0, np.argmin(costs, -1) + 1, 0)
 
-    def _lut_ext(self, levels: np.ndarray) -> np.ndarray:
-        """(PLANES, 8, 8, LUT_SIZE) prices under ``levels``; a group at level 0 takes zeros
-        for free and nothing else."""
+    def _lut_ext(self) -> np.ndarray:
+        """:attr:`lut` and a last row for groups at level 0: zeros free, nothing else."""
         ext = np.concatenate([self.lut, np.full((1, LUT_SIZE), 1e9)])
         ext[-1, 0] = 0.0
-        return ext[(levels[:, GROUP_OF] - 1)]
+        return ext
+
+
+def _contexts(plane: np.ndarray, blk: np.ndarray, gid: np.ndarray, val: np.ndarray, n: int) -> np.ndarray:
+    """(PLANES, n, GROUPS) coefficient context of every block and group: 0, 1, 2 for none,
+    one or two, three or more nonzero values in the plane's lower groups of the block."""
+    nonzero = val != 0
+    key = (plane[nonzero] * n + blk[nonzero]) * GROUPS + gid[nonzero]
+    counts = np.bincount(key, minlength=PLANES * n * GROUPS).reshape(PLANES, n, GROUPS)
+    before = np.cumsum(counts, axis=2) - counts
+    return np.where(before == 0, 0, np.where(before <= 2, 1, 2))
+
+
+def _rows(levels: np.ndarray, ctx: np.ndarray) -> np.ndarray:
+    """(PLANES, n, GROUPS) table row of every block's groups (``LEVELS`` where the group is
+    not coded: the last row of :meth:`ResidualEncoder._lut_ext`), as the decoder derives it."""
+    lv = levels[:, None, :]
+    rows = np.clip(lv - 1 + np.asarray(CONTEXT_SHIFT)[ctx], 0, LEVELS - 1)
+    return np.where(lv > 0, rows, LEVELS)
