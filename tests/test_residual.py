@@ -162,3 +162,13 @@ def test_a_section_read_for_another_frame_size_fails_cleanly():
     section, _, _ = ResidualEncoder().encode(frame, picture, 0.05)
     with pytest.raises(BitstreamError, match="residual layer does not decode"):
         ResidualCoder().decode(section, 4 * frame.shape[0], 4 * frame.shape[1], "test")
+
+
+def test_info_reports_the_layers(tmp_path, capsys):
+    from lvc.cli import main
+
+    out, _ = _video(tmp_path, 64.0)
+    info = api.info(out)
+    assert sum(f["residual_bytes"] > 0 for f in info["frames"]) >= 3
+    assert main(["info", str(out)]) == 0
+    assert "residual layers:" in capsys.readouterr().out

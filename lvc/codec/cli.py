@@ -168,6 +168,10 @@ def _info(args: argparse.Namespace) -> int:
           f"{d['intra_period']}\n  {d['bytes']} bytes, {d['bpp']:.4f} bpp, {d['kbps']:.1f} kbps\n"
           f"  frame types (I, P, C = conditional P, S = C with skipped blocks{grey}): "
           f"{types[:80]}{'...' if len(types) > 80 else ''}")
+    layers = [f["residual_bytes"] for f in d["frames"] if f["residual_bytes"]]
+    if layers:
+        print(f"  residual layers: {len(layers)} of {len(d['frames'])} frames, {sum(layers)} bytes "
+              f"({100 * sum(layers) / d['bytes']:.0f}% of the file)")
     return 0
 
 
