@@ -11,6 +11,7 @@ referenced). The step follows ``lambda_r`` as classical codecs' steps follow the
 from __future__ import annotations
 
 import math
+from functools import cached_property
 
 import numpy as np
 
@@ -76,17 +77,13 @@ class ResidualEncoder:
     def __init__(self, weight: float = RESIDUAL_WEIGHT) -> None:
         self.weight = weight
         self.coder = ResidualCoder()
-        self._lut: np.ndarray | None = None
 
-    @property
+    @cached_property
     def lut(self) -> np.ndarray:
         """(LEVELS, LUT_SIZE) bits of a coefficient by row and magnitude (the rows are
         symmetric; magnitudes from LUT_SIZE - 1 up cost as much as that one)."""
-        if self._lut is None:
-            t = self.coder.tables
-            mags = np.arange(LUT_SIZE, dtype=np.int64)
-            self._lut = np.stack([t.element_bits(np.full(LUT_SIZE, row), mags) for row in range(LEVELS)])
-        return self._lut
+        t, mags = self.coder.tables, np.arange(LUT_SIZE, dtype=np.int64)
+        return np.stack([t.element_bits(np.full(LUT_SIZE, row), mags) for row in range(LEVELS)])
 
     def weight_at(self, quality: int) -> float:
         """``lambda_r / lambda`` at integer quality ``quality``: ``weight`` from
@@ -118,7 +115,6 @@ class ResidualEncoder:
         plane, blk, fu, fv = nz
         cv, val = c[nz], q[nz]
         w, dq = sc[plane, 0, 0, 0], dd[plane, 0, 0, 0]
-        at = ((plane * BLOCK + fu) * BLOCK + fv) * LUT_SIZE  # where each one's prices start
         n, gid = c.shape[1], GROUP_OF[fu, fv]
         share, coded = FLAG_SHARE_START, np.ones(n, dtype=bool)
         ext = self._lut_ext()
