@@ -38,7 +38,7 @@ import numpy as np
 
 from lvc.bitstream import syntax
 from lvc.entropy import coder
-from lvc.entropy.tables import LAPLACE_THETAS, PROB_TOTAL, CdfTables, laplace_tables
+from lvc.entropy.tables import LAPLACE_THETAS, CdfTables, binary_row, cheapest_rows, laplace_tables, uniform_row
 from lvc.errors import BitstreamError
 
 BLOCK = 8
@@ -113,17 +113,9 @@ def residual_tables() -> CdfTables:
     """Every row the section uses, fixed integers (part of the bitstream: do not change):
     the Laplacian rows, then ``LEVEL_ROW`` (uniform over 0..LEVELS), ``FLAG_CHOICE_ROW``
     (uniform over the flag levels), then one binary row per ``FLAG_LEVELS`` entry."""
-    def uniform(k: int) -> np.ndarray:
-        row = np.full(k + 1, (PROB_TOTAL - 1) // k, dtype=np.int64)
-        row[-1] = 1  # the escape, never used
-        row[0] += PROB_TOTAL - row.sum()
-        return row
-
     lap = laplace_tables()
-    rows = [lap.freqs[i, :n] for i, n in enumerate(lap.lengths)] + [uniform(LEVELS + 1), uniform(len(FLAG_LEVELS))]
-    for n in FLAG_LEVELS:
-        coded = n * (PROB_TOTAL // 64) - 1
-        rows.append(np.array([PROB_TOTAL - coded - 1, coded, 1]))
+    rows = [lap.freqs[i, :n] for i, n in enumerate(lap.lengths)]
+    rows += [uniform_row(LEVELS + 1), uniform_row(len(FLAG_LEVELS))] + [binary_row(n) for n in FLAG_LEVELS]
     return CdfTables.from_rows(rows, [*lap.offsets, 0, 0, *[0] * len(FLAG_LEVELS)])
 
 
@@ -142,14 +134,8 @@ class ResidualCoder:
 
     def flag_choices(self, coded: np.ndarray) -> np.ndarray:
         """For each flag context, the level that codes its flags in the fewest bits."""
-        ctx, flags = flag_contexts(coded), coded.astype(np.int64)
-        out = np.zeros(FLAG_CONTEXTS, dtype=np.int64)
-        for c in range(FLAG_CONTEXTS):
-            f = flags[ctx == c]
-            if f.size:
-                costs = [self.tables.bits(np.full(f.size, FLAG_ROW + k), f) for k in range(len(FLAG_LEVELS))]
-                out[c] = np.argmin(costs)
-        return out
+        return cheapest_rows(self.tables, FLAG_ROW + np.arange(len(FLAG_LEVELS)), flag_contexts(coded),
+                             coded.astype(np.int64), FLAG_CONTEXTS)
 
     def encode(self, r: Residual, levels: np.ndarray) -> tuple[bytes, float]:
         """The section (declared header + range-coded words) and its information content

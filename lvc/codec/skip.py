@@ -39,7 +39,7 @@ import torch
 from torch.nn import functional as F
 
 from lvc.entropy import coder
-from lvc.entropy.tables import PROB_TOTAL, CdfTables
+from lvc.entropy.tables import CdfTables, binary_row, cheapest_rows, uniform_row
 
 # P(skip) of each table, in 64ths: fixed integers, so the tables are identical everywhere.
 SKIP_LEVELS = (1, 4, 12, 32, 52, 60, 63)
@@ -50,16 +50,8 @@ CHAIN_LIMIT = 8  # unresolved skip pictures chained before the oldest is compose
 def skip_tables() -> CdfTables:
     """One binary row per level (no skip, skip, escape) and a last, uniform row for the
     per-context level choice (part of the bitstream: do not change)."""
-    rows = []
-    for n in SKIP_LEVELS:
-        skip = n * (PROB_TOTAL // 64) - 1
-        rows.append(np.array([PROB_TOTAL - skip - 1, skip, 1]))
-    k = len(SKIP_LEVELS)
-    uniform = np.full(k + 1, (PROB_TOTAL - 1) // k)
-    uniform[-1] = 1
-    uniform[0] += PROB_TOTAL - uniform.sum()
-    rows.append(uniform)
-    return CdfTables.from_rows(rows, [0] * (k + 1))
+    rows = [binary_row(n) for n in SKIP_LEVELS] + [uniform_row(len(SKIP_LEVELS))]
+    return CdfTables.from_rows(rows, [0] * len(rows))
 
 
 class SkipFlags:
@@ -78,14 +70,8 @@ class SkipFlags:
 
     def _choose(self, mask: np.ndarray) -> np.ndarray:
         """The cheapest level per context for this map."""
-        ctx, flags = self._contexts(mask).ravel(), mask.ravel().astype(np.int64)
-        choice = np.zeros(_CONTEXTS, dtype=np.int64)
-        for c in range(_CONTEXTS):
-            f = flags[ctx == c]
-            if f.size:
-                costs = [self.tables.bits(np.full(f.size, lv), f) for lv in range(len(SKIP_LEVELS))]
-                choice[c] = int(np.argmin(costs))
-        return choice
+        return cheapest_rows(self.tables, np.arange(len(SKIP_LEVELS)), self._contexts(mask).ravel(),
+                             mask.ravel().astype(np.int64), _CONTEXTS)
 
     def encode(self, enc, mask: np.ndarray) -> float:
         """Code ``mask``; returns its information content in bits."""

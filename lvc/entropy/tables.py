@@ -112,6 +112,33 @@ class CdfTables:
         return PROB_BITS - np.log2(self.freqs[table, b]) + 16 * esc
 
 
+def uniform_row(k: int) -> np.ndarray:
+    """Frequencies of a uniform row over ``0..k-1``: ``(PROB_TOTAL - 1) // k`` each, the
+    remainder to symbol 0, and an escape of 1 (never used)."""
+    row = np.full(k + 1, (PROB_TOTAL - 1) // k, dtype=np.int64)
+    row[-1] = 1
+    row[0] += PROB_TOTAL - row.sum()
+    return row
+
+
+def binary_row(n64: int) -> np.ndarray:
+    """A binary row with P(1) = ``n64`` / 64 (exactly ``n64 * 1024 - 1`` of 2**16), escape 1."""
+    one = n64 * (PROB_TOTAL // 64) - 1
+    return np.array([PROB_TOTAL - one - 1, one, 1], dtype=np.int64)
+
+
+def cheapest_rows(tables: CdfTables, rows: np.ndarray, ctx: np.ndarray, symbols: np.ndarray,
+                  contexts: int) -> np.ndarray:
+    """For each context 0..contexts-1, the index into ``rows`` of the row that codes that
+    context's ``symbols`` in the fewest bits (0 for a context without symbols)."""
+    out = np.zeros(contexts, dtype=np.int64)
+    for c in range(contexts):
+        s = symbols[ctx == c]
+        if s.size:
+            out[c] = int(np.argmin([tables.bits(np.full(s.size, r), s) for r in rows]))
+    return out
+
+
 def gaussian_tables() -> CdfTables:
     """One row per table scale: zero-mean discretised Gaussian on [-K, K] plus escape."""
     rows, offsets = [], []
