@@ -92,8 +92,17 @@ class MetricAccumulator:
     with_ms_ssim: bool = True
     frames: list[dict[str, float]] = field(default_factory=list)
 
-    def add(self, ref: np.ndarray, test: np.ndarray) -> dict[str, float]:
-        m = frame_metrics(ref, test, self.with_ms_ssim)
+    def add(self, ref: np.ndarray, test: np.ndarray | tuple, ref_planes: tuple | None = None) -> dict[str, float]:
+        """Score ``test`` against RGB ``ref``: an RGB frame, or yuv420p planes (a colour
+        format 1 picture), scored on the planes against ``ref_planes`` (the source's) with
+        PSNR-RGB from their RGB view (lvc.io.convert)."""
+        if isinstance(test, tuple):
+            from lvc.io.convert import planes_to_rgb, rgb_to_planes
+
+            m = plane_metrics(ref_planes if ref_planes is not None else rgb_to_planes(ref), test, self.with_ms_ssim)
+            m["psnr_rgb"] = psnr(_mse(ref, planes_to_rgb(test)))
+        else:
+            m = frame_metrics(ref, test, self.with_ms_ssim)
         self.frames.append(m)
         return m
 

@@ -22,6 +22,9 @@
 * ``golden-residual.lvc``, ``golden-residual.json`` — over ``tiny-inter.lvcm``, the test clip
   coded by the encoder with residual layers (format 1.3; ``python tests/make_golden.py
   --residual``); the latent digest includes each layer's decoded residual pixels.
+* ``golden-yuv.lvc``, ``golden-yuv.json`` — the same in colour format 1 (format 1.4: shown as
+  yuv420p planes, residual layers in Y, Cb, Cr; frames 0-1 grey; ``python tests/make_golden.py
+  --yuv``); the digests include the layers' planes and the shown planes.
 
 The golden stream pins the bitstream: a change that breaks decoding of old files fails
 ``test_golden.py``. Regenerate the stream only together with a format version bump.
@@ -62,7 +65,8 @@ TINY = ModelConfig(N=8, M=16, Nh=8, levels=3)
 def frames_hash(frames) -> str:
     h = hashlib.sha256()
     for f in frames:
-        h.update(np.ascontiguousarray(f).tobytes())
+        for part in f if isinstance(f, tuple) else (f,):  # RGB, or colour format 1's planes
+            h.update(np.ascontiguousarray(part).tobytes())
     return h.hexdigest()
 
 
@@ -72,15 +76,18 @@ def digests(stream: Path, model: Path) -> dict[str, str]:
 
     lat = hashlib.sha256()
     with LvcReader(stream) as r:
-        dec = SequenceDecoder(load_model(str(model)), r.header.width, r.header.height, str(stream))
+        fmt = r.header.colour_format
+        dec = SequenceDecoder(load_model(str(model)), r.header.width, r.header.height, str(stream), colour_format=fmt)
         for unit in r.units():
             dec.decode(unit)
             lat.update((dec.reference if dec.reference is not None else dec.context).numpy().tobytes())
             if unit.residual is not None:  # exact integers too
-                layer = ResidualCoder().decode(unit.residual, r.header.height, r.header.width, str(stream))
+                layer = ResidualCoder().decode(unit.residual, r.header.height, r.header.width, str(stream), fmt)
                 lat.update(layer.pixels(r.header.height, r.header.width).tobytes())
+                if fmt:  # colour format 1: the planes' residual too
+                    lat.update(b"".join(p.tobytes() for p in layer.planes(r.header.height, r.header.width)))
     with reference_synthesis():
-        frames = frames_hash(api.iter_decode(stream, model=str(model)))
+        frames = frames_hash(api.iter_decode(stream, model=str(model), planes=None))
     return {"latents_sha256": lat.hexdigest(), "frames_sha256": frames}
 
 
@@ -100,7 +107,7 @@ def reference_synthesis():
 
 GOLDEN = {"golden": "tiny.lvcm", "golden-ctx": "tiny-ctx.lvcm", "golden-inter": "tiny-inter.lvcm",
           "golden-skip": "tiny-inter.lvcm", "golden-grey": "tiny-inter.lvcm",
-          "golden-residual": "tiny-inter.lvcm"}  # stem -> model
+          "golden-residual": "tiny-inter.lvcm", "golden-yuv": "tiny-inter.lvcm"}  # stem -> model
 
 
 def write_digests() -> None:
@@ -254,6 +261,30 @@ def main_residual() -> None:
     write_digests()
 
 
+def main_yuv() -> None:
+    """The colour format 1 fixture (needs tiny-inter.lvcm and clip.y4m), frames 0-1 grey."""
+    from lvc.codec.grey import show_grey
+
+    with open_video(DATA / "clip.y4m") as v:
+        frames = [show_grey(f) if i < 2 else f for i, f in enumerate(v.frames())]
+    src = DATA / "yuv.tmp.y4m"
+    w = FrameWriter(src, 64, 48, Fraction(25))
+    for f in frames:
+        w.write(np.ascontiguousarray(f))
+    w.commit()
+    stream = DATA / "golden-yuv.lvc"
+    api.encode(src, stream, quality=0.9, model=str(DATA / "tiny-inter.lvcm"), intra_period=4, progress=False,
+               residual=64.0, colour="yuv420")
+    src.unlink()
+    with LvcReader(stream) as r:
+        units = list(r.units())
+        if r.header.version != (1, 4) or r.header.colour_format != 1 or sum(u.residual is not None for u in units) < 4:
+            raise SystemExit("the encoder coded too few residual layers for the fixture")
+        if [u.grey for u in units] != [True] * 2 + [False] * 4:
+            raise SystemExit("the grey frames did not come back from the 4:2:0 clip as grey")
+    write_digests()
+
+
 def main() -> None:
     DATA.mkdir(exist_ok=True)
     with open_video(sample_clip()) as v:
@@ -271,5 +302,5 @@ def main() -> None:
 
 if __name__ == "__main__":
     {"--digests-only": write_digests, "--context": main_context, "--inter": main_inter, "--skip": main_skip,
-     "--grey": main_grey, "--residual": main_residual}.get(
+     "--grey": main_grey, "--residual": main_residual, "--yuv": main_yuv}.get(
         sys.argv[1] if sys.argv[1:] else "", main)()

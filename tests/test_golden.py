@@ -83,3 +83,20 @@ def test_golden_residual_stream_pins_its_layers():
     with LvcReader(DATA / "golden-residual.lvc") as r:
         assert r.header.version == (1, 3)
         assert [u.residual is not None for u in r.units()] == [True] * 6
+
+
+def test_golden_yuv_stream_is_colour_format_1():
+    """The colour format 1 fixture: format 1.4, shown as planes (grey frames with chroma at
+    128), layers on most frames; its planes are pinned by the digests above."""
+    from lvc.bitstream.container import LvcReader
+
+    stream = DATA / "golden-yuv.lvc"
+    with LvcReader(stream) as r:
+        assert r.header.version == (1, 4) and r.header.colour_format == 1
+        units = list(r.units())
+    assert [u.grey for u in units] == [True] * 2 + [False] * 4
+    assert sum(u.residual is not None for u in units) >= 4
+    shown = list(api.iter_decode(stream, model=str(DATA / GOLDEN["golden-yuv"]), planes=None))
+    assert all(isinstance(f, tuple) and f[0].shape == (48, 64) and f[1].shape == (24, 32) for f in shown)
+    assert all((f[1] == 128).all() and (f[2] == 128).all() for f in shown[:2])
+    assert not all((f[1] == 128).all() for f in shown[2:])

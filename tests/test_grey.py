@@ -30,7 +30,8 @@ def test_grey_frames_decode_grey_and_equal_the_encoders_pictures(tmp_path, tiny_
     frames = _mixed_clip(tmp_path / "mixed.y4m", clip)
     assert [is_grey(f) for f in frames] == [True] * 4 + [False] * 2
     out = tmp_path / "a.lvc"
-    res = api.encode(tmp_path / "mixed.y4m", out, quality=0.5, model=model, progress=False, ms_ssim=False)
+    res = api.encode(tmp_path / "mixed.y4m", out, quality=0.5, model=model, progress=False, ms_ssim=False,
+                     colour="rgb")  # (grey in colour format 1: tests/test_golden.py's yuv fixture)
     from lvc.codec.sequence import SequenceEncoder
     from lvc.models.registry import load_model
 
@@ -58,7 +59,7 @@ def test_grey_frames_decode_grey_and_equal_the_encoders_pictures(tmp_path, tiny_
 
 def test_colour_streams_stay_version_1_0(tmp_path, tiny_model, clip):
     out = tmp_path / "a.lvc"
-    api.encode(clip, out, quality=0.5, model=tiny_model, progress=False, metrics=False, residual=0)
+    api.encode(clip, out, quality=0.5, model=tiny_model, progress=False, metrics=False, residual=0, colour="rgb")
     assert api.info(out)["version"] == "1.0" and not any(u["grey"] for u in api.info(out)["frames"])
 
 

@@ -37,7 +37,8 @@ def twelve(tmp_path_factory):
 def test_every_preset_decodes_to_the_encoders_reconstruction(tmp_path, twelve, preset, refine):
     src, frames = twelve
     out = tmp_path / "a.lvc"
-    api.encode(src, out, quality=0.5, intra_period=-1, preset=preset, refine=refine, max_frames=6, progress=False)
+    api.encode(src, out, quality=0.5, intra_period=-1, preset=preset, refine=refine, max_frames=6, progress=False,
+               colour="rgb")
     enc = SequenceEncoder(load_model(), round(0.5 * QUALITY_MAX), -1, refine, preset)
     expected = [enc.encode(f).recon for f in frames[:6]]
     decoded = list(api.iter_decode(out))

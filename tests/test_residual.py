@@ -49,7 +49,7 @@ def test_dc_coefficient_is_a_flat_block():
     coded[1, 0] = True
     coeffs = np.zeros((3, 1, BLOCK, BLOCK), np.int64)
     coeffs[0, 0, 0, 0] = 5
-    px = Residual((24, 30), coded, coeffs).pixels(16, 16)  # step 24: 10 << 4 sixteenths = 10 pixels
+    px = Residual((24, 30), (coded,), (coeffs,)).pixels(16, 16)  # step 24: 10 << 4 sixteenths = 10 pixels
     assert np.all(px[8:, :8] == 6) and np.all(px[:8] == 0) and np.all(px[8:, 8:] == 0)  # 5 * 10 / 8 = 6.25
 
 
@@ -60,7 +60,8 @@ def test_round_trip_is_exact_and_helps(lmbda):
     assert coded is not None
     section, bits, r = coded
     back = ResidualCoder().decode(section, *frame.shape[:2], "test")
-    assert back.steps == r.steps and np.array_equal(back.coded, r.coded) and np.array_equal(back.coeffs, r.coeffs)
+    assert back.steps == r.steps and len(back.coded) == len(back.coeffs) == 1
+    assert np.array_equal(back.coded[0], r.coded[0]) and np.array_equal(back.coeffs[0], r.coeffs[0])
     h, w = frame.shape[:2]
     assert np.array_equal(back.pixels(h, w), r.pixels(h, w))
     before = np.mean((picture.astype(float) - frame) ** 2)
@@ -83,9 +84,10 @@ def test_nothing_to_code_gives_no_layer():
 
 
 def _video(work, residual: float):
+    """Colour format 0 (RGB pictures); format 1 is tests/test_colour.py's."""
     out = work / f"r{residual}.lvc"
     r = api.encode(DATA / "clip.y4m", out, quality=0.9, model=str(DATA / "tiny-inter.lvcm"), intra_period=4,
-                   progress=False, ms_ssim=False, residual=residual)
+                   progress=False, ms_ssim=False, residual=residual, colour="rgb")
     return out, r
 
 

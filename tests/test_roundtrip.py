@@ -32,7 +32,7 @@ def _recons(model: str, clip, q: int, intra_period: int = 32) -> list[np.ndarray
 
 def test_decode_equals_encoder_reconstruction(tmp_path, tiny_model, clip):
     out = tmp_path / "a.lvc"
-    api.encode(clip, out, quality=0.5, model=tiny_model, progress=False)
+    api.encode(clip, out, quality=0.5, model=tiny_model, progress=False, colour="rgb")
     decoded = list(api.iter_decode(out, model=tiny_model))
     expected = _recons(tiny_model, clip, round(0.5 * 65535))
     assert len(decoded) == len(expected) == 6

@@ -61,7 +61,7 @@ def test_model_file_keeps_the_temporal_prior(tmp_path, frames, clip):
     assert again.temporal.latent_space == intra_identity(intra) == intra_identity(again)
     assert intra.sha256 != again.sha256
     out = tmp_path / "a.lvc"
-    api.encode(clip, out, quality=0.5, model=str(path), intra_period=-1, progress=False)
+    api.encode(clip, out, quality=0.5, model=str(path), intra_period=-1, progress=False, colour="rgb")
     types = "".join(u["type"] for u in api.info(out)["frames"])
     assert "P" in types
     enc = SequenceEncoder(again, round(0.5 * 65535), -1)

@@ -26,16 +26,17 @@ def frames_at(path: str | os.PathLike, wanted: list[int]) -> dict[int, np.ndarra
     if path.suffix.lower() == ".lvc":
         from lvc.bitstream.container import LvcReader
         from lvc.codec.decoder import SequenceDecoder
+        from lvc.io.convert import as_rgb
         from lvc.models.registry import model_for_stream
 
         with LvcReader(path) as r:
             h = r.header
             dec = SequenceDecoder(model_for_stream(h.model_name, h.weights_hash, None, str(path)), h.width, h.height,
-                                  str(path))
+                                  str(path), colour_format=h.colour_format)
             try:
                 for unit in r.units():
                     if unit.index in want:
-                        out[unit.index] = dec.decode(unit)
+                        out[unit.index] = as_rgb(dec.decode(unit))  # (colour format 1: planes)
                     else:
                         dec.advance(unit)
                     if len(out) == len(want):

@@ -58,10 +58,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def _lvc_variant(C, name: str, model: str | None, intra_period: int):
     """``lvc``, ``lvc-fast``/``-slow`` (presets), ``lvc-intra`` (every frame I), ``lvc-refineN``,
-    ``lvc-noresidual`` (no residual layers)."""
+    ``lvc-noresidual`` (no residual layers), ``lvc-rgb`` (colour format 0: RGB pictures)."""
     variant = name.removeprefix("lvc").removeprefix("-")
     if variant == "noresidual":
         return C.lvc_codec(model, intra_period, name=name, residual=0.0)
+    if variant == "rgb":
+        return C.lvc_codec(model, intra_period, name=name, colour="rgb")
     if variant in ("", "fast", "medium", "slow"):
         return C.lvc_codec(model, intra_period, preset=variant or "medium", name=name)
     if variant == "intra":
@@ -69,7 +71,7 @@ def _lvc_variant(C, name: str, model: str | None, intra_period: int):
     if variant.startswith("refine") and variant.removeprefix("refine").isdigit():
         return C.lvc_codec(model, intra_period, refine=int(variant.removeprefix("refine")), name=name)
     raise InputError(f"unknown lvc variant {name!r}", None,
-                     "use lvc, lvc-fast, lvc-slow, lvc-intra, lvc-refineN or lvc-noresidual")
+                     "use lvc, lvc-fast, lvc-slow, lvc-intra, lvc-refineN, lvc-noresidual or lvc-rgb")
 
 
 def _select_codecs(names: list[str], model: str | None, intra_period: int) -> list:

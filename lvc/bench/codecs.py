@@ -94,25 +94,28 @@ def _pillow_codec(fmt: str) -> Codec:
 
 
 def lvc_codec(model: str | None = None, intra_period: int = 32, refine: int | None = None,
-              preset: str = "medium", name: str = "lvc", residual: float | None = None) -> Codec:
+              preset: str = "medium", name: str = "lvc", residual: float | None = None,
+              colour: str = "auto") -> Codec:
     def run(frames: list[np.ndarray], ref_path: Path, param: float, work: Path) -> Coded:
         out = work / f"lvc_{param}.lvc"
         res = api.encode(ref_path, out, quality=param, model=model, intra_period=intra_period,
                          max_frames=len(frames), progress=False, metrics=False, refine=refine, preset=preset,
-                         residual=residual)
+                         residual=residual, colour=colour)
         t0 = time.perf_counter()
-        dec = list(api.iter_decode(out, model=model))
+        dec = list(api.iter_decode(out, model=model, planes=None))  # as shown: RGB or planes
         t1 = time.perf_counter()
         size = out.stat().st_size
         out.unlink()
-        return Coded(size, dec, res.seconds, t1 - t0,
+        yuv = dec if dec and isinstance(dec[0], tuple) else None
+        return Coded(size, [planes_to_rgb(p) for p in yuv] if yuv else dec, res.seconds, t1 - t0,
                      f"lvc encode REF -o OUT.lvc --quality {param} --intra-period {intra_period} --preset {preset}"
                      + (f" --model {model}" if model else "") + (f" --refine {refine}" if refine is not None else "")
-                     + (f" --residual {residual:g}" if residual is not None else ""),
-                     peak_rss_mb=_self_peak_rss_mb())
+                     + (f" --residual {residual:g}" if residual is not None else "")
+                     + (f" --colour {colour}" if colour != "auto" else ""),
+                     yuv, peak_rss_mb=_self_peak_rss_mb())
 
     from lvc.codec.refine import ALGORITHM as refine_algorithm
-    from lvc.codec.residual_rdo import RESIDUAL_ENCODER
+    from lvc.codec.residual_rdo import RESIDUAL_ENCODER, YUV_ENCODER
     from lvc.codec.sequence import INTER_ENCODER, INTRA_OFFSET, PRESETS
     from lvc.codec.synthesis import bf16_synthesis
     from lvc.models.registry import default_model, load_model
@@ -144,6 +147,7 @@ def lvc_codec(model: str | None = None, intra_period: int = 32, refine: int | No
     layers = " residual=off" if residual == 0 else f" residual={RESIDUAL_ENCODER}" + (
         f" weight={residual:g}" if residual is not None else "") + (
         " display=bf16-last-f32" if bf16_synthesis() and "display=" not in tag else "")
+    layers += f" colour={colour}" + (f"/{YUV_ENCODER}" if colour != "rgb" else "")  # video: format 1 by default
     version = f"lvc {lvc.__version__} {models} {tag}"
     return Codec(name, "any", LVC_POINTS, version + layers, run, version + still_tag)
 

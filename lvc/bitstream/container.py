@@ -17,6 +17,8 @@ from pathlib import Path
 
 from lvc.bitstream import syntax
 from lvc.bitstream.syntax import (
+    COLOUR_RGB,
+    COLOUR_YUV420,
     FRAME_HEADER,
     GREY_FLAG,
     MAGIC,
@@ -43,12 +45,13 @@ class SequenceHeader:
     frame_count: int
     intra_period: int
     version: tuple[int, int] = (VERSION_MAJOR, 0)  # the writer raises the minor to what the frames need
+    colour_format: int = COLOUR_RGB  # syntax.COLOUR_RGB | COLOUR_YUV420 (the latter needs 1.4)
 
     def pack(self) -> bytes:
         values = dict(magic=MAGIC, version_major=self.version[0], version_minor=self.version[1],
                       model_name=self.model_name, weights_hash=self.weights_hash, width=self.width,
                       height=self.height, fps_num=self.fps.numerator, fps_den=self.fps.denominator,
-                      frame_count=self.frame_count, colour_format=0, intra_period=self.intra_period,
+                      frame_count=self.frame_count, colour_format=self.colour_format, intra_period=self.intra_period,
                       extension_length=0, extensions=b"", header_crc=0)
         body = syntax.pack(SEQUENCE_HEADER[:-1], values)
         return body + syntax.pack(SEQUENCE_HEADER[-1:], {"header_crc": zlib.crc32(body)})
@@ -97,6 +100,8 @@ class LvcWriter:
         self.frames = 0
         self.bytes_written = 0
         self.minor = header.version[1]  # raised by the first frame that needs a newer minor version
+        if header.colour_format == COLOUR_YUV420:
+            self.minor = max(self.minor, 4)
         self._chain_quality: int | None = None  # the last I- or P-frame's quality
         try:
             head = header.pack()  # range-check every field before anything touches the disk
@@ -198,10 +203,15 @@ class LvcReader:
             self._f.close()
             raise BitstreamError(f"frame size {values['width']}x{values['height']} exceeds the limit", where,
                                  "the file is corrupted")
+        version = (values["version_major"], values["version_minor"])
+        if values["colour_format"] == COLOUR_YUV420 and version < (1, 4):
+            self._f.close()
+            raise BitstreamError(f"colour format 1 is not valid in a format {version[0]}.{version[1]} stream", where,
+                                 "the file is corrupted")
         self.header = SequenceHeader(
             values["model_name"], values["weights_hash"], values["width"], values["height"],
             Fraction(values["fps_num"], values["fps_den"]), values["frame_count"], values["intra_period"],
-            (values["version_major"], values["version_minor"]))
+            version, values["colour_format"])
         self.header_size = pos
         self._f.seek(pos)
 

@@ -14,12 +14,14 @@ from lvc.errors import BitstreamError
 
 MAGIC = b"LVC\x1a"
 VERSION_MAJOR = 1
-VERSION_MINOR = 3  # the newest minor version this lvc writes; a stream carries the lowest it needs
+VERSION_MINOR = 4  # the newest minor version this lvc writes; a stream carries the lowest it needs
 # Minor versions: 1.0 the first; 1.1 adds the grey flag of frame units (GREY_FLAG); 1.2 lets a
 # conditional P-frame have another quality than the I- or P-frame that started its context;
-# 1.3 adds the residual layer (RESIDUAL_FLAG).
+# 1.3 adds the residual layer (RESIDUAL_FLAG); 1.4 the colour format COLOUR_YUV420.
 GREY_FLAG = 0x80  # frame_type bit 7: the frame is shown grey
 RESIDUAL_FLAG = 0x40  # frame_type bit 6: the payload starts with a residual layer (RESIDUAL_HEADER)
+COLOUR_RGB = 0  # colour_format: the picture is 8-bit RGB (shown as yuv420p through swscale)
+COLOUR_YUV420 = 1  # colour_format (since 1.4): shown as 8-bit YUV 4:2:0 planes (lvc.codec.colour)
 
 _FIXED = {"u8": "<B", "u16": "<H", "u32": "<I"}
 
@@ -56,7 +58,10 @@ SEQUENCE_HEADER: tuple[Field, ...] = (
     Field("fps_num", "u32", 1, 1_000_000, "frame rate numerator"),
     Field("fps_den", "u32", 1, 1_000_000, "frame rate denominator"),
     Field("frame_count", "u32", 1, 1 << 24, "number of frame units that follow"),
-    Field("colour_format", "u8", 0, 0, "0: 8-bit RGB coded, shown as BT.601 limited-range YUV 4:2:0"),
+    Field("colour_format", "u8", 0, 1, "0: 8-bit RGB pictures (shown as BT.601 limited-range YUV 4:2:0 "
+          "through swscale); 1 (since 1.4): the shown pictures are 8-bit BT.601 limited-range YUV 4:2:0 "
+          "planes, the RGB pictures' exact conversion plus the residual layers, coded in Y, Cb, Cr "
+          "(docs: \"Colour formats\")"),
     Field("intra_period", "u16", 0, 65535,
           "forced I-frame period; 0: only the first frame is forced (the encoder may add more)"),
     Field("extension_length", "u16", 0, 4096, "bytes of header extensions that follow (0 in version 1.0)"),
@@ -83,7 +88,7 @@ RESIDUAL_HEADER: tuple[Field, ...] = (
     Field("residual_length", "u32", 4, (1 << 28) - 4, "bytes of the range-coded residual section, a multiple of 4"),
     Field("luma_step", "u8", 0, 51, "step index of the Y plane: `(10, 11, 13, 14, 16, 18)[i % 6] << (i // 6)` "
           "sixteenths of a pixel"),
-    Field("chroma_step", "u8", 0, 51, "step index of the Co and Cg planes"),
+    Field("chroma_step", "u8", 0, 51, "step index of the chroma planes (Co and Cg, or Cb and Cr)"),
     Field("reserved", "u16", 0, 0, "0"),
 )
 

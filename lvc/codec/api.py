@@ -26,13 +26,14 @@ from lvc.bitstream.container import (
     SequenceHeader,
     pack_frame,
 )
-from lvc.bitstream.syntax import VERSION_MAJOR, VERSION_MINOR
+from lvc.bitstream.syntax import COLOUR_RGB, COLOUR_YUV420, VERSION_MAJOR, VERSION_MINOR
 from lvc.codec.decoder import SequenceDecoder
 from lvc.codec.ratecontrol import search_quality
 from lvc.codec.residual_rdo import RESIDUAL_WEIGHT
 from lvc.codec.sequence import PRESETS, SequenceEncoder, quality_to_int
 from lvc.codec.synthesis import WorkerPool, default_workers, serial_main_thread
 from lvc.errors import BitstreamError, InputError, LvcError
+from lvc.io.convert import Planes, planes_to_rgb, rgb_to_planes
 from lvc.io.reader import VideoInfo, open_video
 from lvc.io.writer import FrameWriter, output_kind
 from lvc.metrics import MetricAccumulator
@@ -112,13 +113,13 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
            fps: Fraction | None = None, progress: bool | None = None, metrics: bool = True,
            refine: int | None = None, preset: str = "medium", bitrate: float | None = None,
            ms_ssim: bool = True, reuse_probe: bool = True, intra_offset: float | None = None,
-           residual: float | None = None) -> EncodeResult:
+           residual: float | None = None, colour: str = "auto") -> EncodeResult:
     """Encode a video/image/PNG folder to an ``.lvc`` file (written atomically).
 
     Without ``model``, a still image (or a single frame) takes the shipped image model and
     video the shipped video model (:func:`lvc.models.registry.default_model`).
     ``preset`` (fast | medium | slow) sets the encoder's effort (a still image's own budget:
-    :data:`lvc.codec.sequence.PRESETS`); ``refine`` overrides its encoder-side latent
+    :data:`lvc.codec.presets.PRESETS`); ``refine`` overrides its encoder-side latent
     refinement steps per frame. ``bitrate`` (kbps) replaces ``quality``:
     the quality is searched with whole encoding passes so the file lands on that rate; the
     chosen pass is written as it was coded (``reuse_probe``; its metrics then come from
@@ -130,6 +131,9 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
     headroom above ``quality``, at which its conditional P-frames are coded.
     ``residual`` (default :data:`lvc.codec.residual_rdo.RESIDUAL_WEIGHT` for video, 0 for a
     still image) weighs the residual layer's rate against the quality's lambda; 0 codes none.
+    ``colour`` picks the colour format: ``yuv420`` shows yuv420p planes coded against the
+    source's own (format 1.4, :mod:`lvc.codec.colour`), ``rgb`` RGB pictures; ``auto`` takes
+    ``yuv420`` for a video file and ``rgb`` for images and still pictures.
     """
     if not 0.0 <= quality <= 1.0:
         raise InputError(f"quality {quality} is outside [0, 1]", None, "pass --quality between 0 and 1")
@@ -144,6 +148,8 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
         raise InputError(f"intra offset {intra_offset} is outside [0, 1]", None, "pass --intra-offset between 0 and 1")
     if residual is not None and not (math.isfinite(residual) and residual >= 0):
         raise InputError(f"residual weight {residual} is invalid", None, "pass a residual weight >= 0 (0: none)")
+    if colour not in COLOUR_CHOICES:
+        raise InputError(f"unknown colour format {colour!r}", None, f"use one of {', '.join(COLOUR_CHOICES)}")
     if refine is not None and refine < 0:
         raise InputError(f"refine steps must be >= 0 (got {refine})")
     if preset not in PRESETS:
@@ -159,7 +165,10 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
     steps = PRESETS[preset].still_steps(info.width * info.height) if still and refine is None else refine
     rate = info.fps if max(info.fps.numerator, info.fps.denominator) <= 1_000_000 else \
         info.fps.limit_denominator(10_000)
-    header = SequenceHeader(fm.name, fm.weights_hash, info.width, info.height, rate, 1, max(intra_period, 0))
+    yuv = colour == "yuv420" or (colour == "auto" and info.kind == "video" and not still)
+    fmt = COLOUR_YUV420 if yuv else COLOUR_RGB
+    header = SequenceHeader(fm.name, fm.weights_hash, info.width, info.height, rate, 1, max(intra_period, 0),
+                            colour_format=fmt)
     try:
         header.pack()  # range-check every field before any encoding pass
     except ValueError as e:
@@ -172,22 +181,22 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
         frame units while they total at most ``KEEP_PROBE_BYTES`` (then it is cleared and
         stops), so that rate control can write its chosen probe instead of coding it again."""
         enc = SequenceEncoder(fm, q, intra_period, steps, preset, synthesize=acc is not None, intra_offset=offset,
-                              residual=weight)
+                              residual=weight, colour_format=fmt)
         size, n, est = len(header.pack()), 0, 0.0
         pending: deque = deque()  # reconstructions still being synthesised, scored in order
 
         def score() -> None:
-            frame, coded = pending.popleft()
-            acc.add(frame, coded.recon)
+            (frame, planes), coded = pending.popleft()
+            acc.add(frame, coded.recon, planes)
 
         with open_video(input, fps) as s, _progress(total, desc, progress) as bar:
             try:
-                frames = itertools.islice(s.frames(), max_frames)
+                frames = itertools.islice(_source(s, yuv), max_frames)
                 ahead = torch.get_num_threads() > 1  # work on the next frame beside this one's
                 upcoming = next(frames, None)
                 while upcoming is not None:
-                    frame, upcoming = upcoming, next(frames, None)  # one frame ahead: lvc.codec.lookahead
-                    coded = enc.encode(frame, upcoming if ahead else None)
+                    (frame, planes), upcoming = upcoming, next(frames, None)  # one ahead: lvc.codec.lookahead
+                    coded = enc.encode(frame, upcoming[0] if ahead and upcoming is not None else None, planes)
                     unit = (coded.frame_type, coded.quality, coded.payload, coded.grey, coded.residual)
                     size += len(pack_frame(*unit))
                     if writer is not None:
@@ -199,7 +208,7 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
                     est += coded.estimated_bits
                     n += 1
                     if acc is not None:
-                        pending.append((frame, coded))
+                        pending.append(((frame, planes), coded))
                         while len(pending) > enc.codec.synthesis.workers:
                             score()
                     bar.update(1)
@@ -247,11 +256,19 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
         size = w.bytes_written
     if q in probed and acc is not None:  # score what the decoder shows: the encoder's reconstruction
         with open_video(input, fps) as s:
-            for frame, recon in zip(s.frames(), iter_decode(output, fm), strict=False):
-                acc.add(frame, recon)
+            for (frame, planes), recon in zip(_source(s, yuv), iter_decode(output, fm, planes=yuv), strict=False):
+                acc.add(frame, recon, planes)
     seconds = time.perf_counter() - t0
     return EncodeResult(frames, info.width, info.height, float(info.fps), size, est, seconds,
                         acc.mean() if acc else {}, q / 65535, len(search.probes) if search else 0)
+
+
+COLOUR_CHOICES = ("auto", "yuv420", "rgb")
+
+
+def _source(src, planes: bool) -> Iterator[tuple[np.ndarray, tuple | None]]:
+    """(RGB frame, its yuv420p planes or None) of an opened input."""
+    return src.frames_with_planes() if planes else ((f, None) for f in src.frames())
 
 
 def _from_newer(e: LvcError, version: tuple[int, int]) -> LvcError:
@@ -264,8 +281,11 @@ def _from_newer(e: LvcError, version: tuple[int, int]) -> LvcError:
                           f"lvc's {VERSION_MAJOR}.{VERSION_MINOR}: decode it with a newer lvc")
 
 
-def iter_decode(input: PathLike, model: str | FrozenModel | None = None) -> Iterator[np.ndarray]:
-    """Decoded RGB frames, streamed in order.
+def iter_decode(input: PathLike, model: str | FrozenModel | None = None,
+                planes: bool | None = False) -> Iterator[np.ndarray | Planes]:
+    """Decoded frames, streamed in order: RGB (H, W, 3), or with ``planes`` yuv420p planes
+    (Y, U, V), or with ``planes=None`` as the stream shows them (its colour format). Either
+    is converted by swscale (lvc.io.convert) where the stream shows the other.
 
     Entropy decoding runs ahead by as many frames as there are synthesis workers (plus one),
     so the syntheses of consecutive frames overlap. Pictures that are composed from the
@@ -276,7 +296,9 @@ def iter_decode(input: PathLike, model: str | FrozenModel | None = None) -> Iter
     with LvcReader(input) as r:
         h = r.header
         fm = model_for_stream(h.model_name, h.weights_hash, model, str(input))
-        dec = SequenceDecoder(fm, h.width, h.height, str(input), default_workers())
+        dec = SequenceDecoder(fm, h.width, h.height, str(input), default_workers(), h.colour_format)
+        native = h.colour_format == COLOUR_YUV420
+        convert = None if planes is None or planes == native else (rgb_to_planes if planes else planes_to_rgb)
         compose = WorkerPool(1, "lvc-compose")
         pending: deque = deque()
         try:
@@ -287,7 +309,7 @@ def iter_decode(input: PathLike, model: str | FrozenModel | None = None) -> Iter
                             picture = dec.decode_async(unit)
                         except BitstreamError as e:  # (not the reader's CRC and length checks: damage)
                             raise _from_newer(e, h.version) from None
-                        pending.append(compose.submit(picture.result))
+                        pending.append(compose.submit(_shown, picture, convert))
                         if len(pending) > dec.codec.synthesis.workers + 1:
                             yield pending.popleft().result()
                 except LvcError:  # a bad unit: the frames decoded before it still come out first
@@ -301,6 +323,12 @@ def iter_decode(input: PathLike, model: str | FrozenModel | None = None) -> Iter
             dec.close()
 
 
+def _shown(picture, convert):
+    """A decoded picture in the caller's representation."""
+    out = picture.result()
+    return out if convert is None else convert(out)
+
+
 def decode(input: PathLike, output: PathLike | None = None, model: str | None = None, threads: int | None = None,
            reference: PathLike | None = None, progress: bool | None = None) -> DecodeResult:
     """Decode an ``.lvc`` file to y4m/mp4/png/folder; optionally score it against ``reference``."""
@@ -309,9 +337,10 @@ def decode(input: PathLike, output: PathLike | None = None, model: str | None = 
         output_kind(output)  # fail on a bad output name before any work
     with LvcReader(input) as r:
         h = r.header
+    yuv = h.colour_format == COLOUR_YUV420  # pictures come (and are written, scored) as they are shown
     acc = MetricAccumulator() if reference is not None else None
     ref_iter = open_video(reference) if reference is not None else None
-    ref_frames = ref_iter.frames() if ref_iter is not None else None
+    ref_frames = _source(ref_iter, yuv) if ref_iter is not None else None
     try:
         writer = FrameWriter(output, h.width, h.height, h.fps) if output is not None else None
     except BaseException:
@@ -322,15 +351,15 @@ def decode(input: PathLike, output: PathLike | None = None, model: str | None = 
     t0 = time.perf_counter()
     try:
         with _progress(h.frame_count, "decode", progress) as bar:
-            for frame in iter_decode(input, model):
+            for frame in iter_decode(input, model, planes=yuv):
                 if writer is not None:
                     writer.write(frame)
                 if ref_frames is not None:
-                    ref = next(ref_frames, None)
-                    if ref is None or ref.shape != frame.shape:
+                    ref, ref_planes = next(ref_frames, (None, None))
+                    if ref is None or ref.shape[:2] != (h.height, h.width):
                         raise InputError("reference does not match the decoded video", str(reference),
                                          "pass the video that was encoded")
-                    acc.add(ref, frame)
+                    acc.add(ref, frame, ref_planes)
                 n += 1
                 bar.update(1)
         if writer is not None:
@@ -357,7 +386,8 @@ def info(input: PathLike) -> dict:
         header_bytes = r.header_size
     total = header_bytes + sum(u["bytes"] for u in units)
     return {
-        "version": f"{h.version[0]}.{h.version[1]}", "model": h.model_name, "weights_hash": h.weights_hash.hex(),
+        "version": f"{h.version[0]}.{h.version[1]}", "colour_format": ("rgb", "yuv420")[h.colour_format],
+        "model": h.model_name, "weights_hash": h.weights_hash.hex(),
         "width": h.width, "height": h.height, "fps": f"{h.fps.numerator}/{h.fps.denominator}",
         "frame_count": h.frame_count, "intra_period": h.intra_period, "bytes": total,
         "bpp": total * 8 / (h.frame_count * h.width * h.height),

@@ -9,8 +9,9 @@ from importlib import resources
 from pathlib import Path
 
 from lvc.codec import api
+from lvc.codec.presets import PRESETS, STILL_REFINE_MIN_SHARE
 from lvc.codec.residual_rdo import RESIDUAL_WEIGHT
-from lvc.codec.sequence import INTRA_OFFSET, PRESETS, STILL_REFINE_MIN_SHARE
+from lvc.codec.sequence import INTRA_OFFSET
 from lvc.errors import InputError, OutputError
 
 SAMPLE_CLIP = "bikes.mp4"
@@ -111,6 +112,10 @@ def _encode_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--residual", type=_weight, default=None,
                    help=f"video: weight of the residual layer's rate against the quality's lambda (default "
                         f"{RESIDUAL_WEIGHT:g}; 0: no residual layer, a stream older lvc releases read)")
+    p.add_argument("--colour", choices=api.COLOUR_CHOICES, default="auto",
+                   help="colour format: yuv420 shows yuv420p planes coded against the source's own (format "
+                        "1.4), rgb RGB pictures (what lvc before 1.4 reads); auto (default): yuv420 for video "
+                        "files, rgb for images, still pictures and PNG folders")
     p.add_argument("--bitrate", type=_kbps, help="target bitrate in kbps (replaces --quality; multi-pass)")
     p.add_argument("--refine", type=int,
                    help="encoder-side latent refinement steps per frame (default: the preset's; a still image "
@@ -128,7 +133,7 @@ def _do_encode(args: argparse.Namespace, input: str, output: str, ms_ssim: bool,
     return api.encode(input, output, quality=args.quality, model=args.model, intra_period=args.intra_period,
                       threads=args.threads, max_frames=args.frames, fps=args.fps, refine=args.refine,
                       preset=args.preset, bitrate=args.bitrate, ms_ssim=ms_ssim, reuse_probe=reuse_probe,
-                      intra_offset=args.intra_offset, residual=args.residual)
+                      intra_offset=args.intra_offset, residual=args.residual, colour=args.colour)
 
 
 def _encode(args: argparse.Namespace) -> int:
@@ -139,6 +144,7 @@ def _encode(args: argparse.Namespace) -> int:
         m = res.metrics
         print(f"{args.output}: {res.frames} frames {res.width}x{res.height}, {res.bytes} bytes, "
               f"{res.bpp:.4f} bpp, {res.kbps:.1f} kbps, PSNR-RGB {m.get('psnr_rgb', 0):.2f} dB, "
+              f"PSNR-YUV {m.get('psnr_yuv', 0):.2f} dB, "
               f"{res.frames / res.seconds:.1f} fps"
               + (f" (quality {res.quality:.4f} after {res.rate_passes} rate passes)" if res.rate_passes else ""))
     return 0
@@ -163,7 +169,7 @@ def _info(args: argparse.Namespace) -> int:
     letters = [{"PC": "C", "PS": "S"}.get(f["type"], f["type"]) for f in d["frames"]]
     types = "".join(c.lower() if f["grey"] else c for c, f in zip(letters, d["frames"], strict=True))
     grey = ", lower case = shown grey" if any(f["grey"] for f in d["frames"]) else ""
-    print(f"{args.input}: lvc {d['version']}, model {d['model']} ({d['weights_hash']})\n"
+    print(f"{args.input}: lvc {d['version']}, model {d['model']} ({d['weights_hash']}), colour {d['colour_format']}\n"
           f"  {d['width']}x{d['height']} @ {d['fps']} fps, {d['frame_count']} frames, intra period "
           f"{d['intra_period']}\n  {d['bytes']} bytes, {d['bpp']:.4f} bpp, {d['kbps']:.1f} kbps\n"
           f"  frame types (I, P, C = conditional P, S = C with skipped blocks{grey}): "

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 
 from lvc.bitstream.container import FRAME_I, FRAME_P, FRAME_PC, FRAME_PS, FrameUnit
+from lvc.bitstream.syntax import COLOUR_RGB, COLOUR_YUV420
+from lvc.codec.colour import PlanesPicture
 from lvc.codec.frame import FrameCodec
 from lvc.codec.grey import GreyPicture
 from lvc.codec.inter import InterCodec, LazyContext
@@ -19,7 +21,8 @@ from lvc.models.frozen import FrozenModel
 
 
 class SequenceDecoder:
-    def __init__(self, model: FrozenModel, width: int, height: int, where: str, workers: int | None = None) -> None:
+    def __init__(self, model: FrozenModel, width: int, height: int, where: str, workers: int | None = None,
+                 colour_format: int = COLOUR_RGB) -> None:
         self.codec = FrameCodec(model, workers=workers)
         self.inter = InterCodec(model, workers) if model.inter is not None else None
         self.width, self.height = width, height
@@ -29,6 +32,7 @@ class SequenceDecoder:
         self._context = LazyContext(self.inter) if self.inter is not None else None  # the next FRAME_PC's
         self.picture = None  # the last frame's picture (pending): FRAME_PS copies blocks from it
         self._residual = ResidualCoder()
+        self.colour_format = colour_format  # COLOUR_YUV420: pictures are shown as planes (lvc.codec.colour)
 
     @property
     def context(self) -> torch.Tensor | None:
@@ -59,9 +63,12 @@ class SequenceDecoder:
         return self.reference
 
     def decode_async(self, unit: FrameUnit) -> Pending:
-        """Entropy-decode ``unit`` now (errors raise here); its pixels arrive in the future
-        (a residual layer is decoded with them, and a damaged one raises from ``result()``)."""
+        """Entropy-decode ``unit`` now (errors raise here); its picture arrives in the future
+        (a residual layer is decoded with it, and a damaged one raises from ``result()``):
+        RGB, or in colour format 1 the Y, Cb, Cr planes."""
         out = self._decode(unit, synthesize=True)
+        if self.colour_format == COLOUR_YUV420:
+            return PlanesPicture(out, unit.grey)
         return GreyPicture(out) if unit.grey else out
 
     def _decode(self, unit: FrameUnit, synthesize: bool) -> Pending:
@@ -101,8 +108,8 @@ class SequenceDecoder:
         its BitstreamError from ``result()``."""
         if unit.residual is None:
             return out
-        section, h, w, coder = unit.residual, self.height, self.width, self._residual
-        return ResidualPicture(out, lambda: coder.decode(section, h, w, fwhere), h, w)
+        section, h, w, coder, fmt = unit.residual, self.height, self.width, self._residual, self.colour_format
+        return ResidualPicture(out, lambda: coder.decode(section, h, w, fwhere, fmt), h, w)
 
     def _decode_conditional(self, unit: FrameUnit, fwhere: str, synthesize: bool) -> Pending:
         if self.inter is None:

@@ -37,6 +37,7 @@ from functools import cached_property
 import numpy as np
 
 from lvc.bitstream import syntax
+from lvc.codec import colour
 from lvc.entropy import coder
 from lvc.entropy.tables import LAPLACE_THETAS, CdfTables, binary_row, cheapest_rows, laplace_tables, uniform_row
 from lvc.errors import BitstreamError
@@ -60,13 +61,11 @@ BASIS_BITS = 13
 _DIAGONAL_GROUP = (0, 1, 2, 3, 4, 4, 5, 5, 6, 6, 6, 7, 7, 7, 7)
 GROUP_OF = np.array([[_DIAGONAL_GROUP[u + v] for v in range(BLOCK)] for u in range(BLOCK)], dtype=np.int64)
 GROUPS = 8
-PLANES = 3
 LEVELS = len(LAPLACE_THETAS)
 # P(coded) of the coded-block flags' rows, in 64ths; the encoder picks one per frame
 FLAG_LEVELS = (1, 2, 4, 8, 12, 16, 24, 32, 40, 48, 52, 56, 60, 62, 63)
 LEVEL_ROW, FLAG_CHOICE_ROW, FLAG_ROW = LEVELS, LEVELS + 1, LEVELS + 2  # rows of residual_tables()
 FLAG_CONTEXTS = 4
-_HEAD_ROWS = np.array([LEVEL_ROW] * (PLANES * GROUPS) + [FLAG_CHOICE_ROW] * FLAG_CONTEXTS)
 CONTEXT_SHIFT = (-1, 0, 1)  # row offsets of the coefficient contexts (coefficient_rows)
 COEFF_LIMIT = 2047  # |quantised coefficient| at most this (the encoder clamps; more is corrupt)
 
@@ -76,32 +75,67 @@ def step_size(index: int) -> int:
     return STEP_BASE[index % 6] << (index // 6)
 
 
+# The components of each colour format's residual: (planes, log2 subsampling). Planes of one
+# component share its coded-block flags; the first plane of the first is luma.
+COMPONENTS = {syntax.COLOUR_RGB: ((3, 0),),  # Y, Co, Cg
+              syntax.COLOUR_YUV420: ((1, 0), (2, 1))}  # Y; Cb and Cr at half size
+
+
+def grid(colour_format: int, height: int, width: int) -> list[tuple[int, int, int]]:
+    """(planes, plane height, plane width) of each component of a frame's residual."""
+    return [(n, -(-height >> s), -(-width >> s)) for n, s in COMPONENTS[colour_format]]
+
+
+def _inverse(coeffs: np.ndarray, coded: np.ndarray, steps: list[int], height: int, width: int) -> np.ndarray:
+    """(planes, height, width) int32 quarter levels of one component's coded blocks. (The
+    products run in float64, where they are exact: with |coefficient| <= COEFF_LIMIT and
+    steps up to STEP_MAX every partial sum is an integer below 2**53.)"""
+    hb, wb = coded.shape
+    planes = coeffs.shape[0]
+    quarter = np.zeros((planes, hb, BLOCK, wb, BLOCK), dtype=np.int32)  # |value| < 2**26
+    ys, xs = np.nonzero(coded)
+    n = ys.size
+    basis = BASIS.astype(np.float64)
+    for p in range(planes):
+        v = coeffs[p].astype(np.float64) * step_size(steps[p])
+        a = (v.reshape(n * BLOCK, BLOCK) @ basis).reshape(n, BLOCK, BLOCK)  # rows: u, columns: x
+        r = (a.transpose(0, 2, 1).reshape(n * BLOCK, BLOCK) @ basis).reshape(n, BLOCK, BLOCK)  # (x, y)
+        # scale 2**(2 * 13 + 4) -> quarter pixels, rounded half up
+        quarter[p, ys, :, xs, :] = np.floor((r.transpose(0, 2, 1) + (1 << 27)) / (1 << 28)).astype(np.int32)
+    return quarter.reshape(planes, hb * BLOCK, wb * BLOCK)[:, :height, :width]
+
+
 @dataclass(frozen=True)
 class Residual:
-    """A decoded (or just coded) residual: quantised coefficients of the coded blocks."""
+    """A decoded (or just coded) residual: per component (``COMPONENTS``), which blocks are
+    coded and their quantised coefficients."""
 
     steps: tuple[int, int]  # step indices: luma, chroma
-    coded: np.ndarray  # (hb, wb) bool, 8x8 blocks
-    coeffs: np.ndarray  # (PLANES, n_coded, 8, 8) int64, in raster order of ``coded``
+    coded: tuple[np.ndarray, ...]  # per component: (hb, wb) bool, 8x8 blocks
+    coeffs: tuple[np.ndarray, ...]  # per component: (planes, n_coded, 8, 8) int64, raster order of ``coded``
+    colour_format: int = syntax.COLOUR_RGB
+
+    def quarter(self, height: int, width: int) -> list[np.ndarray]:
+        """Per component, (planes, plane height, plane width) int32: the residual in quarter levels."""
+        out = []
+        for c, (planes, ph, pw) in enumerate(grid(self.colour_format, height, width)):
+            steps = [self.steps[min(c + p, 1)] for p in range(planes)]
+            out.append(_inverse(self.coeffs[c], self.coded[c], steps, ph, pw))
+        return out
 
     def pixels(self, height: int, width: int) -> np.ndarray:
-        """The residual in RGB pixels, (height, width, 3) int16: exact integers. (The products
-        run in float64, where they are exact: with |coefficient| <= COEFF_LIMIT and steps up
-        to STEP_MAX every partial sum is an integer below 2**53.)"""
-        hb, wb = self.coded.shape
-        quarter = np.zeros((PLANES, hb, BLOCK, wb, BLOCK), dtype=np.int32)  # |value| < 2**26
-        ys, xs = np.nonzero(self.coded)
-        n = ys.size
-        basis = BASIS.astype(np.float64)
-        for p in range(PLANES):
-            v = self.coeffs[p].astype(np.float64) * step_size(self.steps[min(p, 1)])
-            a = (v.reshape(n * BLOCK, BLOCK) @ basis).reshape(n, BLOCK, BLOCK)  # rows: u, columns: x
-            r = (a.transpose(0, 2, 1).reshape(n * BLOCK, BLOCK) @ basis).reshape(n, BLOCK, BLOCK)  # (x, y)
-            # scale 2**(2 * 13 + 4) -> quarter pixels, rounded half up
-            quarter[p, ys, :, xs, :] = np.floor((r.transpose(0, 2, 1) + (1 << 27)) / (1 << 28)).astype(np.int32)
-        y, co, cg = quarter.reshape(PLANES, hb * BLOCK, wb * BLOCK)[:, :height, :width]
+        """The residual in RGB pixels, (height, width, 3) int16: exact integers."""
+        parts = self.quarter(height, width)
+        if self.colour_format == syntax.COLOUR_YUV420:
+            return colour.rgb_delta(parts[0][0], parts[1][0], parts[1][1])
+        y, co, cg = parts[0]
         rgb = np.stack([y + co - cg, y + cg, y - co - cg], axis=-1)
         return np.clip((rgb + 2) >> 2, -255, 255).astype(np.int16)
+
+    def planes(self, height: int, width: int) -> colour.Planes:
+        """Y, Cb, Cr in quarter levels (colour format 1)."""
+        luma, chroma = self.quarter(height, width)
+        return luma[0], chroma[0], chroma[1]
 
 
 def add_residual(picture: np.ndarray, residual: np.ndarray) -> np.ndarray:
@@ -137,66 +171,85 @@ class ResidualCoder:
         return cheapest_rows(self.tables, FLAG_ROW + np.arange(len(FLAG_LEVELS)), flag_contexts(coded),
                              coded.astype(np.int64), FLAG_CONTEXTS)
 
-    def encode(self, r: Residual, levels: np.ndarray) -> tuple[bytes, float]:
+    def encode(self, r: Residual, levels: tuple[np.ndarray, ...]) -> tuple[bytes, float]:
         """The section (declared header + range-coded words) and its information content
-        in bits. ``levels`` (PLANES, GROUPS): 0, or the table row + 1; groups at 0 must be zero."""
+        in bits. ``levels``, per component (planes, GROUPS): 0, or the table row + 1; groups
+        at 0 must be zero."""
         enc = coder.new_encoder()
-        choices = self.flag_choices(r.coded)
-        ctx, anchor = flag_contexts(r.coded), _anchors(r.coded.shape)
-        flags = r.coded.astype(np.int64)
-        parts = [(np.concatenate([levels.ravel(), choices]), _HEAD_ROWS),
+        bits = 0.0
+        for coded, coeffs, lv in zip(r.coded, r.coeffs, levels, strict=True):
+            bits += self._encode_component(enc, coded, coeffs, lv)
+        words = coder.finish(enc)
+        head = syntax.pack(syntax.RESIDUAL_HEADER, dict(residual_length=len(words), luma_step=r.steps[0],
+                                                        chroma_step=r.steps[1], reserved=0))
+        return head + words, bits + 8 * len(head)
+
+    def _encode_component(self, enc, coded: np.ndarray, coeffs: np.ndarray, levels: np.ndarray) -> float:
+        """One component's levels, flags and coefficients (module docstring, items 1-3)."""
+        choices = self.flag_choices(coded)
+        ctx, anchor = flag_contexts(coded), _anchors(coded.shape)
+        flags = coded.astype(np.int64)
+        parts = [(np.concatenate([levels.ravel(), choices]), _head_rows(levels.shape[0])),
                  (flags[anchor], FLAG_ROW + choices[ctx[anchor]]),
                  (flags[~anchor], FLAG_ROW + choices[ctx[~anchor]])]
         bits = 0.0
         for symbols, rows in parts:
             self._coder.encode(enc, symbols, rows)
             bits += self.tables.bits(rows, symbols)
-        before = np.zeros((PLANES, r.coeffs.shape[1]), dtype=np.int64)
+        before = np.zeros(coeffs.shape[:2], dtype=np.int64)
         for p, level, take in _runs(levels):
-            symbols = r.coeffs[p][:, take]
+            symbols = coeffs[p][:, take]
             rows = np.repeat(coefficient_rows(level, before[p])[:, None], symbols.shape[1], axis=1)
             self._coder.encode(enc, symbols.ravel(), rows.ravel())
             bits += self.tables.bits(rows.ravel(), symbols.ravel())
             before[p] += (symbols != 0).sum(1)
-        words = coder.finish(enc)
-        head = syntax.pack(syntax.RESIDUAL_HEADER, dict(residual_length=len(words), luma_step=r.steps[0],
-                                                        chroma_step=r.steps[1], reserved=0))
-        return head + words, bits + 8 * len(head)
+        return bits
 
-    def decode(self, section: bytes, height: int, width: int, where: str) -> Residual:
+    def decode(self, section: bytes, height: int, width: int, where: str,
+               colour_format: int = syntax.COLOUR_RGB) -> Residual:
         """Inverse of :meth:`encode` (``section`` as split off by the container)."""
         values, pos = syntax.unpack(syntax.RESIDUAL_HEADER, section, 0, where)
-        shape = (-(-height // BLOCK), -(-width // BLOCK))
         try:
             dec = coder.new_decoder(section[pos:])
-            head = self._coder.decode(dec, _HEAD_ROWS)
-            levels, choices = head[:PLANES * GROUPS].reshape(PLANES, GROUPS), head[PLANES * GROUPS:]
-            if levels.min() < 0 or levels.max() > LEVELS or choices.min() < 0 or choices.max() >= len(FLAG_LEVELS):
-                raise ValueError("level out of range")
-            coded = np.zeros(shape, dtype=bool)
-            anchor = _anchors(shape)
-            for part in (anchor, ~anchor):  # the second's contexts read the first's flags
-                rows = FLAG_ROW + choices[flag_contexts(coded)[part]]
-                flags = self._coder.decode(dec, rows)
-                if ((flags != 0) & (flags != 1)).any():
-                    raise ValueError("coded-block flag out of range")
-                coded[part] = flags == 1
-            n = int(coded.sum())
-            coeffs = np.zeros((PLANES, n, BLOCK, BLOCK), dtype=np.int64)
-            before = np.zeros((PLANES, n), dtype=np.int64)
-            for p, level, take in _runs(levels):
-                rows = np.repeat(coefficient_rows(level, before[p])[:, None], int(take.sum()), axis=1)
-                symbols = self._coder.decode(dec, rows.ravel()).reshape(rows.shape)
-                coeffs[p][:, take] = symbols
-                before[p] += (symbols != 0).sum(1)
+            parts = [self._decode_component(dec, planes, (-(-ph // BLOCK), -(-pw // BLOCK)))
+                     for planes, ph, pw in grid(colour_format, height, width)]
             if not dec.maybe_exhausted():
                 raise ValueError("section holds more data than the layer needs")
         except Exception as e:  # noqa: BLE001 - any failure inside a CRC-valid section means a bad stream
             raise BitstreamError(f"residual layer does not decode ({e.__class__.__name__}: {e})", where,
                                  "the file is corrupted") from None
-        if np.abs(coeffs).max(initial=0) > COEFF_LIMIT:
+        if max(np.abs(c).max(initial=0) for _, c in parts) > COEFF_LIMIT:
             raise BitstreamError("residual coefficient out of range", where, "the file is corrupted")
-        return Residual((values["luma_step"], values["chroma_step"]), coded, coeffs)
+        return Residual((values["luma_step"], values["chroma_step"]), tuple(p[0] for p in parts),
+                        tuple(p[1] for p in parts), colour_format)
+
+    def _decode_component(self, dec, planes: int, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        head = self._coder.decode(dec, _head_rows(planes))
+        levels, choices = head[:planes * GROUPS].reshape(planes, GROUPS), head[planes * GROUPS:]
+        if levels.min() < 0 or levels.max() > LEVELS or choices.min() < 0 or choices.max() >= len(FLAG_LEVELS):
+            raise ValueError("level out of range")
+        coded = np.zeros(shape, dtype=bool)
+        anchor = _anchors(shape)
+        for part in (anchor, ~anchor):  # the second's contexts read the first's flags
+            rows = FLAG_ROW + choices[flag_contexts(coded)[part]]
+            flags = self._coder.decode(dec, rows)
+            if ((flags != 0) & (flags != 1)).any():
+                raise ValueError("coded-block flag out of range")
+            coded[part] = flags == 1
+        n = int(coded.sum())
+        coeffs = np.zeros((planes, n, BLOCK, BLOCK), dtype=np.int64)
+        before = np.zeros((planes, n), dtype=np.int64)
+        for p, level, take in _runs(levels):
+            rows = np.repeat(coefficient_rows(level, before[p])[:, None], int(take.sum()), axis=1)
+            symbols = self._coder.decode(dec, rows.ravel()).reshape(rows.shape)
+            coeffs[p][:, take] = symbols
+            before[p] += (symbols != 0).sum(1)
+        return coded, coeffs
+
+
+def _head_rows(planes: int) -> np.ndarray:
+    """Rows of a component's levels (planes x GROUPS) and flag choices."""
+    return np.array([LEVEL_ROW] * (planes * GROUPS) + [FLAG_CHOICE_ROW] * FLAG_CONTEXTS)
 
 
 def _anchors(shape: tuple[int, int]) -> np.ndarray:
@@ -228,25 +281,43 @@ def coefficient_rows(level: int, before: np.ndarray) -> np.ndarray:
 
 def _runs(levels: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
     """(plane, level, its bands) of every group with a level, in coding order."""
-    return [(p, int(levels[p, g]), GROUP_OF == g) for p in range(PLANES) for g in range(GROUPS) if levels[p, g]]
+    return [(p, int(levels[p, g]), GROUP_OF == g)
+            for p in range(levels.shape[0]) for g in range(GROUPS) if levels[p, g]]
 
 
 class ResidualPicture:
     """Future-like: the base picture (pending) plus a residual, composed once on the first
-    ``result()``, whichever thread asks. Later frames' pictures ask it for theirs. The
-    residual may be given as a function that decodes it: nothing the decoding thread needs
-    depends on it, so the decoder leaves that work to the thread composing pictures."""
+    ``result()`` (or ``planes()``), whichever thread asks. Later frames' pictures ask it for
+    theirs. The residual may be given as a function that decodes it: nothing the decoding
+    thread needs depends on it, so the decoder leaves that work to the thread composing
+    pictures. In colour format 1, ``planes()`` gives the shown planes (lvc.codec.colour)."""
 
     def __init__(self, base, residual: Residual | Callable[[], Residual], height: int, width: int) -> None:
         self._base, self._residual, self._size = base, residual, (height, width)
         self._picture: np.ndarray | None = None
+        self._planes: colour.Planes | None = None
         self._lock = threading.Lock()
         self.depth = getattr(base, "depth", 0)  # pictures chained unresolved (lvc.codec.blend)
 
+    def _compose(self) -> None:
+        if self._picture is None:
+            r = self._residual if isinstance(self._residual, Residual) else self._residual()
+            base = self._base.result()
+            if r.colour_format == syntax.COLOUR_YUV420:
+                delta = r.planes(*self._size)
+                self._picture = add_residual(base, colour.rgb_delta(*delta))
+                self._planes = colour.shown_planes(base, delta)
+            else:
+                self._picture = add_residual(base, r.pixels(*self._size))
+            self._base = self._residual = None
+
     def result(self) -> np.ndarray:
         with self._lock:
-            if self._picture is None:
-                r = self._residual if isinstance(self._residual, Residual) else self._residual()
-                self._picture = add_residual(self._base.result(), r.pixels(*self._size))
-                self._base = self._residual = None
+            self._compose()
             return self._picture
+
+    def planes(self) -> colour.Planes | None:
+        """The shown planes of a colour format 1 layer (None for format 0's)."""
+        with self._lock:
+            self._compose()
+            return self._planes

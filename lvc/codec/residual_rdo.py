@@ -15,6 +15,8 @@ from functools import cached_property
 
 import numpy as np
 
+from lvc.bitstream import syntax
+from lvc.codec import colour
 from lvc.codec.residual import (
     BASIS,
     BASIS_BITS,
@@ -24,7 +26,6 @@ from lvc.codec.residual import (
     GROUP_OF,
     GROUPS,
     LEVELS,
-    PLANES,
     STEP_BASE,
     STEP_MAX,
     Residual,
@@ -39,9 +40,15 @@ STEP_FACTOR = 6.0  # luma step ~ STEP_FACTOR / sqrt(lambda_r) pixels
 CHROMA_OFFSET = 0  # chroma step index above luma's (+3, steps x 1.41, cost 1.3% bits; +6 about 4%)
 DEADZONE = 0.1  # quantiser rounding offset 0.5 - DEADZONE before the coefficient choices
 PLANE_WEIGHT = np.array([3.0, 2.0, 3.0])  # RGB squared error per squared error of Y, Co, Cg
+# Colour format 1: RGB squared error per squared error of a luma sample (3 * (298 / 256)**2),
+# and the weight of a chroma sample. PSNR-YUV 6:1:1 weighs a chroma sample 2/3 of a luma
+# sample (2.7); its RGB error (4 pixels' worth) would weigh it 13-17.
+YUV_LUMA_WEIGHT = 4.065
+YUV_CHROMA_WEIGHT = 2.7
 # The choices' algorithm and constants: a change here changes streams (benchmark caches key on it).
 RESIDUAL_ENCODER = (f"rdoq-blocks/1 w={RESIDUAL_WEIGHT:g}@{RAMP_QUALITY:g} k={STEP_FACTOR:g} c+{CHROMA_OFFSET} "
                     f"dz={DEADZONE:g}")
+YUV_ENCODER = f"yuv420/1 luma={YUV_LUMA_WEIGHT:g} chroma={YUV_CHROMA_WEIGHT:g}"  # colour format 1's weights
 LIVE_BITS = 4.0  # blocks whose whole error is worth fewer bits than this are never coded
 PASSES = 2  # coefficient and block choices, each with the tables refitted to the last
 FLAG_SHARE_START, FLAG_SHARE_MIN = 0.1, 0.01  # the coded share the flags' cost assumes (first pass, bounds)
@@ -50,25 +57,41 @@ _GROUP_SIZE = np.bincount(GROUP_OF.ravel(), minlength=GROUPS)
 _C = BASIS.astype(np.float64) / (1 << BASIS_BITS)
 
 
-def step_indices(lmbda_r: float) -> tuple[int, int]:
-    """(luma, chroma) step indices for the rate weight ``lambda_r``."""
-    delta16 = 16 * STEP_FACTOR / math.sqrt(lmbda_r)
-    i = round(6 * math.log2(delta16 / STEP_BASE[0]))
-    i = min(max(i, 0), STEP_MAX)
-    return i, min(i + CHROMA_OFFSET, STEP_MAX)
+def step_indices(lmbda_r: float, chroma_weight: float = 1.0, luma_weight: float = 1.0) -> tuple[int, int]:
+    """(luma, chroma) step indices for the rate weight ``lambda_r``; the weights (squared
+    error per plane sample, in units of YCoCg's Y) move a plane's step as ``1 / sqrt``."""
+    def index(w: float) -> int:
+        delta16 = 16 * STEP_FACTOR / math.sqrt(lmbda_r * w)
+        return min(max(round(6 * math.log2(delta16 / STEP_BASE[0])), 0), STEP_MAX)
+
+    luma = index(luma_weight)
+    chroma = luma if chroma_weight == luma_weight else index(chroma_weight)
+    return luma, min(chroma + CHROMA_OFFSET, STEP_MAX)
+
+
+def _blocks(planes: np.ndarray) -> np.ndarray:
+    """DCT coefficients (planes, hb, wb, 8, 8) of float planes (edges replicated up to whole blocks)."""
+    n, h, w = planes.shape
+    planes = np.pad(planes, ((0, 0), (0, -h % BLOCK), (0, -w % BLOCK)), mode="edge")
+    hb, wb = planes.shape[1] // BLOCK, planes.shape[2] // BLOCK
+    blocks = planes.reshape(n, hb, BLOCK, wb, BLOCK).transpose(0, 1, 3, 2, 4)
+    return _C @ blocks @ _C.T
 
 
 def transform(frame: np.ndarray, picture: np.ndarray) -> np.ndarray:
-    """DCT coefficients (PLANES, hb, wb, 8, 8) of ``frame - picture`` in YCoCg (edges
-    replicated up to whole blocks)."""
-    h, w = frame.shape[:2]
+    """DCT coefficients (3, hb, wb, 8, 8) of ``frame - picture`` in YCoCg."""
     res = frame.astype(np.float64) - picture
-    res = np.pad(res, ((0, -h % BLOCK), (0, -w % BLOCK), (0, 0)), mode="edge")
     r, g, b = res[..., 0], res[..., 1], res[..., 2]
-    planes = np.stack([(r + 2 * g + b) / 4, (r - b) / 2, (2 * g - r - b) / 4])
-    hb, wb = planes.shape[1] // BLOCK, planes.shape[2] // BLOCK
-    blocks = planes.reshape(PLANES, hb, BLOCK, wb, BLOCK).transpose(0, 1, 3, 2, 4)
-    return _C @ blocks @ _C.T
+    return _blocks(np.stack([(r + 2 * g + b) / 4, (r - b) / 2, (2 * g - r - b) / 4]))
+
+
+def transform_yuv(planes: colour.Planes, picture: np.ndarray) -> list[np.ndarray]:
+    """DCT coefficients of the source ``planes`` minus ``picture``'s exact conversion
+    (:func:`lvc.codec.colour.quarter_yuv`): luma (1, hb, wb, 8, 8), chroma (2, ...)."""
+    y, cb, cr = colour.quarter_yuv(picture)
+    luma = planes[0].astype(np.float64) - y / 4
+    chroma = np.stack([planes[1].astype(np.float64) - cb / 4, planes[2].astype(np.float64) - cr / 4])
+    return [_blocks(luma[None]), _blocks(chroma)]
 
 
 class ResidualEncoder:
@@ -93,36 +116,59 @@ class ResidualEncoder:
             return self.weight
         return 1 + (self.weight - 1) * min(1.0, quality / (RAMP_QUALITY * QUALITY_MAX))
 
-    def encode(self, frame: np.ndarray, picture: np.ndarray, lmbda: float,
-               quality: int = QUALITY_MAX) -> tuple[bytes, float, Residual] | None:
+    def encode(self, frame: np.ndarray, picture: np.ndarray, lmbda: float, quality: int = QUALITY_MAX,
+               planes: colour.Planes | None = None) -> tuple[bytes, float, Residual] | None:
         """(section, bits, residual) for ``frame`` shown as ``picture`` at rate weight
-        ``lmbda`` and integer ``quality``, or None where no block is worth coding."""
+        ``lmbda`` and integer ``quality``, or None where no block is worth coding. With the
+        source's yuv420p ``planes`` the layer is colour format 1's (coded against them)."""
         lmbda_r = self.weight_at(quality) * lmbda
-        steps = step_indices(lmbda_r)
-        coef = transform(frame, picture)
-        d = np.array([step_size(steps[min(p, 1)]) / 16 for p in range(PLANES)])[:, None, None, None, None]
-        scale = lmbda_r / 3 * PLANE_WEIGHT[:, None, None, None, None]
-        energy = (scale * coef ** 2).sum((0, 3, 4))
+        if planes is None:
+            fmt, steps = syntax.COLOUR_RGB, step_indices(lmbda_r)
+            comps = [(transform(frame, picture), PLANE_WEIGHT)]
+        else:
+            fmt = syntax.COLOUR_YUV420
+            steps = step_indices(lmbda_r, YUV_CHROMA_WEIGHT / 3, YUV_LUMA_WEIGHT / 3)
+            luma, chroma = transform_yuv(planes, picture)
+            comps = [(luma, np.array([YUV_LUMA_WEIGHT])), (chroma, np.array([YUV_CHROMA_WEIGHT] * 2))]
+        chosen, first = [], 0
+        for coef, weights in comps:
+            d = np.array([step_size(steps[min(first + p, 1)]) / 16 for p in range(coef.shape[0])])
+            chosen.append(self._choose(coef, lmbda_r / 3 * weights, d))
+            first += 1
+        if not any(mask.any() for mask, _, _ in chosen):
+            return None
+        residual = Residual(steps, tuple(c[0] for c in chosen), tuple(c[1] for c in chosen), fmt)
+        section, total = self.coder.encode(residual, tuple(c[2] for c in chosen))
+        return section, total, residual
+
+    def _choose(self, coef: np.ndarray, scale: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One component's choices: (coded-block mask, coefficients of the coded blocks,
+        levels) for its DCT coefficients ``coef`` (planes, hb, wb, 8, 8), priced with
+        ``scale`` (per plane: lambda_r / 3 * RGB squared error per squared error) at steps ``d``."""
+        planes = coef.shape[0]
+        nothing = (np.zeros(coef.shape[1:3], dtype=bool), np.zeros((planes, 0, BLOCK, BLOCK), dtype=np.int64),
+                   np.zeros((planes, GROUPS), dtype=np.int64))
+        energy = (scale[:, None, None, None, None] * coef ** 2).sum((0, 3, 4))
         live = energy > LIVE_BITS  # even a perfect coding would not pay for its flag and symbols
         if not live.any():
-            return None
-        c = coef[:, live]  # (PLANES, n, 8, 8)
-        sc, dd = scale[:, :, 0], d[:, :, 0]
+            return nothing
+        c = coef[:, live]  # (planes, n, 8, 8)
+        dd = d[:, None, None, None]
         q = np.clip(np.sign(c) * np.floor(np.abs(c) / dd + 0.5 - DEADZONE), -COEFF_LIMIT, COEFF_LIMIT)
         # Only nonzero coefficients have choices (zeros cost their band's zero symbol): each
         # is (plane, block, u, v) with its coefficient ``cv`` and quantised value ``val``.
         nz = np.nonzero(q)
         plane, blk, fu, fv = nz
         cv, val = c[nz], q[nz]
-        w, dq = sc[plane, 0, 0, 0], dd[plane, 0, 0, 0]
+        w, dq = scale[plane], d[plane]
         n, gid = c.shape[1], GROUP_OF[fu, fv]
         share, coded = FLAG_SHARE_START, np.ones(n, dtype=bool)
         ext = self._lut_ext()
         flat = ext.ravel()
         for _ in range(PASSES):
-            ctx = _contexts(plane, blk, gid, val, n)  # (PLANES, n, GROUPS)
+            ctx = _contexts(plane, blk, gid, val, n, planes)  # (planes, n, GROUPS)
             levels = self._levels(plane, blk, gid, val, ctx, coded)
-            rows = _rows(levels, ctx)  # (PLANES, n, GROUPS); LEVELS: a group not coded
+            rows = _rows(levels, ctx)  # (planes, n, GROUPS); LEVELS: a group not coded
             at = rows[plane, blk, gid] * LUT_SIZE  # where each nonzero's prices start
             zero = flat[at]
             cands = np.stack([val, val - np.sign(val), np.zeros_like(val)])  # the value, a step in, zero
@@ -137,17 +183,15 @@ class ResidualEncoder:
             coded = (gain > rate + flag) & (np.bincount(blk, val != 0, minlength=n) > 0)
             share = min(max(float(coded.mean()) * live.mean(), FLAG_SHARE_MIN), 1 - FLAG_SHARE_MIN)
         if not coded.any():
-            return None
+            return nothing
         q = np.zeros_like(q)
         q[nz] = val
         q = q[:, coded]
-        levels = self._levels(plane, blk, gid, val, _contexts(plane, blk, gid, val, n), coded)
+        levels = self._levels(plane, blk, gid, val, _contexts(plane, blk, gid, val, n, planes), coded)
         mask = np.zeros(live.shape, dtype=bool)
         mask[np.nonzero(live)[0][coded], np.nonzero(live)[1][coded]] = True
         # raster order of the coded blocks in ``mask`` equals their order among the live ones
-        residual = Residual(steps, mask, q.astype(np.int64))
-        section, total = self.coder.encode(residual, levels)
-        return section, total, residual
+        return mask, q.astype(np.int64), levels
 
     def _levels(self, plane: np.ndarray, blk: np.ndarray, gid: np.ndarray, val: np.ndarray, ctx: np.ndarray,
                 coded: np.ndarray) -> np.ndarray:
@@ -159,13 +203,14 @@ class ResidualEncoder:
         k = ctx[plane[keep], blk[keep], gid[keep]]
         mag = np.minimum(np.abs(val[keep]), LUT_SIZE - 1).astype(np.int64)
         key = ((plane[keep] * GROUPS + gid[keep]) * len(CONTEXT_SHIFT) + k) * LUT_SIZE + mag
-        counts = np.bincount(key, minlength=PLANES * GROUPS * len(CONTEXT_SHIFT) * LUT_SIZE)
-        counts = counts.reshape(PLANES, GROUPS, len(CONTEXT_SHIFT), LUT_SIZE).astype(np.float64)
+        planes = ctx.shape[0]
+        counts = np.bincount(key, minlength=planes * GROUPS * len(CONTEXT_SHIFT) * LUT_SIZE)
+        counts = counts.reshape(planes, GROUPS, len(CONTEXT_SHIFT), LUT_SIZE).astype(np.float64)
         nonzero = counts[..., 1:].sum(-1)
         blocks = np.stack([(ctx[:, coded, :] == i).sum(1) for i in range(len(CONTEXT_SHIFT))], -1)
         counts[..., 0] = np.maximum(blocks * _GROUP_SIZE[None, :, None] - nonzero, 0)
         costs = sum(counts[:, :, i, :] @ self.lut[np.clip(np.arange(LEVELS) + sh, 0, LEVELS - 1)].T
-                    for i, sh in enumerate(CONTEXT_SHIFT))  # (PLANES, GROUPS, LEVELS)
+                    for i, sh in enumerate(CONTEXT_SHIFT))  # (planes, GROUPS, LEVELS)
         return np.where(nonzero.sum(-1) > 0, np.argmin(costs, -1) + 1, 0)
 
     def _lut_ext(self) -> np.ndarray:
@@ -175,18 +220,19 @@ class ResidualEncoder:
         return ext
 
 
-def _contexts(plane: np.ndarray, blk: np.ndarray, gid: np.ndarray, val: np.ndarray, n: int) -> np.ndarray:
-    """(PLANES, n, GROUPS) coefficient context of every block and group: 0, 1, 2 for none,
+def _contexts(plane: np.ndarray, blk: np.ndarray, gid: np.ndarray, val: np.ndarray, n: int,
+              planes: int) -> np.ndarray:
+    """(planes, n, GROUPS) coefficient context of every block and group: 0, 1, 2 for none,
     one or two, three or more nonzero values in the plane's lower groups of the block."""
     nonzero = val != 0
     key = (plane[nonzero] * n + blk[nonzero]) * GROUPS + gid[nonzero]
-    counts = np.bincount(key, minlength=PLANES * n * GROUPS).reshape(PLANES, n, GROUPS)
+    counts = np.bincount(key, minlength=planes * n * GROUPS).reshape(planes, n, GROUPS)
     before = np.cumsum(counts, axis=2) - counts
     return np.where(before == 0, 0, np.where(before <= 2, 1, 2))
 
 
 def _rows(levels: np.ndarray, ctx: np.ndarray) -> np.ndarray:
-    """(PLANES, n, GROUPS) table row of every block's groups (``LEVELS`` where the group is
+    """(planes, n, GROUPS) table row of every block's groups (``LEVELS`` where the group is
     not coded: the last row of :meth:`ResidualEncoder._lut_ext`), as the decoder derives it."""
     lv = levels[:, None, :]
     rows = np.clip(lv - 1 + np.asarray(CONTEXT_SHIFT)[ctx], 0, LEVELS - 1)

@@ -11,11 +11,11 @@ a scene cut therefore becomes an I-frame by itself. How hard it looks is the pre
   quarter resolution (:func:`lvc.codec.motion.estimate_motion`);
 * ``medium``: the cheaper of the two estimated rates (no range coding, no synthesis);
   a still image (one frame) is refined as under ``slow``, with fewer steps
-  (:meth:`Preset.still_steps`);
+  (:meth:`lvc.codec.presets.Preset.still_steps`);
 * ``slow``: both coded and synthesised, the lower ``lambda * MSE + bpp`` wins, after
   encoder-side latent refinement.
 
-``fast`` and ``medium`` code P-frame residuals with a dead zone (``P_DEADZONE``, see
+``fast`` and ``medium`` code P-frame residuals with a dead zone (``lvc.codec.presets.P_DEADZONE``, see
 :func:`lvc.codec.frame.quantise`); ``slow``'s refinement chooses the symbols itself.
 Every preset writes the same syntax; the decoder's work does not depend on it.
 
@@ -30,19 +30,21 @@ the first PC frame after an I- or P-frame.
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from lvc.bitstream.container import FRAME_I, FRAME_P, FRAME_PC
+from lvc.bitstream.syntax import COLOUR_RGB, COLOUR_YUV420
+from lvc.codec.colour import Planes, PlanesPicture
 from lvc.codec.frame import FrameCodec, FrameResult, quality_lambda
 from lvc.codec.grey import GreyPicture, is_grey
 from lvc.codec.inter import ANALYSIS_VERSION, InterCodec, InterResult, LazyContext
 from lvc.codec.lookahead import Lookahead
 from lvc.codec.motion import RATE_WEIGHT, SEARCH_VERSION
 from lvc.codec.pending import Pending
+from lvc.codec.presets import PRESETS
 from lvc.codec.residual import ResidualPicture
 from lvc.codec.residual_rdo import RESIDUAL_WEIGHT, ResidualEncoder
 from lvc.codec.skip import ShownPicture
@@ -56,7 +58,6 @@ def quality_to_int(quality: float) -> int:
     return round(quality * QUALITY_MAX)
 
 
-P_DEADZONE = 0.15  # chosen on a training clip, not the benchmark clips (docs/models.md)
 # PC frames round plainly: the residual P-frames' dead zone cost them about 0.16 dB at equal
 # rate on a training clip (sam2 bedroom, step-14,000 model, q=0 and 0.25; docs/models.md,
 # "Conditional P-frames").
@@ -87,49 +88,6 @@ INTER_ENCODER = (f"ippc-rd/6 skip=rd2 trust={PC_TRUST}@{PC_TRUST_MARGIN:g}x{PC_T
                  f"me={SEARCH_VERSION} pc-an={ANALYSIS_VERSION}")
 
 
-# A still image is coded once and has no frame rate to keep up with, so the default preset
-# spends seconds refining its latent (lvc.codec.refine; docs/models.md, "Still images at the
-# default preset"); video frames at medium are not refined (issue 5's 10 fps at 416x240).
-# Its time grows with the pixels, so beyond STILL_REFINE_PIXELS medium takes fewer steps
-# (the same total work) and none above 5x that (where the backward pass's memory, about
-# 1 GB per megapixel, also grows).
-STILL_REFINE_MEDIUM = 50
-STILL_REFINE_PIXELS = 1 << 20
-STILL_REFINE_MIN_SHARE = 5  # fewer than 1/5 of the steps left: none at all
-
-
-@dataclass(frozen=True)
-class Preset:
-    """Encoder effort; see the module docstring."""
-
-    decision: str  # "cut", "rate" or "rd"
-    refine_steps: int
-    still_refine_steps: int  # for a still image (one frame), up to still_refine_pixels
-    bf16_analysis: bool
-    p_deadzone: float  # P-frame residual dead zone (see lvc.codec.frame.quantise); 0 when refining
-    skip_first: bool  # block skip also in the first PC frame after an I- or P-frame (lvc.codec.skip)
-    still_refine_pixels: float = math.inf
-    motion_keep: int = 0  # > 0: quarter-resolution motion search (lvc.codec.motion.estimate_motion's keep)
-
-    def still_steps(self, pixels: int) -> int:
-        """Refinement steps for a still image of ``pixels``: the preset's, scaled down beyond
-        ``still_refine_pixels`` (the same total work), none where under a fifth would remain."""
-        if pixels <= self.still_refine_pixels:
-            return self.still_refine_steps
-        steps = int(self.still_refine_steps * self.still_refine_pixels // pixels)
-        return steps if STILL_REFINE_MIN_SHARE * steps >= self.still_refine_steps else 0
-
-    @property
-    def still_policy(self) -> str:
-        """:meth:`still_steps` as text: benchmark caches key on it."""
-        if math.isinf(self.still_refine_pixels):
-            return str(self.still_refine_steps)
-        return f"{self.still_refine_steps}@{int(self.still_refine_pixels)}px/fifth"
-
-
-PRESETS = {"fast": Preset("cut", 0, 0, True, P_DEADZONE, False, motion_keep=3),
-           "medium": Preset("rate", 0, STILL_REFINE_MEDIUM, True, P_DEADZONE, False, STILL_REFINE_PIXELS),
-           "slow": Preset("rd", 200, 200, False, 0.0, True)}
 CUT_JUMP = 1.8  # a P estimate this many times the recent mean triggers the I check (fast)
 
 
@@ -152,7 +110,7 @@ class SequenceEncoder:
     """``intra_period``: N > 0 forces an I-frame every N frames; 0 or -1: only the first.
 
     ``refine_steps`` (if given) overrides the preset's (for video; a caller coding a still
-    image passes :meth:`Preset.still_steps`). ``residual`` weighs the residual layer's rate
+    image passes :meth:`lvc.codec.presets.Preset.still_steps`). ``residual`` weighs the residual layer's rate
     against ``lambda`` (default :data:`lvc.codec.residual_rdo.RESIDUAL_WEIGHT`); 0 codes none
     (a still image's caller passes 0).
     ``intra_offset`` (integer quality units,
@@ -166,7 +124,7 @@ class SequenceEncoder:
 
     def __init__(self, model: FrozenModel, quality: int, intra_period: int, refine_steps: int | None = None,
                  preset: str = "medium", synthesize: bool = True, intra_offset: int | None = None,
-                 residual: float | None = None) -> None:
+                 residual: float | None = None, colour_format: int = COLOUR_RGB) -> None:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
         self.preset = PRESETS[preset]
@@ -197,6 +155,8 @@ class SequenceEncoder:
         self._model = model
         weight = RESIDUAL_WEIGHT if residual is None else residual
         self.residual = ResidualEncoder(weight) if weight > 0 else None
+        self.colour_format = colour_format
+        self._planes: Planes | None = None  # the frame being coded's source planes (colour format 1)
         self._recent_p: list[float] = []
         # Models with a conditional P section can also code FRAME_PC: motion-compensated,
         # conditioned on the decoder's context (lvc.codec.inter). PC and I pictures are
@@ -247,8 +207,10 @@ class SequenceEncoder:
         self._recent_p = [] if intra else [*recent, p_bits]
         return intra, plan
 
-    def encode(self, frame: np.ndarray, upcoming: np.ndarray | None = None) -> CodedFrame:
-        """Code the next frame. ``upcoming``, the frame after it if the caller has it already,
+    def encode(self, frame: np.ndarray, upcoming: np.ndarray | None = None,
+               planes: Planes | None = None) -> CodedFrame:
+        """Code the next frame: RGB ``frame``, and in colour format 1 the source's yuv420p
+        ``planes`` (the shown picture's target). ``upcoming``, the frame after it if the caller has it already,
         starts that frame's motion search and intra analysis now, on a thread of its own
         (:mod:`lvc.codec.lookahead`; the same stream either way). Neither frame may be
         modified afterwards.
@@ -262,9 +224,15 @@ class SequenceEncoder:
             if self.inter is not None and not next_intra and self._pc_wait < 2:  # (else PC is not tried)
                 self.inter.search_ahead(frame, upcoming, self.quality)
             self.codec.analyse_ahead(upcoming)  # used by I-frames and the I check (speculative)
+        if (planes is not None) != (self.colour_format == COLOUR_YUV420):
+            raise ValueError("source planes are given exactly in colour format 1")
+        self._planes = planes
         with serial_main_thread() if self._serial else contextlib.nullcontext():
             coded = self._encode_conditional(frame) if self.inter is not None else self._encode(frame)
-        if is_grey(frame):
+        grey = is_grey(frame)
+        if self.colour_format == COLOUR_YUV420:
+            return replace(coded, pending=PlanesPicture(coded.pending, grey), grey=grey)
+        if grey:
             return replace(coded, pending=GreyPicture(coded.pending), grey=True)
         return coded
 
@@ -273,7 +241,8 @@ class SequenceEncoder:
         layer's section and bits; the base picture, None and 0 where none is coded."""
         if self.residual is None:
             return pending, None, 0.0
-        coded = self.residual.encode(frame, pending.result(), quality_lambda(self._model, quality), quality)
+        coded = self.residual.encode(frame, pending.result(), quality_lambda(self._model, quality), quality,
+                                     self._planes)
         if coded is None:
             return pending, None, 0.0
         section, bits, r = coded

@@ -29,15 +29,27 @@ def rgb_to_planes(rgb: np.ndarray) -> Planes:
     return frame_planes(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24"))
 
 
-def planes_to_rgb(planes) -> np.ndarray:
-    """RGB of yuv420p planes through swscale (BT.601), as every RGB view in lvc."""
-    y, u, v = planes
-    h, w = y.shape
+def planes_to_frame(planes: Planes, height: int | None = None, width: int | None = None) -> av.VideoFrame:
+    """A yuv420p frame of ``planes``, optionally enlarged to ``height`` x ``width`` with edge
+    samples repeated (libx264 needs even sizes)."""
+    y = planes[0]
+    h, w = height or y.shape[0], width or y.shape[1]
     frame = av.VideoFrame(w, h, "yuv420p")
-    for plane, data in zip(frame.planes, (y, u, v)):
+    for plane, data, (ph, pw) in zip(frame.planes, planes, [(h, w)] + [((h + 1) // 2, (w + 1) // 2)] * 2):
         buf = np.frombuffer(plane, dtype=np.uint8).reshape(-1, plane.line_size)
         view = np.zeros_like(buf)
-        view[: data.shape[0], : data.shape[1]] = data
+        view[:ph, :pw] = np.pad(data, ((0, ph - data.shape[0]), (0, pw - data.shape[1])), mode="edge")
         plane.update(view.tobytes())
-    return frame.to_ndarray(format="rgb24") if w % 2 == 0 and h % 2 == 0 else \
+    return frame
+
+
+def as_rgb(picture: np.ndarray | Planes) -> np.ndarray:
+    """An RGB picture as it is, yuv420p planes (a colour format 1 picture) through swscale."""
+    return planes_to_rgb(picture) if isinstance(picture, tuple) else picture
+
+
+def planes_to_rgb(planes: Planes) -> np.ndarray:
+    """RGB of yuv420p planes through swscale (BT.601), as every RGB view in lvc."""
+    frame = planes_to_frame(planes)
+    return frame.to_ndarray(format="rgb24") if frame.width % 2 == 0 and frame.height % 2 == 0 else \
         frame.reformat(format="rgb24").to_ndarray()

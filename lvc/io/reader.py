@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from lvc.errors import InputError
+from lvc.io.convert import Planes, frame_planes, rgb_to_planes
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 MIN_SIDE = 16
@@ -120,9 +121,16 @@ class VideoSource:
         for _, frame in self.timed_frames():
             yield frame
 
-    def timed_frames(self) -> Iterator[tuple[float, np.ndarray]]:
+    def frames_with_planes(self) -> Iterator[tuple[np.ndarray, Planes]]:
+        """(RGB frame, its yuv420p planes): a video's own planes (converted by swscale from
+        other pixel formats), an image's through swscale."""
+        for _, frame in self.timed_frames(planes=True):
+            yield frame
+
+    def timed_frames(self, planes: bool = False) -> Iterator[tuple[float, np.ndarray]]:
         """(presentation time in seconds, RGB frame): container timestamps where the stream has
-        them (variable-rate files: an AVI may code 68 frames over 29.6 s), else index / fps."""
+        them (variable-rate files: an AVI may code 68 frames over 29.6 s), else index / fps.
+        With ``planes``, the frame is (RGB, yuv420p planes)."""
         step = 1.0 / float(self.info.fps)
         if self._container is None:
             for i, f in enumerate(self._files):
@@ -130,7 +138,7 @@ class VideoSource:
                 if img.shape[:2] != (self.info.height, self.info.width):
                     raise InputError(f"frame size {img.shape[1]}x{img.shape[0]} differs from the first frame",
                                      str(f), "all frames of a sequence must have one size")
-                yield i * step, img
+                yield i * step, ((img, rgb_to_planes(img)) if planes else img)
             return
         n = 0
         first: float | None = None
@@ -142,7 +150,8 @@ class VideoSource:
                 t = frame.time
                 if t is not None and first is None:
                     first = t
-                yield (t - first if t is not None else n * step), frame.to_ndarray(format="rgb24")
+                rgb = frame.to_ndarray(format="rgb24")
+                yield (t - first if t is not None else n * step), ((rgb, frame_planes(frame)) if planes else rgb)
                 n += 1
         except av.FFmpegError as e:
             raise InputError(f"decoding failed at frame {n} ({e.__class__.__name__})", str(self.path),

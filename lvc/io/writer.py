@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from lvc.errors import OutputError
+from lvc.io.convert import Planes, planes_to_frame, planes_to_rgb
 
 FORMATS = (".y4m", ".mp4", ".png")
 
@@ -83,7 +84,10 @@ class FrameWriter:
         s.pix_fmt = "yuv420p"
         self._stream = s
 
-    def write(self, rgb: np.ndarray) -> None:
+    def write(self, picture: np.ndarray | Planes) -> None:
+        """Append an RGB frame (H, W, 3) or yuv420p planes (Y, U, V)."""
+        planes = picture if isinstance(picture, tuple) else None
+        rgb = planes_to_rgb(planes) if planes is not None and self.kind in ("dir", "png") else picture
         try:
             if self.kind == "dir":
                 Image.fromarray(rgb).save(self._tmp / f"frame_{self.count:06d}.png")
@@ -91,6 +95,11 @@ class FrameWriter:
                 if self.count:
                     raise OutputError("a .png output holds one frame", str(self.path), "pass a folder (DIR/) instead")
                 Image.fromarray(rgb).save(self._tmp, format="PNG")
+            elif planes is not None:
+                frame = planes_to_frame(planes, self._stream.height, self._stream.width)
+                frame.pts = self.count
+                for packet in self._stream.encode(frame):
+                    self._container.mux(packet)
             else:
                 if rgb.shape[:2] != (self._stream.height, self._stream.width):
                     rgb = np.pad(rgb, ((0, self._stream.height - rgb.shape[0]), (0, self._stream.width - rgb.shape[1]),

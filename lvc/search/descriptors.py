@@ -133,12 +133,13 @@ def iter_frames(path: str | os.PathLike, model: FrozenModel | None = None,
 def _lvc_frames(path: Path, override: FrozenModel | None, every: float | None):
     from lvc.bitstream.container import LvcReader
     from lvc.codec.decoder import SequenceDecoder
+    from lvc.io.convert import as_rgb
     from lvc.models.registry import model_for_stream
 
     with LvcReader(path) as r:
         h = r.header
         fm = model_for_stream(h.model_name, h.weights_hash, None, str(path))
-        dec = SequenceDecoder(fm, h.width, h.height, str(path))
+        dec = SequenceDecoder(fm, h.width, h.height, str(path), colour_format=h.colour_format)
         fps = float(h.fps)
         last_slot = None
         try:
@@ -149,7 +150,7 @@ def _lvc_frames(path: Path, override: FrozenModel | None, every: float | None):
                     dec.advance(unit)  # keep the prediction chain; no pixels
                     continue
                 last_slot = slot
-                yield unit.index, t, dec.decode(unit)
+                yield unit.index, t, as_rgb(dec.decode(unit))  # (colour format 1: planes)
         finally:
             dec.close()
 
