@@ -41,10 +41,14 @@ CHROMA_OFFSET = 0  # chroma step index above luma's (+3, steps x 1.41, cost 1.3%
 DEADZONE = 0.1  # quantiser rounding offset 0.5 - DEADZONE before the coefficient choices
 PLANE_WEIGHT = np.array([3.0, 2.0, 3.0])  # RGB squared error per squared error of Y, Co, Cg
 # Colour format 1: RGB squared error per squared error of a luma sample (3 * (298 / 256)**2),
-# and the weight of a chroma sample. PSNR-YUV 6:1:1 weighs a chroma sample 2/3 of a luma
-# sample (2.7); its RGB error (4 pixels' worth) would weigh it 13-17.
+# and of a chroma sample: as much as the 4 luma samples it covers. (PSNR-YUV 6:1:1 in MSE
+# terms would weigh it 2/3 of a luma sample, but it averages PSNRs, so a plane's error
+# counts inversely to its MSE, and chroma's is the smaller; its RGB error weighs it 13-17.
+# On 8 training clips, against colour format 0, per-clip BD-rate PSNR-YUV / RGB / Y:
+# 2.7: -8.3 / +6.7 / -21.8%; 5.4: -11.4 / +0.1 / -20.6%; 10.8: -14.3 / -4.1 / -18.2%;
+# 21.6: -16.0 / -4.8 / -13.7%; docs/models.md, "Colour format 1".)
 YUV_LUMA_WEIGHT = 4.065
-YUV_CHROMA_WEIGHT = 2.7
+YUV_CHROMA_WEIGHT = 4 * YUV_LUMA_WEIGHT
 # The choices' algorithm and constants: a change here changes streams (benchmark caches key on it).
 RESIDUAL_ENCODER = (f"rdoq-blocks/1 w={RESIDUAL_WEIGHT:g}@{RAMP_QUALITY:g} k={STEP_FACTOR:g} c+{CHROMA_OFFSET} "
                     f"dz={DEADZONE:g}")
@@ -117,10 +121,11 @@ class ResidualEncoder:
         return 1 + (self.weight - 1) * min(1.0, quality / (RAMP_QUALITY * QUALITY_MAX))
 
     def encode(self, frame: np.ndarray, picture: np.ndarray, lmbda: float, quality: int = QUALITY_MAX,
-               planes: colour.Planes | None = None) -> tuple[bytes, float, Residual] | None:
+               planes: colour.Planes | None = None, chroma: bool = True) -> tuple[bytes, float, Residual] | None:
         """(section, bits, residual) for ``frame`` shown as ``picture`` at rate weight
         ``lmbda`` and integer ``quality``, or None where no block is worth coding. With the
-        source's yuv420p ``planes`` the layer is colour format 1's (coded against them)."""
+        source's yuv420p ``planes`` the layer is colour format 1's (coded against them);
+        ``chroma=False`` codes none of its chroma (a grey frame shows none)."""
         lmbda_r = self.weight_at(quality) * lmbda
         if planes is None:
             fmt, steps = syntax.COLOUR_RGB, step_indices(lmbda_r)
@@ -133,7 +138,7 @@ class ResidualEncoder:
         chosen, first = [], 0
         for coef, weights in comps:
             d = np.array([step_size(steps[min(first + p, 1)]) / 16 for p in range(coef.shape[0])])
-            chosen.append(self._choose(coef, lmbda_r / 3 * weights, d))
+            chosen.append(self._choose(coef, lmbda_r / 3 * weights * (1 if chroma or not first else 0), d))
             first += 1
         if not any(mask.any() for mask, _, _ in chosen):
             return None

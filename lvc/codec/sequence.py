@@ -157,6 +157,7 @@ class SequenceEncoder:
         self.residual = ResidualEncoder(weight) if weight > 0 else None
         self.colour_format = colour_format
         self._planes: Planes | None = None  # the frame being coded's source planes (colour format 1)
+        self._grey = False  # whether it is grey (colour format 1 shows no chroma then)
         self._recent_p: list[float] = []
         # Models with a conditional P section can also code FRAME_PC: motion-compensated,
         # conditioned on the decoder's context (lvc.codec.inter). PC and I pictures are
@@ -226,10 +227,10 @@ class SequenceEncoder:
             self.codec.analyse_ahead(upcoming)  # used by I-frames and the I check (speculative)
         if (planes is not None) != (self.colour_format == COLOUR_YUV420):
             raise ValueError("source planes are given exactly in colour format 1")
-        self._planes = planes
+        self._planes, self._grey = planes, is_grey(frame)
         with serial_main_thread() if self._serial else contextlib.nullcontext():
             coded = self._encode_conditional(frame) if self.inter is not None else self._encode(frame)
-        grey = is_grey(frame)
+        grey = self._grey
         if self.colour_format == COLOUR_YUV420:
             return replace(coded, pending=PlanesPicture(coded.pending, grey), grey=grey)
         if grey:
@@ -242,7 +243,7 @@ class SequenceEncoder:
         if self.residual is None:
             return pending, None, 0.0
         coded = self.residual.encode(frame, pending.result(), quality_lambda(self._model, quality), quality,
-                                     self._planes)
+                                     self._planes, chroma=not self._grey)  # (grey: shown without chroma)
         if coded is None:
             return pending, None, 0.0
         section, bits, r = coded
