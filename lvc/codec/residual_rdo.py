@@ -133,8 +133,8 @@ class ResidualEncoder:
         else:
             fmt = syntax.COLOUR_YUV420
             steps = step_indices(lmbda_r, YUV_CHROMA_WEIGHT / 3, YUV_LUMA_WEIGHT / 3)
-            luma, chroma = transform_yuv(planes, picture)
-            comps = [(luma, np.array([YUV_LUMA_WEIGHT])), (chroma, np.array([YUV_CHROMA_WEIGHT] * 2))]
+            luma, cbcr = transform_yuv(planes, picture)
+            comps = [(luma, np.array([YUV_LUMA_WEIGHT])), (cbcr, np.array([YUV_CHROMA_WEIGHT] * 2))]
         chosen, first = [], 0
         for coef, weights in comps:
             d = np.array([step_size(steps[min(first + p, 1)]) / 16 for p in range(coef.shape[0])])
