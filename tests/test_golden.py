@@ -96,6 +96,11 @@ def test_golden_yuv_stream_is_colour_format_1():
         units = list(r.units())
     assert [u.grey for u in units] == [True] * 2 + [False] * 4
     assert sum(u.residual is not None for u in units) >= 4
+    from lvc.codec.residual import ResidualCoder
+
+    for u in units[:2]:  # grey frames: the encoder codes no chroma residual (none is shown)
+        if u.residual is not None:
+            assert not ResidualCoder().decode(u.residual, 48, 64, "golden", 1).coded[1].any()
     shown = list(api.iter_decode(stream, model=str(DATA / GOLDEN["golden-yuv"]), planes=None))
     assert all(isinstance(f, tuple) and f[0].shape == (48, 64) and f[1].shape == (24, 32) for f in shown)
     assert all((f[1] == 128).all() and (f[2] == 128).all() for f in shown[:2])
