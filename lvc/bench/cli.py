@@ -37,6 +37,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--preset", choices=["fast", "medium", "slow"], default="medium")
     s.add_argument("--model", help="lvc model name or .lvcm path (default: the shipped model)")
     s.add_argument("--residual", type=float, help="lvc's residual layer weight (0: none; default: the encoder's)")
+    s.add_argument("--colour", choices=("auto", "yuv420", "rgb"), default="auto",
+                   help="lvc's colour format (default auto: yuv420 for video)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_speed)
 
@@ -221,7 +223,7 @@ def _speed(args: argparse.Namespace) -> int:
 def _speed_on(ref, args: argparse.Namespace) -> int:
     from lvc.bench import codecs as C
 
-    lvc_c = C.lvc_codec(args.model, preset=args.preset, residual=args.residual)
+    lvc_c = C.lvc_codec(args.model, preset=args.preset, residual=args.residual, colour=args.colour)
     x264 = C.ffmpeg_codec("x264", 32, threads=args.threads)
     import torch
 
@@ -239,7 +241,7 @@ def _speed_on(ref, args: argparse.Namespace) -> int:
     med = {k: statistics.median(v) for k, v in res.items() if v}
     w, h = ref.frames[0].shape[1], ref.frames[0].shape[0]
     report = {"input": str(ref.path), "size": f"{w}x{h}", "frames": len(ref.frames), "repeats": args.repeats,
-              "threads": args.threads, "preset": args.preset, "median_fps": med}
+              "threads": args.threads, "preset": args.preset, "colour": args.colour, "median_fps": med}
     if "x264_encode" in med:
         report["ratio_to_x264"] = {"encode": med["lvc_encode"] / med["x264_encode"],
                                    "decode": med["lvc_decode"] / med["x264_decode"]}
