@@ -5,6 +5,7 @@ Sequence figures are averages of per-frame values, as in codec test conditions.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 
@@ -87,15 +88,25 @@ def frame_metrics(ref: np.ndarray, test: np.ndarray, with_ms_ssim: bool = True) 
 
 @dataclass
 class MetricAccumulator:
-    """Per-frame metrics, averaged per sequence."""
+    """Per-frame metrics, averaged per sequence, and a digest of the pictures scored (a
+    bit-exact check across runs: MS-SSIM's float32 convolutions may round differently with
+    another thread count, the pixels may not)."""
 
     with_ms_ssim: bool = True
     frames: list[dict[str, float]] = field(default_factory=list)
+    _digest: hashlib._Hash = field(default_factory=hashlib.sha256, repr=False)
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of every test picture scored so far (RGB bytes, or Y, U, V planes)."""
+        return self._digest.hexdigest()
 
     def add(self, ref: np.ndarray, test: np.ndarray | tuple, ref_planes: tuple | None = None) -> dict[str, float]:
         """Score ``test`` against RGB ``ref``: an RGB frame, or yuv420p planes (a colour
         format 1 picture), scored on the planes against ``ref_planes`` (the source's) with
         PSNR-RGB from their RGB view (lvc.io.convert)."""
+        for part in test if isinstance(test, tuple) else (test,):
+            self._digest.update(np.ascontiguousarray(part).tobytes())
         if isinstance(test, tuple):
             from lvc.io.convert import planes_to_rgb, rgb_to_planes
 

@@ -87,8 +87,9 @@ def test_video_defaults_to_colour_format_1_and_decodes_to_the_encoders_planes(tm
     for (rgb, planes), test in zip(_clip(), shown, strict=True):
         acc.add(rgb, test, planes)
     assert acc.mean() == pytest.approx(r.metrics, abs=1e-12)  # the encoder scored the same planes
-    decoded = api.decode(out, reference=DATA / "clip.y4m", model=MODEL).metrics
-    assert {k: decoded[k] for k in r.metrics} == pytest.approx(r.metrics, abs=1e-12)
+    dec = api.decode(out, reference=DATA / "clip.y4m", model=MODEL)
+    assert {k: dec.metrics[k] for k in r.metrics} == pytest.approx(r.metrics, abs=1e-12)
+    assert dec.sha256 == r.recon_sha256 == acc.digest  # the shown planes, bit for bit
     # the RGB view is swscale's of those planes
     rgb = list(api.iter_decode(out, model=MODEL))
     assert rgb[0].shape == (48, 64, 3) and np.array_equal(rgb_to_planes(rgb[0])[0].shape, (48, 64))

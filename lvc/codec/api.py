@@ -55,6 +55,7 @@ class EncodeResult:
     metrics: dict[str, float] = field(default_factory=dict)  # encoder's reconstruction vs input
     quality: float = 0.5  # the quality used (chosen by rate control with a bitrate target)
     rate_passes: int = 0  # rate control's probe passes (a final pass, when there is one, not counted)
+    recon_sha256: str | None = None  # of the shown pictures scored (lvc.metrics.MetricAccumulator.digest)
 
     @property
     def bpp(self) -> float:
@@ -73,6 +74,7 @@ class DecodeResult:
     frames: int
     seconds: float
     metrics: dict[str, float] = field(default_factory=dict)
+    sha256: str | None = None  # of the pictures scored against the reference (as EncodeResult.recon_sha256)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "decode_fps": self.frames / self.seconds}
@@ -260,7 +262,8 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
                 acc.add(frame, recon, planes)
     seconds = time.perf_counter() - t0
     return EncodeResult(frames, info.width, info.height, float(info.fps), size, est, seconds,
-                        acc.mean() if acc else {}, q / 65535, len(search.probes) if search else 0)
+                        acc.mean() if acc else {}, q / 65535, len(search.probes) if search else 0,
+                        acc.digest if acc else None)
 
 
 COLOUR_CHOICES = ("auto", "yuv420", "rgb")
@@ -371,7 +374,7 @@ def decode(input: PathLike, output: PathLike | None = None, model: str | None = 
     finally:
         if ref_iter is not None:
             ref_iter.close()
-    return DecodeResult(n, time.perf_counter() - t0, acc.mean() if acc else {})
+    return DecodeResult(n, time.perf_counter() - t0, acc.mean() if acc else {}, acc.digest if acc else None)
 
 
 def info(input: PathLike) -> dict:
