@@ -1,4 +1,6 @@
-"""Quality metrics on 8-bit RGB frames: PSNR (RGB, Y, YUV 6:1:1) and MS-SSIM.
+"""Quality metrics: PSNR (RGB, Y, YUV 6:1:1) and MS-SSIM of 8-bit RGB frames, or of yuv420p
+planes (colour format 1 pictures and video references: PSNR-Y/U/V/YUV on the planes, SSIM
+and MS-SSIM on Y, PSNR-RGB on the RGB view; RGB frames take SSIM and MS-SSIM on RGB).
 
 Sequence figures are averages of per-frame values, as in codec test conditions.
 """

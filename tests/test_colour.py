@@ -134,3 +134,29 @@ def test_writer_starts_colour_format_1_at_1_4(tmp_path):
     with LvcWriter(tmp_path / "a.lvc", h) as w:
         assert w.minor == 4
         w.abort()
+
+
+def test_an_unknown_colour_format_of_a_newer_stream_asks_for_a_newer_lvc(tmp_path):
+    """colour_format 2 is corrupt in a 1.4 stream, but a later minor version may define it."""
+    for minor, hint in ((4, "corrupted"), (9, "newer lvc")):
+        h = SequenceHeader("m", bytes(8), 64, 48, 25, 1, 4, (1, minor), COLOUR_YUV420)
+        raw = bytearray(h.pack())
+        raw[_colour_offset(h)] = 2
+        import zlib
+
+        raw[-4:] = zlib.crc32(bytes(raw[:-4])).to_bytes(4, "little")
+        bad = tmp_path / f"c{minor}.lvc"
+        bad.write_bytes(bytes(raw))
+        with pytest.raises(BitstreamError, match=hint):
+            LvcReader(bad)
+
+
+def _colour_offset(h: SequenceHeader) -> int:
+    """Byte offset of ``colour_format`` in ``h``'s packed header."""
+    from lvc.bitstream import syntax
+
+    names = [f.name for f in syntax.SEQUENCE_HEADER]
+    return len(syntax.pack(syntax.SEQUENCE_HEADER[:names.index("colour_format")], {
+        "magic": syntax.MAGIC, "version_major": 1, "version_minor": h.version[1], "model_name": h.model_name,
+        "weights_hash": h.weights_hash, "width": h.width, "height": h.height, "fps_num": 25, "fps_den": 1,
+        "frame_count": h.frame_count}))

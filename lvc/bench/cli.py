@@ -10,6 +10,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from lvc.codec.runtime import COLOUR_CHOICES
 from lvc.errors import InputError
 
 DEFAULT_CODECS = "lvc,x264,x265,svtav1,aom,jpeg,webp,avif"
@@ -37,7 +38,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--preset", choices=["fast", "medium", "slow"], default="medium")
     s.add_argument("--model", help="lvc model name or .lvcm path (default: the shipped model)")
     s.add_argument("--residual", type=float, help="lvc's residual layer weight (0: none; default: the encoder's)")
-    s.add_argument("--colour", choices=("auto", "yuv420", "rgb"), default="auto",
+    s.add_argument("--colour", choices=COLOUR_CHOICES, default="auto",
                    help="lvc's colour format (default auto: yuv420 for video)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_speed)

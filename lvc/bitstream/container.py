@@ -26,6 +26,7 @@ from lvc.bitstream.syntax import (
     RESIDUAL_HEADER,
     SEQUENCE_HEADER,
     VERSION_MAJOR,
+    VERSION_MINOR,
 )
 from lvc.errors import BitstreamError, InputError, OutputError
 from lvc.io.writer import default_mode
@@ -193,8 +194,12 @@ class LvcReader:
                                  where, "use the lvc release that wrote the file")
         try:
             values, pos = syntax.unpack(SEQUENCE_HEADER, head, 0, where)
-        except BitstreamError:
+        except BitstreamError as e:
             self._f.close()
+            if len(head) > 5 and head[5] > VERSION_MINOR:  # a value a newer minor version allows, likelier
+                raise BitstreamError(e.what, e.where, f"the stream is format {VERSION_MAJOR}.{head[5]}, newer "
+                                     f"than this lvc's {VERSION_MAJOR}.{VERSION_MINOR}: decode it with a newer "
+                                     "lvc") from None
             raise
         if zlib.crc32(head[: pos - 4]) != values["header_crc"]:
             self._f.close()

@@ -75,8 +75,8 @@ FRAME_HEADER: tuple[Field, ...] = (
           "reserved; bit 6 (since 1.3): the payload starts with a residual layer (`RESIDUAL_HEADER`, then "
           "its section, then the frame type's own payload); bit 7 (since 1.1): grey, the picture is "
           "shown with R = G = B = (R + G + B + 1) // 3 of "
-          "the decoded one (the next frames still predict from the decoded one). A bit set in a stream of "
-          "an older minor version is refused as corrupt"),
+          "the decoded one (colour format 1: Cb = Cr = 128) (the next frames still predict from the "
+          "decoded one). A bit set in a stream of an older minor version is refused as corrupt"),
     Field("quality", "u16", 0, 65535, "quality q = value / 65535"),
     Field("payload_length", "varint", 4, (1 << 28) - 4, "bytes of payload, a multiple of 4"),
     Field("payload_crc", "u32", doc="CRC-32 of the payload"),

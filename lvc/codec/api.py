@@ -1,46 +1,36 @@
-"""Typed library API mirroring the CLI: :func:`encode`, :func:`decode`, :func:`info`."""
+"""Typed library API mirroring the CLI: :func:`encode` here; :func:`decode`,
+:func:`iter_decode` and :func:`info` from :mod:`lvc.codec.playback`."""
 
 from __future__ import annotations
 
 import itertools
 import math
-import os
-import sys
 import time
 import warnings
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 
-import numpy as np
 import torch
 
 from lvc.bitstream.container import (
-    FRAME_I,
-    FRAME_P,
-    FRAME_PC,
-    FRAME_PS,
-    LvcReader,
     LvcWriter,
     SequenceHeader,
     pack_frame,
 )
-from lvc.bitstream.syntax import COLOUR_RGB, COLOUR_YUV420, VERSION_MAJOR, VERSION_MINOR
-from lvc.codec.decoder import SequenceDecoder
+from lvc.bitstream.syntax import COLOUR_RGB, COLOUR_YUV420
+from lvc.codec.playback import DecodeResult, decode, info, iter_decode
 from lvc.codec.ratecontrol import search_quality
 from lvc.codec.residual_rdo import RESIDUAL_WEIGHT
+from lvc.codec.runtime import COLOUR_CHOICES, PathLike, progress_bar, set_threads, source_frames
 from lvc.codec.sequence import PRESETS, SequenceEncoder, quality_to_int
-from lvc.codec.synthesis import WorkerPool, default_workers, serial_main_thread
-from lvc.errors import BitstreamError, InputError, LvcError
-from lvc.io.convert import Planes, planes_to_rgb, rgb_to_planes
+from lvc.errors import InputError
 from lvc.io.reader import VideoInfo, open_video
-from lvc.io.writer import FrameWriter, output_kind
 from lvc.metrics import MetricAccumulator
-from lvc.models.frozen import FrozenModel
-from lvc.models.registry import default_model, load_model, model_for_stream
+from lvc.models.registry import default_model, load_model
 
-PathLike = str | os.PathLike
+__all__ = ["COLOUR_CHOICES", "DecodeResult", "EncodeResult", "decode", "encode", "info", "iter_decode"]
+
 
 
 @dataclass
@@ -67,32 +57,6 @@ class EncodeResult:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "bpp": self.bpp, "kbps": self.kbps, "encode_fps": self.frames / self.seconds}
-
-
-@dataclass
-class DecodeResult:
-    frames: int
-    seconds: float
-    metrics: dict[str, float] = field(default_factory=dict)
-    sha256: str | None = None  # of the pictures scored against the reference (as EncodeResult.recon_sha256)
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "decode_fps": self.frames / self.seconds}
-
-
-def _progress(total: int | None, desc: str, enabled: bool | None):
-    from tqdm import tqdm
-
-    if enabled is None:
-        enabled = sys.stdout.isatty() and sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, unit="frame", disable=not enabled, leave=False, dynamic_ncols=True)
-
-
-def _threads(n: int | None) -> None:
-    if n is not None:
-        if n < 1:
-            raise InputError(f"--threads must be >= 1 (got {n})")
-        torch.set_num_threads(n)
 
 
 def _is_still(input: PathLike, fps: Fraction | None, info: VideoInfo, max_frames: int | None) -> bool:
@@ -158,7 +122,7 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
         raise InputError(f"unknown preset {preset!r}", None, f"use one of {', '.join(PRESETS)}")
     if bitrate is not None and not (isinstance(bitrate, (int, float)) and math.isfinite(bitrate) and bitrate > 0):
         raise InputError(f"bitrate {bitrate!r} is invalid", None, "pass --bitrate in kbps, > 0")
-    _threads(threads)
+    set_threads(threads)
     t0 = time.perf_counter()
     with open_video(input, fps) as src:
         info = src.info
@@ -191,9 +155,9 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
             (frame, planes), coded = pending.popleft()
             acc.add(frame, coded.recon, planes)
 
-        with open_video(input, fps) as s, _progress(total, desc, progress) as bar:
+        with open_video(input, fps) as s, progress_bar(total, desc, progress) as bar:
             try:
-                frames = itertools.islice(_source(s, yuv), max_frames)
+                frames = itertools.islice(source_frames(s, yuv), max_frames)
                 ahead = torch.get_num_threads() > 1  # work on the next frame beside this one's
                 upcoming = next(frames, None)
                 while upcoming is not None:
@@ -258,141 +222,10 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
         size = w.bytes_written
     if q in probed and acc is not None:  # score what the decoder shows: the encoder's reconstruction
         with open_video(input, fps) as s:
-            for (frame, planes), recon in zip(_source(s, yuv), iter_decode(output, fm, planes=yuv), strict=False):
+            shown = iter_decode(output, fm, planes=yuv)
+            for (frame, planes), recon in zip(source_frames(s, yuv), shown, strict=False):
                 acc.add(frame, recon, planes)
     seconds = time.perf_counter() - t0
     return EncodeResult(frames, info.width, info.height, float(info.fps), size, est, seconds,
                         acc.mean() if acc else {}, q / 65535, len(search.probes) if search else 0,
                         acc.digest if acc else None)
-
-
-COLOUR_CHOICES = ("auto", "yuv420", "rgb")
-
-
-def _source(src, planes: bool) -> Iterator[tuple[np.ndarray, tuple | None]]:
-    """(RGB frame, its yuv420p planes or None) of an opened input."""
-    return src.frames_with_planes() if planes else ((f, None) for f in src.frames())
-
-
-def _from_newer(e: LvcError, version: tuple[int, int]) -> LvcError:
-    """``e`` (a frame the decoder refused), or where the stream's minor version is newer than
-    this lvc's, the same error with the likelier cause as its hint: a feature this lvc does
-    not know, not corruption."""
-    if not isinstance(e, BitstreamError) or version[1] <= VERSION_MINOR:
-        return e
-    return BitstreamError(e.what, e.where, f"the stream is format {version[0]}.{version[1]}, newer than this "
-                          f"lvc's {VERSION_MAJOR}.{VERSION_MINOR}: decode it with a newer lvc")
-
-
-def iter_decode(input: PathLike, model: str | FrozenModel | None = None,
-                planes: bool | None = False) -> Iterator[np.ndarray | Planes]:
-    """Decoded frames, streamed in order: RGB (H, W, 3), or with ``planes`` yuv420p planes
-    (Y, U, V), or with ``planes=None`` as the stream shows them (its colour format). Either
-    is converted by swscale (lvc.io.convert) where the stream shows the other.
-
-    Entropy decoding runs ahead by as many frames as there are synthesis workers (plus one),
-    so the syntheses of consecutive frames overlap. Pictures that are composed from the
-    previous one (blends and skipped blocks of conditional frames, grey frames) are composed
-    in order on a thread of their own: the decoding thread, the slowest stage, then only
-    entropy-decodes and runs the exact integer networks.
-    """
-    with LvcReader(input) as r:
-        h = r.header
-        fm = model_for_stream(h.model_name, h.weights_hash, model, str(input))
-        dec = SequenceDecoder(fm, h.width, h.height, str(input), default_workers(), h.colour_format)
-        native = h.colour_format == COLOUR_YUV420
-        convert = None if planes is None or planes == native else (rgb_to_planes if planes else planes_to_rgb)
-        compose = WorkerPool(1, "lvc-compose")
-        pending: deque = deque()
-        try:
-            with serial_main_thread():
-                try:
-                    for unit in r.units():
-                        try:
-                            picture = dec.decode_async(unit)
-                        except BitstreamError as e:  # (not the reader's CRC and length checks: damage)
-                            raise _from_newer(e, h.version) from None
-                        pending.append(compose.submit(_shown, picture, convert))
-                        if len(pending) > dec.codec.synthesis.workers + 1:
-                            yield pending.popleft().result()
-                except LvcError:  # a bad unit: the frames decoded before it still come out first
-                    while pending:
-                        yield pending.popleft().result()
-                    raise
-                while pending:
-                    yield pending.popleft().result()
-        finally:
-            compose.close()
-            dec.close()
-
-
-def _shown(picture, convert):
-    """A decoded picture in the caller's representation."""
-    out = picture.result()
-    return out if convert is None else convert(out)
-
-
-def decode(input: PathLike, output: PathLike | None = None, model: str | None = None, threads: int | None = None,
-           reference: PathLike | None = None, progress: bool | None = None) -> DecodeResult:
-    """Decode an ``.lvc`` file to y4m/mp4/png/folder; optionally score it against ``reference``."""
-    _threads(threads)
-    if output is not None:
-        output_kind(output)  # fail on a bad output name before any work
-    with LvcReader(input) as r:
-        h = r.header
-    yuv = h.colour_format == COLOUR_YUV420  # pictures come (and are written, scored) as they are shown
-    acc = MetricAccumulator() if reference is not None else None
-    ref_iter = open_video(reference) if reference is not None else None
-    ref_frames = _source(ref_iter, yuv) if ref_iter is not None else None
-    try:
-        writer = FrameWriter(output, h.width, h.height, h.fps) if output is not None else None
-    except BaseException:
-        if ref_iter is not None:
-            ref_iter.close()
-        raise
-    n = 0
-    t0 = time.perf_counter()
-    try:
-        with _progress(h.frame_count, "decode", progress) as bar:
-            for frame in iter_decode(input, model, planes=yuv):
-                if writer is not None:
-                    writer.write(frame)
-                if ref_frames is not None:
-                    ref, ref_planes = next(ref_frames, (None, None))
-                    if ref is None or ref.shape[:2] != (h.height, h.width):
-                        raise InputError("reference does not match the decoded video", str(reference),
-                                         "pass the video that was encoded")
-                    acc.add(ref, frame, ref_planes)
-                n += 1
-                bar.update(1)
-        if writer is not None:
-            writer.commit()
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    finally:
-        if ref_iter is not None:
-            ref_iter.close()
-    return DecodeResult(n, time.perf_counter() - t0, acc.mean() if acc else {}, acc.digest if acc else None)
-
-
-def info(input: PathLike) -> dict:
-    """Header fields and per-frame unit sizes, without decoding any frame."""
-    with LvcReader(input) as r:
-        h = r.header
-        names = {FRAME_I: "I", FRAME_P: "P", FRAME_PC: "PC", FRAME_PS: "PS"}
-        units = [{"index": u.index, "type": names.get(u.frame_type, str(u.frame_type)), "grey": u.grey,
-                  "quality": round(u.quality / 65535, 5), "bytes": u.size, "payload_bytes": len(u.payload),
-                  "residual_bytes": len(u.residual or b"")}
-                 for u in r.units()]
-        header_bytes = r.header_size
-    total = header_bytes + sum(u["bytes"] for u in units)
-    return {
-        "version": f"{h.version[0]}.{h.version[1]}", "colour_format": ("rgb", "yuv420")[h.colour_format],
-        "model": h.model_name, "weights_hash": h.weights_hash.hex(),
-        "width": h.width, "height": h.height, "fps": f"{h.fps.numerator}/{h.fps.denominator}",
-        "frame_count": h.frame_count, "intra_period": h.intra_period, "bytes": total,
-        "bpp": total * 8 / (h.frame_count * h.width * h.height),
-        "kbps": total * 8 * float(h.fps) / h.frame_count / 1000, "frames": units,
-    }

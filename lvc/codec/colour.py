@@ -25,8 +25,6 @@ TO_YUV = np.array([[66, 129, 25], [-38, -74, 112], [112, -94, -18]], dtype=np.in
 Y_GAIN, CR_R, CB_G, CR_G, CB_B = 298, 409, -100, -208, 516
 
 
-
-
 def chroma_size(height: int, width: int) -> tuple[int, int]:
     """Chroma plane size of 4:2:0 (odd sizes round up)."""
     return (height + 1) // 2, (width + 1) // 2
@@ -40,7 +38,6 @@ def quarter_yuv(rgb: np.ndarray) -> Planes:
     h, w = rgb.shape[:2]
     r, g, b = (rgb[..., i].astype(np.int32) for i in range(3))
     y = ((TO_YUV[0, 0] * r + TO_YUV[0, 1] * g + TO_YUV[0, 2] * b + 32) >> 6) + 64
-    hc, wc = chroma_size(h, w)
     sums = []
     for c in (r, g, b):  # each channel summed over 2x2 pixels first (the matrix is linear)
         c = np.pad(c, ((0, h % 2), (0, w % 2)), mode="edge") if h % 2 or w % 2 else c

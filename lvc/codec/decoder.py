@@ -10,7 +10,7 @@ import torch
 
 from lvc.bitstream.container import FRAME_I, FRAME_P, FRAME_PC, FRAME_PS, FrameUnit
 from lvc.bitstream.syntax import COLOUR_RGB, COLOUR_YUV420
-from lvc.codec.colour import PlanesPicture
+from lvc.codec.colour import Planes, PlanesPicture
 from lvc.codec.frame import FrameCodec
 from lvc.codec.grey import GreyPicture
 from lvc.codec.inter import InterCodec, LazyContext
@@ -40,7 +40,8 @@ class SequenceDecoder:
         the last frame was an I- or P-frame)."""
         return self._context.get() if self._context is not None else None
 
-    def decode(self, unit: FrameUnit) -> np.ndarray:
+    def decode(self, unit: FrameUnit) -> np.ndarray | Planes:
+        """The unit's shown picture: RGB, or in colour format 1 Y, Cb, Cr planes."""
         return self.decode_async(unit).result()
 
     def advance(self, unit: FrameUnit) -> None:

@@ -1,4 +1,5 @@
-"""Grey frames: shown with R = G = B, so grey input comes back grey.
+"""Grey frames: shown with R = G = B (colour format 1: Cb = Cr = 128, lvc.codec.colour), so
+grey input comes back grey.
 
 The learned transforms code RGB and leave a little colour in a grey picture's
 reconstruction: about one level of chroma, which is most of a grey clip's PSNR-YUV loss

@@ -6,10 +6,12 @@ restores it at the cost classical codecs pay. Any frame may carry the layer (fra
 ``syntax.RESIDUAL_FLAG``, format 1.3): its picture is the base picture (what the frame type
 decodes to) plus this residual, and later frames predict from, and copy blocks of, that sum.
 
-The residual is coded in YCoCg (``Y = (R + 2G + B) / 4``, ``Co = (R - B) / 2``, ``Cg =
-(-R + 2G - B) / 4``), each plane in 8x8 blocks of an orthonormal DCT with a uniform step per
-plane (``step_size``, H.264's geometric steps). In the stream, after the declared
-``syntax.RESIDUAL_HEADER``, one range-coded section holds:
+In colour format 0 the residual is coded in YCoCg (``Y = (R + 2G + B) / 4``, ``Co = (R -
+B) / 2``, ``Cg = (-R + 2G - B) / 4``), one component of three planes; in colour format 1
+(:mod:`lvc.codec.colour`) in Y, then Cb and Cr at half size, two components (``COMPONENTS``).
+Each plane is coded in 8x8 blocks of an orthonormal DCT with a uniform step per plane
+(``step_size``, H.264's geometric steps). In the stream, after the declared
+``syntax.RESIDUAL_HEADER``, one range-coded section holds, component after component:
 
 1. for each plane and each of ``GROUPS`` frequency groups, a level: 0 (all zero) or the row
    + 1 of :func:`lvc.entropy.tables.laplace_tables` its coefficients use;
@@ -18,8 +20,8 @@ plane (``step_size``, H.264's geometric steps). In the stream, after the declare
    their four neighbours are coded (:func:`flag_contexts`); each context's binary row is
    chosen by the encoder and sent in 1.;
 3. the coefficients of the coded blocks, plane by plane and group by group, each group's
-   row moved by one up or down as the block has three or more, or no, nonzero coefficients
-   in the plane's lower groups (:func:`coefficient_rows`).
+   row moved by the block's context: its count of nonzero coefficients in the plane's lower
+   groups, in classes (``CONTEXTS``, :func:`coefficient_rows`).
 
 Nothing here depends on the picture, and the inverse transform is exact integer arithmetic
 (a 13-bit basis, quarter-pixel intermediate), so the residual decodes identically on every
@@ -66,7 +68,11 @@ LEVELS = len(LAPLACE_THETAS)
 FLAG_LEVELS = (1, 2, 4, 8, 12, 16, 24, 32, 40, 48, 52, 56, 60, 62, 63)
 LEVEL_ROW, FLAG_CHOICE_ROW, FLAG_ROW = LEVELS, LEVELS + 1, LEVELS + 2  # rows of residual_tables()
 FLAG_CONTEXTS = 4
-CONTEXT_SHIFT = (-1, 0, 1)  # row offsets of the coefficient contexts (coefficient_rows)
+# Coefficient contexts per colour format (coefficient_rows): the classes' upper bounds of a
+# block's nonzero count in the plane's lower groups, and each class's row offset. Format 0:
+# none, 1-2, 3 or more. Format 1 (since 1.4): 0-1, 2-4, 5-9, 10-19, 20 or more, 6% fewer
+# coefficient bits than format 0's classes on its layers (docs/models.md, "Colour format 1").
+CONTEXTS = {syntax.COLOUR_RGB: ((0, 2), (-1, 0, 1)), syntax.COLOUR_YUV420: ((1, 4, 9, 19), (0, 1, 2, 3, 4))}
 COEFF_LIMIT = 2047  # |quantised coefficient| at most this (the encoder clamps; more is corrupt)
 
 
@@ -178,13 +184,14 @@ class ResidualCoder:
         enc = coder.new_encoder()
         bits = 0.0
         for coded, coeffs, lv in zip(r.coded, r.coeffs, levels, strict=True):
-            bits += self._encode_component(enc, coded, coeffs, lv)
+            bits += self._encode_component(enc, coded, coeffs, lv, r.colour_format)
         words = coder.finish(enc)
         head = syntax.pack(syntax.RESIDUAL_HEADER, dict(residual_length=len(words), luma_step=r.steps[0],
                                                         chroma_step=r.steps[1], reserved=0))
         return head + words, bits + 8 * len(head)
 
-    def _encode_component(self, enc, coded: np.ndarray, coeffs: np.ndarray, levels: np.ndarray) -> float:
+    def _encode_component(self, enc, coded: np.ndarray, coeffs: np.ndarray, levels: np.ndarray,
+                          colour_format: int) -> float:
         """One component's levels, flags and coefficients (module docstring, items 1-3)."""
         choices = self.flag_choices(coded)
         ctx, anchor = flag_contexts(coded), _anchors(coded.shape)
@@ -199,7 +206,7 @@ class ResidualCoder:
         before = np.zeros(coeffs.shape[:2], dtype=np.int64)
         for p, level, take in _runs(levels):
             symbols = coeffs[p][:, take]
-            rows = np.repeat(coefficient_rows(level, before[p])[:, None], symbols.shape[1], axis=1)
+            rows = np.repeat(coefficient_rows(level, before[p], colour_format)[:, None], symbols.shape[1], axis=1)
             self._coder.encode(enc, symbols.ravel(), rows.ravel())
             bits += self.tables.bits(rows.ravel(), symbols.ravel())
             before[p] += (symbols != 0).sum(1)
@@ -211,7 +218,7 @@ class ResidualCoder:
         values, pos = syntax.unpack(syntax.RESIDUAL_HEADER, section, 0, where)
         try:
             dec = coder.new_decoder(section[pos:])
-            parts = [self._decode_component(dec, planes, (-(-ph // BLOCK), -(-pw // BLOCK)))
+            parts = [self._decode_component(dec, planes, (-(-ph // BLOCK), -(-pw // BLOCK)), colour_format)
                      for planes, ph, pw in grid(colour_format, height, width)]
             if not dec.maybe_exhausted():
                 raise ValueError("section holds more data than the layer needs")
@@ -223,7 +230,8 @@ class ResidualCoder:
         return Residual((values["luma_step"], values["chroma_step"]), tuple(p[0] for p in parts),
                         tuple(p[1] for p in parts), colour_format)
 
-    def _decode_component(self, dec, planes: int, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    def _decode_component(self, dec, planes: int, shape: tuple[int, int],
+                          colour_format: int) -> tuple[np.ndarray, np.ndarray]:
         head = self._coder.decode(dec, _head_rows(planes))
         levels, choices = head[:planes * GROUPS].reshape(planes, GROUPS), head[planes * GROUPS:]
         if levels.min() < 0 or levels.max() > LEVELS or choices.min() < 0 or choices.max() >= len(FLAG_LEVELS):
@@ -240,7 +248,7 @@ class ResidualCoder:
         coeffs = np.zeros((planes, n, BLOCK, BLOCK), dtype=np.int64)
         before = np.zeros((planes, n), dtype=np.int64)
         for p, level, take in _runs(levels):
-            rows = np.repeat(coefficient_rows(level, before[p])[:, None], int(take.sum()), axis=1)
+            rows = np.repeat(coefficient_rows(level, before[p], colour_format)[:, None], int(take.sum()), axis=1)
             symbols = self._coder.decode(dec, rows.ravel()).reshape(rows.shape)
             coeffs[p][:, take] = symbols
             before[p] += (symbols != 0).sum(1)
@@ -271,12 +279,17 @@ def flag_contexts(coded: np.ndarray) -> np.ndarray:
     return np.where(_anchors(coded.shape), 0, ctx)
 
 
-def coefficient_rows(level: int, before: np.ndarray) -> np.ndarray:
+def context_class(before: np.ndarray, colour_format: int) -> np.ndarray:
+    """Each block's coefficient context: the class (``CONTEXTS``) of ``before``, its count
+    of nonzero coefficients in the plane's lower groups."""
+    return np.searchsorted(np.asarray(CONTEXTS[colour_format][0]), before, side="left")
+
+
+def coefficient_rows(level: int, before: np.ndarray, colour_format: int) -> np.ndarray:
     """Table row of each block's coefficients in a group at ``level`` (> 0): the level's
-    row, moved by ``CONTEXT_SHIFT`` of the block's context (how many nonzero coefficients
-    it has in the plane's lower groups: none, one or two, three or more)."""
-    ctx = np.where(before == 0, 0, np.where(before <= 2, 1, 2))
-    return np.clip(level - 1 + np.asarray(CONTEXT_SHIFT)[ctx], 0, LEVELS - 1)
+    row, moved by the offset of the block's context class."""
+    shift = np.asarray(CONTEXTS[colour_format][1])[context_class(before, colour_format)]
+    return np.clip(level - 1 + shift, 0, LEVELS - 1)
 
 
 def _runs(levels: np.ndarray) -> list[tuple[int, int, np.ndarray]]:

@@ -22,7 +22,7 @@ from lvc.codec.residual import (
     BASIS_BITS,
     BLOCK,
     COEFF_LIMIT,
-    CONTEXT_SHIFT,
+    CONTEXTS,
     GROUP_OF,
     GROUPS,
     LEVELS,
@@ -30,6 +30,7 @@ from lvc.codec.residual import (
     STEP_MAX,
     Residual,
     ResidualCoder,
+    context_class,
     step_size,
 )
 from lvc.models.frozen import QUALITY_MAX
@@ -46,7 +47,8 @@ PLANE_WEIGHT = np.array([3.0, 2.0, 3.0])  # RGB squared error per squared error 
 # counts inversely to its MSE, and chroma's is the smaller; its RGB error weighs it 13-17.
 # On 8 training clips, against colour format 0, per-clip BD-rate PSNR-YUV / RGB / Y:
 # 2.7: -8.3 / +6.7 / -21.8%; 5.4: -11.4 / +0.1 / -20.6%; 10.8: -14.3 / -4.1 / -18.2%;
-# 21.6: -16.0 / -4.8 / -13.7%; docs/models.md, "Colour format 1".)
+# 16.26 (shipped): -15.2 / -4.9 / -16.0%; 21.6: -16.0 / -4.8 / -13.7%; docs/models.md,
+# "Colour format 1".)
 YUV_LUMA_WEIGHT = 4.065
 YUV_CHROMA_WEIGHT = 4 * YUV_LUMA_WEIGHT
 # The choices' algorithm and constants: a change here changes streams (benchmark caches key on it).
@@ -125,7 +127,8 @@ class ResidualEncoder:
         """(section, bits, residual) for ``frame`` shown as ``picture`` at rate weight
         ``lmbda`` and integer ``quality``, or None where no block is worth coding. With the
         source's yuv420p ``planes`` the layer is colour format 1's (coded against them);
-        ``chroma=False`` codes none of its chroma (a grey frame shows none)."""
+        there, ``chroma=False`` codes none of its chroma (a grey frame shows none; colour
+        format 0's YCoCg planes are one component and ignore it)."""
         lmbda_r = self.weight_at(quality) * lmbda
         if planes is None:
             fmt, steps = syntax.COLOUR_RGB, step_indices(lmbda_r)
@@ -135,21 +138,23 @@ class ResidualEncoder:
             steps = step_indices(lmbda_r, YUV_CHROMA_WEIGHT / 3, YUV_LUMA_WEIGHT / 3)
             luma, cbcr = transform_yuv(planes, picture)
             comps = [(luma, np.array([YUV_LUMA_WEIGHT])), (cbcr, np.array([YUV_CHROMA_WEIGHT] * 2))]
-        chosen, first = [], 0
-        for coef, weights in comps:
-            d = np.array([step_size(steps[min(first + p, 1)]) / 16 for p in range(coef.shape[0])])
-            chosen.append(self._choose(coef, lmbda_r / 3 * weights * (1 if chroma or not first else 0), d))
-            first += 1
+        chosen = []
+        for component, (coef, weights) in enumerate(comps):
+            d = np.array([step_size(steps[min(component + p, 1)]) / 16 for p in range(coef.shape[0])])
+            skip = component > 0 and not chroma  # a component of chroma planes only (format 1's second)
+            chosen.append(self._choose(coef, lmbda_r / 3 * weights * (0 if skip else 1), d, fmt))
         if not any(mask.any() for mask, _, _ in chosen):
             return None
         residual = Residual(steps, tuple(c[0] for c in chosen), tuple(c[1] for c in chosen), fmt)
         section, total = self.coder.encode(residual, tuple(c[2] for c in chosen))
         return section, total, residual
 
-    def _choose(self, coef: np.ndarray, scale: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _choose(self, coef: np.ndarray, scale: np.ndarray, d: np.ndarray,
+                fmt: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One component's choices: (coded-block mask, coefficients of the coded blocks,
         levels) for its DCT coefficients ``coef`` (planes, hb, wb, 8, 8), priced with
-        ``scale`` (per plane: lambda_r / 3 * RGB squared error per squared error) at steps ``d``."""
+        ``scale`` (per plane: lambda_r / 3 * RGB squared error per squared error) at steps
+        ``d``, with colour format ``fmt``'s coefficient contexts."""
         planes = coef.shape[0]
         nothing = (np.zeros(coef.shape[1:3], dtype=bool), np.zeros((planes, 0, BLOCK, BLOCK), dtype=np.int64),
                    np.zeros((planes, GROUPS), dtype=np.int64))
@@ -171,9 +176,9 @@ class ResidualEncoder:
         ext = self._lut_ext()
         flat = ext.ravel()
         for _ in range(PASSES):
-            ctx = _contexts(plane, blk, gid, val, n, planes)  # (planes, n, GROUPS)
-            levels = self._levels(plane, blk, gid, val, ctx, coded)
-            rows = _rows(levels, ctx)  # (planes, n, GROUPS); LEVELS: a group not coded
+            ctx = _contexts(plane, blk, gid, val, n, planes, fmt)  # (planes, n, GROUPS)
+            levels = self._levels(plane, blk, gid, val, ctx, coded, fmt)
+            rows = _rows(levels, ctx, fmt)  # (planes, n, GROUPS); LEVELS: a group not coded
             at = rows[plane, blk, gid] * LUT_SIZE  # where each nonzero's prices start
             zero = flat[at]
             cands = np.stack([val, val - np.sign(val), np.zeros_like(val)])  # the value, a step in, zero
@@ -192,14 +197,14 @@ class ResidualEncoder:
         q = np.zeros_like(q)
         q[nz] = val
         q = q[:, coded]
-        levels = self._levels(plane, blk, gid, val, _contexts(plane, blk, gid, val, n, planes), coded)
+        levels = self._levels(plane, blk, gid, val, _contexts(plane, blk, gid, val, n, planes, fmt), coded, fmt)
         mask = np.zeros(live.shape, dtype=bool)
         mask[np.nonzero(live)[0][coded], np.nonzero(live)[1][coded]] = True
         # raster order of the coded blocks in ``mask`` equals their order among the live ones
         return mask, q.astype(np.int64), levels
 
     def _levels(self, plane: np.ndarray, blk: np.ndarray, gid: np.ndarray, val: np.ndarray, ctx: np.ndarray,
-                coded: np.ndarray) -> np.ndarray:
+                coded: np.ndarray, fmt: int) -> np.ndarray:
         """The cheapest level (table row + 1) per plane and group for the ``coded`` blocks,
         their coefficients priced in their contexts ``ctx`` (:func:`_contexts`); 0 for a
         group of zeros. From the nonzero coefficients (plane, block, group, value) only:
@@ -207,15 +212,16 @@ class ResidualEncoder:
         keep = coded[blk] & (val != 0)
         k = ctx[plane[keep], blk[keep], gid[keep]]
         mag = np.minimum(np.abs(val[keep]), LUT_SIZE - 1).astype(np.int64)
-        key = ((plane[keep] * GROUPS + gid[keep]) * len(CONTEXT_SHIFT) + k) * LUT_SIZE + mag
+        shifts = CONTEXTS[fmt][1]
+        key = ((plane[keep] * GROUPS + gid[keep]) * len(shifts) + k) * LUT_SIZE + mag
         planes = ctx.shape[0]
-        counts = np.bincount(key, minlength=planes * GROUPS * len(CONTEXT_SHIFT) * LUT_SIZE)
-        counts = counts.reshape(planes, GROUPS, len(CONTEXT_SHIFT), LUT_SIZE).astype(np.float64)
+        counts = np.bincount(key, minlength=planes * GROUPS * len(shifts) * LUT_SIZE)
+        counts = counts.reshape(planes, GROUPS, len(shifts), LUT_SIZE).astype(np.float64)
         nonzero = counts[..., 1:].sum(-1)
-        blocks = np.stack([(ctx[:, coded, :] == i).sum(1) for i in range(len(CONTEXT_SHIFT))], -1)
+        blocks = np.stack([(ctx[:, coded, :] == i).sum(1) for i in range(len(shifts))], -1)
         counts[..., 0] = np.maximum(blocks * _GROUP_SIZE[None, :, None] - nonzero, 0)
         costs = sum(counts[:, :, i, :] @ self.lut[np.clip(np.arange(LEVELS) + sh, 0, LEVELS - 1)].T
-                    for i, sh in enumerate(CONTEXT_SHIFT))  # (planes, GROUPS, LEVELS)
+                    for i, sh in enumerate(shifts))  # (planes, GROUPS, LEVELS)
         return np.where(nonzero.sum(-1) > 0, np.argmin(costs, -1) + 1, 0)
 
     def _lut_ext(self) -> np.ndarray:
@@ -226,19 +232,20 @@ class ResidualEncoder:
 
 
 def _contexts(plane: np.ndarray, blk: np.ndarray, gid: np.ndarray, val: np.ndarray, n: int,
-              planes: int) -> np.ndarray:
-    """(planes, n, GROUPS) coefficient context of every block and group: 0, 1, 2 for none,
-    one or two, three or more nonzero values in the plane's lower groups of the block."""
+              planes: int, fmt: int) -> np.ndarray:
+    """(planes, n, GROUPS) coefficient context class of every block and group, from its
+    count of nonzero values in the plane's lower groups of the block
+    (:func:`lvc.codec.residual.context_class`)."""
     nonzero = val != 0
     key = (plane[nonzero] * n + blk[nonzero]) * GROUPS + gid[nonzero]
     counts = np.bincount(key, minlength=planes * n * GROUPS).reshape(planes, n, GROUPS)
     before = np.cumsum(counts, axis=2) - counts
-    return np.where(before == 0, 0, np.where(before <= 2, 1, 2))
+    return context_class(before, fmt)
 
 
-def _rows(levels: np.ndarray, ctx: np.ndarray) -> np.ndarray:
+def _rows(levels: np.ndarray, ctx: np.ndarray, fmt: int) -> np.ndarray:
     """(planes, n, GROUPS) table row of every block's groups (``LEVELS`` where the group is
     not coded: the last row of :meth:`ResidualEncoder._lut_ext`), as the decoder derives it."""
     lv = levels[:, None, :]
-    rows = np.clip(lv - 1 + np.asarray(CONTEXT_SHIFT)[ctx], 0, LEVELS - 1)
+    rows = np.clip(lv - 1 + np.asarray(CONTEXTS[fmt][1])[ctx], 0, LEVELS - 1)
     return np.where(lv > 0, rows, LEVELS)

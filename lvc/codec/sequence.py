@@ -102,7 +102,8 @@ class CodedFrame:
     residual: bytes | None = None  # the frame's residual layer (lvc.codec.residual), if any
 
     @property
-    def recon(self) -> np.ndarray:
+    def recon(self) -> np.ndarray | Planes:
+        """The shown picture: RGB, or in colour format 1 Y, Cb, Cr planes."""
         return self.pending.result()
 
 

@@ -127,7 +127,7 @@ class VideoSource:
         for _, frame in self.timed_frames(planes=True):
             yield frame
 
-    def timed_frames(self, planes: bool = False) -> Iterator[tuple[float, np.ndarray]]:
+    def timed_frames(self, planes: bool = False) -> Iterator[tuple[float, np.ndarray | tuple[np.ndarray, Planes]]]:
         """(presentation time in seconds, RGB frame): container timestamps where the stream has
         them (variable-rate files: an AVI may code 68 frames over 29.6 s), else index / fps.
         With ``planes``, the frame is (RGB, yuv420p planes)."""

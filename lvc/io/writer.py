@@ -41,7 +41,8 @@ def default_mode(path: Path, base: int) -> None:
 
 
 class FrameWriter:
-    """Write RGB frames to ``path``; the format follows the suffix (see :func:`output_kind`)."""
+    """Write RGB frames or yuv420p planes to ``path``; the format follows the suffix (see
+    :func:`output_kind`). Planes go to y4m as they are; mp4 and PNG convert them."""
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, fps: Fraction) -> None:
         self.kind = output_kind(path)
