@@ -160,3 +160,27 @@ def _colour_offset(h: SequenceHeader) -> int:
         "magic": syntax.MAGIC, "version_major": 1, "version_minor": h.version[1], "model_name": h.model_name,
         "weights_hash": h.weights_hash, "width": h.width, "height": h.height, "fps_num": 25, "fps_den": 1,
         "frame_count": h.frame_count}))
+
+
+def test_a_damaged_layer_stops_decoding_at_its_own_frame(tmp_path):
+    """The frames before a damaged residual layer come out as they are, then its error,
+    naming its frame: none of the later frames is shown in its place."""
+    stream, model = DATA / "golden-yuv.lvc", MODEL
+    with LvcReader(stream) as r:
+        header, units = r.header, list(r.units())
+    bad = tmp_path / "bad.lvc"
+    with LvcWriter(bad, header) as w:
+        for u in units:
+            layer = u.residual
+            if u.index == 2:
+                noise = np.random.default_rng(3).integers(0, 256, len(layer) - 8, dtype=np.uint8)
+                layer = layer[:8] + bytes(noise)
+            w.write_frame(u.frame_type, u.quality, u.payload, u.grey, layer)
+        w.commit()
+    good = list(api.iter_decode(stream, model=model, planes=None))
+    shown = []
+    with pytest.raises(BitstreamError, match="frame 2"):
+        for f in api.iter_decode(bad, model=model, planes=None):
+            shown.append(f)
+    assert len(shown) == 2
+    assert all(np.array_equal(a, b) for s, g in zip(shown, good) for a, b in zip(s, g, strict=True))
