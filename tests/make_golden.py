@@ -230,17 +230,22 @@ def main_skip() -> None:
     _write_stream("golden-skip.lvc", fm, units, q)
 
 
-def main_grey() -> None:
-    """The grey-frame fixture (needs tiny-inter.lvcm and clip.y4m)."""
+def _grey_clip(src: Path, grey: int) -> Path:
+    """The test clip with its first ``grey`` frames made grey, written to ``src`` (4:2:0 y4m)."""
     from lvc.codec.grey import show_grey
 
     with open_video(DATA / "clip.y4m") as v:
-        frames = [show_grey(f) if i < 4 else f for i, f in enumerate(v.frames())]
-    src = DATA / "grey.tmp.y4m"
+        frames = [show_grey(f) if i < grey else f for i, f in enumerate(v.frames())]
     w = FrameWriter(src, 64, 48, Fraction(25))
     for f in frames:
         w.write(np.ascontiguousarray(f))
     w.commit()
+    return src
+
+
+def main_grey() -> None:
+    """The grey-frame fixture (needs tiny-inter.lvcm and clip.y4m)."""
+    src = _grey_clip(DATA / "grey.tmp.y4m", 4)
     api.encode(src, DATA / "golden-grey.lvc", quality=0.7, model=str(DATA / "tiny-inter.lvcm"), intra_period=3,
                progress=False)
     src.unlink()
@@ -263,15 +268,7 @@ def main_residual() -> None:
 
 def main_yuv() -> None:
     """The colour format 1 fixture (needs tiny-inter.lvcm and clip.y4m), frames 0-1 grey."""
-    from lvc.codec.grey import show_grey
-
-    with open_video(DATA / "clip.y4m") as v:
-        frames = [show_grey(f) if i < 2 else f for i, f in enumerate(v.frames())]
-    src = DATA / "yuv.tmp.y4m"
-    w = FrameWriter(src, 64, 48, Fraction(25))
-    for f in frames:
-        w.write(np.ascontiguousarray(f))
-    w.commit()
+    src = _grey_clip(DATA / "yuv.tmp.y4m", 2)
     stream = DATA / "golden-yuv.lvc"
     api.encode(src, stream, quality=0.9, model=str(DATA / "tiny-inter.lvcm"), intra_period=4, progress=False,
                residual=64.0, colour="yuv420")
