@@ -25,13 +25,8 @@ TO_YUV = np.array([[66, 129, 25], [-38, -74, 112], [112, -94, -18]], dtype=np.in
 Y_GAIN, CR_R, CB_G, CR_G, CB_B = 298, 409, -100, -208, 516
 
 
-def chroma_size(height: int, width: int) -> tuple[int, int]:
-    """Chroma plane size of 4:2:0 (odd sizes round up)."""
-    return (height + 1) // 2, (width + 1) // 2
-
-
 def quarter_yuv(rgb: np.ndarray) -> Planes:
-    """Y (H, W) and Cb, Cr (chroma_size) of a uint8 RGB picture in quarter levels, int32:
+    """Y (H, W) and Cb, Cr (:func:`lvc.io.convert.chroma_size`) of a uint8 RGB picture in quarter levels, int32:
     ``Y = ((66 R + 129 G + 25 B + 32) >> 6) + 64``; chroma from the sums over 2x2 pixels
     (edge pixels repeated at odd sizes), ``Cb = ((sum(-38 R - 74 G + 112 B) + 128) >> 8) + 512``
     and Cr likewise."""

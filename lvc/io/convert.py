@@ -12,12 +12,17 @@ import numpy as np
 Planes = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
+def chroma_size(height: int, width: int) -> tuple[int, int]:
+    """Chroma plane size of 4:2:0 (odd sizes round up)."""
+    return (height + 1) // 2, (width + 1) // 2
+
+
 def frame_planes(frame: av.VideoFrame) -> Planes:
     """Y, U, V planes (uint8) of a yuv420p frame, without line padding."""
     if frame.format.name != "yuv420p":
         frame = frame.reformat(format="yuv420p")
     w, h = frame.width, frame.height
-    sizes = [(h, w), ((h + 1) // 2, (w + 1) // 2), ((h + 1) // 2, (w + 1) // 2)]
+    sizes = [(h, w)] + [chroma_size(h, w)] * 2
     out = []
     for plane, (ph, pw) in zip(frame.planes, sizes):
         buf = np.frombuffer(plane, dtype=np.uint8).reshape(-1, plane.line_size)
@@ -35,7 +40,7 @@ def planes_to_frame(planes: Planes, height: int | None = None, width: int | None
     y = planes[0]
     h, w = height or y.shape[0], width or y.shape[1]
     frame = av.VideoFrame(w, h, "yuv420p")
-    for plane, data, (ph, pw) in zip(frame.planes, planes, [(h, w)] + [((h + 1) // 2, (w + 1) // 2)] * 2):
+    for plane, data, (ph, pw) in zip(frame.planes, planes, [(h, w)] + [chroma_size(h, w)] * 2):
         buf = np.frombuffer(plane, dtype=np.uint8).reshape(-1, plane.line_size)
         view = np.zeros_like(buf)
         view[:ph, :pw] = np.pad(data, ((0, ph - data.shape[0]), (0, pw - data.shape[1])), mode="edge")
