@@ -119,11 +119,15 @@ class InterCodec:
 
     def __init__(self, model: FrozenModel, workers: int | None = None, eager_synthesis: bool = True,
                  deadzone: float = 0.0, fast_analysis: bool = True, refine_steps: int = 0,
-                 motion_keep: int = 0, bands: int = 1, lookahead: Lookahead | None = None) -> None:
+                 motion_keep: int = 0, bands: int = 1, lookahead: Lookahead | None = None,
+                 error_weight: float = 1.0) -> None:
+        """``error_weight``: the share of lambda a picture's error weighs in the skip decision
+        (below 1 where a residual layer follows: ``lvc.codec.sequence.RESIDUAL_ERROR_WEIGHT``)."""
         if model.inter is None:
             raise ValueError("this model has no conditional P-frame section")
         self.m, self.p = model, model.inter
         self.deadzone, self.fast_analysis, self.refine_steps = deadzone, fast_analysis, refine_steps
+        self.error_weight = error_weight
         self.display = Synthesizer(self.p.g_d, workers, bf16=True, bands=bands)  # see ENCODER_BANDS
         self.eager = eager_synthesis
         self.z_coder = coder.TableCoder(self.p.z_tables)
@@ -176,13 +180,20 @@ class InterCodec:
         return ((1, c.M, hp // 16, wp // 16), (1, c.Nh, hp // STRIDE, wp // STRIDE),
                 (hp // c.block, wp // c.block, 2))
 
-    def _finish(self, y_fx: torch.Tensor, ctx_w: torch.Tensor, q: int, h: int, w: int, synthesize: bool,
+    def _finish(self, y_fx: torch.Tensor | None, ctx_w: torch.Tensor, q: int, h: int, w: int, synthesize: bool,
                 skipped: np.ndarray | None, mv: torch.Tensor, previous, moved: np.ndarray | None = None,
                 ) -> tuple[torch.Tensor, Future | Bands | Deferred | block_skip.SkippedPicture | BlendedPicture]:
         """The next context (exact; skipped blocks keep ``ctx_w``) and the picture: on a
         synthesis worker now, or (``synthesize`` false, or not eager) when first asked for;
         skipped blocks (and, ``pixel_ref``, the blend) take ``previous``, the previous
-        picture (``moved``: already moved by ``mv``)."""
+        picture (``moved``: already moved by ``mv``). ``y_fx`` is needed only where a block is
+        coded."""
+        if skipped is not None and skipped.all():
+            # Every block copied: the context is the warped one and the picture the moved
+            # previous one, exactly what the full path gives (its update is kept nowhere, its
+            # display shown nowhere), without the update, the display or its synthesis.
+            return ctx_w, block_skip.SkippedPicture(None, previous, skipped, mv, self.p.config.block, moved,
+                                                    self.subpel)
         keep = None
         if skipped is not None:
             keep = torch.from_numpy(skipped).repeat_interleave(2, 0).repeat_interleave(2, 1)
@@ -230,7 +241,7 @@ class InterCodec:
         if shown is not None:
             position_bits = self.m.y_tables.element_bits(idx.numpy(), sym.numpy())[0].sum(0)
             skipped = block_skip.decide(frame, shown, mv, self.p.config.block, position_bits,
-                                        quality_lambda(self.m, q), self.subpel)
+                                        self.error_weight * quality_lambda(self.m, q), self.subpel)
             skipped = skipped if skipped.any() else None
         coded = torch.ones(sym.shape[-2:], dtype=torch.bool) if skipped is None else ~torch.from_numpy(skipped)
         sym[:, :, ~coded] = 0
@@ -308,14 +319,16 @@ class InterCodec:
         skipped = self.skip_flags.decode(dec, y_shape[-2:]) if skip else None
         coded = torch.ones(y_shape[-2:], dtype=torch.bool) if skipped is None else ~torch.from_numpy(skipped)
         z_hat = torch.from_numpy(self.z_coder.decode(dec, side_index(z_shape)).reshape(z_shape)).long()
-        mean_fx, log_scale_fx = self.p.prior(z_hat, ctx_w)
-        idx = scale_index(log_scale_fx)
-        sym = torch.zeros(y_shape, dtype=torch.long)
-        sym[:, :, coded] = torch.from_numpy(self.y_coder.decode(dec, idx[:, :, coded].numpy())).view(
-            y_shape[1], -1)[None]
+        y_fx = None
+        if coded.any():  # (no latent symbols follow when every block is skipped: no prior needed)
+            mean_fx, log_scale_fx = self.p.prior(z_hat, ctx_w)
+            idx = scale_index(log_scale_fx)
+            sym = torch.zeros(y_shape, dtype=torch.long)
+            sym[:, :, coded] = torch.from_numpy(self.y_coder.decode(dec, idx[:, :, coded].numpy())).view(
+                y_shape[1], -1)[None]
+            y_fx = (sym * _ONE + mean_fx).clamp(-LATENT_LIMIT, LATENT_LIMIT)
         if not dec.maybe_exhausted():
             raise ValueError("payload holds more data than the frame needs")
-        y_fx = (sym * _ONE + mean_fx).clamp(-LATENT_LIMIT, LATENT_LIMIT)
         ctx, pending = self._finish(y_fx, ctx_w, q, h, w, synthesize, skipped, mv, previous)
         return pending, ctx
 

@@ -79,11 +79,18 @@ PC_TRUST_MARGIN = 0.1
 # and predicts from that picture, so its detail pays back over the group. Chosen on 8 training
 # clips (docs/models.md, "Session 31"); a format 1.2 stream feature.
 INTRA_OFFSET = 0.33
+# The residual layer (lvc.codec.residual) is added to every picture and removes most of what
+# its error would cost: the I/P/PC and block-skip decisions, made on the pictures under it,
+# weigh a picture's error at this share of lambda when the layer is on. At 1 (sessions 37-38)
+# they judged pictures as if shown as they are, and at high rates chose learned blocks and
+# I-frames where a copy and its layer cost less. Chosen on 8 training clips (docs/models.md,
+# "Session 39").
+RESIDUAL_ERROR_WEIGHT = 0.0625
 
 
 # The encoder-side algorithm of conditional models (frame-type decision, motion search): a
 # change here changes their streams, so benchmark caches key on it.
-INTER_ENCODER = (f"ippc-rd/6 skip=rd2 trust={PC_TRUST}@{PC_TRUST_MARGIN:g}x{PC_TRUST_JUMP:g} "
+INTER_ENCODER = (f"ippc-rd/6 skip=rd3 ew={RESIDUAL_ERROR_WEIGHT:g} trust={PC_TRUST}@{PC_TRUST_MARGIN:g}x{PC_TRUST_JUMP:g} "
                  f"backoff={PC_BACKOFF_MAX}@{PC_MARGIN:g} mv-rate={RATE_WEIGHT:g} pc-dz={PC_DEADZONE:g} "
                  f"me={SEARCH_VERSION} pc-an={ANALYSIS_VERSION}")
 
@@ -156,6 +163,8 @@ class SequenceEncoder:
         self._model = model
         weight = RESIDUAL_WEIGHT if residual is None else residual
         self.residual = ResidualEncoder(weight) if weight > 0 else None
+        error_weight = RESIDUAL_ERROR_WEIGHT if self.residual is not None else 1.0
+        self.decision_lmbda = error_weight * self.lmbda  # a picture's error in the I/P/PC decisions
         self.colour_format = colour_format
         self._planes: Planes | None = None  # the frame being coded's source planes (colour format 1)
         self._grey = False  # whether it is grey (colour format 1 shows no chroma then)
@@ -165,7 +174,8 @@ class SequenceEncoder:
         # synthesised at once on the workers: the I/P/PC decision needs them.
         self.inter = (InterCodec(model, eager_synthesis=True, deadzone=PC_DEADZONE,
                                  fast_analysis=self.preset.bf16_analysis, refine_steps=steps,
-                                 motion_keep=self.preset.motion_keep, bands=ENCODER_BANDS, lookahead=self.lookahead)
+                                 motion_keep=self.preset.motion_keep, bands=ENCODER_BANDS, lookahead=self.lookahead,
+                                 error_weight=error_weight)
                       if model.inter is not None else None)
         self.context = LazyContext(self.inter) if self.inter is not None else None
         self.previous: np.ndarray | None = None
@@ -306,9 +316,9 @@ class SequenceEncoder:
             bits = {k: self.codec.estimate_bits(y, quality, self.reference if k == FRAME_P else None, plan=p)
                     for k, p in plans.items()}
             mse = self._latent_mse()  # that picture has been synthesised meanwhile
-            costs = {k: self.lmbda * mse + b / pixels for k, b in bits.items()}
+            costs = {k: self.decision_lmbda * mse + b / pixels for k, b in bits.items()}
             if try_pc:
-                costs[FRAME_PC] = self._mse(frame, pc.recon) * self.lmbda + pc.estimated_bits / pixels
+                costs[FRAME_PC] = self._mse(frame, pc.recon) * self.decision_lmbda + pc.estimated_bits / pixels
             kind = min(costs, key=costs.get)
             self._i_cost = (costs[FRAME_I], 0)
             if try_pc:  # where PC frames keep losing clearly (high rates), try them ever more rarely
@@ -327,7 +337,8 @@ class SequenceEncoder:
             pending, section, extra = self._add_residual(frame, best.pending, quality)
             # (pixel_ref models: coding a block from here shows about the I-frame's own picture)
             started = None if self.inter.pixel_ref else self.inter.show(self.context.get(), *frame.shape[:2])
-            self._shown = ShownPicture(pending, frame, started) if self.preset.skip_first else None
+            base = best.pending if started is None else started
+            self._shown = ShownPicture(pending, frame, base) if self.preset.skip_first else None
             self._picture = pending
             # P-frames share the I-frame's synthesis and quantisation, so about its MSE. (Not
             # refreshed from P pictures: the choices must not depend on whether the caller wants
@@ -354,7 +365,7 @@ class SequenceEncoder:
         if isinstance(self._last_pc, tuple):  # the previous PC frame's MSE, once
             shown, pc = self._last_pc
             self._last_pc = self._mse(shown, pc.recon)
-        if (self.lmbda * self._last_pc + bpp) * (1 + PC_TRUST_MARGIN) >= self._i_cost[0]:
+        if (self.decision_lmbda * self._last_pc + bpp) * (1 + PC_TRUST_MARGIN) >= self._i_cost[0]:
             return False
         self._i_cost = (self._i_cost[0], self._i_cost[1] + 1)
         return True
@@ -362,8 +373,10 @@ class SequenceEncoder:
     def _finish_pc(self, frame: np.ndarray, pc: InterResult) -> CodedFrame:
         self._last_pc = (frame, pc)
         pending, section, bits = self._add_residual(frame, pc.pending, self.quality)
-        self._shown = (self._shown.after(pending, frame, pc.skipped) if self._shown is not None
-                       else ShownPicture(pending, frame))
+        # the skip decision weighs the error of the picture before its residual layer (the
+        # layer is added either way: docs/models.md, "Session 39")
+        self._shown = (self._shown.after(pending, frame, pc.skipped, pc.pending) if self._shown is not None
+                       else ShownPicture(pending, frame, pc.pending))
         self.context.set(pc.context)
         self.reference, self.previous, self._picture = None, frame, pending
         self.index += 1
