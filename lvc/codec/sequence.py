@@ -90,7 +90,8 @@ RESIDUAL_ERROR_WEIGHT = 0.0625
 
 # The encoder-side algorithm of conditional models (frame-type decision, motion search): a
 # change here changes their streams, so benchmark caches key on it.
-INTER_ENCODER = (f"ippc-rd/6 skip=rd3 ew={RESIDUAL_ERROR_WEIGHT:g} trust={PC_TRUST}@{PC_TRUST_MARGIN:g}x{PC_TRUST_JUMP:g} "
+INTER_ENCODER = (f"ippc-rd/6 skip=rd3 ew={RESIDUAL_ERROR_WEIGHT:g} "
+                 f"trust={PC_TRUST}@{PC_TRUST_MARGIN:g}x{PC_TRUST_JUMP:g} "
                  f"backoff={PC_BACKOFF_MAX}@{PC_MARGIN:g} mv-rate={RATE_WEIGHT:g} pc-dz={PC_DEADZONE:g} "
                  f"me={SEARCH_VERSION} pc-an={ANALYSIS_VERSION}")
 
