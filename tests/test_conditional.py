@@ -194,14 +194,15 @@ def test_conditional_p_frame_needs_a_model_with_an_inter_section(tiny_model, int
         dec.decode(units[1])
 
 
+@pytest.mark.parametrize("residual", [None, 0.0])  # the layer (frames of copies); none (the learned blocks)
 def test_encoder_chooses_pc_frames_and_the_file_decodes_to_its_reconstructions(inter_model_file, inter_model,
-                                                                               twelve, tmp_path):
+                                                                               twelve, tmp_path, residual):
     src, out = tmp_path / "twelve.y4m", tmp_path / "a.lvc"
     write_y4m(src, twelve)
-    api.encode(src, out, quality=0.5, model=str(inter_model_file), progress=False)
+    api.encode(src, out, quality=0.5, model=str(inter_model_file), progress=False, residual=residual)
     types = [f["type"] for f in api.info(out)["frames"]]
     assert types[0] == "I" and {"PC", "PS"} & set(types)
-    expected = encoder_recons(inter_model, src, 0.5)
+    expected = encoder_recons(inter_model, src, 0.5, residual=residual)
     decoded = list(api.iter_decode(out, model=str(inter_model_file), planes=None))
     assert len(decoded) == 12 and all(same_picture(a, b) for a, b in zip(decoded, expected))
 
@@ -476,13 +477,37 @@ def test_frames_after_skipped_ones_decode_the_same(inter_model_file, inter_model
     assert all(np.array_equal(later[i], full[i]) for i in range(3, 12, 4))
 
 
-@pytest.mark.parametrize("preset", ["fast", "medium", "slow"])
-def test_fast_alone_never_skips_in_the_first_pc_frame_after_an_intra_latent(inter_model_file, twelve, tmp_path,
-                                                                          preset):
+@pytest.mark.parametrize("preset", ["medium", "slow"])
+def test_without_the_layer_only_slow_skips_in_the_first_pc_frame_after_an_intra_latent(inter_model_file, twelve,
+                                                                                     tmp_path, preset):
     src, out = tmp_path / "twelve.y4m", tmp_path / "a.lvc"
     write_y4m(src, twelve)
-    api.encode(src, out, quality=0.5, model=str(inter_model_file), progress=False, preset=preset, refine=0)
+    api.encode(src, out, quality=0.5, model=str(inter_model_file), progress=False, preset=preset, refine=0,
+               residual=0)
     types = [f["type"] for f in api.info(out)["frames"]]
     first = [t for before, t in zip(types, types[1:]) if before in ("I", "P")]
     assert "PS" in types
-    assert ("PS" in first) == (preset != "fast"), types
+    assert ("PS" in first) == (preset == "slow"), types
+
+
+@pytest.mark.parametrize("preset", ["fast", "medium"])
+def test_with_the_layer_pc_frames_copy_every_block_without_the_learned_networks(inter_model_file, inter_model,
+                                                                               twelve, tmp_path, monkeypatch,
+                                                                               preset):
+    """COPY_FRAMES: neither the encoder nor the decoder runs the P prior (nor the analysis,
+    update or display), and the file still decodes to the encoder's pictures."""
+    from lvc.models.inter_frozen import FrozenInter
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a frame of copies ran the P prior")
+
+    src, out = tmp_path / "twelve.y4m", tmp_path / "a.lvc"
+    write_y4m(src, twelve)
+    monkeypatch.setattr(FrozenInter, "prior", refuse)
+    api.encode(src, out, quality=0.5, model=str(inter_model_file), progress=False, preset=preset)
+    types = [f["type"] for f in api.info(out)["frames"]]
+    assert types[0] == "I" and "PS" in types and "PC" not in types, types
+    decoded = list(api.iter_decode(out, model=str(inter_model_file), planes=None))
+    monkeypatch.undo()
+    expected = encoder_recons(inter_model, src, 0.5) if preset == "medium" else decoded
+    assert len(decoded) == 12 and all(same_picture(a, b) for a, b in zip(decoded, expected))

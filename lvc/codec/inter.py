@@ -119,15 +119,11 @@ class InterCodec:
 
     def __init__(self, model: FrozenModel, workers: int | None = None, eager_synthesis: bool = True,
                  deadzone: float = 0.0, fast_analysis: bool = True, refine_steps: int = 0,
-                 motion_keep: int = 0, bands: int = 1, lookahead: Lookahead | None = None,
-                 error_weight: float = 1.0) -> None:
-        """``error_weight``: the share of lambda a picture's error weighs in the skip decision
-        (below 1 where a residual layer follows: ``lvc.codec.sequence.RESIDUAL_ERROR_WEIGHT``)."""
+                 motion_keep: int = 0, bands: int = 1, lookahead: Lookahead | None = None) -> None:
         if model.inter is None:
             raise ValueError("this model has no conditional P-frame section")
         self.m, self.p = model, model.inter
         self.deadzone, self.fast_analysis, self.refine_steps = deadzone, fast_analysis, refine_steps
-        self.error_weight = error_weight
         self.display = Synthesizer(self.p.g_d, workers, bf16=True, bands=bands)  # see ENCODER_BANDS
         self.eager = eager_synthesis
         self.z_coder = coder.TableCoder(self.p.z_tables)
@@ -209,15 +205,20 @@ class InterCodec:
 
     @torch.no_grad()
     def encode(self, frame: np.ndarray, previous: np.ndarray, q: int, context: torch.Tensor,
-               shown: block_skip.ShownPicture | None = None, picture=None) -> InterResult:
+               shown: block_skip.ShownPicture | None = None, picture=None, copies: bool = False) -> InterResult:
         """Code ``frame`` against the decoder's ``context``; ``previous`` (the input frame
         before it) is where motion is searched. With ``shown`` (the decoder's picture of
         ``context``), blocks may be skipped (``FRAME_PS``). ``picture``: the decoder's
-        previous picture (pending), which ``pixel_ref`` models need."""
+        previous picture (pending), which ``pixel_ref`` models need. ``copies`` (with a
+        picture to copy): skip every block without looking at the latent (see
+        ``lvc.codec.sequence.COPY_FRAMES``)."""
         h, w = frame.shape[:2]
-        x = _pad(to_tensor(frame))
         mv = self.motion.vectors(previous, frame, self._rate_weight(q))
         ctx_w = warp(context, mv[None], self.p.config.block, CONTEXT_SCALE, self.subpel)
+        source = shown.pending if shown is not None else picture
+        if copies and source is not None:
+            return self._encode_copies(h, w, q, mv, ctx_w, source, shown)
+        x = _pad(to_tensor(frame))
         gain = torch.exp(interp_levels(self.p.log_gain, torch.tensor([q / QUALITY_MAX])))[:, :, None, None]
         moved, moved_t, pixels_in = None, None, x
         if self.pixel_ref:
@@ -241,10 +242,35 @@ class InterCodec:
         if shown is not None:
             position_bits = self.m.y_tables.element_bits(idx.numpy(), sym.numpy())[0].sum(0)
             skipped = block_skip.decide(frame, shown, mv, self.p.config.block, position_bits,
-                                        self.error_weight * quality_lambda(self.m, q), self.subpel)
+                                        quality_lambda(self.m, q), self.subpel)
             skipped = skipped if skipped.any() else None
         coded = torch.ones(sym.shape[-2:], dtype=torch.bool) if skipped is None else ~torch.from_numpy(skipped)
         sym[:, :, ~coded] = 0
+        payload, bits = self._write(mv, skipped, z_hat.numpy(), sym[:, :, coded].numpy(), idx[:, :, coded].numpy())
+        y_fx = (sym * _ONE + mean_fx).clamp(-LATENT_LIMIT, LATENT_LIMIT)
+        if skipped is not None:
+            picture = shown.pending
+            moved = self._moved(picture, mv, shown)
+        ctx, pending = self._finish(y_fx, ctx_w, q, h, w, True, skipped, mv, picture, moved)
+        return InterResult(payload, bits, ctx, pending, skipped)
+
+    def _encode_copies(self, h: int, w: int, q: int, mv: torch.Tensor, ctx_w: torch.Tensor, source,
+                       shown: block_skip.ShownPicture | None) -> InterResult:
+        """A ``FRAME_PS`` frame with every block skipped: no analysis, no prior; the side
+        information, which nothing then reads, is each channel's cheapest symbol."""
+        y_shape, z_shape, _ = self._shapes(h, w)
+        skipped = np.ones(y_shape[-2:], dtype=bool)
+        z_hat = np.broadcast_to(self.p.z_tables.modes()[side_index(z_shape)], z_shape)
+        none = np.zeros(0, dtype=np.int64)
+        payload, bits = self._write(mv, skipped, z_hat, none, none)
+        moved = self._moved(source, mv, shown)
+        ctx, pending = self._finish(None, ctx_w, q, h, w, True, skipped, mv, source, moved)
+        return InterResult(payload, bits, ctx, pending, skipped)
+
+    def _write(self, mv: torch.Tensor, skipped: np.ndarray | None, z_hat: np.ndarray, y_sym: np.ndarray,
+               y_idx: np.ndarray) -> tuple[bytes, float]:
+        """The payload (motion, skip flags, side information, the coded blocks' symbols) and
+        its information content in bits."""
         res = mv_residuals(mv).numpy().ravel()
         enc = coder.new_encoder()
         rows = len(MV_SCALES)
@@ -255,18 +281,11 @@ class InterCodec:
         bits = self.p.mv_tables.bits(np.array([rows]), np.array([row])) + costs[row]
         if skipped is not None:
             bits += self.skip_flags.encode(enc, skipped)
-        z_idx = side_index(tuple(z_hat.shape))
-        self.z_coder.encode(enc, z_hat.numpy(), z_idx)
-        y_sym, y_idx = sym[:, :, coded].numpy(), idx[:, :, coded].numpy()
+        z_idx = side_index(z_hat.shape)
+        self.z_coder.encode(enc, z_hat, z_idx)
         self.y_coder.encode(enc, y_sym, y_idx)
-        bits += (self.p.z_tables.bits(z_idx.ravel(), z_hat.numpy().ravel())
-                 + self.m.y_tables.bits(y_idx.ravel(), y_sym.ravel()))
-        y_fx = (sym * _ONE + mean_fx).clamp(-LATENT_LIMIT, LATENT_LIMIT)
-        if skipped is not None:
-            picture = shown.pending
-            moved = self._moved(picture, mv, shown)
-        ctx, pending = self._finish(y_fx, ctx_w, q, h, w, True, skipped, mv, picture, moved)
-        return InterResult(coder.finish(enc), bits, ctx, pending, skipped)
+        bits += self.p.z_tables.bits(z_idx.ravel(), z_hat.ravel()) + self.m.y_tables.bits(y_idx.ravel(), y_sym.ravel())
+        return coder.finish(enc), bits
 
     def _moved(self, picture, mv: torch.Tensor, shown: block_skip.ShownPicture | None) -> np.ndarray:
         """``picture`` moved by ``mv``: ``shown``'s copy when it is that picture (made once

@@ -50,5 +50,5 @@ class Preset:
 
 
 PRESETS = {"fast": Preset("cut", 0, 0, True, P_DEADZONE, False, motion_keep=3),
-           "medium": Preset("rate", 0, STILL_REFINE_MEDIUM, True, P_DEADZONE, True, STILL_REFINE_PIXELS),
+           "medium": Preset("rate", 0, STILL_REFINE_MEDIUM, True, P_DEADZONE, False, STILL_REFINE_PIXELS),
            "slow": Preset("rd", 200, 200, False, 0.0, True)}

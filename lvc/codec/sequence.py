@@ -80,17 +80,22 @@ PC_TRUST_MARGIN = 0.1
 # clips (docs/models.md, "Session 31"); a format 1.2 stream feature.
 INTRA_OFFSET = 0.33
 # The residual layer (lvc.codec.residual) is added to every picture and removes most of what
-# its error would cost: the I/P/PC and block-skip decisions, made on the pictures under it,
-# weigh a picture's error at this share of lambda when the layer is on. At 1 (sessions 37-38)
-# they judged pictures as if shown as they are, and at high rates chose learned blocks and
-# I-frames where a copy and its layer cost less. Chosen on 8 training clips (docs/models.md,
-# "Session 39").
+# its error would cost: the I/P/PC decision, made on the pictures under it, weighs a
+# picture's error at this share of lambda when the layer is on. At 1 (sessions 37-38) it
+# judged pictures as if shown as they are, and at high rates returned to I-frames where a
+# PC frame and its layer cost less. Chosen on 8 training clips (docs/models.md, "Session 39").
 RESIDUAL_ERROR_WEIGHT = 0.0625
+# With the layer on, PC frames copy every block (FRAME_PS, all skipped), and the encoder
+# runs no analysis for them: a copy moved by the block motion plus its layer cost less than
+# a learned block plus its layer almost everywhere (per-clip BD-rate against skipping by
+# lambda * error at RESIDUAL_ERROR_WEIGHT: -0.35% on 8 training clips, -0.60% on the 5
+# benchmark clips; docs/models.md, "Session 39"). Without the layer the skip decision stays.
+COPY_FRAMES = True
 
 
 # The encoder-side algorithm of conditional models (frame-type decision, motion search): a
 # change here changes their streams, so benchmark caches key on it.
-INTER_ENCODER = (f"ippc-rd/6 skip=rd3 ew={RESIDUAL_ERROR_WEIGHT:g} "
+INTER_ENCODER = (f"ippc-rd/6 skip=rd2 copies={int(COPY_FRAMES)} ew={RESIDUAL_ERROR_WEIGHT:g} "
                  f"trust={PC_TRUST}@{PC_TRUST_MARGIN:g}x{PC_TRUST_JUMP:g} "
                  f"backoff={PC_BACKOFF_MAX}@{PC_MARGIN:g} mv-rate={RATE_WEIGHT:g} pc-dz={PC_DEADZONE:g} "
                  f"me={SEARCH_VERSION} pc-an={ANALYSIS_VERSION}")
@@ -166,6 +171,7 @@ class SequenceEncoder:
         self.residual = ResidualEncoder(weight) if weight > 0 else None
         error_weight = RESIDUAL_ERROR_WEIGHT if self.residual is not None else 1.0
         self.decision_lmbda = error_weight * self.lmbda  # a picture's error in the I/P/PC decisions
+        self.copies = COPY_FRAMES and self.residual is not None  # PC frames: every block copied
         self.colour_format = colour_format
         self._planes: Planes | None = None  # the frame being coded's source planes (colour format 1)
         self._grey = False  # whether it is grey (colour format 1 shows no chroma then)
@@ -175,8 +181,7 @@ class SequenceEncoder:
         # synthesised at once on the workers: the I/P/PC decision needs them.
         self.inter = (InterCodec(model, eager_synthesis=True, deadzone=PC_DEADZONE,
                                  fast_analysis=self.preset.bf16_analysis, refine_steps=steps,
-                                 motion_keep=self.preset.motion_keep, bands=ENCODER_BANDS, lookahead=self.lookahead,
-                                 error_weight=error_weight)
+                                 motion_keep=self.preset.motion_keep, bands=ENCODER_BANDS, lookahead=self.lookahead)
                       if model.inter is not None else None)
         self.context = LazyContext(self.inter) if self.inter is not None else None
         self.previous: np.ndarray | None = None
@@ -305,7 +310,7 @@ class SequenceEncoder:
             try_pc = self._pc_wait == 0
             if try_pc:  # first, so that its picture is synthesised while the estimates run
                 pc = self.inter.encode(frame, self.previous, self.quality, self.context.get(), self._shown,
-                                       self._picture)
+                                       self._picture, copies=self.copies)
                 if self._trust_pc(pc.estimated_bits / pixels, frame):
                     return self._finish_pc(frame, pc)
             else:
@@ -338,8 +343,7 @@ class SequenceEncoder:
             pending, section, extra = self._add_residual(frame, best.pending, quality)
             # (pixel_ref models: coding a block from here shows about the I-frame's own picture)
             started = None if self.inter.pixel_ref else self.inter.show(self.context.get(), *frame.shape[:2])
-            base = best.pending if started is None else started
-            self._shown = ShownPicture(pending, frame, base) if self.preset.skip_first else None
+            self._shown = ShownPicture(pending, frame, started) if self.preset.skip_first else None
             self._picture = pending
             # P-frames share the I-frame's synthesis and quantisation, so about its MSE. (Not
             # refreshed from P pictures: the choices must not depend on whether the caller wants
@@ -374,10 +378,8 @@ class SequenceEncoder:
     def _finish_pc(self, frame: np.ndarray, pc: InterResult) -> CodedFrame:
         self._last_pc = (frame, pc)
         pending, section, bits = self._add_residual(frame, pc.pending, self.quality)
-        # the skip decision weighs the error of the picture before its residual layer (the
-        # layer is added either way: docs/models.md, "Session 39")
-        self._shown = (self._shown.after(pending, frame, pc.skipped, pc.pending) if self._shown is not None
-                       else ShownPicture(pending, frame, pc.pending))
+        self._shown = (self._shown.after(pending, frame, pc.skipped) if self._shown is not None
+                       else ShownPicture(pending, frame))
         self.context.set(pc.context)
         self.reference, self.previous, self._picture = None, frame, pending
         self.index += 1

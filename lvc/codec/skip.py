@@ -16,21 +16,18 @@ earlier ones; the context, and so every probability, does not: decoding still ca
 The decision is the encoder's alone: a block is skipped when ``lambda * (SSE_skip -
 SSE_coded) < its latent bits``, where ``SSE_skip`` is the error of the copy (exact) and
 ``SSE_coded`` the error coding the block achieved the last time it was coded, standing in
-for this frame's, which is not known before the picture is synthesised. Both are errors
-*before* the residual layer (:mod:`lvc.codec.residual`), which is added to either picture:
-weighing the coded block by its error after the layer (as sessions 37-38 did) judged
-coding by what the layer achieved, and skipped too little (-7.3% bits on 8 training clips,
-docs/models.md, "Session 39"). In the first PC
-frame after an I- or P-frame, nothing has been coded yet; the ``medium`` and ``slow``
-presets skip there too (against the error of the I-frame's picture before its layer, or,
-for models whose pictures do not show the previous one, of the display of the context the
-I-frame started: one more synthesis per I-frame, which once made ``slow`` return to
-I-frames more often). That skip copies the I-frame's own picture.
+for this frame's, which is not known before the picture is synthesised. In the first PC
+frame after an I- or P-frame, nothing has been coded yet; only ``--preset slow`` skips
+there (against the error of the display of the context the I-frame started, one more
+synthesis per I-frame). That skip copies the I-frame's own picture and is worth most on a
+fixed camera, but on moving content the encoder then returns to I-frames more often: 8.2-8.8
+fps instead of 10.5-10.7 on a 416x240 training clip (docs/models.md).
 
-A frame whose every block is skipped (the common case with the residual layer, whose
-copies cost less than the learned blocks almost everywhere) runs neither the context
-update nor the display: its context is the warped one and its picture the moved previous
-one, which is what the full path gives.
+That decision is the encoder's without the residual layer. With the layer, whose copies
+cost less than learned blocks almost everywhere, the encoder skips every block
+(``lvc.codec.sequence.COPY_FRAMES``). A frame whose every block is skipped runs neither
+the context update nor the display, on either side: its context is the warped one and its
+picture the moved previous one, exactly what the full path gives.
 
 Flags are coded row by row (the decoder needs the row above first): the flag above (or,
 in the first row, a context of its own) picks the row of ``skip_tables``; the encoder
@@ -208,16 +205,14 @@ class SkippedPicture:
 @dataclass
 class ShownPicture:
     """What the decoder shows before the frame being coded, for its skip decision: the
-    picture (anything with ``result()``, residual layer included: what a skip copies), the
-    input frame it stands for, and each block's coding error so far: carried over for blocks
-    skipped since (``coded_sse``, ``skipped``), else that of ``coding_picture``: the picture
-    before its residual layer, or after an I- or P-frame with a context display, the display
-    of the context it started (what coding the block from there would give); the picture's
-    own when not given."""
+    picture (anything with ``result()``), the input frame it stands for, and each block's
+    coding error so far: carried over for blocks skipped since (``coded_sse``, ``skipped``),
+    else the picture's own, or, after an I- or P-frame, that of ``context_picture``, the
+    display of the context it started (what coding the block from there would give)."""
 
     pending: object
     frame: np.ndarray
-    coding_picture: object | None = None
+    context_picture: object | None = None
     coded_sse: np.ndarray | None = None
     skipped: np.ndarray | None = None
     _errors: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
@@ -227,7 +222,7 @@ class ShownPicture:
         """(the picture, each block's coding error) once the pictures have arrived."""
         if self._errors is None:
             picture = self.pending.result()
-            coding = picture if self.coding_picture is None else self.coding_picture.result()
+            coding = picture if self.context_picture is None else self.context_picture.result()
             sse = block_sse(coding, self.frame, grid)
             if self.coded_sse is not None and self.skipped is not None:
                 sse = np.where(self.skipped, self.coded_sse, sse)
@@ -240,13 +235,11 @@ class ShownPicture:
             self._moved = moved_picture(self.pending.result(), mv, block, frac)
         return self._moved
 
-    def after(self, pending: object, frame: np.ndarray, skipped: np.ndarray | None,
-              coding: object | None = None) -> ShownPicture:
-        """The next frame's view after a PC frame that skipped ``skipped``; ``coding``, its
-        picture before the residual layer."""
+    def after(self, pending: object, frame: np.ndarray, skipped: np.ndarray | None) -> ShownPicture:
+        """The next frame's view after a PC frame that skipped ``skipped``."""
         if skipped is None or self._errors is None:
-            return ShownPicture(pending, frame, coding)
-        return ShownPicture(pending, frame, coding, self._errors[1], skipped)
+            return ShownPicture(pending, frame)
+        return ShownPicture(pending, frame, None, self._errors[1], skipped)
 
 
 def block_sse(a: np.ndarray, b: np.ndarray, grid: tuple[int, int]) -> np.ndarray:

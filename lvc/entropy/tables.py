@@ -99,6 +99,11 @@ class CdfTables:
         """The cheapest symbol of any row, in bits."""
         return float(PROB_BITS - np.log2(self.freqs.max()))
 
+    def modes(self) -> np.ndarray:
+        """Each row's most probable symbol (not the escape), the cheapest to code."""
+        bins = np.where(np.arange(self.freqs.shape[1])[None, :] < (self.lengths - 1)[:, None], self.freqs, -1)
+        return bins.argmax(1) + self.offsets
+
     def bits(self, table: np.ndarray, symbols: np.ndarray) -> float:
         """Information content in bits of ``symbols`` under rows ``table`` (escapes: +16 bits)."""
         return float(self.element_bits(table, symbols).sum())
