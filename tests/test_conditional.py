@@ -508,6 +508,7 @@ def test_with_the_layer_pc_frames_copy_every_block_without_the_learned_networks(
     types = [f["type"] for f in api.info(out)["frames"]]
     assert types[0] == "I" and "PS" in types and "PC" not in types, types
     decoded = list(api.iter_decode(out, model=str(inter_model_file), planes=None))
+    assert len(decoded) == 12
     monkeypatch.undo()
-    expected = encoder_recons(inter_model, src, 0.5) if preset == "medium" else decoded
-    assert len(decoded) == 12 and all(same_picture(a, b) for a, b in zip(decoded, expected))
+    if preset == "medium":  # (encoder_recons codes at the default preset)
+        assert all(same_picture(a, b) for a, b in zip(decoded, encoder_recons(inter_model, src, 0.5)))
