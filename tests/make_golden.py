@@ -25,6 +25,8 @@
 * ``golden-yuv.lvc``, ``golden-yuv.json`` — the same in colour format 1 (format 1.4: shown as
   yuv420p planes, residual layers in Y, Cb, Cr; frames 0-1 grey; ``python tests/make_golden.py
   --yuv``); the digests include the layers' planes and the shown planes.
+* ``golden-deblock.lvc``, ``golden-deblock.json`` — colour format 1 with in-loop deblocking
+  (format 1.5; ``python tests/make_golden.py --deblock``): the shown planes pin the filter.
 
 The golden stream pins the bitstream: a change that breaks decoding of old files fails
 ``test_golden.py``. Regenerate the stream only together with a format version bump.
@@ -107,7 +109,8 @@ def reference_synthesis():
 
 GOLDEN = {"golden": "tiny.lvcm", "golden-ctx": "tiny-ctx.lvcm", "golden-inter": "tiny-inter.lvcm",
           "golden-skip": "tiny-inter.lvcm", "golden-grey": "tiny-inter.lvcm",
-          "golden-residual": "tiny-inter.lvcm", "golden-yuv": "tiny-inter.lvcm"}  # stem -> model
+          "golden-residual": "tiny-inter.lvcm", "golden-yuv": "tiny-inter.lvcm",
+          "golden-deblock": "tiny-inter.lvcm"}  # stem -> model
 
 
 def write_digests() -> None:
@@ -271,7 +274,7 @@ def main_yuv() -> None:
     src = _grey_clip(DATA / "yuv.tmp.y4m", 2)
     stream = DATA / "golden-yuv.lvc"
     api.encode(src, stream, quality=0.9, model=str(DATA / "tiny-inter.lvcm"), intra_period=4, progress=False,
-               residual=64.0, colour="yuv420")
+               residual=64.0, colour="yuv420", deblock=False)
     src.unlink()
     with LvcReader(stream) as r:
         units = list(r.units())
@@ -279,6 +282,19 @@ def main_yuv() -> None:
             raise SystemExit("the encoder coded too few residual layers for the fixture")
         if [u.grey for u in units] != [True] * 2 + [False] * 4:
             raise SystemExit("the grey frames did not come back from the 4:2:0 clip as grey")
+    write_digests()
+
+
+def main_deblock() -> None:
+    """The deblocking fixture (needs tiny-inter.lvcm and clip.y4m): colour format 1 with
+    in-loop deblocking at nonzero luma and chroma strengths (format 1.5)."""
+    stream = DATA / "golden-deblock.lvc"
+    api.encode(DATA / "clip.y4m", stream, quality=0.5, model=str(DATA / "tiny-inter.lvcm"), intra_period=4,
+               progress=False, residual=64.0, colour="yuv420")
+    with LvcReader(stream) as r:
+        strengths = [(u.residual[6], u.residual[7]) for u in r.units() if u.residual is not None]
+        if r.header.version != (1, 5) or not all(any(s[i] for s in strengths) for i in (0, 1)):
+            raise SystemExit("the encoder did not deblock luma and chroma in the fixture")
     write_digests()
 
 
@@ -299,5 +315,5 @@ def main() -> None:
 
 if __name__ == "__main__":
     {"--digests-only": write_digests, "--context": main_context, "--inter": main_inter, "--skip": main_skip,
-     "--grey": main_grey, "--residual": main_residual, "--yuv": main_yuv}.get(
+     "--grey": main_grey, "--residual": main_residual, "--yuv": main_yuv, "--deblock": main_deblock}.get(
         sys.argv[1] if sys.argv[1:] else "", main)()

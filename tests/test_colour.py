@@ -81,7 +81,7 @@ def _encode(tmp_path, **kw):
 def test_video_defaults_to_colour_format_1_and_decodes_to_the_encoders_planes(tmp_path):
     out, r = _encode(tmp_path)
     with LvcReader(out) as rd:
-        assert rd.header.colour_format == COLOUR_YUV420 and rd.header.version == (1, 4)
+        assert rd.header.colour_format == COLOUR_YUV420 and rd.header.version == (1, 5)  # deblocked (1.5)
     acc = MetricAccumulator(with_ms_ssim=False)
     shown = list(api.iter_decode(out, model=MODEL, planes=True))
     for (rgb, planes), test in zip(_clip(), shown, strict=True):
@@ -109,7 +109,7 @@ def test_y4m_output_holds_the_shown_planes_exactly(tmp_path):
 def test_rgb_stays_available_and_stills_stay_rgb(tmp_path):
     out, _ = _encode(tmp_path, colour="rgb")
     with LvcReader(out) as rd:
-        assert rd.header.colour_format == COLOUR_RGB and rd.header.version == (1, 3)
+        assert rd.header.colour_format == COLOUR_RGB and rd.header.version == (1, 5)  # (frames of copies: PM)
     png = tmp_path / "f.png"
     from PIL import Image
 

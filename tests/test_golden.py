@@ -105,3 +105,22 @@ def test_golden_yuv_stream_is_colour_format_1():
     assert all(isinstance(f, tuple) and f[0].shape == (48, 64) and f[1].shape == (24, 32) for f in shown)
     assert all((f[1] == 128).all() and (f[2] == 128).all() for f in shown[:2])
     assert not all((f[1] == 128).all() for f in shown[2:])
+
+
+def test_golden_deblock_stream_filters_luma_and_chroma():
+    """The deblocking fixture: format 1.5, nonzero luma and chroma strengths; the shown planes
+    (pinned by its digests) differ from the same layers unfiltered."""
+    from dataclasses import replace
+
+    from lvc.bitstream.container import LvcReader
+    from lvc.codec.residual import ResidualCoder
+
+    stream = DATA / "golden-deblock.lvc"
+    with LvcReader(stream) as r:
+        assert r.header.version == (1, 5) and r.header.colour_format == 1
+        layers = [ResidualCoder().decode(u.residual, 48, 64, "golden", 1) for u in r.units() if u.residual]
+    assert any(layer.deblock[0] for layer in layers) and any(layer.deblock[1] for layer in layers)
+    base = tuple(np.full(s, 512, dtype=np.int32) for s in ((48, 64), (24, 32), (24, 32)))
+    assert any(not np.array_equal(a, b) for layer in layers if any(layer.deblock)
+               for a, b in zip(layer.delta(base, 48, 64), replace(layer, deblock=(0, 0)).delta(base, 48, 64),
+                               strict=True))

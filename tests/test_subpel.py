@@ -78,7 +78,7 @@ def test_motion_estimation_finds_a_quarter_pixel_shift(rate_weight):
 
 
 def test_quarter_pixel_stream_decodes_to_the_encoders_pictures(quarter_file, twelve, tmp_path):
-    assert {"PC", "PS"} & set(assert_decodes_to_encoder(quarter_file, twelve, tmp_path))
+    assert {"PC", "PS", "PM"} & set(assert_decodes_to_encoder(quarter_file, twelve, tmp_path))
 
 
 def test_quarter_pixel_model_files_name_the_feature(quarter_file):
@@ -151,7 +151,7 @@ def test_the_search_takes_8_bit_frames_luma_as_it_takes_rgb():
 def test_the_encoders_kept_luma_changes_no_byte(inter_model, twelve):
     """The luma a conditional encoder keeps for the next frame's search (compared by content,
     not identity) gives the stream of a search that computes every luma afresh."""
-    from lvc.bitstream.container import FRAME_PC, FRAME_PS
+    from lvc.bitstream.container import CONDITIONAL
     from lvc.codec.sequence import SequenceEncoder
 
     streams = []
@@ -168,4 +168,4 @@ def test_the_encoders_kept_luma_changes_no_byte(inter_model, twelve):
         finally:
             enc.close()
     assert streams[0] == streams[1]
-    assert sum(t in (FRAME_PC, FRAME_PS) for t, _ in streams[0]) >= 6  # searched frames
+    assert sum(t in CONDITIONAL for t, _ in streams[0]) >= 6  # searched frames

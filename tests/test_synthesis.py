@@ -68,7 +68,7 @@ def _every_row(synthesis: Synthesizer, latent: torch.Tensor, h: int, w: int) -> 
 def test_the_lookahead_changes_no_byte(inter_model, twelve):
     """Given the next frame, the encoder searches its motion and analyses it ahead, on a
     thread of its own: the stream is the one coded without lookahead."""
-    from lvc.bitstream.container import FRAME_PC, FRAME_PS
+    from lvc.bitstream.container import CONDITIONAL
     from lvc.codec.sequence import SequenceEncoder
 
     streams = []
@@ -82,7 +82,7 @@ def test_the_lookahead_changes_no_byte(inter_model, twelve):
         finally:
             enc.close()
     assert streams[0] == streams[1]
-    assert sum(t in (FRAME_PC, FRAME_PS) for t, _ in streams[0]) >= 4  # searched frames
+    assert sum(t in CONDITIONAL for t, _ in streams[0]) >= 4  # searched frames
 
 
 def test_a_worker_keeps_one_thread_when_the_main_thread_sets_its_own_count_first():

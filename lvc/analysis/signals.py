@@ -103,7 +103,7 @@ def _lvc_signals(path: Path, model: FrozenModel, progress, batch: int) -> Signal
         from lvc.codec.api import info, iter_decode
 
         if (latent_space_id(fm.g_a, fm.log_gain) != latent_space_id(model.g_a, model.log_gain)
-                or (fm.inter is not None and any(f["type"] in ("PC", "PS") for f in info(path)["frames"]))):
+                or (fm.inter is not None and any(f["type"] in ("PC", "PS", "PM") for f in info(path)["frames"]))):
             return _pixel_signals(iter_decode(path, fm), float(h.fps), model, str(path), progress, batch)
         dec = SequenceDecoder(fm, h.width, h.height, str(path), colour_format=h.colour_format)
         try:

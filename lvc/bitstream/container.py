@@ -32,7 +32,8 @@ from lvc.errors import BitstreamError, InputError, OutputError
 from lvc.io.writer import default_mode
 
 # PC: conditional P (models with an inter section); PS: PC with skipped blocks
-FRAME_I, FRAME_P, FRAME_PC, FRAME_PS = 0, 1, 2, 3
+FRAME_I, FRAME_P, FRAME_PC, FRAME_PS, FRAME_PM = 0, 1, 2, 3, 4  # PM since 1.5
+CONDITIONAL = (FRAME_PC, FRAME_PS, FRAME_PM)  # the frame types coded against the context
 MAX_HEADER_BYTES = 4 + 2 + 65 + 8 + 4 * 5 + 1 + 2 + 2 + 4096 + 4
 
 
@@ -89,7 +90,7 @@ def chain_step(kind: int, quality: int, chain: int | None) -> tuple[int | None, 
     than the chain's: what format 1.2 allows (the writer's minor version, the reader's check)."""
     if kind in (FRAME_I, FRAME_P):
         return quality, False
-    return chain, kind in (FRAME_PC, FRAME_PS) and chain is not None and quality != chain
+    return chain, kind in CONDITIONAL and chain is not None and quality != chain
 
 
 class LvcWriter:
@@ -132,8 +133,11 @@ class LvcWriter:
         unit = pack_frame(frame_type, quality, payload, grey, residual)
         if grey:
             self.minor = max(self.minor, 1)
+        if frame_type == FRAME_PM:
+            self.minor = max(self.minor, 5)
         if residual:
-            self.minor = max(self.minor, 3)
+            head = syntax.unpack(RESIDUAL_HEADER, residual, 0, str(self.path))[0]
+            self.minor = max(self.minor, 5 if head["deblock_luma"] or head["deblock_chroma"] else 3)
         self._chain_quality, mixed = chain_step(frame_type, quality, self._chain_quality)
         if mixed:
             self.minor = max(self.minor, 2)
@@ -245,12 +249,20 @@ class LvcReader:
                                          f"{self.header.version[0]}.{self.header.version[1]} stream", fwhere,
                                          "the file is corrupted")
             kind = ft & ~(GREY_FLAG | RESIDUAL_FLAG)
+            if kind == FRAME_PM and self.header.version < (1, 5):
+                raise BitstreamError(f"frame type {ft} is not valid in a format "
+                                     f"{self.header.version[0]}.{self.header.version[1]} stream", fwhere,
+                                     "the file is corrupted")
             residual = None
             if ft & RESIDUAL_FLAG:
                 head, start = syntax.unpack(RESIDUAL_HEADER, payload, 0, fwhere)
                 end = start + head["residual_length"]
                 if head["residual_length"] % 4 or end + 4 > len(payload):  # (the frame type's own: >= 4)
                     raise BitstreamError("residual layer length is invalid", fwhere, "the file is corrupted")
+                if (head["deblock_luma"] or head["deblock_chroma"]) and self.header.version < (1, 5):
+                    raise BitstreamError("residual layer deblocks, which a format "
+                                         f"{self.header.version[0]}.{self.header.version[1]} stream cannot",
+                                         fwhere, "the file is corrupted")
                 residual, payload = payload[:end], payload[end:]
             chain, mixed = chain_step(kind, values["quality"], chain)
             if mixed and self.header.version < (1, 2):  # before 1.2 a chain has one quality

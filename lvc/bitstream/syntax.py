@@ -14,10 +14,11 @@ from lvc.errors import BitstreamError
 
 MAGIC = b"LVC\x1a"
 VERSION_MAJOR = 1
-VERSION_MINOR = 4  # the newest minor version this lvc writes; a stream carries the lowest it needs
+VERSION_MINOR = 5  # the newest minor version this lvc writes; a stream carries the lowest it needs
 # Minor versions: 1.0 the first; 1.1 adds the grey flag of frame units (GREY_FLAG); 1.2 lets a
 # conditional P-frame have another quality than the I- or P-frame that started its context;
-# 1.3 adds the residual layer (RESIDUAL_FLAG); 1.4 the colour format COLOUR_YUV420.
+# 1.3 adds the residual layer (RESIDUAL_FLAG); 1.4 the colour format COLOUR_YUV420; 1.5 the
+# residual layer's deblocking strengths (RESIDUAL_HEADER, lvc.codec.deblock) and frame type 4 (PM).
 GREY_FLAG = 0x80  # frame_type bit 7: the frame is shown grey
 RESIDUAL_FLAG = 0x40  # frame_type bit 6: the payload starts with a residual layer (RESIDUAL_HEADER)
 COLOUR_RGB = 0  # colour_format: the picture is 8-bit RGB (shown as yuv420p through swscale)
@@ -71,7 +72,8 @@ SEQUENCE_HEADER: tuple[Field, ...] = (
 
 FRAME_HEADER: tuple[Field, ...] = (
     Field("frame_type", "u8", 0, 255,
-          "bits 0-5: 0 I, 1 P (latent residual), 2 PC (conditional P), 3 PS (PC with skipped blocks), others "
+          "bits 0-5: 0 I, 1 P (latent residual), 2 PC (conditional P), 3 PS (PC with skipped blocks), 4 (since "
+          "1.5) PM (motion only: every block copied), others "
           "reserved; bit 6 (since 1.3): the payload starts with a residual layer (`RESIDUAL_HEADER`, then "
           "its section, then the frame type's own payload); bit 7 (since 1.1): grey, the picture is "
           "shown with R = G = B = (R + G + B + 1) // 3 of "
@@ -89,7 +91,9 @@ RESIDUAL_HEADER: tuple[Field, ...] = (
     Field("luma_step", "u8", 0, 51, "step index of the Y plane: `(10, 11, 13, 14, 16, 18)[i % 6] << (i // 6)` "
           "sixteenths of a pixel"),
     Field("chroma_step", "u8", 0, 51, "step index of the chroma planes (Co and Cg, or Cb and Cr)"),
-    Field("reserved", "u16", 0, 0, "0"),
+    Field("deblock_luma", "u8", 0, 15, "since 1.5, colour format 1 only (else 0): in-loop deblocking "
+          "strength of the Y plane, 0 off (`lvc.codec.deblock`; docs: \"Deblocking\")"),
+    Field("deblock_chroma", "u8", 0, 15, "since 1.5, colour format 1 only (else 0): the same for Cb and Cr"),
 )
 
 MAX_PIXELS_PER_FRAME = 1 << 26  # 8192 x 8192; a header claiming more is refused before allocating

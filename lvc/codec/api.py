@@ -79,7 +79,7 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
            fps: Fraction | None = None, progress: bool | None = None, metrics: bool = True,
            refine: int | None = None, preset: str = "medium", bitrate: float | None = None,
            ms_ssim: bool = True, reuse_probe: bool = True, intra_offset: float | None = None,
-           residual: float | None = None, colour: str = "auto") -> EncodeResult:
+           residual: float | None = None, colour: str = "auto", deblock: bool = True) -> EncodeResult:
     """Encode a video/image/PNG folder to an ``.lvc`` file (written atomically).
 
     Without ``model``, a still image (or a single frame) takes the shipped image model and
@@ -97,6 +97,8 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
     headroom above ``quality``, at which its conditional P-frames are coded.
     ``residual`` (default :data:`lvc.codec.residual_rdo.RESIDUAL_WEIGHT` for video, 0 for a
     still image) weighs the residual layer's rate against the quality's lambda; 0 codes none.
+    ``deblock=False`` keeps colour format 1's layers unfiltered (no in-loop deblocking,
+    :mod:`lvc.codec.deblock`).
     ``colour`` picks the colour format: ``yuv420`` shows yuv420p planes coded against the
     source's own (format 1.4, :mod:`lvc.codec.colour`), ``rgb`` RGB pictures; ``auto`` takes
     ``yuv420`` for a video file and ``rgb`` for images and still pictures.
@@ -147,7 +149,7 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
         frame units while they total at most ``KEEP_PROBE_BYTES`` (then it is cleared and
         stops), so that rate control can write its chosen probe instead of coding it again."""
         enc = SequenceEncoder(fm, q, intra_period, steps, preset, synthesize=acc is not None, intra_offset=offset,
-                              residual=weight, colour_format=fmt)
+                              residual=weight, colour_format=fmt, deblock=deblock)
         size, n, est = len(header.pack()), 0, 0.0
         pending: deque = deque()  # reconstructions still being synthesised, scored in order
 

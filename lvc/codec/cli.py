@@ -116,6 +116,8 @@ def _encode_options(p: argparse.ArgumentParser) -> None:
                    help="colour format: yuv420 shows yuv420p planes coded against the source's own (format "
                         "1.4), rgb RGB pictures (what lvc before 1.4 reads); auto (default): yuv420 for video "
                         "files, rgb for images, still pictures and PNG folders")
+    p.add_argument("--no-deblock", action="store_true",
+                   help="colour format 1: no in-loop deblocking of the residual layers")
     p.add_argument("--bitrate", type=_kbps, help="target bitrate in kbps (replaces --quality; multi-pass)")
     p.add_argument("--refine", type=int,
                    help="encoder-side latent refinement steps per frame (default: the preset's; a still image "
@@ -133,7 +135,8 @@ def _do_encode(args: argparse.Namespace, input: str, output: str, ms_ssim: bool,
     return api.encode(input, output, quality=args.quality, model=args.model, intra_period=args.intra_period,
                       threads=args.threads, max_frames=args.frames, fps=args.fps, refine=args.refine,
                       preset=args.preset, bitrate=args.bitrate, ms_ssim=ms_ssim, reuse_probe=reuse_probe,
-                      intra_offset=args.intra_offset, residual=args.residual, colour=args.colour)
+                      intra_offset=args.intra_offset, residual=args.residual, colour=args.colour,
+                      deblock=not args.no_deblock)
 
 
 def _encode(args: argparse.Namespace) -> int:
@@ -164,15 +167,16 @@ def _info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(d, indent=2))
         return 0
-    # One letter per frame (PC frames as "C", PS as "S", so the string stays one column per frame;
-    # lower case for frames shown grey).
-    letters = [{"PC": "C", "PS": "S"}.get(f["type"], f["type"]) for f in d["frames"]]
+    # One letter per frame (PC frames as "C", PS as "S", PM as "M", so the string stays one column
+    # per frame; lower case for frames shown grey).
+    letters = [{"PC": "C", "PS": "S", "PM": "M"}.get(f["type"], f["type"]) for f in d["frames"]]
     types = "".join(c.lower() if f["grey"] else c for c, f in zip(letters, d["frames"], strict=True))
     grey = ", lower case = shown grey" if any(f["grey"] for f in d["frames"]) else ""
     print(f"{args.input}: lvc {d['version']}, model {d['model']} ({d['weights_hash']}), colour {d['colour_format']}\n"
           f"  {d['width']}x{d['height']} @ {d['fps']} fps, {d['frame_count']} frames, intra period "
           f"{d['intra_period']}\n  {d['bytes']} bytes, {d['bpp']:.4f} bpp, {d['kbps']:.1f} kbps\n"
-          f"  frame types (I, P, C = conditional P, S = C with skipped blocks{grey}): "
+          f"  frame types (I, P, C = conditional P, S = C with skipped blocks, "
+          f"M = motion only{grey}): "
           f"{types[:80]}{'...' if len(types) > 80 else ''}")
     layers = [f["residual_bytes"] for f in d["frames"] if f["residual_bytes"]]
     if layers:

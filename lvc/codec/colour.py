@@ -68,7 +68,12 @@ def shown_planes(rgb: np.ndarray, delta: Planes | None = None) -> Planes:
     base = quarter_yuv(rgb)
     if delta is not None:
         base = tuple(b + d for b, d in zip(base, delta))
-    y, cb, cr = (np.clip((p + 2) >> 2, 0, 255).astype(np.uint8) for p in base)
+    return rounded_planes(base)
+
+
+def rounded_planes(quarter: Planes) -> Planes:
+    """uint8 planes of quarter-level ones: ``(p + 2) >> 2``, clamped to 0..255."""
+    y, cb, cr = (np.clip((p + 2) >> 2, 0, 255).astype(np.uint8) for p in quarter)
     return y, cb, cr
 
 

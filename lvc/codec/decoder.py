@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lvc.bitstream.container import FRAME_I, FRAME_P, FRAME_PC, FRAME_PS, FrameUnit
+from lvc.bitstream.container import CONDITIONAL, FRAME_I, FRAME_P, FRAME_PM, FRAME_PS, FrameUnit
 from lvc.bitstream.syntax import COLOUR_RGB, COLOUR_YUV420
 from lvc.codec.colour import Planes, PlanesPicture
 from lvc.codec.frame import FrameCodec
@@ -57,7 +57,7 @@ class SequenceDecoder:
 
     def decode_latent(self, unit: FrameUnit) -> torch.Tensor:
         """Entropy-decode ``unit`` without synthesising it: its fixed-point latent."""
-        if unit.frame_type in (FRAME_PC, FRAME_PS):
+        if unit.frame_type in CONDITIONAL:
             raise BitstreamError("conditional P-frames carry no intra latent to analyse",
                                  f"{self.where}: frame {unit.index}", "decode the file to a video and analyse that")
         self._decode(unit, synthesize=False)
@@ -74,7 +74,7 @@ class SequenceDecoder:
 
     def _decode(self, unit: FrameUnit, synthesize: bool) -> Pending:
         fwhere = f"{self.where}: frame {unit.index}"
-        if unit.frame_type in (FRAME_PC, FRAME_PS):
+        if unit.frame_type in CONDITIONAL:
             return self._decode_conditional(unit, fwhere, synthesize)
         if unit.frame_type not in (FRAME_I, FRAME_P):
             raise BitstreamError(f"frame type {unit.frame_type} is not supported by this decoder", fwhere,
@@ -122,13 +122,14 @@ class SequenceDecoder:
                                  "the file is corrupted or was cut in the middle of a group")
         self._context.set(None)
         self.reference = None
-        skip = unit.frame_type == FRAME_PS
+        skip = unit.frame_type in (FRAME_PS, FRAME_PM)
         previous, self.picture = (self.picture if skip or self.inter.pixel_ref else None), None
         if (skip or self.inter.pixel_ref) and previous is None:
             raise BitstreamError("conditional frame without a previous picture", fwhere, "the file is corrupted")
         try:
             out, next_context = self.inter.decode_async(unit.payload, self.height, self.width, unit.quality,
-                                                        context, synthesize, previous, skip)
+                                                        context, synthesize, previous, skip,
+                                                        copies=unit.frame_type == FRAME_PM)
         except Exception as e:  # noqa: BLE001 - any failure inside a CRC-valid payload means a bad stream
             raise BitstreamError(f"payload does not decode ({e.__class__.__name__}: {e})", fwhere,
                                  "the file is corrupted or was written by another encoder") from None

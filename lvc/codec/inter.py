@@ -11,6 +11,9 @@ The decoder's state between frames is the context (fixed point, 1/8 resolution, 
 2. the side information ``z`` (per-channel frozen tables);
 3. the latent symbols under the context-conditioned prior (scale-indexed Gaussian tables).
 
+Frame type ``FRAME_PM`` (since 1.5) holds the motion alone: every block is copied (a
+``FRAME_PS`` frame with every block skipped, without its flags and side information).
+
 Frame type ``FRAME_PS`` adds skip flags after the motion (:mod:`lvc.codec.skip`): skipped
 blocks send no symbols, keep the motion-compensated context and show the previous picture's
 pixels, moved.
@@ -29,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from lvc.bitstream.container import FRAME_PC, FRAME_PS
+from lvc.bitstream.container import FRAME_PC, FRAME_PM, FRAME_PS
 from lvc.codec import skip as block_skip
 from lvc.codec.blend import BlendedPicture
 from lvc.codec.frame import LATENT_LIMIT, STRIDE, SYMBOL_LIMIT, _pad, quality_lambda, quantise, side_index, to_tensor
@@ -62,9 +65,12 @@ class InterResult:
     context: torch.Tensor  # the next frame's context (fixed point)
     pending: Future | Bands | Deferred | block_skip.SkippedPicture | BlendedPicture = field(repr=False)
     skipped: np.ndarray | None = field(default=None, repr=False)  # (hb, wb) blocks skipped (FRAME_PS)
+    motion_only: bool = False  # FRAME_PM: every block copied, the payload is the motion alone
 
     @property
     def frame_type(self) -> int:
+        if self.motion_only:
+            return FRAME_PM
         return FRAME_PC if self.skipped is None else FRAME_PS
 
     @property
@@ -205,7 +211,8 @@ class InterCodec:
 
     @torch.no_grad()
     def encode(self, frame: np.ndarray, previous: np.ndarray, q: int, context: torch.Tensor,
-               shown: block_skip.ShownPicture | None = None, picture=None, copies: bool = False) -> InterResult:
+               shown: block_skip.ShownPicture | None = None, picture=None, copies: bool = False,
+               motion_only: bool = False) -> InterResult:
         """Code ``frame`` against the decoder's ``context``; ``previous`` (the input frame
         before it) is where motion is searched. With ``shown`` (the decoder's picture of
         ``context``), blocks may be skipped (``FRAME_PS``). ``picture``: the decoder's
@@ -217,7 +224,7 @@ class InterCodec:
         ctx_w = warp(context, mv[None], self.p.config.block, CONTEXT_SCALE, self.subpel)
         source = shown.pending if shown is not None else picture
         if copies and source is not None:
-            return self._encode_copies(h, w, q, mv, ctx_w, source, shown)
+            return self._encode_copies(h, w, q, mv, ctx_w, source, shown, motion_only)
         x = _pad(to_tensor(frame))
         gain = torch.exp(interp_levels(self.p.log_gain, torch.tensor([q / QUALITY_MAX])))[:, :, None, None]
         moved, moved_t, pixels_in = None, None, x
@@ -255,30 +262,30 @@ class InterCodec:
         return InterResult(payload, bits, ctx, pending, skipped)
 
     def _encode_copies(self, h: int, w: int, q: int, mv: torch.Tensor, ctx_w: torch.Tensor, source,
-                       shown: block_skip.ShownPicture | None) -> InterResult:
-        """A ``FRAME_PS`` frame with every block skipped: no analysis, no prior; the side
+                       shown: block_skip.ShownPicture | None, motion_only: bool) -> InterResult:
+        """A frame with every block copied, no analysis, no prior: ``FRAME_PM`` (the motion
+        alone) with ``motion_only``, else ``FRAME_PS`` with every block skipped, whose side
         information, which nothing then reads, is each channel's cheapest symbol."""
         y_shape, z_shape, _ = self._shapes(h, w)
         skipped = np.ones(y_shape[-2:], dtype=bool)
-        z_hat = np.broadcast_to(self.p.z_tables.modes()[side_index(z_shape)], z_shape)
-        none = np.zeros(0, dtype=np.int64)
-        payload, bits = self._write(mv, skipped, z_hat, none, none)
+        if motion_only:
+            enc = coder.new_encoder()
+            bits = self._write_motion(enc, mv)
+            payload = coder.finish(enc)
+        else:
+            z_hat = np.broadcast_to(self.p.z_tables.modes()[side_index(z_shape)], z_shape)
+            none = np.zeros(0, dtype=np.int64)
+            payload, bits = self._write(mv, skipped, z_hat, none, none)
         moved = self._moved(source, mv, shown)
         ctx, pending = self._finish(None, ctx_w, q, h, w, True, skipped, mv, source, moved)
-        return InterResult(payload, bits, ctx, pending, skipped)
+        return InterResult(payload, bits, ctx, pending, skipped, motion_only)
 
     def _write(self, mv: torch.Tensor, skipped: np.ndarray | None, z_hat: np.ndarray, y_sym: np.ndarray,
                y_idx: np.ndarray) -> tuple[bytes, float]:
         """The payload (motion, skip flags, side information, the coded blocks' symbols) and
         its information content in bits."""
-        res = mv_residuals(mv).numpy().ravel()
         enc = coder.new_encoder()
-        rows = len(MV_SCALES)
-        costs = [self.p.mv_tables.bits(np.full(res.size, r), res) for r in range(rows)]
-        row = int(np.argmin(costs))
-        self.mv_coder.encode(enc, np.array([row]), np.array([rows]))
-        self.mv_coder.encode(enc, res, np.full(res.size, row))
-        bits = self.p.mv_tables.bits(np.array([rows]), np.array([row])) + costs[row]
+        bits = self._write_motion(enc, mv)
         if skipped is not None:
             bits += self.skip_flags.encode(enc, skipped)
         z_idx = side_index(z_hat.shape)
@@ -286,6 +293,16 @@ class InterCodec:
         self.y_coder.encode(enc, y_sym, y_idx)
         bits += self.p.z_tables.bits(z_idx.ravel(), z_hat.ravel()) + self.m.y_tables.bits(y_idx.ravel(), y_sym.ravel())
         return coder.finish(enc), bits
+
+    def _write_motion(self, enc, mv: torch.Tensor) -> float:
+        """The motion (the table choice, then the vectors' residuals) into ``enc``; its bits."""
+        res = mv_residuals(mv).numpy().ravel()
+        rows = len(MV_SCALES)
+        costs = [self.p.mv_tables.bits(np.full(res.size, r), res) for r in range(rows)]
+        row = int(np.argmin(costs))
+        self.mv_coder.encode(enc, np.array([row]), np.array([rows]))
+        self.mv_coder.encode(enc, res, np.full(res.size, row))
+        return self.p.mv_tables.bits(np.array([rows]), np.array([row])) + costs[row]
 
     def _moved(self, picture, mv: torch.Tensor, shown: block_skip.ShownPicture | None) -> np.ndarray:
         """``picture`` moved by ``mv``: ``shown``'s copy when it is that picture (made once
@@ -311,11 +328,13 @@ class InterCodec:
 
     @torch.no_grad()
     def decode_async(self, payload: bytes, h: int, w: int, q: int, context: torch.Tensor,
-                     synthesize: bool = True, previous=None, skip: bool = False) -> tuple[object, torch.Tensor]:
+                     synthesize: bool = True, previous=None, skip: bool = False,
+                     copies: bool = False) -> tuple[object, torch.Tensor]:
         """Entropy-decode now (the next context); the pixels arrive in the future (or are
         synthesised when first asked for: ``synthesize`` false). ``previous``: the previous
-        picture (pending), which ``FRAME_PS`` payloads (``skip``: skip flags after the motion)
-        and ``pixel_ref`` models need."""
+        picture (pending), which ``FRAME_PS`` payloads (``skip``: skip flags after the motion),
+        ``FRAME_PM`` ones (``skip`` and ``copies``: the motion alone) and ``pixel_ref`` models
+        need."""
         if (skip or self.pixel_ref) and previous is None:
             raise ValueError("this frame needs the previous picture")
         y_shape, z_shape, mv_shape = self._shapes(h, w)
@@ -323,7 +342,7 @@ class InterCodec:
         if tuple(context.shape) != ctx_shape:
             raise ValueError("context does not match the frame size")
         floor_bits = (self.m.y_tables.min_bits() * math.prod(y_shape) * (not skip) + self.p.z_tables.min_bits()
-                      * math.prod(z_shape) + self.p.mv_tables.min_bits() * math.prod(mv_shape))
+                      * math.prod(z_shape) * (not copies) + self.p.mv_tables.min_bits() * math.prod(mv_shape))
         if len(payload) * 8 < floor_bits - 64:
             raise ValueError(f"payload of {len(payload)} bytes is too short for a {w}x{h} frame")
         dec = coder.new_decoder(payload)
@@ -335,6 +354,12 @@ class InterCodec:
         if mv.abs().max() > MV_LIMIT * self.subpel:
             raise ValueError("motion vector out of range")
         ctx_w = warp(context, mv[None], self.p.config.block, CONTEXT_SCALE, self.subpel)
+        if copies:
+            if not dec.maybe_exhausted():
+                raise ValueError("payload holds more data than the frame needs")
+            ctx, pending = self._finish(None, ctx_w, q, h, w, synthesize, np.ones(y_shape[-2:], dtype=bool), mv,
+                                        previous)
+            return pending, ctx
         skipped = self.skip_flags.decode(dec, y_shape[-2:]) if skip else None
         coded = torch.ones(y_shape[-2:], dtype=torch.bool) if skipped is None else ~torch.from_numpy(skipped)
         z_hat = torch.from_numpy(self.z_coder.decode(dec, side_index(z_shape)).reshape(z_shape)).long()

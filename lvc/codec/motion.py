@@ -33,8 +33,13 @@ RATE_WEIGHT = 64.0
 # Bumped whenever the search may choose other vectors (benchmark caches key on it): 2, rows
 # fetched as windows, sub-pixel values from phase planes; 3, luma straight from 8-bit frames
 # (both float rounding only); 4, phase planes by linear interpolation (torch.lerp's rounding);
-# 5, the rate-constrained search also around the second-best half-resolution vector.
-SEARCH_VERSION = 5
+# 5, the rate-constrained search also around the second-best half-resolution vector; 6,
+# sub-pixel steps by SATD (SUBPEL_SATD).
+SEARCH_VERSION = 6
+# The sub-pixel refinement compares candidates by the sum of absolute 4x4 Hadamard
+# coefficients (SATD, halved, as x264's) instead of absolute differences: closer to what the
+# residual's transform coding pays. -1.1% on 8 training clips (docs/models.md, "Session 40").
+SUBPEL_SATD = True
 # The rate-constrained search also weighs the neighbours of each block's second-best
 # half-resolution vector (18 full-resolution candidates instead of 9): -0.20% BD-rate on 8
 # training clips for about 1.3 ms more per 416x240 frame, on the encoder's lookahead thread
@@ -113,6 +118,24 @@ def _mean_abs(moved: torch.Tensor, cur_blocks: torch.Tensor) -> torch.Tensor:
     """Mean absolute differences (B, K, hb, wb) of fetched blocks against the frame's."""
     d = moved - cur_blocks
     return d.abs_().sum((-2, -1)) / (d.shape[-1] * d.shape[-2])
+
+
+def _hadamard4(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """4-point Hadamard transform along ``dim`` (size 4) by butterflies (in a permuted order,
+    which sums of magnitudes do not see): far cheaper than batched 4x4 products."""
+    a0, a1, a2, a3 = x.unbind(dim)
+    s01, d01, s23, d23 = a0 + a1, a0 - a1, a2 + a3, a2 - a3
+    return torch.stack([s01 + s23, s01 - s23, d01 + d23, d01 - d23], dim)
+
+
+def _mean_satd(moved: torch.Tensor, cur_blocks: torch.Tensor) -> torch.Tensor:
+    """:func:`_mean_abs` of the differences' 4x4 Hadamard transforms, halved (x264's SATD
+    scale, about that of absolute differences on smooth errors)."""
+    d = moved - cur_blocks
+    *lead, bh, bw = d.shape
+    t = d.reshape(*lead, bh // 4, 4, bw // 4, 4)
+    t = _hadamard4(_hadamard4(t, -3), -1)
+    return t.abs_().sum((-4, -3, -2, -1)) / (2 * bh * bw)
 
 
 def _shifted_sad(pad: torch.Tensor, curp: torch.Tensor, block: int, cands: torch.Tensor, r: int) -> torch.Tensor:
@@ -299,8 +322,8 @@ def phase_planes(x: torch.Tensor, frac: int) -> torch.Tensor:
 def _subpel_refine(around: torch.Tensor, lc: torch.Tensor, block: int, mv: torch.Tensor, frac: int, search: int,
                    length_cost: float, rate_weight: float) -> torch.Tensor:
     """Whole-pixel vectors ``mv`` (in ``1/frac`` units) refined by halving steps (1/2, then
-    1/4, ... pixel): the 9 vectors around the current one by block SAD on the bilinearly
-    interpolated reference, plus the length cost, or with ``rate_weight`` the bits of the
+    1/4, ... pixel): the 9 vectors around the current one by block SATD (``SUBPEL_SATD``) on
+    the bilinearly interpolated reference, plus the length cost, or with ``rate_weight`` the bits of the
     residual the codec sends (decided row by row, as :func:`_rate_constrained`). ``around``:
     the reference edge-padded by ``search + 1``."""
     r = search + 1
@@ -317,7 +340,8 @@ def _subpel_refine(around: torch.Tensor, lc: torch.Tensor, block: int, mv: torch
         whole, phase = torch.div(v, frac, rounding_mode="floor"), torch.remainder(v, frac)
         moved = _fetch(planes, phase[..., 1] * frac + phase[..., 0], rows + whole[..., 1], cols + whole[..., 0],
                        block)
-        sad = _mean_abs(moved, cur_blocks).masked_fill((cands.abs() > limit).any(-1), math.inf)
+        sad = (_mean_satd if SUBPEL_SATD else _mean_abs)(moved, cur_blocks)
+        sad = sad.masked_fill((cands.abs() > limit).any(-1), math.inf)
         if rate_weight > 0:
             mv = _pick_rows(cands, sad * block * block, rate_weight)
         else:

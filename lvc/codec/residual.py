@@ -39,7 +39,7 @@ from functools import cached_property
 import numpy as np
 
 from lvc.bitstream import syntax
-from lvc.codec import colour
+from lvc.codec import colour, deblock
 from lvc.entropy import coder
 from lvc.entropy.tables import LAPLACE_THETAS, CdfTables, binary_row, cheapest_rows, laplace_tables, uniform_row
 from lvc.errors import BitstreamError
@@ -120,6 +120,7 @@ class Residual:
     coded: tuple[np.ndarray, ...]  # per component: (hb, wb) bool, 8x8 blocks
     coeffs: tuple[np.ndarray, ...]  # per component: (planes, n_coded, 8, 8) int64, raster order of ``coded``
     colour_format: int = syntax.COLOUR_RGB
+    deblock: tuple[int, int] = (0, 0)  # luma, chroma strengths (lvc.codec.deblock; colour format 1)
 
     def quarter(self, height: int, width: int) -> list[np.ndarray]:
         """Per component, (planes, plane height, plane width) int32: the residual in quarter levels."""
@@ -142,6 +143,21 @@ class Residual:
         """Y, Cb, Cr in quarter levels (colour format 1)."""
         luma, chroma = self.quarter(height, width)
         return luma[0], chroma[0], chroma[1]
+
+    @property
+    def step_sizes(self) -> tuple[int, int]:
+        """Luma and chroma steps in 1/16."""
+        return step_size(self.steps[0]), step_size(self.steps[1])
+
+    def delta(self, base: colour.Planes, height: int, width: int) -> colour.Planes:
+        """What this layer adds to ``base`` (the picture's quarter-level planes) in colour
+        format 1: its residual, and then what the deblocking changes of the sum."""
+        delta = self.planes(height, width)
+        if not any(self.deblock):
+            return delta
+        total = [b + d for b, d in zip(base, delta, strict=True)]
+        filtered = deblock.apply(total, self.coded, self.step_sizes, self.deblock)
+        return tuple(f - b for f, b in zip(filtered, base, strict=True))
 
 
 def add_residual(picture: np.ndarray, residual: np.ndarray) -> np.ndarray:
@@ -187,7 +203,8 @@ class ResidualCoder:
             bits += self._encode_component(enc, coded, coeffs, lv, r.colour_format)
         words = coder.finish(enc)
         head = syntax.pack(syntax.RESIDUAL_HEADER, dict(residual_length=len(words), luma_step=r.steps[0],
-                                                        chroma_step=r.steps[1], reserved=0))
+                                                        chroma_step=r.steps[1], deblock_luma=r.deblock[0],
+                                                        deblock_chroma=r.deblock[1]))
         return head + words, bits + 8 * len(head)
 
     def _encode_component(self, enc, coded: np.ndarray, coeffs: np.ndarray, levels: np.ndarray,
@@ -227,8 +244,11 @@ class ResidualCoder:
                                  "the file is corrupted") from None
         if max(np.abs(c).max(initial=0) for _, c in parts) > COEFF_LIMIT:
             raise BitstreamError("residual coefficient out of range", where, "the file is corrupted")
+        strengths = (values["deblock_luma"], values["deblock_chroma"])
+        if any(strengths) and colour_format != syntax.COLOUR_YUV420:
+            raise BitstreamError("residual layer deblocks a colour format 0 picture", where, "the file is corrupted")
         return Residual((values["luma_step"], values["chroma_step"]), tuple(p[0] for p in parts),
-                        tuple(p[1] for p in parts), colour_format)
+                        tuple(p[1] for p in parts), colour_format, strengths)
 
     def _decode_component(self, dec, planes: int, shape: tuple[int, int],
                           colour_format: int) -> tuple[np.ndarray, np.ndarray]:
@@ -317,9 +337,10 @@ class ResidualPicture:
             r = self._residual if isinstance(self._residual, Residual) else self._residual()
             base = self._base.result()
             if r.colour_format == syntax.COLOUR_YUV420:
-                delta = r.planes(*self._size)
+                quarter = colour.quarter_yuv(base)
+                delta = r.delta(quarter, *self._size)
                 self._picture = add_residual(base, colour.rgb_delta(*delta))
-                self._planes = colour.shown_planes(base, delta)
+                self._planes = colour.rounded_planes(tuple(q + d for q, d in zip(quarter, delta, strict=True)))
             else:
                 self._picture = add_residual(base, r.pixels(*self._size))
             self._base = self._residual = None

@@ -11,12 +11,13 @@ referenced). The step follows ``lambda_r`` as classical codecs' steps follow the
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from functools import cached_property
 
 import numpy as np
 
 from lvc.bitstream import syntax
-from lvc.codec import colour
+from lvc.codec import colour, deblock
 from lvc.codec.residual import (
     BASIS,
     BASIS_BITS,
@@ -58,7 +59,11 @@ YUV_CHROMA_WEIGHT = 4 * YUV_LUMA_WEIGHT
 # The choices' algorithm and constants: a change here changes streams (benchmark caches key on it).
 RESIDUAL_ENCODER = (f"rdoq-blocks/1 w={RESIDUAL_WEIGHT:g}@{RAMP_QUALITY:g} k={STEP_FACTOR:g} c+{CHROMA_OFFSET} "
                     f"dz={DEADZONE:g}")
-YUV_ENCODER = f"yuv420/2 luma={YUV_LUMA_WEIGHT:g} chroma={YUV_CHROMA_WEIGHT:g} k={YUV_STEP_FACTOR:g}"  # format 1's
+# Colour format 1's layers deblock in the loop (format 1.5, lvc.codec.deblock), each frame at the
+# strengths nearest its source: -X% PSNR-YUV on 8 training clips (docs/models.md, "Deblocking").
+DEBLOCKING = True
+YUV_ENCODER = (f"yuv420/2 luma={YUV_LUMA_WEIGHT:g} chroma={YUV_CHROMA_WEIGHT:g} k={YUV_STEP_FACTOR:g}"
+               f" dbk={int(DEBLOCKING)}/{deblock.BETA_RATIO}/{deblock.START}")  # format 1's
 LIVE_BITS = 4.0  # blocks whose whole error is worth fewer bits than this are never coded
 PASSES = 2  # coefficient and block choices, each with the tables refitted to the last
 FLAG_SHARE_START, FLAG_SHARE_MIN = 0.1, 0.01  # the coded share the flags' cost assumes (first pass, bounds)
@@ -109,8 +114,8 @@ def transform_yuv(planes: colour.Planes, picture: np.ndarray) -> list[np.ndarray
 class ResidualEncoder:
     """Chooses and codes a frame's residual layer."""
 
-    def __init__(self, weight: float = RESIDUAL_WEIGHT) -> None:
-        self.weight = weight
+    def __init__(self, weight: float = RESIDUAL_WEIGHT, deblocking: bool = DEBLOCKING) -> None:
+        self.weight, self.deblocking = weight, deblocking
         self.coder = ResidualCoder()
 
     @cached_property
@@ -152,6 +157,11 @@ class ResidualEncoder:
         if not any(mask.any() for mask, _, _ in chosen):
             return None
         residual = Residual(steps, tuple(c[0] for c in chosen), tuple(c[1] for c in chosen), fmt)
+        if fmt == syntax.COLOUR_YUV420 and self.deblocking:
+            quarter = colour.quarter_yuv(picture)
+            shown = [q + d for q, d in zip(quarter, residual.planes(*frame.shape[:2]), strict=True)]
+            residual = replace(residual, deblock=deblock.choose(shown, planes, residual.coded, residual.step_sizes,
+                                                                chroma))
         section, total = self.coder.encode(residual, tuple(c[2] for c in chosen))
         return section, total, residual
 

@@ -46,7 +46,7 @@ from lvc.codec.motion import RATE_WEIGHT, SEARCH_VERSION
 from lvc.codec.pending import Pending
 from lvc.codec.presets import PRESETS
 from lvc.codec.residual import ResidualPicture
-from lvc.codec.residual_rdo import RESIDUAL_WEIGHT, ResidualEncoder
+from lvc.codec.residual_rdo import DEBLOCKING, RESIDUAL_WEIGHT, ResidualEncoder
 from lvc.codec.skip import ShownPicture
 from lvc.codec.synthesis import ENCODER_BANDS, serial_main_thread
 from lvc.models.frozen import QUALITY_MAX, FrozenModel
@@ -91,11 +91,23 @@ RESIDUAL_ERROR_WEIGHT = 0.0625
 # lambda * error at RESIDUAL_ERROR_WEIGHT: -0.35% on 8 training clips, -0.60% on the 5
 # benchmark clips; docs/models.md, "Session 39"). Without the layer the skip decision stays.
 COPY_FRAMES = True
+# Such frames are coded as FRAME_PM (format 1.5): the motion alone, without the skip flags and
+# side information a FRAME_PS frame of copies carries (60-120 bits per 416x240 frame).
+MOTION_ONLY = True
+# The residual layer's lambda of PC frames by their place after the last I- or P-frame,
+# cyclically (1st, 2nd, 3rd, 4th, 5th = 1st, ...): every fourth frame is coded finer and the
+# ones between coarser, as HM's low-delay configuration offsets its quantiser by frame (QP +3,
+# +2, +3, +1: lambda x 0.63, 0.79, 0.63, 1): what a finer frame restores, the coarser ones
+# after it copy. x264 with zerolatency has no such cycle. On 8 training clips with
+# deblocking, every clip better: HM's ratios -1.5% (before deblocking), these -2.3%
+# (docs/models.md, "Session 40").
+RESIDUAL_CYCLE = (0.5, 0.7, 0.5, 1.3)
 
 
 # The encoder-side algorithm of conditional models (frame-type decision, motion search): a
 # change here changes their streams, so benchmark caches key on it.
-INTER_ENCODER = (f"ippc-rd/6 skip=rd2 copies={int(COPY_FRAMES)} ew={RESIDUAL_ERROR_WEIGHT:g} "
+INTER_ENCODER = (f"ippc-rd/6 skip=rd2 copies={int(COPY_FRAMES)}{'m' * MOTION_ONLY} ew={RESIDUAL_ERROR_WEIGHT:g} "
+                 f"cycle={'/'.join(f'{c:g}' for c in RESIDUAL_CYCLE)} "
                  f"trust={PC_TRUST}@{PC_TRUST_MARGIN:g}x{PC_TRUST_JUMP:g} "
                  f"backoff={PC_BACKOFF_MAX}@{PC_MARGIN:g} mv-rate={RATE_WEIGHT:g} pc-dz={PC_DEADZONE:g} "
                  f"me={SEARCH_VERSION} pc-an={ANALYSIS_VERSION}")
@@ -126,7 +138,7 @@ class SequenceEncoder:
     ``refine_steps`` (if given) overrides the preset's (for video; a caller coding a still
     image passes :meth:`lvc.codec.presets.Preset.still_steps`). ``residual`` weighs the residual layer's rate
     against ``lambda`` (default :data:`lvc.codec.residual_rdo.RESIDUAL_WEIGHT`); 0 codes none
-    (a still image's caller passes 0).
+    (a still image's caller passes 0); ``deblock=False``: its colour format 1 layers unfiltered.
     ``intra_offset`` (integer quality units,
     default ``INTRA_OFFSET``) raises a conditional model's forced I-frames, and the I- and
     residual P-frames that continue their latent chain, by that share of the headroom above
@@ -138,7 +150,7 @@ class SequenceEncoder:
 
     def __init__(self, model: FrozenModel, quality: int, intra_period: int, refine_steps: int | None = None,
                  preset: str = "medium", synthesize: bool = True, intra_offset: int | None = None,
-                 residual: float | None = None, colour_format: int = COLOUR_RGB) -> None:
+                 residual: float | None = None, colour_format: int = COLOUR_RGB, deblock: bool = True) -> None:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
         self.preset = PRESETS[preset]
@@ -168,10 +180,11 @@ class SequenceEncoder:
         self.lmbda = quality_lambda(model, quality)
         self._model = model
         weight = RESIDUAL_WEIGHT if residual is None else residual
-        self.residual = ResidualEncoder(weight) if weight > 0 else None
+        self.residual = ResidualEncoder(weight, deblock and DEBLOCKING) if weight > 0 else None
         error_weight = RESIDUAL_ERROR_WEIGHT if self.residual is not None else 1.0
         self.decision_lmbda = error_weight * self.lmbda  # a picture's error in the I/P/PC decisions
         self.copies = COPY_FRAMES and self.residual is not None  # PC frames: every block copied
+        self._pc_run = 0  # PC frames since the last I- or P-frame
         self.colour_format = colour_format
         self._planes: Planes | None = None  # the frame being coded's source planes (colour format 1)
         self._grey = False  # whether it is grey (colour format 1 shows no chroma then)
@@ -254,12 +267,14 @@ class SequenceEncoder:
             return replace(coded, pending=GreyPicture(coded.pending), grey=True)
         return coded
 
-    def _add_residual(self, frame: np.ndarray, pending: Pending, quality: int) -> tuple[Pending, bytes | None, float]:
+    def _add_residual(self, frame: np.ndarray, pending: Pending, quality: int,
+                      scale: float = 1.0) -> tuple[Pending, bytes | None, float]:
         """The frame's picture with its residual layer (waits for the base picture), the
-        layer's section and bits; the base picture, None and 0 where none is coded."""
+        layer's section and bits; the base picture, None and 0 where none is coded.
+        ``scale``: of the layer's lambda (``RESIDUAL_CYCLE``)."""
         if self.residual is None:
             return pending, None, 0.0
-        coded = self.residual.encode(frame, pending.result(), quality_lambda(self._model, quality), quality,
+        coded = self.residual.encode(frame, pending.result(), scale * quality_lambda(self._model, quality), quality,
                                      self._planes, chroma=not self._grey)  # (grey: shown without chroma)
         if coded is None:
             return pending, None, 0.0
@@ -310,7 +325,8 @@ class SequenceEncoder:
             try_pc = self._pc_wait == 0
             if try_pc:  # first, so that its picture is synthesised while the estimates run
                 pc = self.inter.encode(frame, self.previous, self.quality, self.context.get(), self._shown,
-                                       self._picture, copies=self.copies)
+                                       self._picture, copies=self.copies,
+                                       motion_only=MOTION_ONLY)
                 if self._trust_pc(pc.estimated_bits / pixels, frame):
                     return self._finish_pc(frame, pc)
             else:
@@ -341,6 +357,7 @@ class SequenceEncoder:
             self.reference, self.reference_quality, self._last_pc = best.latent, quality, None
             self.context.from_intra(best.latent, quality)
             pending, section, extra = self._add_residual(frame, best.pending, quality)
+            self._pc_run = 0  # PC frames since this one (RESIDUAL_CYCLE)
             # (pixel_ref models: coding a block from here shows about the I-frame's own picture)
             started = None if self.inter.pixel_ref else self.inter.show(self.context.get(), *frame.shape[:2])
             self._shown = ShownPicture(pending, frame, started) if self.preset.skip_first else None
@@ -377,7 +394,9 @@ class SequenceEncoder:
 
     def _finish_pc(self, frame: np.ndarray, pc: InterResult) -> CodedFrame:
         self._last_pc = (frame, pc)
-        pending, section, bits = self._add_residual(frame, pc.pending, self.quality)
+        self._pc_run += 1
+        scale = RESIDUAL_CYCLE[(self._pc_run - 1) % len(RESIDUAL_CYCLE)]
+        pending, section, bits = self._add_residual(frame, pc.pending, self.quality, scale)
         self._shown = (self._shown.after(pending, frame, pc.skipped) if self._shown is not None
                        else ShownPicture(pending, frame))
         self.context.set(pc.context)

@@ -1,0 +1,103 @@
+"""In-loop deblocking of the residual layer's pictures (colour format 1, format 1.5).
+
+A picture of copied 16x16 blocks plus an 8x8 DCT residual shows steps at block edges: the
+copies move apart, and coarse steps quantise neighbouring blocks' means differently. The
+next frames copy those steps, and the residual spends bits on them again. As in H.264,
+the decoder smooths them in the loop: the shown picture, and the one later frames predict
+from, is the filtered one.
+
+Where: the edges of the 8x8 grid of each plane (luma's 8-pixel grid, the chroma planes'
+8-sample grid, which holds the 16x16 motion blocks' edges too) where either neighbouring
+block is coded in the layer; vertical edges first, then horizontal ones on the result. What:
+for samples ``p1 p0 | q0 q1`` across an edge, in quarter levels (before the shown picture's
+rounding), if ``|p1 - p0| < beta`` and ``|q1 - q0| < beta`` (no texture next to the edge),
+``d = clip(((q0 - p0) * 4 + (p1 - q1) + 4) >> 3, -tc, tc)`` moves ``p0`` by ``+d`` and ``q0``
+by ``-d``. How much: a strength ``s`` per frame for luma and for chroma (the layer's header),
+``tc = (s * step + 64) >> 7`` quarter levels for the plane's step in 1/16 (``s / 32`` of the
+step) and ``beta = BETA_RATIO * tc``. The encoder chooses each strength by the frame's own
+squared error (:func:`choose`). Integer arithmetic throughout: identical on every machine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+GRID = 8  # the residual layer's transform block (lvc.codec.residual.BLOCK; a test checks)
+STRENGTH_MAX = 15  # 4 bits of the header field
+BETA_RATIO = 6  # beta / tc (0.6 and 1.0 steps with 0.1 and 0.15: both about 6, docs/models.md)
+START = 4  # the encoder's first strength (1/8 of the step: about the best fixed one)
+
+
+def thresholds(strength: int, step: int) -> tuple[int, int]:
+    """(tc, beta) in quarter levels of ``strength`` for the plane's step (in 1/16)."""
+    tc = (strength * step + 64) >> 7
+    return tc, BETA_RATIO * tc
+
+
+def _vertical_edges(x: np.ndarray, coded: np.ndarray, tc: int, beta: int) -> None:
+    """Filter ``x`` (H, W) int32 in place at the vertical edges of its 8x8 grid where a
+    neighbouring block of ``coded`` (hb, wb) is coded."""
+    h, w = x.shape
+    e = np.arange(GRID, w - 1, GRID)
+    if e.size == 0:
+        return
+    k = e // GRID
+    on = np.repeat(coded[:, k - 1] | coded[:, k], GRID, axis=0)[:h]  # (H, edges)
+    p1, p0, q0, q1 = x[:, e - 2], x[:, e - 1], x[:, e], x[:, e + 1]
+    on &= (np.abs(p1 - p0) < beta) & (np.abs(q1 - q0) < beta)
+    d = np.clip(((q0 - p0) * 4 + (p1 - q1) + 4) >> 3, -tc, tc) * on
+    x[:, e - 1] = p0 + d
+    x[:, e] = q0 - d
+
+
+def deblock(plane: np.ndarray, coded: np.ndarray, tc: int, beta: int) -> np.ndarray:
+    """``plane`` (H, W) in quarter levels filtered (a new int32 array; ``plane`` itself at
+    ``tc`` 0)."""
+    if tc <= 0 or not coded.any():
+        return plane
+    x = plane.astype(np.int32, copy=True)
+    _vertical_edges(x, coded, tc, beta)
+    xt = np.ascontiguousarray(x.T)
+    _vertical_edges(xt, np.ascontiguousarray(coded.T), tc, beta)
+    return np.ascontiguousarray(xt.T)
+
+
+def apply(planes: list[np.ndarray], coded: tuple[np.ndarray, ...], step_sizes: tuple[int, int],
+          strengths: tuple[int, int]) -> list[np.ndarray]:
+    """Y, Cb, Cr quarter levels filtered with the layer's luma and chroma strengths at its
+    luma and chroma steps (in 1/16); ``coded``: the layer's coded blocks, luma's and chroma's."""
+    out = []
+    for i, p in enumerate(planes):
+        c = min(i, 1)
+        out.append(deblock(p, coded[c], *thresholds(strengths[c], step_sizes[c])))
+    return out
+
+
+def choose(planes: list[np.ndarray], target: tuple[np.ndarray, ...], coded: tuple[np.ndarray, ...],
+           step_sizes: tuple[int, int], chroma: bool = True) -> tuple[int, int]:
+    """The luma and chroma strengths whose filtered ``planes`` (Y, Cb, Cr in quarter levels,
+    unfiltered) come nearest the source ``target`` (uint8 planes) in squared error: the
+    frame's own distortion, at no cost in bits. A climb from ``START`` one strength at a time
+    while the error falls (it is about convex in the strength): 3-5 filterings instead of 16.
+    ``chroma=False``: no chroma filtering (a layer without chroma)."""
+    best = []
+    for c, idx in ((0, (0,)), (1, (1, 2))):
+        if c == 1 and not chroma or not coded[c].any():
+            best.append(0)
+            continue
+        goal = [target[i].astype(np.int32) * 4 for i in idx]
+        cache: dict[int, float] = {}
+
+        def error(s: int, c: int = c, idx: tuple[int, ...] = idx, goal: list = goal, cache: dict = cache) -> float:
+            if s not in cache:
+                tc, beta = thresholds(s, step_sizes[c])
+                cache[s] = sum(float(np.square(deblock(planes[i], coded[c], tc, beta) - g, dtype=np.int64).sum())
+                               for i, g in zip(idx, goal, strict=True))
+            return cache[s]
+
+        s = START
+        step = 1 if error(START + 1) < error(START) else -1
+        while 0 <= s + step <= STRENGTH_MAX and error(s + step) < error(s):
+            s += step
+        best.append(s)
+    return best[0], best[1]
