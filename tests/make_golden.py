@@ -270,7 +270,11 @@ def main_residual() -> None:
 
 
 def main_yuv() -> None:
-    """The colour format 1 fixture (needs tiny-inter.lvcm and clip.y4m), frames 0-1 grey."""
+    """The colour format 1 fixture (needs tiny-inter.lvcm and clip.y4m), frames 0-1 grey;
+    format 1.4: no deblocking, and frames of copies as PS frames (no PM, which is 1.5's)."""
+    from lvc.codec import sequence
+
+    sequence.MOTION_ONLY = False
     src = _grey_clip(DATA / "yuv.tmp.y4m", 2)
     stream = DATA / "golden-yuv.lvc"
     api.encode(src, stream, quality=0.9, model=str(DATA / "tiny-inter.lvcm"), intra_period=4, progress=False,

@@ -484,7 +484,7 @@ def test_a_motion_only_frame_is_a_frame_of_copies_without_flags_or_side_informat
     dec.decode(FrameUnit(0, FRAME_I, q, i.payload, 0))
     out = dec.decode(FrameUnit(1, FRAME_PM, q, pm.payload, 0))
     assert np.array_equal(out, pm.recon) and torch.equal(dec.context, pm.context)
-    for bad in (ps.payload, pm.payload[:4]):
+    for bad in (ps.payload, pm.payload[:4], pm.payload + bytes(4), pm.payload + b"\xff" * 4):
         dec = SequenceDecoder(updating_model, 128, 64, "test")
         dec.decode(FrameUnit(0, FRAME_I, q, i.payload, 0))
         with pytest.raises(BitstreamError, match="does not decode"):

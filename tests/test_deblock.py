@@ -6,11 +6,11 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import DATA
+from conftest import DATA, write_y4m
 
 from lvc.bitstream import syntax
-from lvc.bitstream.container import LvcReader, LvcWriter
-from lvc.codec import api, colour, deblock
+from lvc.bitstream.container import FRAME_PM, LvcReader, LvcWriter
+from lvc.codec import api, colour, deblock, sequence
 from lvc.codec.residual import BLOCK, Residual, ResidualCoder, ResidualPicture
 from lvc.errors import BitstreamError
 
@@ -76,6 +76,24 @@ def test_the_encoders_strengths_never_raise_the_frames_error():
     assert deblock.choose(planes, target, coded, steps, chroma=False)[1] == 0
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_the_chosen_strengths_beat_no_filtering_or_are_none(seed):
+    """Random blocky planes, random coded blocks and steps: the climb's strength is 0 unless
+    it lowers the error (a tie, or a filter with tc 0, stays unfiltered)."""
+    rng = np.random.default_rng(seed)
+    planes = [_blocky(32, 48, seed)[0] + rng.integers(-20, 21, (32, 48)), _blocky(16, 24, seed + 1)[0],
+              _blocky(16, 24, seed + 2)[0]]
+    target = tuple(np.clip((p + rng.integers(-30, 31, p.shape) + 2) >> 2, 0, 255).astype(np.uint8) for p in planes)
+    coded = (rng.random((4, 6)) < 0.5, rng.random((2, 3)) < 0.5)
+    steps = tuple(int(s) for s in rng.choice([10, 40, 160, 416, 1664], 2))
+    s = deblock.choose(planes, target, coded, steps)
+    for c, idx in ((0, (0,)), (1, (1, 2))):
+        def err(k, c=c, idx=idx):
+            return sum(float(np.square(deblock.deblock(planes[i], coded[c], *deblock.thresholds(k, steps[c]))
+                                       - target[i].astype(np.int64) * 4).sum()) for i in idx)
+        assert s[c] == 0 or err(s[c]) < err(0)
+
+
 def _residual(h: int = 48, w: int = 64, strengths: tuple[int, int] = (5, 3), fmt: int = syntax.COLOUR_YUV420):
     rng = np.random.default_rng(3)
     coded = (rng.random((h // 8, w // 8)) < 0.5, rng.random((h // 16, w // 16)) < 0.5)
@@ -132,6 +150,73 @@ def test_a_deblocked_stream_is_format_1_5_and_decodes_to_the_encoders_planes(tmp
     api.encode(DATA / "clip.y4m", plain, quality=0.5, model=MODEL, intra_period=4, progress=False, ms_ssim=False,
                deblock=False)
     assert set(_strengths(plain)) == {(0, 0)}
+
+
+def test_odd_sizes_and_grey_frames_deblock_and_decode_to_the_encoders_planes(tmp_path):
+    """A 58x38 crop (chroma 29x19: partial blocks, edges at the last columns) with its first
+    two frames grey: the grey ones carry no chroma strength."""
+    from lvc.io.reader import open_video
+
+    with open_video(DATA / "clip.y4m") as v:
+        frames = [np.ascontiguousarray(f[5:43, 3:61]) for f in v.frames()]
+    for f in frames[:2]:
+        f[:] = f.mean(-1, keepdims=True).astype(np.uint8)
+    src, out = tmp_path / "odd.y4m", tmp_path / "odd.lvc"
+    write_y4m(src, frames)
+    r = api.encode(src, out, quality=0.5, model=MODEL, intra_period=4, progress=False, ms_ssim=False)
+    with LvcReader(out) as rd:
+        units = list(rd.units())
+    assert any(u.residual and u.residual[6] for u in units)
+    assert all(u.residual[7] == 0 for u in units[:2] if u.residual) and [u.grey for u in units[:3]] == [1, 1, 0]
+    assert api.decode(out, reference=src, model=MODEL).sha256 == r.recon_sha256
+
+
+def test_the_residual_cycle_restarts_after_each_intra_frame(monkeypatch):
+    """Conditional frames' layers take RESIDUAL_CYCLE's scales of lambda in turn, from each
+    I-frame on (I-frames, at their raised quality, take none)."""
+    from lvc.codec.frame import quality_lambda
+    from lvc.codec.residual_rdo import ResidualEncoder
+    from lvc.io.reader import open_video
+    from lvc.models.registry import load_model
+
+    calls = []
+    real = ResidualEncoder.encode
+
+    def spy(self, frame, picture, lmbda, quality, *a, **k):
+        calls.append((lmbda, quality))
+        return real(self, frame, picture, lmbda, quality, *a, **k)
+
+    monkeypatch.setattr(ResidualEncoder, "encode", spy)
+    monkeypatch.setattr(sequence, "RESIDUAL_CYCLE", (0.5, 0.25, 2.0))
+    model, q = load_model(MODEL), 30000
+    with open_video(DATA / "clip.y4m") as v:
+        frames = list(v.frames())
+    enc = sequence.SequenceEncoder(model, q, 3)
+    try:
+        kinds = [enc.encode(f).frame_type for f in frames]
+    finally:
+        enc.close()
+    assert kinds == [0, FRAME_PM, FRAME_PM, 0, FRAME_PM, FRAME_PM]
+    base = quality_lambda(model, q)
+    assert [round(lm / base, 9) for lm, qq in calls if qq == q] == [0.5, 0.25, 0.5, 0.25]
+    assert all(qq > q for _, qq in (calls[0], calls[3]))
+
+
+def test_a_motion_only_frame_in_a_1_4_stream_is_refused_as_corrupt(tmp_path):
+    src = tmp_path / "p.lvc"
+    api.encode(DATA / "clip.y4m", src, quality=0.5, model=MODEL, intra_period=4, progress=False, ms_ssim=False,
+               deblock=False)
+    with LvcReader(src) as rd:
+        header, units = rd.header, list(rd.units())
+    assert FRAME_PM in [u.frame_type for u in units]
+    bad = tmp_path / "bad.lvc"
+    with LvcWriter(bad, header) as w:
+        for u in units:
+            w.write_frame(u.frame_type, u.quality, u.payload, u.grey, u.residual)
+        w.minor = 4
+        w.commit()
+    with LvcReader(bad) as rd, pytest.raises(BitstreamError, match="frame type 4 is not valid in a format 1.4"):
+        list(rd.units())
 
 
 def test_deblocking_in_a_1_4_stream_is_refused_as_corrupt(tmp_path):

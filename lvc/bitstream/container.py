@@ -135,9 +135,8 @@ class LvcWriter:
             self.minor = max(self.minor, 1)
         if frame_type == FRAME_PM:
             self.minor = max(self.minor, 5)
-        if residual:
-            head = syntax.unpack(RESIDUAL_HEADER, residual, 0, str(self.path))[0]
-            self.minor = max(self.minor, 5 if head["deblock_luma"] or head["deblock_chroma"] else 3)
+        if residual:  # (bytes 6-7 of the layer's header: its deblocking strengths, since 1.5)
+            self.minor = max(self.minor, 5 if any(residual[6:8]) else 3)
         self._chain_quality, mixed = chain_step(frame_type, quality, self._chain_quality)
         if mixed:
             self.minor = max(self.minor, 2)
@@ -250,7 +249,7 @@ class LvcReader:
                                          "the file is corrupted")
             kind = ft & ~(GREY_FLAG | RESIDUAL_FLAG)
             if kind == FRAME_PM and self.header.version < (1, 5):
-                raise BitstreamError(f"frame type {ft} is not valid in a format "
+                raise BitstreamError(f"frame type {kind} is not valid in a format "
                                      f"{self.header.version[0]}.{self.header.version[1]} stream", fwhere,
                                      "the file is corrupted")
             residual = None
@@ -259,10 +258,14 @@ class LvcReader:
                 end = start + head["residual_length"]
                 if head["residual_length"] % 4 or end + 4 > len(payload):  # (the frame type's own: >= 4)
                     raise BitstreamError("residual layer length is invalid", fwhere, "the file is corrupted")
-                if (head["deblock_luma"] or head["deblock_chroma"]) and self.header.version < (1, 5):
-                    raise BitstreamError("residual layer deblocks, which a format "
-                                         f"{self.header.version[0]}.{self.header.version[1]} stream cannot",
-                                         fwhere, "the file is corrupted")
+                if head["deblock_luma"] or head["deblock_chroma"]:
+                    if self.header.version < (1, 5):
+                        raise BitstreamError("residual layer deblocks, which a format "
+                                             f"{self.header.version[0]}.{self.header.version[1]} stream cannot",
+                                             fwhere, "the file is corrupted")
+                    if self.header.colour_format != COLOUR_YUV420:
+                        raise BitstreamError("residual layer deblocks a colour format 0 picture", fwhere,
+                                             "the file is corrupted")
                 residual, payload = payload[:end], payload[end:]
             chain, mixed = chain_step(kind, values["quality"], chain)
             if mixed and self.header.version < (1, 2):  # before 1.2 a chain has one quality

@@ -114,8 +114,8 @@ def _encode_options(p: argparse.ArgumentParser) -> None:
                         f"{RESIDUAL_WEIGHT:g}; 0: no residual layer, a stream older lvc releases read)")
     p.add_argument("--colour", choices=api.COLOUR_CHOICES, default="auto",
                    help="colour format: yuv420 shows yuv420p planes coded against the source's own (format "
-                        "1.4), rgb RGB pictures (what lvc before 1.4 reads); auto (default): yuv420 for video "
-                        "files, rgb for images, still pictures and PNG folders")
+                        "1.4), rgb RGB pictures (with --residual 0 what lvc before 1.4 reads); auto (default): "
+                        "yuv420 for video files, rgb for images, still pictures and PNG folders")
     p.add_argument("--no-deblock", action="store_true",
                    help="colour format 1: no in-loop deblocking of the residual layers")
     p.add_argument("--bitrate", type=_kbps, help="target bitrate in kbps (replaces --quality; multi-pass)")

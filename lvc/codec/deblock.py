@@ -52,7 +52,7 @@ def _vertical_edges(x: np.ndarray, coded: np.ndarray, tc: int, beta: int) -> Non
 
 def deblock(plane: np.ndarray, coded: np.ndarray, tc: int, beta: int) -> np.ndarray:
     """``plane`` (H, W) in quarter levels filtered (a new int32 array; ``plane`` itself at
-    ``tc`` 0)."""
+    ``tc`` 0 or where no block is coded)."""
     if tc <= 0 or not coded.any():
         return plane
     x = plane.astype(np.int32, copy=True)
@@ -78,7 +78,8 @@ def choose(planes: list[np.ndarray], target: tuple[np.ndarray, ...], coded: tupl
     """The luma and chroma strengths whose filtered ``planes`` (Y, Cb, Cr in quarter levels,
     unfiltered) come nearest the source ``target`` (uint8 planes) in squared error: the
     frame's own distortion, at no cost in bits. A climb from ``START`` one strength at a time
-    while the error falls (it is about convex in the strength): 3-5 filterings instead of 16.
+    while the error falls (it is about convex in the strength): 3-5 filterings instead of 16;
+    0 unless the result beats no filtering.
     ``chroma=False``: no chroma filtering (a layer without chroma)."""
     best = []
     for c, idx in ((0, (0,)), (1, (1, 2))):
@@ -99,5 +100,5 @@ def choose(planes: list[np.ndarray], target: tuple[np.ndarray, ...], coded: tupl
         step = 1 if error(START + 1) < error(START) else -1
         while 0 <= s + step <= STRENGTH_MAX and error(s + step) < error(s):
             s += step
-        best.append(s)
+        best.append(s if error(s) < error(0) else 0)  # never worse than none (nor equal: 0 keeps 1.4)
     return best[0], best[1]

@@ -300,9 +300,13 @@ class InterCodec:
         rows = len(MV_SCALES)
         costs = [self.p.mv_tables.bits(np.full(res.size, r), res) for r in range(rows)]
         row = int(np.argmin(costs))
-        self.mv_coder.encode(enc, np.array([row]), np.array([rows]))
-        self.mv_coder.encode(enc, res, np.full(res.size, row))
+        self._motion_symbols(enc, row, res)
         return self.p.mv_tables.bits(np.array([rows]), np.array([row])) + costs[row]
+
+    def _motion_symbols(self, enc, row: int, res: np.ndarray) -> None:
+        """The motion table's choice ``row``, then the vectors' residuals ``res`` under it."""
+        self.mv_coder.encode(enc, np.array([row]), np.array([len(MV_SCALES)]))
+        self.mv_coder.encode(enc, res, np.full(res.size, row))
 
     def _moved(self, picture, mv: torch.Tensor, shown: block_skip.ShownPicture | None) -> np.ndarray:
         """``picture`` moved by ``mv``: ``shown``'s copy when it is that picture (made once
@@ -354,9 +358,11 @@ class InterCodec:
         if mv.abs().max() > MV_LIMIT * self.subpel:
             raise ValueError("motion vector out of range")
         ctx_w = warp(context, mv[None], self.p.config.block, CONTEXT_SCALE, self.subpel)
-        if copies:
-            if not dec.maybe_exhausted():
-                raise ValueError("payload holds more data than the frame needs")
+        if copies:  # exactly the motion's coding (the range coder's end cannot tell a word too many)
+            enc = coder.new_encoder()
+            self._motion_symbols(enc, row, res)
+            if coder.finish(enc) != payload:
+                raise ValueError("payload is not exactly the frame's motion")
             ctx, pending = self._finish(None, ctx_w, q, h, w, synthesize, np.ones(y_shape[-2:], dtype=bool), mv,
                                         previous)
             return pending, ctx

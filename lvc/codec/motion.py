@@ -130,7 +130,7 @@ def _hadamard4(x: torch.Tensor, dim: int) -> torch.Tensor:
 
 def _mean_satd(moved: torch.Tensor, cur_blocks: torch.Tensor) -> torch.Tensor:
     """:func:`_mean_abs` of the differences' 4x4 Hadamard transforms, halved (x264's SATD
-    scale, about that of absolute differences on smooth errors)."""
+    scale: half the absolute differences on a constant error, about twice on noise)."""
     d = moved - cur_blocks
     *lead, bh, bw = d.shape
     t = d.reshape(*lead, bh // 4, 4, bw // 4, 4)
