@@ -169,3 +169,73 @@ def test_the_encoders_kept_luma_changes_no_byte(inter_model, twelve):
             enc.close()
     assert streams[0] == streams[1]
     assert sum(t in CONDITIONAL for t, _ in streams[0]) >= 6  # searched frames
+
+
+def test_sharp_copies_are_exact_where_the_vector_is_whole_and_follow_a_smooth_ramp():
+    """The 8-tap filters: whole-pixel vectors copy exactly (as the bilinear path does); on
+    a smooth ramp every quarter position lands within rounding of the true value, and
+    only quarter-pixel vectors are accepted."""
+    from lvc.codec.sharp import sharp_moved
+    from lvc.codec.skip import moved_picture
+
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    whole = rng.integers(-5, 6, (3, 4, 2)) * 4
+    assert np.array_equal(sharp_moved(img, whole, 16, 4), moved_picture(img, torch.from_numpy(whole), 16, 4))
+    yy, xx = np.mgrid[0:48, 0:64]
+    ramp = np.repeat((60 + 2 * xx + yy)[..., None], 3, -1).astype(np.uint8)
+    for fx, fy in ((1, 0), (2, 3), (3, 1)):
+        v = np.broadcast_to(np.array([fx, fy]), (3, 4, 2))
+        out = sharp_moved(ramp, v, 16, 4).astype(float)[4:-4, 4:-4, 0]
+        true = (60 + 2 * (xx + fx / 4) + (yy + fy / 4))[4:-4, 4:-4]
+        assert np.abs(out - true).max() <= 0.5 + 1e-9
+    with pytest.raises(ValueError, match="quarter-pixel"):
+        sharp_moved(img, whole, 16, 2)
+
+
+def test_a_sharp_motion_only_frame_decodes_to_the_encoders_picture(quarter_file, twelve, monkeypatch):
+    """The encoder's filter choice (forced sharp here) is the payload's first symbol; the
+    decoder copies through the same filters. A filter symbol out of range is refused."""
+    from lvc.bitstream.container import FRAME_I, FRAME_PM, FrameUnit
+    from lvc.codec import inter as inter_mod
+    from lvc.codec import skip
+    from lvc.codec.decoder import SequenceDecoder
+    from lvc.codec.frame import FrameCodec
+    from lvc.codec.sharp import sharp_moved
+    from lvc.entropy import coder
+    from lvc.errors import BitstreamError
+    from lvc.models.inter_frozen import MV_SCALES
+
+    model, q = load_model(str(quarter_file)), 40000
+    fc, ic = FrameCodec(model), inter_mod.InterCodec(model)
+    i = fc.encode(twelve[0], q)
+    mv = torch.zeros(4, 8, 2, dtype=torch.long)
+    mv[..., 0], mv[1:, :, 1] = 5, -3  # fractional in both directions
+    monkeypatch.setattr(ic.motion, "vectors", lambda *a: mv)
+    scores = iter([0, 1])  # the sharp copy's error first, then the bilinear one's
+    monkeypatch.setattr(inter_mod, "_sse", lambda a, b: next(scores))
+    ctx0 = ic.intra_context(i.latent, q)
+
+    class Shown:  # a textured previous picture (this random model's I-frame shows almost nothing)
+        def result(self):
+            return twelve[0]
+
+    r = ic.encode(twelve[1], twelve[0], q, ctx0, skip.ShownPicture(Shown(), twelve[0]), None, copies=True,
+                  motion_only=True)
+    assert r.frame_type == FRAME_PM
+    assert np.array_equal(r.recon, sharp_moved(twelve[0], mv.numpy(), 16, 4))
+    assert not np.array_equal(r.recon, skip.moved_picture(twelve[0], mv, 16, 4))
+
+    def decoder():
+        dec = SequenceDecoder(model, 128, 64, "test")
+        dec.decode(FrameUnit(0, FRAME_I, q, i.payload, 0))
+        dec.picture = Shown()
+        return dec
+
+    assert np.array_equal(decoder().decode(FrameUnit(1, FRAME_PM, q, r.payload, 0)), r.recon)
+    enc = coder.new_encoder()  # filter 2: no such filter
+    ic.mv_coder.encode(enc, np.array([2]), np.array([len(MV_SCALES)]))
+    ic._write_motion(enc, mv)
+    dec = decoder()
+    with pytest.raises(BitstreamError, match="motion filter out of range"):
+        dec.decode(FrameUnit(1, FRAME_PM, q, coder.finish(enc), 0))

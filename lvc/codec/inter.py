@@ -12,7 +12,8 @@ The decoder's state between frames is the context (fixed point, 1/8 resolution, 
 3. the latent symbols under the context-conditioned prior (scale-indexed Gaussian tables).
 
 Frame type ``FRAME_PM`` (since 1.5) holds the motion alone: every block is copied (a
-``FRAME_PS`` frame with every block skipped, without its flags and side information).
+``FRAME_PS`` frame with every block skipped, without its flags and side information),
+bilinearly or, as its first symbol says, through 8-tap filters (:mod:`lvc.codec.sharp`).
 
 Frame type ``FRAME_PS`` adds skip flags after the motion (:mod:`lvc.codec.skip`): skipped
 blocks send no symbols, keep the motion-compensated context and show the previous picture's
@@ -39,6 +40,7 @@ from lvc.codec.frame import LATENT_LIMIT, STRIDE, SYMBOL_LIMIT, _pad, quality_la
 from lvc.codec.lookahead import Lookahead, MotionSearch
 from lvc.codec.motion import RATE_WEIGHT, warp
 from lvc.codec.refine import refine_latent
+from lvc.codec.sharp import PHASES
 from lvc.codec.synthesis import Bands, Deferred, Synthesizer, bf16_synthesis
 from lvc.entropy import coder
 from lvc.entropy.tables import LOG_FRAC_BITS, scale_index
@@ -48,6 +50,9 @@ from lvc.models.inter_frozen import GAIN_FRAC_BITS, MV_LIMIT, MV_SCALES
 from lvc.models.latent import interp_fixed, interp_levels
 
 _ONE = 1 << LOG_FRAC_BITS
+# Motion-only frames of quarter-pixel models copy through the 8-tap filters where that copy
+# is nearer the frame than the bilinear one (squared error, per frame): the encoder's choice.
+SHARP_COPIES = True
 
 
 # Bumped whenever the conditional frames' analysis may compute other latents (benchmark
@@ -76,6 +81,12 @@ class InterResult:
     @property
     def recon(self) -> np.ndarray:
         return self.pending.result()
+
+
+def _sse(a: np.ndarray, b: np.ndarray) -> int:
+    """Squared error between two uint8 pictures, exact."""
+    d = (a.astype(np.int64) - b).ravel()
+    return int(d @ d)
 
 
 def mv_residuals(mv: torch.Tensor) -> torch.Tensor:
@@ -184,18 +195,19 @@ class InterCodec:
 
     def _finish(self, y_fx: torch.Tensor | None, ctx_w: torch.Tensor, q: int, h: int, w: int, synthesize: bool,
                 skipped: np.ndarray | None, mv: torch.Tensor, previous, moved: np.ndarray | None = None,
+                sharp: bool = False,
                 ) -> tuple[torch.Tensor, Future | Bands | Deferred | block_skip.SkippedPicture | BlendedPicture]:
         """The next context (exact; skipped blocks keep ``ctx_w``) and the picture: on a
         synthesis worker now, or (``synthesize`` false, or not eager) when first asked for;
         skipped blocks (and, ``pixel_ref``, the blend) take ``previous``, the previous
         picture (``moved``: already moved by ``mv``). ``y_fx`` is needed only where a block is
-        coded."""
+        coded. ``sharp``: every block copied through the 8-tap filters (``FRAME_PM``)."""
         if skipped is not None and skipped.all():
             # Every block copied: the context is the warped one and the picture the moved
             # previous one, exactly what the full path gives (its update is kept nowhere, its
             # display shown nowhere), without the update, the display or its synthesis.
             return ctx_w, block_skip.SkippedPicture(None, previous, skipped, mv, self.p.config.block, moved,
-                                                    self.subpel)
+                                                    self.subpel, sharp)
         keep = None
         if skipped is not None:
             keep = torch.from_numpy(skipped).repeat_interleave(2, 0).repeat_interleave(2, 1)
@@ -224,7 +236,7 @@ class InterCodec:
         ctx_w = warp(context, mv[None], self.p.config.block, CONTEXT_SCALE, self.subpel)
         source = shown.pending if shown is not None else picture
         if copies and source is not None:
-            return self._encode_copies(h, w, q, mv, ctx_w, source, shown, motion_only)
+            return self._encode_copies(frame, q, mv, ctx_w, source, shown, motion_only)
         x = _pad(to_tensor(frame))
         gain = torch.exp(interp_levels(self.p.log_gain, torch.tensor([q / QUALITY_MAX])))[:, :, None, None]
         moved, moved_t, pixels_in = None, None, x
@@ -261,23 +273,30 @@ class InterCodec:
         ctx, pending = self._finish(y_fx, ctx_w, q, h, w, True, skipped, mv, picture, moved)
         return InterResult(payload, bits, ctx, pending, skipped)
 
-    def _encode_copies(self, h: int, w: int, q: int, mv: torch.Tensor, ctx_w: torch.Tensor, source,
+    def _encode_copies(self, frame: np.ndarray, q: int, mv: torch.Tensor, ctx_w: torch.Tensor, source,
                        shown: block_skip.ShownPicture | None, motion_only: bool) -> InterResult:
-        """A frame with every block copied, no analysis, no prior: ``FRAME_PM`` (the motion
-        alone) with ``motion_only``, else ``FRAME_PS`` with every block skipped, whose side
-        information, which nothing then reads, is each channel's cheapest symbol."""
+        """A frame with every block copied, no analysis, no prior: ``FRAME_PM`` (the filter,
+        then the motion) with ``motion_only``, else ``FRAME_PS`` with every block skipped,
+        whose side information, which nothing then reads, is each channel's cheapest symbol."""
+        h, w = frame.shape[:2]
         y_shape, z_shape, _ = self._shapes(h, w)
         skipped = np.ones(y_shape[-2:], dtype=bool)
+        moved, sharp = self._moved(source, mv, shown), False
         if motion_only:
+            if SHARP_COPIES and self.subpel == PHASES and (mv.numpy() % self.subpel).any():
+                other = block_skip.moved_picture(source.result(), mv, self.p.config.block, self.subpel, sharp=True)
+                sharp = _sse(other, frame) < _sse(moved, frame)
+                moved = other if sharp else moved
             enc = coder.new_encoder()
-            bits = self._write_motion(enc, mv)
+            choice = len(MV_SCALES)  # (the motion tables' uniform row)
+            self.mv_coder.encode(enc, np.array([int(sharp)]), np.array([choice]))
+            bits = self.p.mv_tables.bits(np.array([choice]), np.array([int(sharp)])) + self._write_motion(enc, mv)
             payload = coder.finish(enc)
         else:
             z_hat = np.broadcast_to(self.p.z_tables.modes()[side_index(z_shape)], z_shape)
             none = np.zeros(0, dtype=np.int64)
             payload, bits = self._write(mv, skipped, z_hat, none, none)
-        moved = self._moved(source, mv, shown)
-        ctx, pending = self._finish(None, ctx_w, q, h, w, True, skipped, mv, source, moved)
+        ctx, pending = self._finish(None, ctx_w, q, h, w, True, skipped, mv, source, moved, sharp)
         return InterResult(payload, bits, ctx, pending, skipped, motion_only)
 
     def _write(self, mv: torch.Tensor, skipped: np.ndarray | None, z_hat: np.ndarray, y_sym: np.ndarray,
@@ -350,6 +369,11 @@ class InterCodec:
         if len(payload) * 8 < floor_bits - 64:
             raise ValueError(f"payload of {len(payload)} bytes is too short for a {w}x{h} frame")
         dec = coder.new_decoder(payload)
+        sharp = 0
+        if copies:  # the filter: 0 bilinear, 1 the 8-tap filters
+            sharp = int(self.mv_coder.decode(dec, np.array([len(MV_SCALES)]))[0])
+            if sharp not in (0, 1) or sharp and self.subpel != PHASES:
+                raise ValueError("motion filter out of range")
         row = int(self.mv_coder.decode(dec, np.array([len(MV_SCALES)]))[0])
         if not 0 <= row < len(MV_SCALES):
             raise ValueError("motion table choice out of range")
@@ -360,11 +384,12 @@ class InterCodec:
         ctx_w = warp(context, mv[None], self.p.config.block, CONTEXT_SCALE, self.subpel)
         if copies:  # exactly the motion's coding (the range coder's end cannot tell a word too many)
             enc = coder.new_encoder()
+            self.mv_coder.encode(enc, np.array([sharp]), np.array([len(MV_SCALES)]))
             self._motion_symbols(enc, row, res)
             if coder.finish(enc) != payload:
-                raise ValueError("payload is not exactly the frame's motion")
+                raise ValueError("payload is not exactly the frame's filter and motion")
             ctx, pending = self._finish(None, ctx_w, q, h, w, synthesize, np.ones(y_shape[-2:], dtype=bool), mv,
-                                        previous)
+                                        previous, sharp=bool(sharp))
             return pending, ctx
         skipped = self.skip_flags.decode(dec, y_shape[-2:]) if skip else None
         coded = torch.ones(y_shape[-2:], dtype=torch.bool) if skipped is None else ~torch.from_numpy(skipped)

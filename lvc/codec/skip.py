@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from lvc.codec.sharp import sharp_moved
 from lvc.entropy import coder
 from lvc.entropy.tables import CdfTables, binary_row, cheapest_rows, uniform_row
 
@@ -107,20 +108,22 @@ class SkipFlags:
         return mask
 
 
-def moved_picture(previous: np.ndarray, mv: torch.Tensor, block: int, frac: int = 1) -> np.ndarray:
+def moved_picture(previous: np.ndarray, mv: torch.Tensor, block: int, frac: int = 1,
+                  sharp: bool = False) -> np.ndarray:
     """``previous`` (h, w, 3) with every pixel taken from itself plus its motion block's
     vector (dx, dy) in ``1/frac`` pixels, coordinates clamped to the picture (edge
     replication). Still blocks cost nothing; whole-pixel ones are one slice each from an
     edge-padded copy (about 1 ms at 416x240, 6x faster than gathering pixel by pixel, so
     callers that need a few blocks take the whole picture too). A field with fractional
-    vectors is interpolated (:func:`_interpolated`)."""
+    vectors is interpolated (:func:`_interpolated`; ``sharp``: through 8-tap filters,
+    :mod:`lvc.codec.sharp`)."""
     h, w = previous.shape[:2]
     v = mv.numpy()
     moving = v.any(-1)
     if not moving.any():
         return previous
     if frac > 1 and (v % frac).any():
-        return _interpolated(previous, v, block, frac)
+        return sharp_moved(previous, v, block, frac) if sharp else _interpolated(previous, v, block, frac)
     v = v // frac
     r = int(np.abs(v).max())
     pad = np.pad(previous, ((r, r + block), (r, r + block), (0, 0)), mode="edge")
@@ -166,11 +169,12 @@ class SkippedPicture:
     picture, so a chain of them never holds more than the pictures not yet asked for."""
 
     def __init__(self, display, previous, skipped: np.ndarray, mv: torch.Tensor, block: int,
-                 moved: np.ndarray | None = None, frac: int = 1) -> None:
-        """``moved``: the previous picture already moved by ``mv``, if the caller has it."""
+                 moved: np.ndarray | None = None, frac: int = 1, sharp: bool = False) -> None:
+        """``moved``: the previous picture already moved by ``mv`` (through the 8-tap
+        filters with ``sharp``), if the caller has it."""
         self._display, self._previous = display, previous
         self._skipped, self._mv, self._block, self._moved = skipped, mv, block, moved
-        self._frac = frac
+        self._frac, self._sharp = frac, sharp
         self._picture: np.ndarray | None = None
         self._lock = threading.Lock()  # composed once, whichever thread asks first
         chained = getattr(previous, "_picture", 1) is None  # a composed picture not composed yet
@@ -190,7 +194,7 @@ class SkippedPicture:
                 shared = getattr(self._display, "moved", None)
                 moved = shared() if shared else None
             if moved is None:
-                moved = moved_picture(self._previous.result(), self._mv, self._block, self._frac)
+                moved = moved_picture(self._previous.result(), self._mv, self._block, self._frac, self._sharp)
             if self._display is None:  # every block skipped: the moved picture itself
                 out = np.array(moved)
             else:
