@@ -8,14 +8,17 @@ from, is the filtered one.
 
 Where: the edges of the 8x8 grid of each plane (luma's 8-pixel grid, the chroma planes'
 8-sample grid, which holds the 16x16 motion blocks' edges too) where either neighbouring
-block is coded in the layer; vertical edges first, then horizontal ones on the result. What:
-for samples ``p1 p0 | q0 q1`` across an edge, in quarter levels (before the shown picture's
-rounding), if ``|p1 - p0| < beta`` and ``|q1 - q0| < beta`` (no texture next to the edge),
-``d = clip(((q0 - p0) * 4 + (p1 - q1) + 4) >> 3, -tc, tc)`` moves ``p0`` by ``+d`` and ``q0``
-by ``-d``. How much: a strength ``s`` per frame for luma and for chroma (the layer's header),
-``tc = (s * step + 64) >> 7`` quarter levels for the plane's step in 1/16 (``s / 32`` of the
-step) and ``beta = BETA_RATIO * tc``. The encoder chooses each strength by the frame's own
-squared error (:func:`choose`). Integer arithmetic throughout: identical on every machine.
+block is coded in the layer; vertical edges first, then horizontal ones on the result. What
+(H.264's normal filter): for samples ``p2 p1 p0 | q0 q1 q2`` across an edge, in quarter
+levels (before the shown picture's rounding), if ``|p1 - p0| < beta`` and ``|q1 - q0| <
+beta`` (no texture next to the edge): where ``|p2 - p0| < beta``, ``p1`` moves by
+``clip((p2 + ((p0 + q0 + 1) >> 1) - 2 p1) >> 1, -tc, tc)``, likewise ``q1``; then ``d =
+clip(((q0 - p0) * 4 + (p1 - q1) + 4) >> 3, -c, c)``, with ``c = tc`` plus 1 for each side
+whose ``p1`` / ``q1`` moved (both from the unfiltered samples), moves ``p0`` by ``+d`` and
+``q0`` by ``-d``. How much: a strength ``s`` per frame for luma and for chroma (the layer's
+header), ``tc = (s * step + 64) >> 7`` quarter levels for the plane's step in 1/16 (``s / 32``
+of the step) and ``beta = BETA_RATIO * tc``. The encoder chooses each strength by the frame's
+own squared error (:func:`choose`). Integer arithmetic throughout: identical on every machine.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ import numpy as np
 GRID = 8  # the residual layer's transform block (lvc.codec.residual.BLOCK; a test checks)
 STRENGTH_MAX = 15  # 4 bits of the header field
 BETA_RATIO = 6  # beta / tc (0.6 and 1.0 steps with 0.1 and 0.15: both about 6, docs/models.md)
+# H.264's normal filter: p1 and q1 move too where the side is smooth (|p2 - p0| < beta), and
+# each such side widens p0's and q0's clamp by 1: -0.6% on 8 training clips against p0 and q0
+# alone (docs/models.md, "Session 40").
+P1_FILTER = True
 START = 4  # the encoder's first strength (1/8 of the step: about the best fixed one)
 
 
@@ -36,16 +43,24 @@ def thresholds(strength: int, step: int) -> tuple[int, int]:
 
 def _vertical_edges(x: np.ndarray, coded: np.ndarray, tc: int, beta: int) -> None:
     """Filter ``x`` (H, W) int32 in place at the vertical edges of its 8x8 grid where a
-    neighbouring block of ``coded`` (hb, wb) is coded."""
+    neighbouring block of ``coded`` (hb, wb) is coded (module docstring)."""
     h, w = x.shape
-    e = np.arange(GRID, w - 1, GRID)
+    e = np.arange(GRID, w - 2, GRID)
     if e.size == 0:
         return
     k = e // GRID
     on = np.repeat(coded[:, k - 1] | coded[:, k], GRID, axis=0)[:h]  # (H, edges)
-    p1, p0, q0, q1 = x[:, e - 2], x[:, e - 1], x[:, e], x[:, e + 1]
+    p2, p1, p0, q0, q1, q2 = (x[:, e + i] for i in range(-3, 3))
     on &= (np.abs(p1 - p0) < beta) & (np.abs(q1 - q0) < beta)
-    d = np.clip(((q0 - p0) * 4 + (p1 - q1) + 4) >> 3, -tc, tc) * on
+    if P1_FILTER:
+        ap, aq = on & (np.abs(p2 - p0) < beta), on & (np.abs(q2 - q0) < beta)
+        limit = tc + ap + aq.astype(np.int32)
+        mean = (p0 + q0 + 1) >> 1
+        x[:, e - 2] = p1 + np.clip((p2 + mean - 2 * p1) >> 1, -tc, tc) * ap
+        x[:, e + 1] = q1 + np.clip((q2 + mean - 2 * q1) >> 1, -tc, tc) * aq
+    else:
+        limit = tc
+    d = np.clip(((q0 - p0) * 4 + (p1 - q1) + 4) >> 3, -limit, limit) * on
     x[:, e - 1] = p0 + d
     x[:, e] = q0 - d
 
