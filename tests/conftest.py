@@ -110,6 +110,21 @@ def write_y4m(path, frames, fps: int = 25) -> None:
     w.commit()
 
 
+def claiming_minor(src, dst, minor: int):
+    """``src``'s frame units rewritten to ``dst`` under a header claiming format 1.``minor``
+    (what a writer unaware of later additions would have written); ``dst``."""
+    from lvc.bitstream.container import LvcReader, LvcWriter
+
+    with LvcReader(src) as rd:
+        header, units = rd.header, list(rd.units())
+    with LvcWriter(dst, header) as w:
+        for u in units:
+            w.write_frame(u.frame_type, u.quality, u.payload, u.grey, u.residual)
+        w.minor = minor
+        w.commit()
+    return dst
+
+
 def run_lvc(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the CLI in a fresh process, as a user would."""
     return subprocess.run([sys.executable, "-m", "lvc.cli", *map(str, args)], capture_output=True, text=True,

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import DATA
+from conftest import DATA, claiming_minor
 
-from lvc.bitstream.container import LvcReader, LvcWriter, SequenceHeader, pack_frame
+from lvc.bitstream.container import LvcReader, SequenceHeader, pack_frame
 from lvc.bitstream.syntax import RESIDUAL_FLAG
 from lvc.codec import api
 from lvc.codec.residual import BASIS, BLOCK, Residual, ResidualCoder, add_residual
@@ -117,13 +117,7 @@ def _units(path):
 
 def test_residual_flag_in_a_1_2_stream_is_refused(tmp_path):
     out, _ = _video(tmp_path, 64.0)
-    header, units = _units(out)
-    bad = tmp_path / "old.lvc"
-    with LvcWriter(bad, header) as w:
-        for u in units:
-            w.write_frame(u.frame_type, u.quality, u.payload, u.grey, u.residual)
-        w.minor = 2
-        w.commit()
+    bad = claiming_minor(out, tmp_path / "old.lvc", 2)
     with LvcReader(bad) as rd, pytest.raises(BitstreamError, match="not valid in a format 1.2 stream"):
         list(rd.units())
 
