@@ -239,3 +239,24 @@ def test_a_sharp_motion_only_frame_decodes_to_the_encoders_picture(quarter_file,
     dec = decoder()
     with pytest.raises(BitstreamError, match="motion filter out of range"):
         dec.decode(FrameUnit(1, FRAME_PM, q, coder.finish(enc), 0))
+
+
+def test_sharp_phase_planes_hold_the_sharp_copy_at_every_quarter_position():
+    """The search's 8-tap planes are the codec's sharp copies before rounding; the search
+    can return both fields, the sharp one refined on them from the same whole-pixel start."""
+    from lvc.codec.sharp import sharp_moved, sharp_phase_planes
+
+    x = _textured(torch.Generator().manual_seed(3), 32, 48)
+    img = x[0].permute(1, 2, 0).round().to(torch.uint8).numpy()
+    luma = torch.from_numpy(img[..., :1].astype(np.float32)).permute(2, 0, 1)[None]
+    planes = sharp_phase_planes(luma, 4)
+    for dy in range(4):
+        for dx in range(4):
+            moved = sharp_moved(img, np.broadcast_to(np.array([dx, dy]), (2, 3, 2)), 16, 4)[..., 0].astype(float)
+            plane = planes[0, 4 * dy + dx].clamp(0, 255).numpy()
+            assert np.abs(plane - moved)[:-4, :-4].max() <= 0.5 + 1e-4
+    big = _textured(torch.Generator().manual_seed(2), 112, 192)
+    cur = warp(big, torch.tensor([-7, 5]).expand(1, 7, 12, 2), 16, 1, 4)
+    mv, mv_sharp = estimate_motion(big, cur, 16, rate_weight=20.0, frac=4, sharp_too=True)
+    assert torch.equal(mv, estimate_motion(big, cur, 16, rate_weight=20.0, frac=4))
+    assert mv_sharp.shape == mv.shape and ((mv_sharp - mv).abs() <= 3).all()  # the same whole-pixel start

@@ -52,6 +52,8 @@ from lvc.models.latent import interp_fixed, interp_levels
 _ONE = 1 << LOG_FRAC_BITS
 # Motion-only frames of quarter-pixel models copy through the 8-tap filters where that copy
 # is nearer the frame than the bilinear one (squared error, per frame): the encoder's choice.
+# The sharp copy moves by a field of its own, refined on the 8-tap phase planes
+# (docs/models.md, "Session 40").
 SHARP_COPIES = True
 
 
@@ -151,6 +153,9 @@ class InterCodec:
         # the encoder's motion search, on the lookahead's thread (its own one if not given)
         self._own_lookahead = Lookahead() if lookahead is None else None
         self.motion = MotionSearch(self.p.config.block, motion_keep, self.subpel, lookahead or self._own_lookahead)
+        # An encoder that codes motion-only frames sets this: the search then also finds the
+        # sharp copy's own field (SHARP_COPIES), on the lookahead thread with the other.
+        self.sharp_search = False
 
     def close(self) -> None:
         self.display.close()
@@ -160,7 +165,11 @@ class InterCodec:
     def search_ahead(self, previous: np.ndarray, frame: np.ndarray, q: int) -> None:
         """Start the motion search of a frame still to come, to be coded at quality ``q``
         against ``previous`` (:mod:`lvc.codec.lookahead`)."""
-        self.motion.start(previous, frame, self._rate_weight(q))
+        self.motion.start(previous, frame, self._rate_weight(q), self._sharp_too)
+
+    @property
+    def _sharp_too(self) -> bool:
+        return self.sharp_search and SHARP_COPIES and self.subpel == PHASES
 
     def _rate_weight(self, q: int) -> float:
         cfg = self.m.config
@@ -232,11 +241,12 @@ class InterCodec:
         picture to copy): skip every block without looking at the latent (see
         ``lvc.codec.sequence.COPY_FRAMES``)."""
         h, w = frame.shape[:2]
-        mv = self.motion.vectors(previous, frame, self._rate_weight(q))
+        found = self.motion.vectors(previous, frame, self._rate_weight(q), self._sharp_too)
+        mv, mv_sharp = found if self._sharp_too else (found, None)
         ctx_w = warp(context, mv[None], self.p.config.block, CONTEXT_SCALE, self.subpel)
         source = shown.pending if shown is not None else picture
         if copies and source is not None:
-            return self._encode_copies(frame, q, mv, ctx_w, source, shown, motion_only)
+            return self._encode_copies(frame, q, mv, ctx_w, source, shown, motion_only, context, mv_sharp)
         x = _pad(to_tensor(frame))
         gain = torch.exp(interp_levels(self.p.log_gain, torch.tensor([q / QUALITY_MAX])))[:, :, None, None]
         moved, moved_t, pixels_in = None, None, x
@@ -274,19 +284,25 @@ class InterCodec:
         return InterResult(payload, bits, ctx, pending, skipped)
 
     def _encode_copies(self, frame: np.ndarray, q: int, mv: torch.Tensor, ctx_w: torch.Tensor, source,
-                       shown: block_skip.ShownPicture | None, motion_only: bool) -> InterResult:
+                       shown: block_skip.ShownPicture | None, motion_only: bool, context: torch.Tensor,
+                       mv_sharp: torch.Tensor | None = None) -> InterResult:
         """A frame with every block copied, no analysis, no prior: ``FRAME_PM`` (the filter,
         then the motion) with ``motion_only``, else ``FRAME_PS`` with every block skipped,
-        whose side information, which nothing then reads, is each channel's cheapest symbol."""
+        whose side information, which nothing then reads, is each channel's cheapest symbol.
+        The sharp copy moves by ``mv_sharp``, its own field, if the search found one."""
         h, w = frame.shape[:2]
         y_shape, z_shape, _ = self._shapes(h, w)
         skipped = np.ones(y_shape[-2:], dtype=bool)
         moved, sharp = self._moved(source, mv, shown), False
         if motion_only:
-            if SHARP_COPIES and self.subpel == PHASES and (mv.numpy() % self.subpel).any():
-                other = block_skip.moved_picture(source.result(), mv, self.p.config.block, self.subpel, sharp=True)
+            mv_s = mv if mv_sharp is None else mv_sharp
+            if SHARP_COPIES and self.subpel == PHASES and (mv_s.numpy() % self.subpel).any():
+                other = block_skip.moved_picture(source.result(), mv_s, self.p.config.block, self.subpel, sharp=True)
                 sharp = _sse(other, frame) < _sse(moved, frame)
-                moved = other if sharp else moved
+                if sharp:
+                    if not torch.equal(mv_s, mv):
+                        ctx_w = warp(context, mv_s[None], self.p.config.block, CONTEXT_SCALE, self.subpel)
+                    moved, mv = other, mv_s
             enc = coder.new_encoder()
             choice = len(MV_SCALES)  # (the motion tables' uniform row)
             self.mv_coder.encode(enc, np.array([int(sharp)]), np.array([choice]))

@@ -66,23 +66,27 @@ class MotionSearch:
         self.block, self.keep, self.frac, self.lookahead = block, keep, frac, lookahead
         self._luma: tuple[np.ndarray, torch.Tensor] | None = None  # the last frame's (that thread only)
 
-    def start(self, previous: np.ndarray, frame: np.ndarray, rate_weight: float) -> None:
+    def start(self, previous: np.ndarray, frame: np.ndarray, rate_weight: float, sharp_too: bool = False) -> None:
         """Search ``frame`` against ``previous`` in the background (neither may change)."""
-        self.lookahead.start(self._key(previous, frame, rate_weight), (previous, frame), self._search, previous,
-                             frame, rate_weight)
+        self.lookahead.start(self._key(previous, frame, rate_weight, sharp_too), (previous, frame), self._search,
+                             previous, frame, rate_weight, sharp_too)
 
-    def vectors(self, previous: np.ndarray, frame: np.ndarray, rate_weight: float) -> torch.Tensor:
-        """The search's result, started now unless :meth:`start` already did."""
-        return self.lookahead.take(self._key(previous, frame, rate_weight), (previous, frame), self._search,
-                                   previous, frame, rate_weight)
+    def vectors(self, previous: np.ndarray, frame: np.ndarray, rate_weight: float,
+                sharp_too: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The search's result, started now unless :meth:`start` already did (``sharp_too``:
+        the bilinear and the sharp copies' fields, :func:`lvc.codec.motion.estimate_motion`)."""
+        return self.lookahead.take(self._key(previous, frame, rate_weight, sharp_too), (previous, frame),
+                                   self._search, previous, frame, rate_weight, sharp_too)
 
     @staticmethod
-    def _key(previous: np.ndarray, frame: np.ndarray, rate_weight: float) -> tuple:
-        return "motion", id(previous), id(frame), rate_weight
+    def _key(previous: np.ndarray, frame: np.ndarray, rate_weight: float, sharp_too: bool) -> tuple:
+        return "motion", id(previous), id(frame), rate_weight, sharp_too
 
-    def _search(self, previous: np.ndarray, frame: np.ndarray, rate_weight: float) -> torch.Tensor:
-        return estimate_motion(self._luma_of(previous), self._luma_of(frame), self.block, rate_weight=rate_weight,
-                               keep=self.keep, frac=self.frac)[0]
+    def _search(self, previous: np.ndarray, frame: np.ndarray, rate_weight: float,
+                sharp_too: bool) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        found = estimate_motion(self._luma_of(previous), self._luma_of(frame), self.block, rate_weight=rate_weight,
+                                keep=self.keep, frac=self.frac, sharp_too=sharp_too)
+        return (found[0][0], found[1][0]) if sharp_too else found[0]
 
     def _luma_of(self, frame: np.ndarray) -> torch.Tensor:
         """The search's luma of ``frame`` (padded as coded), kept for the next search, whose

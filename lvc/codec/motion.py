@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from lvc.codec.sharp import sharp_phase_planes
+
 SEARCH = 16  # search range in pixels, the encoder's and the training cache's
 LENGTH_COST = 0.05  # mean-abs-difference (0..255 luma) per pixel of vector length
 # Block SAD (0..255 luma) one bit of motion is worth at the lowest quality; the codec scales
@@ -34,8 +36,8 @@ RATE_WEIGHT = 64.0
 # fetched as windows, sub-pixel values from phase planes; 3, luma straight from 8-bit frames
 # (both float rounding only); 4, phase planes by linear interpolation (torch.lerp's rounding);
 # 5, the rate-constrained search also around the second-best half-resolution vector; 6,
-# sub-pixel steps by SATD (SUBPEL_SATD).
-SEARCH_VERSION = 6
+# sub-pixel steps by SATD (SUBPEL_SATD); 7, a second field for sharp copies (``sharp_too``).
+SEARCH_VERSION = 7
 # The sub-pixel refinement compares candidates by the sum of absolute 4x4 Hadamard
 # coefficients (SATD, halved, as x264's) instead of absolute differences: closer to what the
 # residual's transform coding pays. -1.1% on 8 training clips (docs/models.md, "Session 40").
@@ -255,7 +257,8 @@ def _quarter_search(half: tuple[torch.Tensor, torch.Tensor], block: int, search:
 
 def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, search: int = SEARCH,
                     length_cost: float = LENGTH_COST, rate_weight: float = 0.0, keep: int = 0,
-                    frac: int = 1, runner_up: bool = RUNNER_UP) -> torch.Tensor:
+                    frac: int = 1, runner_up: bool = RUNNER_UP,
+                    sharp_too: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Vectors (B, hb, wb, 2) as (dx, dy) in ``1/frac`` pixels: ``cur`` block ~ ``ref`` at
     block + mv.
 
@@ -270,6 +273,8 @@ def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, searc
     clips, and since the whole-range search got faster only about 10% less time; docs/models.md).
     ``frac`` > 1 refines the whole-pixel vectors to ``1/frac`` pixel (:func:`_subpel_refine`).
     ``runner_up`` (with ``rate_weight`` and the half-resolution start): see ``RUNNER_UP``.
+    ``sharp_too`` (quarter pixels) also refines the whole-pixel vectors on the 8-tap phase
+    planes (:mod:`lvc.codec.sharp`) and returns both fields, the bilinear copy's and the sharp one's.
     """
     if block % 2:
         raise ValueError("block size must be even")
@@ -303,7 +308,11 @@ def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, searc
         mv = (mv + fine[sad.argmin(1)]).clamp(-search, search)
     if frac == 1:
         return mv
-    return _subpel_refine(around, lc, block, mv * frac, frac, search, length_cost, rate_weight)
+    out = _subpel_refine(around, lc, block, mv * frac, frac, search, length_cost, rate_weight)
+    if sharp_too:
+        return out, _subpel_refine(around, lc, block, mv * frac, frac, search, length_cost, rate_weight,
+                                   sharp_phase_planes)
+    return out
 
 
 def phase_planes(x: torch.Tensor, frac: int) -> torch.Tensor:
@@ -320,14 +329,15 @@ def phase_planes(x: torch.Tensor, frac: int) -> torch.Tensor:
 
 
 def _subpel_refine(around: torch.Tensor, lc: torch.Tensor, block: int, mv: torch.Tensor, frac: int, search: int,
-                   length_cost: float, rate_weight: float) -> torch.Tensor:
+                   length_cost: float, rate_weight: float, planes_of=None) -> torch.Tensor:
     """Whole-pixel vectors ``mv`` (in ``1/frac`` units) refined by halving steps (1/2, then
     1/4, ... pixel): the 9 vectors around the current one by block SATD (``SUBPEL_SATD``) on
     the bilinearly interpolated reference, plus the length cost, or with ``rate_weight`` the bits of the
     residual the codec sends (decided row by row, as :func:`_rate_constrained`). ``around``:
-    the reference edge-padded by ``search + 1``."""
+    the reference edge-padded by ``search + 1``; ``planes_of``: another interpolation's
+    phase planes."""
     r = search + 1
-    planes = phase_planes(around, frac)
+    planes = (planes_of or phase_planes)(around, frac)
     b, hb, wb = mv.shape[:3]
     rows = torch.arange(hb).view(1, 1, hb, 1) * block + r
     cols = torch.arange(wb).view(1, 1, 1, wb) * block + r

@@ -197,6 +197,8 @@ class SequenceEncoder:
                                  motion_keep=self.preset.motion_keep, bands=ENCODER_BANDS, lookahead=self.lookahead)
                       if model.inter is not None else None)
         self.context = LazyContext(self.inter) if self.inter is not None else None
+        if self.inter is not None:
+            self.inter.sharp_search = self.copies and MOTION_ONLY
         self.previous: np.ndarray | None = None
         # The last I-frame (its MSE, for the I/P/PC decision, is taken when the next decision
         # needs it: its synthesis overlaps the next frame's analysis).

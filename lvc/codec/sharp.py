@@ -15,6 +15,8 @@ square source region is gathered at once, as :func:`lvc.codec.skip.moved_picture
 from __future__ import annotations
 
 import numpy as np
+import torch
+from torch.nn import functional as F
 
 # Taps in 64ths for the phases 0, 1/4, 1/2 and 3/4 of a pixel (HEVC's luma filters), applied
 # to the samples at offsets -3 .. +4: part of the bitstream.
@@ -47,3 +49,17 @@ def sharp_moved(previous: np.ndarray, v: np.ndarray, block: int, frac: int) -> n
     out = sum(ty[..., k, :] * rows[:, :, k:k + block] for k in range(8))  # (hb, wb, block, block, 3)
     out = np.clip((out + 2048) >> 12, 0, 255).astype(np.uint8)
     return np.ascontiguousarray(out.transpose(0, 2, 1, 3, 4).reshape(hb * block, wb * block, 3)[:h, :w])
+
+
+def sharp_phase_planes(x: torch.Tensor, frac: int) -> torch.Tensor:
+    """:func:`lvc.codec.motion.phase_planes` through the 8-tap filters (float, unrounded: the
+    search's, not the codec's): plane ``py * 4 + px`` holds the value at (y + py / 4, x + px
+    / 4), edges replicated. The encoder searches a sharp copy's vectors on these."""
+    if frac != PHASES:
+        raise ValueError(f"sharp copies need quarter-pixel vectors (got 1/{frac})")
+    taps = torch.from_numpy(SHARP_TAPS).float() / 64  # (phase, 8)
+    b, _, h, w = x.shape
+    p = F.pad(x, (3, 4, 3, 4), mode="replicate")
+    cols = F.conv2d(p, taps.view(PHASES, 1, 1, 8))  # (B, px, H + 7, W)
+    rows = F.conv2d(cols.reshape(b * PHASES, 1, h + 7, w), taps.view(PHASES, 1, 8, 1))  # (B * px, py, H, W)
+    return rows.view(b, PHASES, PHASES, h, w).transpose(1, 2).reshape(b, PHASES * PHASES, h, w)
