@@ -260,3 +260,29 @@ def test_sharp_phase_planes_hold_the_sharp_copy_at_every_quarter_position():
     mv, mv_sharp = estimate_motion(big, cur, 16, rate_weight=20.0, frac=4, sharp_too=True)
     assert torch.equal(mv, estimate_motion(big, cur, 16, rate_weight=20.0, frac=4))
     assert mv_sharp.shape == mv.shape and ((mv_sharp - mv).abs() <= 3).all()  # the same whole-pixel start
+
+
+def test_slow_searches_a_field_for_sharp_copies_and_decodes_to_the_encoders_pictures(quarter_file, twelve,
+                                                                                      tmp_path, monkeypatch):
+    """Only the slow preset asks the search for the sharp copy's own field (medium keeps its
+    speed); either way the stream decodes to the encoder's pictures."""
+    from lvc.codec import api
+    from lvc.codec.motion import estimate_motion as real
+
+    asked = []
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs.get("sharp_too", False))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("lvc.codec.lookahead.estimate_motion", spy)
+    src = tmp_path / "twelve.y4m"
+    write_y4m(src, twelve)
+    for preset in ("medium", "slow"):
+        asked.clear()
+        out = tmp_path / f"{preset}.lvc"
+        r = api.encode(src, out, quality=0.5, model=str(quarter_file), progress=False, preset=preset, refine=0,
+                       ms_ssim=False)
+        assert asked and set(asked) == {preset == "slow"}
+        assert "PM" in [f["type"] for f in api.info(out)["frames"]]
+        assert api.decode(out, reference=src, model=str(quarter_file)).sha256 == r.recon_sha256

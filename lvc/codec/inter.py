@@ -52,8 +52,8 @@ from lvc.models.latent import interp_fixed, interp_levels
 _ONE = 1 << LOG_FRAC_BITS
 # Motion-only frames of quarter-pixel models copy through the 8-tap filters where that copy
 # is nearer the frame than the bilinear one (squared error, per frame): the encoder's choice.
-# The sharp copy moves by a field of its own, refined on the 8-tap phase planes
-# (docs/models.md, "Session 40").
+# At the slow preset the sharp copy moves by a field of its own, refined on the 8-tap phase
+# planes (docs/models.md, "Session 40").
 SHARP_COPIES = True
 
 
@@ -153,8 +153,8 @@ class InterCodec:
         # the encoder's motion search, on the lookahead's thread (its own one if not given)
         self._own_lookahead = Lookahead() if lookahead is None else None
         self.motion = MotionSearch(self.p.config.block, motion_keep, self.subpel, lookahead or self._own_lookahead)
-        # An encoder that codes motion-only frames sets this: the search then also finds the
-        # sharp copy's own field (SHARP_COPIES), on the lookahead thread with the other.
+        # An encoder that codes motion-only frames may set this (the slow preset): the search
+        # then also finds the sharp copy's own field (SHARP_COPIES), on the lookahead thread.
         self.sharp_search = False
 
     def close(self) -> None:

@@ -32,6 +32,10 @@ class Preset:
     skip_first: bool  # block skip also in the first PC frame after an I- or P-frame (lvc.codec.skip)
     still_refine_pixels: float = math.inf
     motion_keep: int = 0  # > 0: quarter-resolution motion search (lvc.codec.motion.estimate_motion's keep)
+    # motion-only frames' sharp copies get a field of their own (lvc.codec.inter.SHARP_COPIES):
+    # -2.6% on 8 training clips, -0.2% on the benchmark clips, but encoding at 416x240 drops
+    # from 13.5 to 8.4-8.8 fps, below medium's 10 (docs/models.md, "Session 40")
+    sharp_search: bool = False
 
     def still_steps(self, pixels: int) -> int:
         """Refinement steps for a still image of ``pixels``: the preset's, scaled down beyond
@@ -51,4 +55,4 @@ class Preset:
 
 PRESETS = {"fast": Preset("cut", 0, 0, True, P_DEADZONE, False, motion_keep=3),
            "medium": Preset("rate", 0, STILL_REFINE_MEDIUM, True, P_DEADZONE, False, STILL_REFINE_PIXELS),
-           "slow": Preset("rd", 200, 200, False, 0.0, True)}
+           "slow": Preset("rd", 200, 200, False, 0.0, True, sharp_search=True)}

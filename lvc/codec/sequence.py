@@ -198,7 +198,7 @@ class SequenceEncoder:
                       if model.inter is not None else None)
         self.context = LazyContext(self.inter) if self.inter is not None else None
         if self.inter is not None:
-            self.inter.sharp_search = self.copies and MOTION_ONLY
+            self.inter.sharp_search = self.copies and MOTION_ONLY and self.preset.sharp_search
         self.previous: np.ndarray | None = None
         # The last I-frame (its MSE, for the I/P/PC decision, is taken when the next decision
         # needs it: its synthesis overlaps the next frame's analysis).
