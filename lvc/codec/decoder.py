@@ -13,7 +13,8 @@ from lvc.bitstream.syntax import COLOUR_RGB, COLOUR_YUV420
 from lvc.codec.colour import Planes, PlanesPicture
 from lvc.codec.frame import FrameCodec
 from lvc.codec.grey import GreyPicture
-from lvc.codec.inter import InterCodec, LazyContext
+from lvc.codec.inter import InterCodec
+from lvc.codec.lazycontext import LazyContext
 from lvc.codec.pending import Pending
 from lvc.codec.residual import ResidualCoder, ResidualPicture
 from lvc.errors import BitstreamError

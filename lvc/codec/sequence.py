@@ -40,7 +40,8 @@ from lvc.bitstream.syntax import COLOUR_RGB, COLOUR_YUV420
 from lvc.codec.colour import Planes, PlanesPicture
 from lvc.codec.frame import FrameCodec, FrameResult, quality_lambda
 from lvc.codec.grey import GreyPicture, is_grey
-from lvc.codec.inter import ANALYSIS_VERSION, InterCodec, InterResult, LazyContext
+from lvc.codec.inter import ANALYSIS_VERSION, InterCodec, InterResult
+from lvc.codec.lazycontext import LazyContext
 from lvc.codec.lookahead import Lookahead
 from lvc.codec.motion import RATE_WEIGHT, SEARCH_VERSION
 from lvc.codec.pending import Pending
