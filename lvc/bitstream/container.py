@@ -243,15 +243,11 @@ class LvcReader:
                 raise BitstreamError("payload length is not a multiple of 4", fwhere, "the file is corrupted")
             ft = values["frame_type"]
             for flag, since in ((GREY_FLAG, (1, 1)), (RESIDUAL_FLAG, (1, 3))):
-                if ft & flag and self.header.version < since:
-                    raise BitstreamError(f"frame type {ft} is not valid in a format "
-                                         f"{self.header.version[0]}.{self.header.version[1]} stream", fwhere,
-                                         "the file is corrupted")
+                if ft & flag:
+                    self._require(since, f"frame type {ft} is not valid in a format {{}} stream", fwhere)
             kind = ft & ~(GREY_FLAG | RESIDUAL_FLAG)
-            if kind == FRAME_PM and self.header.version < (1, 5):
-                raise BitstreamError(f"frame type {kind} is not valid in a format "
-                                     f"{self.header.version[0]}.{self.header.version[1]} stream", fwhere,
-                                     "the file is corrupted")
+            if kind == FRAME_PM:
+                self._require((1, 5), f"frame type {kind} is not valid in a format {{}} stream", fwhere)
             residual = None
             if ft & RESIDUAL_FLAG:
                 head, start = syntax.unpack(RESIDUAL_HEADER, payload, 0, fwhere)
@@ -259,23 +255,26 @@ class LvcReader:
                 if head["residual_length"] % 4 or end + 4 > len(payload):  # (the frame type's own: >= 4)
                     raise BitstreamError("residual layer length is invalid", fwhere, "the file is corrupted")
                 if head["deblock_luma"] or head["deblock_chroma"]:
-                    if self.header.version < (1, 5):
-                        raise BitstreamError("residual layer deblocks, which a format "
-                                             f"{self.header.version[0]}.{self.header.version[1]} stream cannot",
-                                             fwhere, "the file is corrupted")
+                    self._require((1, 5), "residual layer deblocks, which a format {} stream cannot", fwhere)
                     if self.header.colour_format != COLOUR_YUV420:
                         raise BitstreamError("residual layer deblocks a colour format 0 picture", fwhere,
                                              "the file is corrupted")
                 residual, payload = payload[:end], payload[end:]
             chain, mixed = chain_step(kind, values["quality"], chain)
-            if mixed and self.header.version < (1, 2):  # before 1.2 a chain has one quality
-                raise BitstreamError("conditional P-frame quality differs from its I- or P-frame's, which a "
-                                     f"format {self.header.version[0]}.{self.header.version[1]} stream cannot have",
-                                     fwhere, "the file is corrupted")
+            if mixed:  # before 1.2 a chain has one quality
+                self._require((1, 2), "conditional P-frame quality differs from its I- or P-frame's, which a "
+                              "format {} stream cannot have", fwhere)
             yield FrameUnit(i, kind, values["quality"], payload, pos + values["payload_length"], bool(ft & GREY_FLAG),
                             residual)
         if self._f.read(1):
             raise BitstreamError("trailing bytes after the last frame", where, "the file is corrupted")
+
+    def _require(self, since: tuple[int, int], message: str, where: str) -> None:
+        """Refuse as corrupt what a stream older than format ``since`` cannot hold (``message``
+        with the stream's version in its ``{}``)."""
+        if self.header.version < since:
+            raise BitstreamError(message.format(f"{self.header.version[0]}.{self.header.version[1]}"), where,
+                                 "the file is corrupted")
 
     def close(self) -> None:
         self._f.close()

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -121,6 +121,9 @@ class Residual:
     coeffs: tuple[np.ndarray, ...]  # per component: (planes, n_coded, 8, 8) int64, raster order of ``coded``
     colour_format: int = syntax.COLOUR_RGB
     deblock: tuple[int, int] = (0, 0)  # luma, chroma strengths (lvc.codec.deblock; colour format 1)
+    # planes() by size, computed once: the encoder's deblocking choice and the picture both
+    # need them (dataclasses.replace with other strengths shares it: planes() ignores them)
+    _planes: dict = field(default_factory=dict, compare=False, repr=False)
 
     def quarter(self, height: int, width: int) -> list[np.ndarray]:
         """Per component, (planes, plane height, plane width) int32: the residual in quarter levels."""
@@ -140,9 +143,11 @@ class Residual:
         return np.clip((rgb + 2) >> 2, -255, 255).astype(np.int16)
 
     def planes(self, height: int, width: int) -> colour.Planes:
-        """Y, Cb, Cr in quarter levels (colour format 1)."""
-        luma, chroma = self.quarter(height, width)
-        return luma[0], chroma[0], chroma[1]
+        """Y, Cb, Cr in quarter levels (colour format 1; not to be modified)."""
+        if (height, width) not in self._planes:
+            luma, chroma = self.quarter(height, width)
+            self._planes[height, width] = luma[0], chroma[0], chroma[1]
+        return self._planes[height, width]
 
     @property
     def step_sizes(self) -> tuple[int, int]:
