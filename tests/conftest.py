@@ -54,6 +54,25 @@ def inter_model_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def quarter_file(tmp_path_factory):
+    """A tiny model with a quarter-pixel, pixel-referencing conditional section (seeded)."""
+    import torch
+
+    from lvc.models.conditional import ConditionalConfig, ConditionalP
+    from lvc.models.frozen import freeze, save_frozen
+    from lvc.models.latent import LatentModel, ModelConfig
+
+    torch.manual_seed(4)
+    config = ConditionalConfig(M=8, C=8, N=8, Nh=8, intra_M=16, levels=3, pixel_ref=True, subpel=4)
+    intra, inter = LatentModel(ModelConfig(N=8, M=16, Nh=8, levels=3)), ConditionalP(config)
+    with torch.no_grad():  # a weight and a correction that vary over the picture
+        torch.nn.init.normal_(inter.g_d[-1].weight, std=0.05)
+    path = tmp_path_factory.mktemp("subpel") / "tiny-quarter.lvcm"
+    save_frozen(freeze(intra, "tiny-quarter", inter=inter), path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def inter_model(inter_model_file):
     from lvc.models.frozen import load_frozen
 
@@ -96,6 +115,15 @@ def assert_decodes_to_encoder(model_file, frames, tmp_path, quality: float = 0.5
     assert len(decoded) == len(frames)
     assert all(same_picture(a, b) for a, b in zip(decoded, expected, strict=True))
     return [f["type"] for f in api.info(out)["frames"]]
+
+
+def motion_only_version(path, otherwise: tuple[int, int]) -> tuple[int, int]:
+    """The format a stream's frames of copies need: 1.6 where a block is quartered (PQ),
+    else ``otherwise``."""
+    from lvc.bitstream.container import FRAME_PQ, LvcReader
+
+    with LvcReader(path) as r:
+        return (1, 6) if any(u.frame_type == FRAME_PQ for u in r.units()) else otherwise
 
 
 def write_y4m(path, frames, fps: int = 25) -> None:

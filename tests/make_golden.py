@@ -27,6 +27,9 @@
   --yuv``); the digests include the layers' planes and the shown planes.
 * ``golden-deblock.lvc``, ``golden-deblock.json`` — colour format 1 with in-loop deblocking
   (format 1.5; ``python tests/make_golden.py --deblock``): the shown planes pin the filter.
+* ``golden-quarters.lvc``, ``golden-quarters.json`` — frames of copies with quartered blocks
+  (frame type PQ, format 1.6; every block whose quarters differ quartered;
+  ``python tests/make_golden.py --quarters``): the shown planes pin the quarters' copies.
 
 The golden stream pins the bitstream: a change that breaks decoding of old files fails
 ``test_golden.py``. Regenerate the stream only together with a format version bump.
@@ -110,7 +113,7 @@ def reference_synthesis():
 GOLDEN = {"golden": "tiny.lvcm", "golden-ctx": "tiny-ctx.lvcm", "golden-inter": "tiny-inter.lvcm",
           "golden-skip": "tiny-inter.lvcm", "golden-grey": "tiny-inter.lvcm",
           "golden-residual": "tiny-inter.lvcm", "golden-yuv": "tiny-inter.lvcm",
-          "golden-deblock": "tiny-inter.lvcm"}  # stem -> model
+          "golden-deblock": "tiny-inter.lvcm", "golden-quarters": "tiny-inter.lvcm"}  # stem -> model
 
 
 def write_digests() -> None:
@@ -302,6 +305,22 @@ def main_deblock() -> None:
     write_digests()
 
 
+def main_quarters() -> None:
+    """The quartered-blocks fixture (needs tiny-inter.lvcm and clip.y4m): every block whose
+    searched quarters differ from it is quartered (``SPLIT_COST`` 0), format 1.6."""
+    from lvc.bitstream.container import FRAME_PQ
+    from lvc.codec import partition
+
+    partition.SPLIT_COST = 0.0
+    stream = DATA / "golden-quarters.lvc"
+    api.encode(DATA / "clip.y4m", stream, quality=0.5, model=str(DATA / "tiny-inter.lvcm"), intra_period=4,
+               progress=False, residual=64.0, colour="yuv420")
+    with LvcReader(stream) as r:
+        if r.header.version != (1, 6) or [u.frame_type for u in r.units()].count(FRAME_PQ) < 2:
+            raise SystemExit("the encoder did not quarter blocks in two frames of the fixture")
+    write_digests()
+
+
 def main() -> None:
     DATA.mkdir(exist_ok=True)
     with open_video(sample_clip()) as v:
@@ -319,5 +338,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     {"--digests-only": write_digests, "--context": main_context, "--inter": main_inter, "--skip": main_skip,
-     "--grey": main_grey, "--residual": main_residual, "--yuv": main_yuv, "--deblock": main_deblock}.get(
+     "--grey": main_grey, "--residual": main_residual, "--yuv": main_yuv, "--deblock": main_deblock,
+     "--quarters": main_quarters}.get(
         sys.argv[1] if sys.argv[1:] else "", main)()

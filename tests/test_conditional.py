@@ -7,11 +7,12 @@ import pytest
 import torch
 from conftest import encoder_recons, same_picture, write_y4m
 
-from lvc.bitstream.container import FRAME_I, FRAME_P, FRAME_PC, FRAME_PM, FRAME_PS, FrameUnit
+from lvc.bitstream.container import CONDITIONAL, FRAME_I, FRAME_P, FRAME_PC, FRAME_PM, FRAME_PS, FrameUnit
 from lvc.codec import api
 from lvc.codec.decoder import SequenceDecoder
 from lvc.codec.frame import FrameCodec, quality_lambda
 from lvc.codec.inter import InterCodec
+from lvc.codec.lookahead import Found
 from lvc.codec.motion import estimate_motion, warp
 from lvc.errors import BitstreamError
 from lvc.models.conditional import ConditionalConfig, ConditionalP
@@ -201,7 +202,7 @@ def test_encoder_chooses_pc_frames_and_the_file_decodes_to_its_reconstructions(i
     write_y4m(src, twelve)
     api.encode(src, out, quality=0.5, model=str(inter_model_file), progress=False, residual=residual)
     types = [f["type"] for f in api.info(out)["frames"]]
-    assert types[0] == "I" and {"PC", "PS", "PM"} & set(types)
+    assert types[0] == "I" and {"PC", "PS", "PM", "PQ"} & set(types)
     expected = encoder_recons(inter_model, src, 0.5, residual=residual)
     decoded = list(api.iter_decode(out, model=str(inter_model_file), planes=None))
     assert len(decoded) == 12 and all(same_picture(a, b) for a, b in zip(decoded, expected))
@@ -231,7 +232,7 @@ def test_clear_pc_wins_skip_the_intra_analysis_and_cuts_still_restart(inter_mode
     kinds = [c.frame_type for c, _ in units]
     assert units[6][1]
     skipped = [i for i, (c, looked) in enumerate(units) if not looked]
-    assert skipped and all({kinds[i], kinds[i - 1]} <= {FRAME_PC, FRAME_PS, FRAME_PM} for i in skipped)
+    assert skipped and all({kinds[i], kinds[i - 1]} <= set(CONDITIONAL) for i in skipped)
     dec = SequenceDecoder(inter_model, 128, 64, "test")
     decoded = [dec.decode(FrameUnit(i, c.frame_type, c.quality, c.payload, 0, False, c.residual))
                for i, (c, _) in enumerate(units)]
@@ -264,7 +265,7 @@ def test_scenes_of_a_conditional_stream_come_from_its_decoded_pictures(inter_mod
     src, out = tmp_path / "twelve.y4m", tmp_path / "a.lvc"
     write_y4m(src, twelve)
     api.encode(src, out, quality=0.5, model=str(inter_model_file), progress=False)
-    assert {"PC", "PS", "PM"} & {f["type"] for f in api.info(out)["frames"]}
+    assert {"PC", "PS", "PM", "PQ"} & {f["type"] for f in api.info(out)["frames"]}
     sig, report = analyse(out, str(inter_model_file), progress=False)
     assert sig.source == "pixels" and len(sig) == 12
     assert [s["start_frame"] for s in report["scenes"]] == [0]
@@ -439,7 +440,7 @@ def test_a_frame_of_copies_is_the_full_paths_result_without_its_networks(updatin
     ctx0 = ic.intra_context(i.latent, q)
     mv = torch.zeros(4, 8, 2, dtype=torch.long)
     mv[..., 0], mv[1:, :, 1] = 3 * ic.subpel, -ic.subpel  # (vectors that move pixels and context)
-    monkeypatch.setattr(ic.motion, "vectors", lambda *a: mv)
+    monkeypatch.setattr(ic.motion, "vectors", lambda *a: Found(mv))
     monkeypatch.setattr(skip, "decide", lambda *a, **k: np.ones((4, 8), bool))
     ran = []
     monkeypatch.setattr(ic.display, "submit", lambda *a, **k: ran.append("display"))
@@ -473,7 +474,7 @@ def test_a_motion_only_frame_is_a_frame_of_copies_without_flags_or_side_informat
     ctx0 = ic.intra_context(i.latent, q)
     mv = torch.zeros(4, 8, 2, dtype=torch.long)
     mv[..., 0], mv[1:, :, 1] = 3 * ic.subpel, -ic.subpel
-    monkeypatch.setattr(ic.motion, "vectors", lambda *a: mv)
+    monkeypatch.setattr(ic.motion, "vectors", lambda *a: Found(mv))
     shown = skip.ShownPicture(i.pending, twelve[0])
     ps = ic.encode(twelve[1], twelve[0], q, ctx0, shown, i.pending, copies=True)
     pm = ic.encode(twelve[1], twelve[0], q, ctx0, shown, i.pending, copies=True, motion_only=True)
@@ -499,7 +500,7 @@ def test_frames_after_skipped_ones_decode_the_same(inter_model_file, inter_model
     src, out = tmp_path / "twelve.y4m", tmp_path / "a.lvc"
     write_y4m(src, twelve)
     api.encode(src, out, quality=0.5, model=str(inter_model_file), progress=False, colour="rgb")
-    assert "PM" in [f["type"] for f in api.info(out)["frames"]]  # (copies of the previous picture)
+    assert {"PM", "PQ"} & {f["type"] for f in api.info(out)["frames"]}  # (copies of the previous picture)
     full = list(api.iter_decode(out, model=str(inter_model_file)))
     with LvcReader(out) as r:
         dec = SequenceDecoder(inter_model, 128, 64, "test")
@@ -536,7 +537,7 @@ def test_with_the_layer_pc_frames_copy_every_block_without_the_learned_networks(
     monkeypatch.setattr(FrozenInter, "prior", refuse)
     api.encode(src, out, quality=0.5, model=str(inter_model_file), progress=False, preset=preset)
     types = [f["type"] for f in api.info(out)["frames"]]
-    assert types[0] == "I" and "PM" in types and not {"PC", "PS"} & set(types), types
+    assert types[0] == "I" and {"PM", "PQ"} & set(types) and not {"PC", "PS"} & set(types), types
     decoded = list(api.iter_decode(out, model=str(inter_model_file), planes=None))
     assert len(decoded) == 12
     monkeypatch.undo()

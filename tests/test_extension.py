@@ -48,7 +48,7 @@ def test_extension_loads_with_its_base_beside_it_and_codes_pc_frames(parts, six,
     out = tmp_path / "a.lvc"
     api.encode(six, out, quality=0.5, model=str(path), progress=False)
     info = api.info(out)
-    assert info["model"] == "tiny-ext" and {"PC", "PS", "PM"} & {f["type"] for f in info["frames"]}
+    assert info["model"] == "tiny-ext" and {"PC", "PS", "PM", "PQ"} & {f["type"] for f in info["frames"]}
     # The file holds the inter section only: the base's transforms are not copied into it.
     assert b"g_s" not in path.read_bytes()
     expected = encoder_recons(loaded, six, 0.5)

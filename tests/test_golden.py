@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from conftest import DATA
 from make_golden import GOLDEN, digests
 
@@ -124,3 +125,27 @@ def test_golden_deblock_stream_filters_luma_and_chroma():
     assert any(not np.array_equal(a, b) for layer in layers if any(layer.deblock)
                for a, b in zip(layer.delta(base, 48, 64), replace(layer, deblock=(0, 0)).delta(base, 48, 64),
                                strict=True))
+
+
+def test_golden_quarters_stream_quarters_blocks():
+    """The quartered-blocks fixture: format 1.6, PQ frames with quartered blocks whose
+    quarters' vectors differ from their block's (the copies its digests pin)."""
+    from lvc.bitstream.container import FRAME_PQ, LvcReader
+    from lvc.codec.inter import InterCodec, mv_from_residuals
+    from lvc.entropy import coder
+    from lvc.models.registry import load_model
+
+    stream = DATA / "golden-quarters.lvc"
+    ic = InterCodec(load_model(str(DATA / GOLDEN["golden-quarters"])))
+    with LvcReader(stream) as r:
+        assert r.header.version == (1, 6)
+        payloads = [u.payload for u in r.units() if u.frame_type == FRAME_PQ]
+    assert len(payloads) >= 2
+    for payload in payloads:
+        dec = coder.new_decoder(payload)
+        ic.mv_coder.decode(dec, np.array([ic.copies.quarters.choice_row]))  # the filter
+        row = int(ic.mv_coder.decode(dec, np.array([ic.copies.quarters.choice_row]))[0])
+        shape = ic._shapes(48, 64)[2]  # (the padded frame's blocks)
+        mv = mv_from_residuals(torch.from_numpy(ic.mv_coder.decode(dec, np.full(np.prod(shape), row)).reshape(shape)))
+        split, quarters, _, _ = ic.copies.quarters.decode(dec, mv)
+        assert split.any() and (quarters != mv.numpy()[split][:, None, None]).any()

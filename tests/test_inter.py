@@ -33,7 +33,7 @@ def _types(path) -> list[str]:
     return [f["type"] for f in api.info(path)["frames"]]
 
 
-PREDICTED = {"P", "PC", "PS", "PM"}  # latent-residual or conditional P-frames (the shipped model has both)
+PREDICTED = {"P", "PC", "PS", "PM", "PQ"}  # latent-residual or conditional P-frames (the shipped model has both)
 
 
 def test_no_drift_over_a_40_frame_group(tmp_path, forty):

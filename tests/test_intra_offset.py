@@ -55,7 +55,7 @@ def test_the_encoder_codes_forced_i_frames_above_the_rest(inter_model_file, inte
     frames = api.info(out)["frames"]
     chain = None  # the quality of the open latent chain (I / P), None after a conditional frame
     for f in frames:
-        if f["type"] in ("PC", "PS", "PM"):
+        if f["type"] in ("PC", "PS", "PM", "PQ"):
             expected, chain = 0.4, None
         else:
             expected = 0.55 if f["index"] % 6 == 0 else chain or 0.4

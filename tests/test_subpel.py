@@ -16,11 +16,11 @@ import pytest
 import torch
 from conftest import assert_decodes_to_encoder, write_y4m
 
+from lvc.codec.lookahead import Found
 from lvc.codec.motion import estimate_motion, phase_planes, warp
 from lvc.errors import ModelError
-from lvc.models.conditional import ConditionalConfig, ConditionalP
-from lvc.models.frozen import PIXEL_REF, SUBPEL, freeze, from_bytes, save_frozen
-from lvc.models.latent import LatentModel, ModelConfig
+from lvc.models.conditional import ConditionalConfig
+from lvc.models.frozen import PIXEL_REF, SUBPEL, from_bytes
 from lvc.models.registry import load_model
 from lvc.train.inter import InterTrainConfig, train_inter
 from lvc.train.sequences import SequenceCache
@@ -31,17 +31,6 @@ QUARTER = ConditionalConfig(M=8, C=8, N=8, Nh=8, intra_M=16, levels=3, pixel_ref
 def _textured(g: torch.Generator, h: int, w: int) -> torch.Tensor:
     """Texture at a few pixels' scale (what block matching can lock on to), 0..255."""
     return torch.nn.functional.avg_pool2d(torch.rand(1, 3, h, w, generator=g) * 255, 5, 1, 2)
-
-
-@pytest.fixture(scope="module")
-def quarter_file(tmp_path_factory):
-    torch.manual_seed(4)
-    intra, inter = LatentModel(ModelConfig(N=8, M=16, Nh=8, levels=3)), ConditionalP(QUARTER)
-    with torch.no_grad():  # a weight and a correction that vary over the picture
-        torch.nn.init.normal_(inter.g_d[-1].weight, std=0.05)
-    path = tmp_path_factory.mktemp("subpel") / "tiny-quarter.lvcm"
-    save_frozen(freeze(intra, "tiny-quarter", inter=inter), path)
-    return path
 
 
 @pytest.mark.parametrize("frac", [1, 4])
@@ -78,7 +67,7 @@ def test_motion_estimation_finds_a_quarter_pixel_shift(rate_weight):
 
 
 def test_quarter_pixel_stream_decodes_to_the_encoders_pictures(quarter_file, twelve, tmp_path):
-    assert {"PC", "PS", "PM"} & set(assert_decodes_to_encoder(quarter_file, twelve, tmp_path))
+    assert {"PC", "PS", "PM", "PQ"} & set(assert_decodes_to_encoder(quarter_file, twelve, tmp_path))
 
 
 def test_quarter_pixel_model_files_name_the_feature(quarter_file):
@@ -211,9 +200,9 @@ def test_a_sharp_motion_only_frame_decodes_to_the_encoders_picture(quarter_file,
     i = fc.encode(twelve[0], q)
     mv = torch.zeros(4, 8, 2, dtype=torch.long)
     mv[..., 0], mv[1:, :, 1] = 5, -3  # fractional in both directions
-    monkeypatch.setattr(ic.motion, "vectors", lambda *a: mv)
+    monkeypatch.setattr(ic.motion, "vectors", lambda *a: Found(mv))
     scores = iter([0, 1])  # the sharp copy's error first, then the bilinear one's
-    monkeypatch.setattr(inter_mod, "_sse", lambda a, b: next(scores))
+    monkeypatch.setattr("lvc.codec.copies._sse", lambda a, b: next(scores))
     ctx0 = ic.intra_context(i.latent, q)
 
     class Shown:  # a textured previous picture (this random model's I-frame shows almost nothing)
@@ -235,7 +224,7 @@ def test_a_sharp_motion_only_frame_decodes_to_the_encoders_picture(quarter_file,
     assert np.array_equal(decoder().decode(FrameUnit(1, FRAME_PM, q, r.payload, 0)), r.recon)
     enc = coder.new_encoder()  # filter 2: no such filter
     ic.mv_coder.encode(enc, np.array([2]), np.array([len(MV_SCALES)]))
-    ic._write_motion(enc, mv)
+    ic.write_motion(enc, mv)
     dec = decoder()
     with pytest.raises(BitstreamError, match="motion filter out of range"):
         dec.decode(FrameUnit(1, FRAME_PM, q, coder.finish(enc), 0))
@@ -272,7 +261,8 @@ def test_slow_searches_a_field_for_sharp_copies_and_decodes_to_the_encoders_pict
     asked = []
 
     def spy(*args, **kwargs):
-        asked.append(kwargs.get("sharp_too", False))
+        if args[2] == 16:  # (not the quarters' search)
+            asked.append(kwargs.get("sharp_too", False))
         return real(*args, **kwargs)
 
     monkeypatch.setattr("lvc.codec.lookahead.estimate_motion", spy)
@@ -284,5 +274,5 @@ def test_slow_searches_a_field_for_sharp_copies_and_decodes_to_the_encoders_pict
         r = api.encode(src, out, quality=0.5, model=str(quarter_file), progress=False, preset=preset, refine=0,
                        ms_ssim=False)
         assert asked and set(asked) == {preset == "slow"}
-        assert "PM" in [f["type"] for f in api.info(out)["frames"]]
+        assert {"PM", "PQ"} & {f["type"] for f in api.info(out)["frames"]}
         assert api.decode(out, reference=src, model=str(quarter_file)).sha256 == r.recon_sha256

@@ -32,8 +32,10 @@ from lvc.errors import BitstreamError, InputError, OutputError
 from lvc.io.writer import default_mode
 
 # PC: conditional P (models with an inter section); PS: PC with skipped blocks
-FRAME_I, FRAME_P, FRAME_PC, FRAME_PS, FRAME_PM = 0, 1, 2, 3, 4  # PM since 1.5
-CONDITIONAL = (FRAME_PC, FRAME_PS, FRAME_PM)  # the frame types coded against the context
+FRAME_I, FRAME_P, FRAME_PC, FRAME_PS, FRAME_PM, FRAME_PQ = 0, 1, 2, 3, 4, 5  # PM since 1.5, PQ since 1.6
+CONDITIONAL = (FRAME_PC, FRAME_PS, FRAME_PM, FRAME_PQ)  # the frame types coded against the context
+MOTION_ONLY_SINCE = {FRAME_PM: (1, 5), FRAME_PQ: (1, 6)}  # the motion-only frame types and their formats
+FRAME_NAMES = {FRAME_I: "I", FRAME_P: "P", FRAME_PC: "PC", FRAME_PS: "PS", FRAME_PM: "PM", FRAME_PQ: "PQ"}
 MAX_HEADER_BYTES = 4 + 2 + 65 + 8 + 4 * 5 + 1 + 2 + 2 + 4096 + 4
 
 
@@ -133,8 +135,8 @@ class LvcWriter:
         unit = pack_frame(frame_type, quality, payload, grey, residual)
         if grey:
             self.minor = max(self.minor, 1)
-        if frame_type == FRAME_PM:
-            self.minor = max(self.minor, 5)
+        if frame_type in MOTION_ONLY_SINCE:
+            self.minor = max(self.minor, MOTION_ONLY_SINCE[frame_type][1])
         if residual:  # (bytes 6-7 of the layer's header: its deblocking strengths, since 1.5)
             self.minor = max(self.minor, 5 if any(residual[6:8]) else 3)
         self._chain_quality, mixed = chain_step(frame_type, quality, self._chain_quality)
@@ -246,8 +248,9 @@ class LvcReader:
                 if ft & flag:
                     self._require(since, f"frame type {ft} is not valid in a format {{}} stream", fwhere)
             kind = ft & ~(GREY_FLAG | RESIDUAL_FLAG)
-            if kind == FRAME_PM:
-                self._require((1, 5), f"frame type {kind} is not valid in a format {{}} stream", fwhere)
+            if kind in MOTION_ONLY_SINCE:
+                self._require(MOTION_ONLY_SINCE[kind], f"frame type {kind} is not valid in a format {{}} stream",
+                              fwhere)
             residual = None
             if ft & RESIDUAL_FLAG:
                 head, start = syntax.unpack(RESIDUAL_HEADER, payload, 0, fwhere)

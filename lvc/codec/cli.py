@@ -167,16 +167,16 @@ def _info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(d, indent=2))
         return 0
-    # One letter per frame (PC frames as "C", PS as "S", PM as "M", so the string stays one column
+    # One letter per frame (PC frames as "C", PS as "S", PM as "M", PQ as "Q", so the string stays one column
     # per frame; lower case for frames shown grey).
-    letters = [{"PC": "C", "PS": "S", "PM": "M"}.get(f["type"], f["type"]) for f in d["frames"]]
+    letters = [{"PC": "C", "PS": "S", "PM": "M", "PQ": "Q"}.get(f["type"], f["type"]) for f in d["frames"]]
     types = "".join(c.lower() if f["grey"] else c for c, f in zip(letters, d["frames"], strict=True))
     grey = ", lower case = shown grey" if any(f["grey"] for f in d["frames"]) else ""
     print(f"{args.input}: lvc {d['version']}, model {d['model']} ({d['weights_hash']}), colour {d['colour_format']}\n"
           f"  {d['width']}x{d['height']} @ {d['fps']} fps, {d['frame_count']} frames, intra period "
           f"{d['intra_period']}\n  {d['bytes']} bytes, {d['bpp']:.4f} bpp, {d['kbps']:.1f} kbps\n"
           f"  frame types (I, P, C = conditional P, S = C with skipped blocks, "
-          f"M = motion only{grey}): "
+          f"M = motion only, Q = M with choices per block{grey}): "
           f"{types[:80]}{'...' if len(types) > 80 else ''}")
     layers = [f["residual_bytes"] for f in d["frames"] if f["residual_bytes"]]
     if layers:

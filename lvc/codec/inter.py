@@ -33,9 +33,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from lvc.bitstream.container import FRAME_PC, FRAME_PM, FRAME_PS
+from lvc.bitstream.container import FRAME_PC, FRAME_PM, FRAME_PQ, FRAME_PS
 from lvc.codec import skip as block_skip
 from lvc.codec.blend import BlendedPicture
+from lvc.codec.copies import CopyCoder
 from lvc.codec.frame import LATENT_LIMIT, STRIDE, SYMBOL_LIMIT, _pad, quality_lambda, quantise, side_index, to_tensor
 from lvc.codec.lookahead import Lookahead, MotionSearch
 from lvc.codec.motion import RATE_WEIGHT, warp
@@ -73,22 +74,17 @@ class InterResult:
     pending: Future | Bands | Deferred | block_skip.SkippedPicture | BlendedPicture = field(repr=False)
     skipped: np.ndarray | None = field(default=None, repr=False)  # (hb, wb) blocks skipped (FRAME_PS)
     motion_only: bool = False  # FRAME_PM: every block copied, the payload is the motion alone
+    per_block: bool = False  # FRAME_PQ: a motion-only frame with quartered blocks or filters per block
 
     @property
     def frame_type(self) -> int:
         if self.motion_only:
-            return FRAME_PM
+            return FRAME_PQ if self.per_block else FRAME_PM
         return FRAME_PC if self.skipped is None else FRAME_PS
 
     @property
     def recon(self) -> np.ndarray:
         return self.pending.result()
-
-
-def _sse(a: np.ndarray, b: np.ndarray) -> int:
-    """Squared error between two uint8 pictures, exact."""
-    d = (a.astype(np.int64) - b).ravel()
-    return int(d @ d)
 
 
 def mv_residuals(mv: torch.Tensor) -> torch.Tensor:
@@ -122,6 +118,7 @@ class InterCodec:
         self.y_coder = coder.TableCoder(model.y_tables)
         self.mv_coder = coder.TableCoder(self.p.mv_tables)
         self.skip_flags = block_skip.SkipFlags()
+        self.copies = CopyCoder(self.mv_coder, self.p.mv_tables, len(MV_SCALES))  # (FRAME_PM and FRAME_PQ)
         self._ones = torch.ones(1, 1, 1, 1)
         # the encoder's motion search, on the lookahead's thread (its own one if not given)
         self._own_lookahead = Lookahead() if lookahead is None else None
@@ -129,6 +126,9 @@ class InterCodec:
         # An encoder that codes motion-only frames may set this (the slow preset): the search
         # then also finds the sharp copy's own field (SHARP_COPIES), on the lookahead thread.
         self.sharp_search = False
+        # ... and this (medium and slow): motion-only frames may quarter blocks and choose
+        # filters per block (FRAME_PQ), the quarters' vectors searched on the lookahead thread too.
+        self.quarter_search = False
 
     def close(self) -> None:
         self.display.close()
@@ -138,7 +138,11 @@ class InterCodec:
     def search_ahead(self, previous: np.ndarray, frame: np.ndarray, q: int) -> None:
         """Start the motion search of a frame still to come, to be coded at quality ``q``
         against ``previous`` (:mod:`lvc.codec.lookahead`)."""
-        self.motion.start(previous, frame, self._rate_weight(q), self._sharp_too)
+        self.motion.start(previous, frame, self._rate_weight(q), self._sharp_too, self._quartering)
+
+    @property
+    def _quartering(self) -> bool:
+        return self.quarter_search and self.p.config.block % 4 == 0
 
     @property
     def _sharp_too(self) -> bool:
@@ -177,18 +181,20 @@ class InterCodec:
 
     def _finish(self, y_fx: torch.Tensor | None, ctx_w: torch.Tensor, q: int, h: int, w: int, synthesize: bool,
                 skipped: np.ndarray | None, mv: torch.Tensor, previous, moved: np.ndarray | None = None,
-                sharp: bool = False,
+                sharp: bool | np.ndarray = False, block: int | None = None,
                 ) -> tuple[torch.Tensor, Future | Bands | Deferred | block_skip.SkippedPicture | BlendedPicture]:
         """The next context (exact; skipped blocks keep ``ctx_w``) and the picture: on a
         synthesis worker now, or (``synthesize`` false, or not eager) when first asked for;
         skipped blocks (and, ``pixel_ref``, the blend) take ``previous``, the previous
         picture (``moved``: already moved by ``mv``). ``y_fx`` is needed only where a block is
-        coded. ``sharp``: every block copied through the 8-tap filters (``FRAME_PM``)."""
+        coded. ``sharp``: the copies through the 8-tap filters (all, or per block of ``mv``;
+        ``FRAME_PM``, ``FRAME_PQ``); ``block``: the copies' size, if not the model's
+        (``FRAME_PQ``: ``mv`` may be the quarters' field)."""
         if skipped is not None and skipped.all():
             # Every block copied: the context is the warped one and the picture the moved
             # previous one, exactly what the full path gives (its update is kept nowhere, its
             # display shown nowhere), without the update, the display or its synthesis.
-            return ctx_w, block_skip.SkippedPicture(None, previous, skipped, mv, self.p.config.block, moved,
+            return ctx_w, block_skip.SkippedPicture(None, previous, skipped, mv, block or self.p.config.block, moved,
                                                     self.subpel, sharp)
         keep = None
         if skipped is not None:
@@ -214,12 +220,12 @@ class InterCodec:
         picture to copy): skip every block without looking at the latent (see
         ``lvc.codec.sequence.COPY_FRAMES``)."""
         h, w = frame.shape[:2]
-        found = self.motion.vectors(previous, frame, self._rate_weight(q), self._sharp_too)
-        mv, mv_sharp = found if self._sharp_too else (found, None)
+        mv, mv_sharp, fine = self.motion.vectors(previous, frame, self._rate_weight(q), self._sharp_too,
+                                                 self._quartering)
         ctx_w = warp(context, mv[None], self.p.config.block, CONTEXT_SCALE, self.subpel)
         source = shown.pending if shown is not None else picture
         if copies and source is not None:
-            return self._encode_copies(frame, q, mv, ctx_w, source, shown, motion_only, context, mv_sharp)
+            return self._encode_copies(frame, q, mv, ctx_w, source, shown, motion_only, context, mv_sharp, fine)
         x = _pad(to_tensor(frame))
         gain = torch.exp(interp_levels(self.p.log_gain, torch.tensor([q / QUALITY_MAX])))[:, :, None, None]
         moved, moved_t, pixels_in = None, None, x
@@ -258,42 +264,38 @@ class InterCodec:
 
     def _encode_copies(self, frame: np.ndarray, q: int, mv: torch.Tensor, ctx_w: torch.Tensor, source,
                        shown: block_skip.ShownPicture | None, motion_only: bool, context: torch.Tensor,
-                       mv_sharp: torch.Tensor | None = None) -> InterResult:
-        """A frame with every block copied, no analysis, no prior: ``FRAME_PM`` (the filter,
-        then the motion) with ``motion_only``, else ``FRAME_PS`` with every block skipped,
-        whose side information, which nothing then reads, is each channel's cheapest symbol.
-        The sharp copy moves by ``mv_sharp``, its own field, if the search found one."""
+                       mv_sharp: torch.Tensor | None = None, fine: torch.Tensor | None = None) -> InterResult:
+        """A frame with every block copied, no analysis, no prior: with ``motion_only``
+        ``FRAME_PM`` or ``FRAME_PQ`` (:mod:`lvc.codec.copies`; ``fine``: the quarters'
+        searched vectors, ``mv_sharp``: the sharp copy's own), else ``FRAME_PS`` with every
+        block skipped, whose side information, which nothing then reads, is each channel's
+        cheapest symbol."""
         h, w = frame.shape[:2]
         y_shape, z_shape, _ = self._shapes(h, w)
         skipped = np.ones(y_shape[-2:], dtype=bool)
-        moved, sharp = self._moved(source, mv, shown), False
-        if motion_only:
-            mv_s = mv if mv_sharp is None else mv_sharp
-            if SHARP_COPIES and self.subpel == PHASES and (mv_s.numpy() % self.subpel).any():
-                other = block_skip.moved_picture(source.result(), mv_s, self.p.config.block, self.subpel, sharp=True)
-                sharp = _sse(other, frame) < _sse(moved, frame)
-                if sharp:
-                    if not torch.equal(mv_s, mv):
-                        ctx_w = warp(context, mv_s[None], self.p.config.block, CONTEXT_SCALE, self.subpel)
-                    moved, mv = other, mv_s
-            enc = coder.new_encoder()
-            choice = len(MV_SCALES)  # (the motion tables' uniform row)
-            self.mv_coder.encode(enc, np.array([int(sharp)]), np.array([choice]))
-            bits = self.p.mv_tables.bits(np.array([choice]), np.array([int(sharp)])) + self._write_motion(enc, mv)
-            payload = coder.finish(enc)
-        else:
+        moved, block = self._moved(source, mv, shown), self.p.config.block
+        if not motion_only:
             z_hat = np.broadcast_to(self.p.z_tables.modes()[side_index(z_shape)], z_shape)
             none = np.zeros(0, dtype=np.int64)
             payload, bits = self._write(mv, skipped, z_hat, none, none)
-        ctx, pending = self._finish(None, ctx_w, q, h, w, True, skipped, mv, source, moved, sharp)
-        return InterResult(payload, bits, ctx, pending, skipped, motion_only)
+            ctx, pending = self._finish(None, ctx_w, q, h, w, True, skipped, mv, source, moved)
+            return InterResult(payload, bits, ctx, pending, skipped)
+        c, moved = self.copies.choose(frame, source.result(), moved, mv, fine, mv_sharp, quality_lambda(self.m, q),
+                                      block, self.subpel, SHARP_COPIES)
+        if not torch.equal(c.mv, mv):  # (the sharp copy's own field)
+            ctx_w = warp(context, c.mv[None], block, CONTEXT_SCALE, self.subpel)
+        enc = coder.new_encoder()
+        bits = self.copies.write(enc, c, self.write_motion)
+        field, per = c.field(block)
+        ctx, pending = self._finish(None, ctx_w, q, h, w, True, skipped, field, source, moved, c.sharp(block), per)
+        return InterResult(coder.finish(enc), bits, ctx, pending, skipped, True, c.per_block)
 
     def _write(self, mv: torch.Tensor, skipped: np.ndarray | None, z_hat: np.ndarray, y_sym: np.ndarray,
                y_idx: np.ndarray) -> tuple[bytes, float]:
         """The payload (motion, skip flags, side information, the coded blocks' symbols) and
         its information content in bits."""
         enc = coder.new_encoder()
-        bits = self._write_motion(enc, mv)
+        bits = self.write_motion(enc, mv)
         if skipped is not None:
             bits += self.skip_flags.encode(enc, skipped)
         z_idx = side_index(z_hat.shape)
@@ -302,7 +304,7 @@ class InterCodec:
         bits += self.p.z_tables.bits(z_idx.ravel(), z_hat.ravel()) + self.m.y_tables.bits(y_idx.ravel(), y_sym.ravel())
         return coder.finish(enc), bits
 
-    def _write_motion(self, enc, mv: torch.Tensor) -> float:
+    def write_motion(self, enc, mv: torch.Tensor) -> float:
         """The motion (the table choice, then the vectors' residuals) into ``enc``; its bits."""
         res = mv_residuals(mv).numpy().ravel()
         rows = len(MV_SCALES)
@@ -341,12 +343,12 @@ class InterCodec:
     @torch.no_grad()
     def decode_async(self, payload: bytes, h: int, w: int, q: int, context: torch.Tensor,
                      synthesize: bool = True, previous=None, skip: bool = False,
-                     copies: bool = False) -> tuple[object, torch.Tensor]:
+                     copies: bool = False, per_block: bool = False) -> tuple[object, torch.Tensor]:
         """Entropy-decode now (the next context); the pixels arrive in the future (or are
         synthesised when first asked for: ``synthesize`` false). ``previous``: the previous
         picture (pending), which ``FRAME_PS`` payloads (``skip``: skip flags after the motion),
-        ``FRAME_PM`` ones (``skip`` and ``copies``: the motion alone) and ``pixel_ref`` models
-        need."""
+        ``FRAME_PM`` ones (``skip`` and ``copies``: the motion alone; ``per_block`` too:
+        ``FRAME_PQ``) and ``pixel_ref`` models need."""
         if (skip or self.pixel_ref) and previous is None:
             raise ValueError("this frame needs the previous picture")
         y_shape, z_shape, mv_shape = self._shapes(h, w)
@@ -358,11 +360,7 @@ class InterCodec:
         if len(payload) * 8 < floor_bits - 64:
             raise ValueError(f"payload of {len(payload)} bytes is too short for a {w}x{h} frame")
         dec = coder.new_decoder(payload)
-        sharp = 0
-        if copies:  # the filter: 0 bilinear, 1 the 8-tap filters
-            sharp = int(self.mv_coder.decode(dec, np.array([len(MV_SCALES)]))[0])
-            if sharp not in (0, 1) or sharp and self.subpel != PHASES:
-                raise ValueError("motion filter out of range")
+        f = self.copies.read_filter(dec, per_block, self.subpel) if copies else 0
         row = int(self.mv_coder.decode(dec, np.array([len(MV_SCALES)]))[0])
         if not 0 <= row < len(MV_SCALES):
             raise ValueError("motion table choice out of range")
@@ -371,14 +369,17 @@ class InterCodec:
         if mv.abs().max() > MV_LIMIT * self.subpel:
             raise ValueError("motion vector out of range")
         ctx_w = warp(context, mv[None], self.p.config.block, CONTEXT_SCALE, self.subpel)
-        if copies:  # exactly the motion's coding (the range coder's end cannot tell a word too many)
-            enc = coder.new_encoder()
-            self.mv_coder.encode(enc, np.array([sharp]), np.array([len(MV_SCALES)]))
-            self._motion_symbols(enc, row, res)
+        if copies:
+            c = self.copies.read_rest(dec, mv, f, per_block)
+            if c.quarters is not None and np.abs(c.quarters).max(initial=0) > MV_LIMIT * self.subpel:
+                raise ValueError("quarter motion vector out of range")
+            enc = coder.new_encoder()  # exactly that coding (the range coder's end cannot tell a word too many)
+            self.copies.write(enc, c, lambda e, _: self._motion_symbols(e, row, res) or 0.0)
             if coder.finish(enc) != payload:
-                raise ValueError("payload is not exactly the frame's filter and motion")
-            ctx, pending = self._finish(None, ctx_w, q, h, w, synthesize, np.ones(y_shape[-2:], dtype=bool), mv,
-                                        previous, sharp=bool(sharp))
+                raise ValueError("payload is not exactly the frame's copies")
+            field, block = c.field(self.p.config.block)
+            ctx, pending = self._finish(None, ctx_w, q, h, w, synthesize, np.ones(y_shape[-2:], dtype=bool), field,
+                                        previous, sharp=c.sharp(self.p.config.block), block=block)
             return pending, ctx
         skipped = self.skip_flags.decode(dec, y_shape[-2:]) if skip else None
         coded = torch.ones(y_shape[-2:], dtype=torch.bool) if skipped is None else ~torch.from_numpy(skipped)

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from lvc.codec.frame import _pad
 from lvc.codec.motion import estimate_motion, frame_luma
+from lvc.codec.partition import search_quarters
 from lvc.codec.synthesis import WorkerPool
 
 PENDING_LIMIT = 4  # jobs held: the frame being coded's and the next one's (a search and an analysis each)
@@ -57,6 +59,16 @@ class Lookahead:
         self._pool.close()
 
 
+class Found(NamedTuple):
+    """A frame's motion: the vectors (hb, wb, 2); with ``sharp_too``, the sharp copy's own
+    (:func:`lvc.codec.motion.estimate_motion`); with ``quarters``, its blocks' quarters'
+    (2 hb, 2 wb, 2) (:func:`lvc.codec.partition.search_quarters`)."""
+
+    mv: torch.Tensor
+    sharp: torch.Tensor | None = None
+    quarters: torch.Tensor | None = None
+
+
 class MotionSearch:
     """Vectors (hb, wb, 2) of ``frame`` against ``previous`` (8-bit RGB input frames), as
     :func:`lvc.codec.motion.estimate_motion` with this block size, effort and precision,
@@ -66,27 +78,31 @@ class MotionSearch:
         self.block, self.keep, self.frac, self.lookahead = block, keep, frac, lookahead
         self._luma: tuple[np.ndarray, torch.Tensor] | None = None  # the last frame's (that thread only)
 
-    def start(self, previous: np.ndarray, frame: np.ndarray, rate_weight: float, sharp_too: bool = False) -> None:
+    def start(self, previous: np.ndarray, frame: np.ndarray, rate_weight: float, sharp_too: bool = False,
+              quarters: bool = False) -> None:
         """Search ``frame`` against ``previous`` in the background (neither may change)."""
-        self.lookahead.start(self._key(previous, frame, rate_weight, sharp_too), (previous, frame), self._search,
-                             previous, frame, rate_weight, sharp_too)
+        key = self._key(previous, frame, rate_weight, sharp_too, quarters)
+        self.lookahead.start(key, (previous, frame), self._search, previous, frame, rate_weight, sharp_too, quarters)
 
-    def vectors(self, previous: np.ndarray, frame: np.ndarray, rate_weight: float,
-                sharp_too: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """The search's result, started now unless :meth:`start` already did (``sharp_too``:
-        the bilinear and the sharp copies' fields, :func:`lvc.codec.motion.estimate_motion`)."""
-        return self.lookahead.take(self._key(previous, frame, rate_weight, sharp_too), (previous, frame),
-                                   self._search, previous, frame, rate_weight, sharp_too)
+    def vectors(self, previous: np.ndarray, frame: np.ndarray, rate_weight: float, sharp_too: bool = False,
+                quarters: bool = False) -> Found:
+        """The search's result, started now unless :meth:`start` already did."""
+        key = self._key(previous, frame, rate_weight, sharp_too, quarters)
+        return self.lookahead.take(key, (previous, frame), self._search, previous, frame, rate_weight, sharp_too,
+                                   quarters)
 
     @staticmethod
-    def _key(previous: np.ndarray, frame: np.ndarray, rate_weight: float, sharp_too: bool) -> tuple:
-        return "motion", id(previous), id(frame), rate_weight, sharp_too
+    def _key(previous: np.ndarray, frame: np.ndarray, rate_weight: float, sharp_too: bool, quarters: bool) -> tuple:
+        return "motion", id(previous), id(frame), rate_weight, sharp_too, quarters
 
-    def _search(self, previous: np.ndarray, frame: np.ndarray, rate_weight: float,
-                sharp_too: bool) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        found = estimate_motion(self._luma_of(previous), self._luma_of(frame), self.block, rate_weight=rate_weight,
-                                keep=self.keep, frac=self.frac, sharp_too=sharp_too)
-        return (found[0][0], found[1][0]) if sharp_too else found[0]
+    def _search(self, previous: np.ndarray, frame: np.ndarray, rate_weight: float, sharp_too: bool,
+                quarters: bool) -> Found:
+        ref, cur = self._luma_of(previous), self._luma_of(frame)
+        found = estimate_motion(ref, cur, self.block, rate_weight=rate_weight, keep=self.keep, frac=self.frac,
+                                sharp_too=sharp_too)
+        mv, sharp = (found[0][0], found[1][0]) if sharp_too else (found[0], None)
+        fine = search_quarters(ref, cur, mv, self.block, self.frac, rate_weight) if quarters else None
+        return Found(mv, sharp, fine)
 
     def _luma_of(self, frame: np.ndarray) -> torch.Tensor:
         """The search's luma of ``frame`` (padded as coded), kept for the next search, whose

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from lvc.bitstream.container import FRAME_I, FRAME_P, FRAME_PC, FRAME_PM, FRAME_PS, LvcReader
+from lvc.bitstream.container import FRAME_NAMES, LvcReader
 from lvc.bitstream.syntax import COLOUR_YUV420, VERSION_MAJOR, VERSION_MINOR
 from lvc.codec.decoder import SequenceDecoder
 from lvc.codec.runtime import PathLike, progress_bar, set_threads, source_frames
@@ -152,8 +152,7 @@ def info(input: PathLike) -> dict:
     """Header fields and per-frame unit sizes, without decoding any frame."""
     with LvcReader(input) as r:
         h = r.header
-        names = {FRAME_I: "I", FRAME_P: "P", FRAME_PC: "PC", FRAME_PS: "PS", FRAME_PM: "PM"}
-        units = [{"index": u.index, "type": names.get(u.frame_type, str(u.frame_type)), "grey": u.grey,
+        units = [{"index": u.index, "type": FRAME_NAMES.get(u.frame_type, str(u.frame_type)), "grey": u.grey,
                   "quality": round(u.quality / 65535, 5), "bytes": u.size, "payload_bytes": len(u.payload),
                   "residual_bytes": len(u.residual or b"")}
                  for u in r.units()]

@@ -36,6 +36,8 @@ class Preset:
     # -2.6% on 8 training clips, -0.2% on the benchmark clips, but encoding at 416x240 drops
     # from 13.5 to 8.4-8.8 fps, below medium's 10 (docs/models.md, "Session 40")
     sharp_search: bool = False
+    # motion-only frames may quarter blocks (lvc.codec.partition), with a second search in 8x8 blocks
+    quarters: bool = True
 
     def still_steps(self, pixels: int) -> int:
         """Refinement steps for a still image of ``pixels``: the preset's, scaled down beyond
@@ -53,6 +55,6 @@ class Preset:
         return f"{self.still_refine_steps}@{int(self.still_refine_pixels)}px/fifth"
 
 
-PRESETS = {"fast": Preset("cut", 0, 0, True, P_DEADZONE, False, motion_keep=3),
+PRESETS = {"fast": Preset("cut", 0, 0, True, P_DEADZONE, False, motion_keep=3, quarters=False),
            "medium": Preset("rate", 0, STILL_REFINE_MEDIUM, True, P_DEADZONE, False, STILL_REFINE_PIXELS),
            "slow": Preset("rd", 200, 200, False, 0.0, True, sharp_search=True)}

@@ -44,6 +44,7 @@ from lvc.codec.inter import ANALYSIS_VERSION, InterCodec, InterResult
 from lvc.codec.lazycontext import LazyContext
 from lvc.codec.lookahead import Lookahead
 from lvc.codec.motion import RATE_WEIGHT, SEARCH_VERSION
+from lvc.codec.partition import SPLIT_COST
 from lvc.codec.pending import Pending
 from lvc.codec.presets import PRESETS
 from lvc.codec.residual import ResidualPicture
@@ -111,7 +112,7 @@ INTER_ENCODER = (f"ippc-rd/6 skip=rd2 copies={int(COPY_FRAMES)}{'m' * MOTION_ONL
                  f"cycle={'/'.join(f'{c:g}' for c in RESIDUAL_CYCLE)} "
                  f"trust={PC_TRUST}@{PC_TRUST_MARGIN:g}x{PC_TRUST_JUMP:g} "
                  f"backoff={PC_BACKOFF_MAX}@{PC_MARGIN:g} mv-rate={RATE_WEIGHT:g} pc-dz={PC_DEADZONE:g} "
-                 f"me={SEARCH_VERSION} pc-an={ANALYSIS_VERSION}")
+                 f"me={SEARCH_VERSION} pc-an={ANALYSIS_VERSION} quarters={SPLIT_COST:g}")
 
 
 CUT_JUMP = 1.8  # a P estimate this many times the recent mean triggers the I check (fast)
@@ -200,6 +201,7 @@ class SequenceEncoder:
         self.context = LazyContext(self.inter) if self.inter is not None else None
         if self.inter is not None:
             self.inter.sharp_search = self.copies and MOTION_ONLY and self.preset.sharp_search
+            self.inter.quarter_search = self.copies and MOTION_ONLY and self.preset.quarters
         self.previous: np.ndarray | None = None
         # The last I-frame (its MSE, for the I/P/PC decision, is taken when the next decision
         # needs it: its synthesis overlaps the next frame's analysis).

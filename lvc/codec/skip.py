@@ -80,9 +80,10 @@ class SkipFlags:
         return cheapest_rows(self.tables, np.arange(len(SKIP_LEVELS)), self._contexts(mask).ravel(),
                              mask.ravel().astype(np.int64), _CONTEXTS)
 
-    def encode(self, enc, mask: np.ndarray) -> float:
-        """Code ``mask``; returns its information content in bits."""
-        choice = self._choose(mask)
+    def encode(self, enc, mask: np.ndarray, levels: np.ndarray | None = None) -> float:
+        """Code ``mask`` (each context's level ``levels``, by default the cheapest); returns
+        its information content in bits."""
+        choice = self._choose(mask) if levels is None else levels
         rows = np.full(_CONTEXTS, self._choice_row)
         self.coder.encode(enc, choice, rows)
         bits = self.tables.bits(rows, choice)
@@ -93,7 +94,8 @@ class SkipFlags:
             bits += self.tables.bits(table, mask[r].astype(np.int64))
         return bits
 
-    def decode(self, dec, shape: tuple[int, int]) -> np.ndarray:
+    def decode(self, dec, shape: tuple[int, int], with_levels: bool = False) -> np.ndarray | tuple:
+        """The mask (and, ``with_levels``, each context's level, as :meth:`encode` takes them)."""
         choice = self.coder.decode(dec, np.full(_CONTEXTS, self._choice_row))
         if (choice < 0).any() or (choice >= len(SKIP_LEVELS)).any():
             raise ValueError("skip table choice out of range")
@@ -105,19 +107,22 @@ class SkipFlags:
                 raise ValueError("skip flag out of range")
             mask[r] = row == 1
             above = row
-        return mask
+        return (mask, choice) if with_levels else mask
 
 
 def moved_picture(previous: np.ndarray, mv: torch.Tensor, block: int, frac: int = 1,
-                  sharp: bool = False) -> np.ndarray:
+                  sharp: bool | np.ndarray = False) -> np.ndarray:
     """``previous`` (h, w, 3) with every pixel taken from itself plus its motion block's
     vector (dx, dy) in ``1/frac`` pixels, coordinates clamped to the picture (edge
     replication). Still blocks cost nothing; whole-pixel ones are one slice each from an
     edge-padded copy (about 1 ms at 416x240, 6x faster than gathering pixel by pixel, so
     callers that need a few blocks take the whole picture too). A field with fractional
     vectors is interpolated (:func:`_interpolated`; ``sharp``: through 8-tap filters,
-    :mod:`lvc.codec.sharp`)."""
+    :mod:`lvc.codec.sharp`, everywhere or in the blocks where that (hb, wb) mask is set)."""
     h, w = previous.shape[:2]
+    if isinstance(sharp, np.ndarray):
+        where = np.repeat(np.repeat(sharp, block, 0), block, 1)[:h, :w, None]
+        return np.where(where, moved_picture(previous, mv, block, frac, True), moved_picture(previous, mv, block, frac))
     v = mv.numpy()
     moving = v.any(-1)
     if not moving.any():
