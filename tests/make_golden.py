@@ -30,6 +30,10 @@
 * ``golden-quarters.lvc``, ``golden-quarters.json`` — frames of copies with quartered blocks
   (frame type PQ, format 1.6; every block whose quarters differ quartered;
   ``python tests/make_golden.py --quarters``): the shown planes pin the quarters' copies.
+* ``tiny-quarter.lvcm``, ``golden-sharp.lvc``, ``golden-sharp.json`` — an extension of
+  ``tiny-ctx.lvcm`` with a quarter-pixel, pixel-referencing conditional section, and PQ
+  frames of fractional quarters copied through filters chosen per block (``python
+  tests/make_golden.py --sharp``): the shown planes pin the 8-tap copies of quarters.
 
 The golden stream pins the bitstream: a change that breaks decoding of old files fails
 ``test_golden.py``. Regenerate the stream only together with a format version bump.
@@ -113,7 +117,8 @@ def reference_synthesis():
 GOLDEN = {"golden": "tiny.lvcm", "golden-ctx": "tiny-ctx.lvcm", "golden-inter": "tiny-inter.lvcm",
           "golden-skip": "tiny-inter.lvcm", "golden-grey": "tiny-inter.lvcm",
           "golden-residual": "tiny-inter.lvcm", "golden-yuv": "tiny-inter.lvcm",
-          "golden-deblock": "tiny-inter.lvcm", "golden-quarters": "tiny-inter.lvcm"}  # stem -> model
+          "golden-deblock": "tiny-inter.lvcm", "golden-quarters": "tiny-inter.lvcm",
+          "golden-sharp": "tiny-quarter.lvcm"}  # stem -> model
 
 
 def write_digests() -> None:
@@ -321,6 +326,31 @@ def main_quarters() -> None:
     write_digests()
 
 
+def main_sharp() -> None:
+    """The quarter-pixel fixture (needs tiny-ctx.lvcm and clip.y4m): ``tiny-quarter.lvcm``
+    and a stream of PQ frames with fractional quarters and filters chosen per block."""
+    from lvc.bitstream.container import FRAME_PQ
+    from lvc.codec import partition
+    from lvc.models.conditional import ConditionalConfig, ConditionalP
+    from lvc.models.frozen import extend, latent_space_id
+
+    base = load_model(str(DATA / "tiny-ctx.lvcm"))
+    torch.manual_seed(4)
+    inter = ConditionalP(ConditionalConfig(M=8, C=8, N=8, Nh=8, intra_M=TINY.M, levels=TINY.levels, pixel_ref=True,
+                                           subpel=4))
+    torch.nn.init.normal_(inter.g_c[-1].weight, std=0.05)
+    ext = extend(base, "lvc-test-tiny-quarter", inter, latent_space_id(base.g_a, base.log_gain), "tiny-ctx.lvcm")
+    save_frozen(ext, DATA / "tiny-quarter.lvcm")
+    partition.SPLIT_COST = 0.0
+    stream = DATA / "golden-sharp.lvc"
+    api.encode(DATA / "clip.y4m", stream, quality=0.8, model=str(DATA / "tiny-quarter.lvcm"), intra_period=6,
+               progress=False, residual=64.0, colour="yuv420")
+    with LvcReader(stream) as r:
+        if r.header.version != (1, 6) or [u.frame_type for u in r.units()].count(FRAME_PQ) < 2:
+            raise SystemExit("the fixture has too few PQ frames (test_golden checks the rest)")
+    write_digests()
+
+
 def main() -> None:
     DATA.mkdir(exist_ok=True)
     with open_video(sample_clip()) as v:
@@ -339,5 +369,5 @@ def main() -> None:
 if __name__ == "__main__":
     {"--digests-only": write_digests, "--context": main_context, "--inter": main_inter, "--skip": main_skip,
      "--grey": main_grey, "--residual": main_residual, "--yuv": main_yuv, "--deblock": main_deblock,
-     "--quarters": main_quarters}.get(
+     "--quarters": main_quarters, "--sharp": main_sharp}.get(
         sys.argv[1] if sys.argv[1:] else "", main)()

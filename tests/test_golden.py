@@ -127,25 +127,43 @@ def test_golden_deblock_stream_filters_luma_and_chroma():
                                strict=True))
 
 
-def test_golden_quarters_stream_quarters_blocks():
-    """The quartered-blocks fixture: format 1.6, PQ frames with quartered blocks whose
-    quarters' vectors differ from their block's (the copies its digests pin)."""
+def _copies(stem: str) -> list:
+    """The decoded copies (lvc.codec.copies.Copies) of a fixture's PQ frames (64x48)."""
     from lvc.bitstream.container import FRAME_PQ, LvcReader
     from lvc.codec.inter import InterCodec, mv_from_residuals
     from lvc.entropy import coder
     from lvc.models.registry import load_model
 
-    stream = DATA / "golden-quarters.lvc"
-    ic = InterCodec(load_model(str(DATA / GOLDEN["golden-quarters"])))
-    with LvcReader(stream) as r:
+    ic = InterCodec(load_model(str(DATA / GOLDEN[stem])))
+    out = []
+    with LvcReader(DATA / f"{stem}.lvc") as r:
         assert r.header.version == (1, 6)
-        payloads = [u.payload for u in r.units() if u.frame_type == FRAME_PQ]
-    assert len(payloads) >= 2
-    for payload in payloads:
-        dec = coder.new_decoder(payload)
-        ic.mv_coder.decode(dec, np.array([ic.copies.quarters.choice_row]))  # the filter
-        row = int(ic.mv_coder.decode(dec, np.array([ic.copies.quarters.choice_row]))[0])
-        shape = ic._shapes(48, 64)[2]  # (the padded frame's blocks)
-        mv = mv_from_residuals(torch.from_numpy(ic.mv_coder.decode(dec, np.full(np.prod(shape), row)).reshape(shape)))
-        split, quarters, _, _ = ic.copies.quarters.decode(dec, mv)
-        assert split.any() and (quarters != mv.numpy()[split][:, None, None]).any()
+        for u in r.units():
+            if u.frame_type == FRAME_PQ:
+                dec = coder.new_decoder(u.payload)
+                f = ic.copies.read_filter(dec, True, ic.subpel)
+                row = int(ic.mv_coder.decode(dec, np.array([ic.copies.choice_row]))[0])
+                shape = ic._shapes(48, 64)[2]  # (the padded frame's blocks)
+                res = ic.mv_coder.decode(dec, np.full(np.prod(shape), row)).reshape(shape)
+                out.append(ic.copies.read_rest(dec, mv_from_residuals(torch.from_numpy(res)), f, True))
+    return out
+
+
+def test_golden_quarters_stream_quarters_blocks():
+    """The quartered-blocks fixture (whole pixels): format 1.6, PQ frames with quartered
+    blocks whose quarters' vectors differ from their block's (the copies its digests pin)."""
+    copies = _copies("golden-quarters")
+    assert len(copies) >= 2
+    for c in copies:
+        assert c.split.any() and (c.quarters != c.mv.numpy()[c.split][:, None, None]).any()
+
+
+def test_golden_sharp_stream_copies_fractional_quarters_through_filters_per_block():
+    """The quarter-pixel fixture: PQ frames with fractional quarters, and frames whose
+    filter is chosen per block (some blocks sharp, some bilinear)."""
+    from lvc.codec.copies import PER_BLOCK
+
+    copies = _copies("golden-sharp")
+    assert any(c.split.any() and (c.quarters % 4).any() for c in copies)
+    per_block = [c for c in copies if c.filter == PER_BLOCK]
+    assert per_block and all(c.sharp_blocks.any() and not c.sharp_blocks.all() for c in per_block)

@@ -24,14 +24,14 @@ filters keep detail (docs/models.md, "Session 40" and "Session 41").
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from lvc.codec.partition import QUARTER, QuarterCoder, block_quarters, quarter_field
 from lvc.codec.sharp import PHASES
-from lvc.codec.skip import SkipFlags, block_sse, moved_picture
+from lvc.codec.skip import SkipFlags, block_pixels, block_sse, moved_picture
 from lvc.entropy import coder
 
 BILINEAR, SHARP, PER_BLOCK = 0, 1, 2  # the filter symbol
@@ -41,15 +41,17 @@ BILINEAR, SHARP, PER_BLOCK = 0, 1, 2  # the filter symbol
 class Copies:
     """A frame of copies as coded: the blocks' vectors, the filter, and in PQ frames the
     quartered blocks (``split``, their ``quarters``) and the blocks copied sharp
-    (``sharp_blocks``, with ``PER_BLOCK``). ``levels``: the coding choices of those flags
-    and tables (the encoder's cheapest; decoded ones to code them again exactly)."""
+    (``sharp_blocks``, with ``PER_BLOCK``). The last three fields are coding choices the
+    payload sends (none: the encoder's cheapest; decoded ones, to code them again exactly)."""
 
     mv: torch.Tensor
     filter: int = BILINEAR
     split: np.ndarray | None = None
     quarters: np.ndarray | None = None
     sharp_blocks: np.ndarray | None = None
-    levels: tuple = (None, None, None)  # the quartered flags', the quarters' table, the filter flags'
+    split_levels: np.ndarray | None = None  # the quartered flags' levels (lvc.codec.skip.SkipFlags)
+    quarter_row: int | None = None  # the quarters' motion table
+    filter_levels: np.ndarray | None = None  # the sharp flags' levels
 
     @property
     def per_block(self) -> bool:
@@ -66,17 +68,18 @@ class Copies:
         """The filter for :func:`lvc.codec.skip.moved_picture`: one for all, or per copied block."""
         if self.filter != PER_BLOCK:
             return self.filter == SHARP
-        per = self.field(block)[1]
-        return np.repeat(np.repeat(self.sharp_blocks, block // per, 0), block // per, 1)
+        n = block // self.field(block)[1]  # copied blocks per block side
+        return np.repeat(np.repeat(self.sharp_blocks, n, 0), n, 1)
 
 
 class CopyCoder:
-    """Items 3 and 4 of the module docstring, and the encoder's choices, with the motion
-    tables' ``coder`` and ``tables`` (``choice_row``: their uniform row)."""
+    """The payload of the module docstring and the encoder's choices, with the motion
+    tables' ``coder`` and ``tables`` (``rows`` Laplacian rows, then the uniform row that
+    codes choices among them)."""
 
-    def __init__(self, mv_coder, tables, choice_row: int) -> None:
-        self.mv_coder, self.choice_row = mv_coder, choice_row
-        self.quarters = QuarterCoder(mv_coder, tables, choice_row, choice_row)
+    def __init__(self, mv_coder, tables, rows: int) -> None:
+        self.mv_coder, self.choice_row = mv_coder, rows
+        self.quarters = QuarterCoder(mv_coder, tables, rows, rows)
         self.filters = SkipFlags()
 
     def write(self, enc, c: Copies, write_motion) -> float:
@@ -86,12 +89,14 @@ class CopyCoder:
         if c.per_block:
             split = c.split if c.split is not None else np.zeros(tuple(c.mv.shape[:2]), dtype=bool)
             quarters = c.quarters if c.quarters is not None else np.zeros((0, QUARTER, QUARTER, 2), np.int64)
-            bits += self.quarters.encode(enc, c.mv, split, quarters, c.levels[0], c.levels[1])
+            bits += self.quarters.encode(enc, c.mv, split, quarters, c.split_levels, c.quarter_row)
         if c.filter == PER_BLOCK:
-            bits += self.filters.encode(enc, c.sharp_blocks, c.levels[2])
+            bits += self.filters.encode(enc, c.sharp_blocks, c.filter_levels)
         return bits
 
     def read_filter(self, dec, per_block: bool, subpel: int) -> int:
+        """Item 1: the filter, which the motion follows (filter 2 only in PQ frames, and
+        the 8-tap filters only for quarter-pixel models)."""
         f = int(self.mv_coder.decode(dec, np.array([self.choice_row]))[0])
         if f not in ((BILINEAR, SHARP, PER_BLOCK) if per_block else (BILINEAR, SHARP)) or f and subpel != PHASES:
             raise ValueError("motion filter out of range")
@@ -101,11 +106,9 @@ class CopyCoder:
         """Items 3 and 4 after the filter ``f`` and the motion ``mv``."""
         c = Copies(mv, f)
         if per_block:
-            split, quarters, flag_levels, row = self.quarters.decode(dec, mv)
-            c.split, c.quarters, c.levels = split, quarters, (flag_levels, row, None)
+            c.split, c.quarters, c.split_levels, c.quarter_row = self.quarters.decode(dec, mv)
         if f == PER_BLOCK:
-            c.sharp_blocks, levels = self.filters.decode(dec, tuple(mv.shape[:2]), with_levels=True)
-            c.levels = (c.levels[0], c.levels[1], levels)
+            c.sharp_blocks, c.filter_levels = self.filters.decode(dec, tuple(mv.shape[:2]), with_levels=True)
         return c
 
     def choose(self, frame: np.ndarray, previous: np.ndarray, moved: np.ndarray, mv: torch.Tensor,
@@ -120,12 +123,16 @@ class CopyCoder:
         if mv_sharp is None or torch.equal(mv_sharp, c.mv) or not sharp_ok or not (mv_sharp.numpy() % frac).any():
             return c, picture
         other = moved_picture(previous, mv_sharp, block, frac, sharp=True)
-        extra = 0.0
-        if c.per_block:  # (items 3 and 4's bits)
-            extra = self.write(coder.new_encoder(), c, lambda enc, mv: 0.0)
+        extra = self._extra_bits(c) if c.per_block else 0.0
         if _sse(other, frame) * lmbda / 3 < _sse(picture, frame) * lmbda / 3 + extra:
             return Copies(mv_sharp, SHARP), other
         return c, picture
+
+    def _extra_bits(self, c: Copies) -> float:
+        """What ``c`` codes beyond a PM frame's filter and motion: items 3 and 4 (every
+        filter symbol costs the same, under a uniform row)."""
+        return self.write(coder.new_encoder(), c, _no_motion) - self.write(coder.new_encoder(), Copies(c.mv),
+                                                                          _no_motion)
 
     def _choose(self, frame: np.ndarray, previous: np.ndarray, moved: np.ndarray, mv: torch.Tensor,
                 fine: torch.Tensor | None, lmbda: float, block: int, frac: int,
@@ -139,7 +146,7 @@ class CopyCoder:
             split = self.quarters.choose(frame, moved, moved_q, mv, fine, lmbda)
             if split.any():
                 c.split, c.quarters = split, block_quarters(fine, split)
-                moved = np.where(_pixels(split, block, h, w), moved_q, moved)
+                moved = np.where(block_pixels(split, block, h, w), moved_q, moved)
         field, per = c.field(block)
         if not sharp_ok or not (field.numpy() % frac).any():
             return c, moved
@@ -149,19 +156,19 @@ class CopyCoder:
         sse_b, sse_s = block_sse(moved, frame, grid), block_sse(other, frame, grid)
         sharp_blocks = lmbda * (sse_b - sse_s) > 1.0  # (about a flag's bits)
         costs = [lmbda * sse_b.sum(), lmbda * sse_s.sum()]
-        if sharp_blocks.any() and not sharp_blocks.all():
-            costs.append(lmbda * np.where(sharp_blocks, sse_s, sse_b).sum()
-                         + self.filters.encode(coder.new_encoder(), sharp_blocks))
+        if sharp_blocks.any() and not sharp_blocks.all():  # the flags' bits (and a PM frame's quartered ones)
+            added = self._extra_bits(replace(c, filter=PER_BLOCK, sharp_blocks=sharp_blocks)) - self._extra_bits(c)
+            costs.append(lmbda * np.where(sharp_blocks, sse_s, sse_b).sum() + added)
         c.filter = int(np.argmin(costs))
         if c.filter == PER_BLOCK:
             c.sharp_blocks = sharp_blocks
-            return c, np.where(_pixels(sharp_blocks, block, h, w), other, moved)
+            return c, np.where(block_pixels(sharp_blocks, block, h, w), other, moved)
         return c, other if c.filter == SHARP else moved
 
 
-def _pixels(blocks: np.ndarray, block: int, h: int, w: int) -> np.ndarray:
-    """A per-block mask as (h, w, 1) pixels."""
-    return np.repeat(np.repeat(blocks, block, 0), block, 1)[:h, :w, None]
+def _no_motion(enc, mv: torch.Tensor) -> float:
+    """A ``write_motion`` that codes nothing (:meth:`CopyCoder._extra_bits`)."""
+    return 0.0
 
 
 def _sse(a: np.ndarray, b: np.ndarray) -> int:

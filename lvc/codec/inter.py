@@ -142,7 +142,7 @@ class InterCodec:
 
     @property
     def _quartering(self) -> bool:
-        return self.quarter_search and self.p.config.block % 4 == 0
+        return self.quarter_search and self.p.config.block == 16  # (the skip grid's block_sse)
 
     @property
     def _sharp_too(self) -> bool:
@@ -288,7 +288,7 @@ class InterCodec:
         bits = self.copies.write(enc, c, self.write_motion)
         field, per = c.field(block)
         ctx, pending = self._finish(None, ctx_w, q, h, w, True, skipped, field, source, moved, c.sharp(block), per)
-        return InterResult(coder.finish(enc), bits, ctx, pending, skipped, True, c.per_block)
+        return InterResult(coder.finish(enc), bits, ctx, pending, skipped, motion_only=True, per_block=c.per_block)
 
     def _write(self, mv: torch.Tensor, skipped: np.ndarray | None, z_hat: np.ndarray, y_sym: np.ndarray,
                y_idx: np.ndarray) -> tuple[bytes, float]:
@@ -313,10 +313,12 @@ class InterCodec:
         self._motion_symbols(enc, row, res)
         return self.p.mv_tables.bits(np.array([rows]), np.array([row])) + costs[row]
 
-    def _motion_symbols(self, enc, row: int, res: np.ndarray) -> None:
-        """The motion table's choice ``row``, then the vectors' residuals ``res`` under it."""
+    def _motion_symbols(self, enc, row: int, res: np.ndarray) -> float:
+        """The motion table's choice ``row``, then the vectors' residuals ``res`` under it
+        (their bits: not needed where this is called)."""
         self.mv_coder.encode(enc, np.array([row]), np.array([len(MV_SCALES)]))
         self.mv_coder.encode(enc, res, np.full(res.size, row))
+        return 0.0
 
     def _moved(self, picture, mv: torch.Tensor, shown: block_skip.ShownPicture | None) -> np.ndarray:
         """``picture`` moved by ``mv``: ``shown``'s copy when it is that picture (made once
@@ -374,7 +376,7 @@ class InterCodec:
             if c.quarters is not None and np.abs(c.quarters).max(initial=0) > MV_LIMIT * self.subpel:
                 raise ValueError("quarter motion vector out of range")
             enc = coder.new_encoder()  # exactly that coding (the range coder's end cannot tell a word too many)
-            self.copies.write(enc, c, lambda e, _: self._motion_symbols(e, row, res) or 0.0)
+            self.copies.write(enc, c, lambda e, _: self._motion_symbols(e, row, res))
             if coder.finish(enc) != payload:
                 raise ValueError("payload is not exactly the frame's copies")
             field, block = c.field(self.p.config.block)

@@ -70,9 +70,9 @@ class Found(NamedTuple):
 
 
 class MotionSearch:
-    """Vectors (hb, wb, 2) of ``frame`` against ``previous`` (8-bit RGB input frames), as
-    :func:`lvc.codec.motion.estimate_motion` with this block size, effort and precision,
-    searched on ``lookahead``'s thread."""
+    """The motion (:class:`Found`) of ``frame`` against ``previous`` (8-bit RGB input
+    frames), as :func:`lvc.codec.motion.estimate_motion` with this block size, effort and
+    precision, searched on ``lookahead``'s thread."""
 
     def __init__(self, block: int, keep: int, frac: int, lookahead: Lookahead) -> None:
         self.block, self.keep, self.frac, self.lookahead = block, keep, frac, lookahead

@@ -121,8 +121,8 @@ def moved_picture(previous: np.ndarray, mv: torch.Tensor, block: int, frac: int 
     :mod:`lvc.codec.sharp`, everywhere or in the blocks where that (hb, wb) mask is set)."""
     h, w = previous.shape[:2]
     if isinstance(sharp, np.ndarray):
-        where = np.repeat(np.repeat(sharp, block, 0), block, 1)[:h, :w, None]
-        return np.where(where, moved_picture(previous, mv, block, frac, True), moved_picture(previous, mv, block, frac))
+        return np.where(block_pixels(sharp, block, h, w), moved_picture(previous, mv, block, frac, True),
+                        moved_picture(previous, mv, block, frac))
     v = mv.numpy()
     moving = v.any(-1)
     if not moving.any():
@@ -141,6 +141,11 @@ def moved_picture(previous: np.ndarray, mv: torch.Tensor, block: int, frac: int 
         bh, bw = min(block, h - y0), min(block, w - x0)
         out[y0:y0 + bh, x0:x0 + bw] = pad[r + y0 + dy:r + y0 + dy + bh, r + x0 + dx:r + x0 + dx + bw]
     return out
+
+
+def block_pixels(blocks: np.ndarray, block: int, h: int, w: int) -> np.ndarray:
+    """A (hb, wb) mask of ``block`` x ``block`` blocks as an (h, w, 1) mask of pixels."""
+    return np.repeat(np.repeat(blocks, block, 0), block, 1)[:h, :w, None]
 
 
 def _interpolated(previous: np.ndarray, v: np.ndarray, block: int, frac: int) -> np.ndarray:
@@ -174,9 +179,9 @@ class SkippedPicture:
     picture, so a chain of them never holds more than the pictures not yet asked for."""
 
     def __init__(self, display, previous, skipped: np.ndarray, mv: torch.Tensor, block: int,
-                 moved: np.ndarray | None = None, frac: int = 1, sharp: bool = False) -> None:
+                 moved: np.ndarray | None = None, frac: int = 1, sharp: bool | np.ndarray = False) -> None:
         """``moved``: the previous picture already moved by ``mv`` (through the 8-tap
-        filters with ``sharp``), if the caller has it."""
+        filters with ``sharp``: everywhere, or in the blocks of that mask), if the caller has it."""
         self._display, self._previous = display, previous
         self._skipped, self._mv, self._block, self._moved = skipped, mv, block, moved
         self._frac, self._sharp = frac, sharp
@@ -205,8 +210,7 @@ class SkippedPicture:
             else:
                 out = self._display.result().copy()
                 h, w = out.shape[:2]
-                m = np.repeat(np.repeat(self._skipped, 16, 0), 16, 1)[:h, :w]
-                np.copyto(out, moved, where=m[..., None])
+                np.copyto(out, moved, where=block_pixels(self._skipped, 16, h, w))
             self._picture, self._display, self._previous, self._moved = out, None, None, None
         return self._picture
 
