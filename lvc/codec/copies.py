@@ -32,7 +32,6 @@ import torch
 from lvc.codec.partition import QUARTER, QuarterCoder, block_quarters, quarter_field
 from lvc.codec.sharp import PHASES
 from lvc.codec.skip import SkipFlags, block_pixels, block_sse, moved_picture
-from lvc.entropy import coder
 
 BILINEAR, SHARP, PER_BLOCK = 0, 1, 2  # the filter symbol
 
@@ -83,9 +82,12 @@ class CopyCoder:
         self.filters = SkipFlags()
 
     def write(self, enc, c: Copies, write_motion) -> float:
-        """Code ``c`` (``write_motion(enc, mv)`` codes item 2 and returns its bits); its bits."""
-        self.mv_coder.encode(enc, np.array([c.filter]), np.array([self.choice_row]))
-        bits = self.quarters.tables.bits(np.array([self.choice_row]), np.array([c.filter])) + write_motion(enc, c.mv)
+        """Code ``c`` into ``enc`` (None: only count the bits of items 1, 3 and 4;
+        ``write_motion(enc, mv)`` codes item 2 and returns its bits); its bits."""
+        if enc is not None:
+            self.mv_coder.encode(enc, np.array([c.filter]), np.array([self.choice_row]))
+        bits = self.quarters.tables.bits(np.array([self.choice_row]), np.array([c.filter]))
+        bits += write_motion(enc, c.mv) if enc is not None else 0.0
         if c.per_block:
             split = c.split if c.split is not None else np.zeros(tuple(c.mv.shape[:2]), dtype=bool)
             quarters = c.quarters if c.quarters is not None else np.zeros((0, QUARTER, QUARTER, 2), np.int64)
@@ -131,8 +133,7 @@ class CopyCoder:
     def _extra_bits(self, c: Copies) -> float:
         """What ``c`` codes beyond a PM frame's filter and motion: items 3 and 4 (every
         filter symbol costs the same, under a uniform row)."""
-        return self.write(coder.new_encoder(), c, _no_motion) - self.write(coder.new_encoder(), Copies(c.mv),
-                                                                          _no_motion)
+        return self.write(None, c, None) - self.write(None, Copies(c.mv), None)
 
     def _choose(self, frame: np.ndarray, previous: np.ndarray, moved: np.ndarray, mv: torch.Tensor,
                 fine: torch.Tensor | None, lmbda: float, block: int, frac: int,
@@ -164,11 +165,6 @@ class CopyCoder:
             c.sharp_blocks = sharp_blocks
             return c, np.where(block_pixels(sharp_blocks, block, h, w), other, moved)
         return c, other if c.filter == SHARP else moved
-
-
-def _no_motion(enc, mv: torch.Tensor) -> float:
-    """A ``write_motion`` that codes nothing (:meth:`CopyCoder._extra_bits`)."""
-    return 0.0
 
 
 def _sse(a: np.ndarray, b: np.ndarray) -> int:

@@ -120,16 +120,18 @@ class QuarterCoder:
 
     def encode(self, enc, mv: torch.Tensor, split: np.ndarray, quarters: np.ndarray,
                levels: np.ndarray | None = None, row: int | None = None) -> float:
-        """Code the flags and the quarters; their information content in bits. ``levels``
-        (the flags') and ``row`` (the quarters' table) default to the cheapest."""
+        """Code the flags and the quarters into ``enc`` (None: only count); their
+        information content in bits. ``levels`` (the flags') and ``row`` (the quarters'
+        table) default to the cheapest."""
         bits = self.flags.encode(enc, split, levels)
         if not split.any():
             return bits
         symbols = quarter_symbols(mv, split, quarters)
         if row is None:
             row = int(np.argmin([self.tables.bits(np.full(symbols.size, r), symbols) for r in range(self.rows)]))
-        self.coder.encode(enc, np.array([row]), np.array([self.choice_row]))
-        self.coder.encode(enc, symbols, np.full(symbols.size, row))
+        if enc is not None:
+            self.coder.encode(enc, np.array([row]), np.array([self.choice_row]))
+            self.coder.encode(enc, symbols, np.full(symbols.size, row))
         return bits + self.tables.bits(np.array([self.choice_row]), np.array([row])) + self.tables.bits(
             np.full(symbols.size, row), symbols)
 

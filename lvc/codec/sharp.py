@@ -27,10 +27,12 @@ SHARP_TAPS = np.array([[0, 0, 0, 64, 0, 0, 0, 0],
 PHASES = len(SHARP_TAPS)  # quarter pixels only
 
 
-def sharp_moved(previous: np.ndarray, v: np.ndarray, block: int, frac: int) -> np.ndarray:
+def sharp_moved(previous: np.ndarray, v: np.ndarray, block: int, frac: int,
+                only: np.ndarray | None = None) -> np.ndarray:
     """``previous`` (h, w, 3) uint8 with every ``block`` x ``block`` block taken from itself
     plus its vector ``v`` (hb, wb, 2) in ``1/frac`` pixels (``frac`` 4), through the 8-tap
-    filters; coordinates past the picture repeat its edge."""
+    filters; coordinates past the picture repeat its edge. With ``only`` (hb, wb) bool, just
+    those blocks (the others are left 0: a caller fills them)."""
     if frac != PHASES:
         raise ValueError(f"sharp copies need quarter-pixel vectors (got 1/{frac})")
     h, w = previous.shape[:2]
@@ -40,15 +42,16 @@ def sharp_moved(previous: np.ndarray, v: np.ndarray, block: int, frac: int) -> n
     pad = np.pad(previous, ((r, r + hb * block - h + 4), (r, r + wb * block - w + 4), (0, 0)), mode="edge")
     n = block + 7
     squares = np.lib.stride_tricks.sliding_window_view(pad, (n, n), axis=(0, 1))
-    top_left = (np.arange(hb)[:, None] * block + r - 3 + whole[..., 1],
-                np.arange(wb)[None, :] * block + r - 3 + whole[..., 0])
-    reg = squares[top_left].astype(np.int32).transpose(0, 1, 3, 4, 2)  # (hb, wb, n rows, n cols, 3)
-    tx = SHARP_TAPS[part[..., 0]][:, :, None, None, :, None]  # (hb, wb, 1, 1, 8, 1)
-    ty = SHARP_TAPS[part[..., 1]][:, :, None, None, :, None]
-    rows = sum(tx[..., k, :] * reg[:, :, :, k:k + block] for k in range(8))  # (hb, wb, n, block, 3)
-    out = sum(ty[..., k, :] * rows[:, :, k:k + block] for k in range(8))  # (hb, wb, block, block, 3)
-    out = np.clip((out + 2048) >> 12, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(out.transpose(0, 2, 1, 3, 4).reshape(hb * block, wb * block, 3)[:h, :w])
+    ys, xs = np.nonzero(np.ones((hb, wb), dtype=bool) if only is None else only)  # (k blocks, in raster order)
+    top_left = (ys * block + r - 3 + whole[ys, xs, 1], xs * block + r - 3 + whole[ys, xs, 0])
+    reg = squares[top_left].astype(np.int32).transpose(0, 2, 3, 1)  # (k, n rows, n cols, 3)
+    tx = SHARP_TAPS[part[ys, xs, 0]][:, None, None, :, None]  # (k, 1, 1, 8, 1)
+    ty = SHARP_TAPS[part[ys, xs, 1]][:, None, None, :, None]
+    rows = sum(tx[..., k, :] * reg[:, :, k:k + block] for k in range(8))  # (k, n, block, 3)
+    out = sum(ty[..., k, :] * rows[:, k:k + block] for k in range(8))  # (k, block, block, 3)
+    picture = np.zeros((hb, wb, block, block, 3), dtype=np.uint8)
+    picture[ys, xs] = np.clip((out + 2048) >> 12, 0, 255)
+    return np.ascontiguousarray(picture.transpose(0, 2, 1, 3, 4).reshape(hb * block, wb * block, 3)[:h, :w])
 
 
 def sharp_phase_planes(x: torch.Tensor, frac: int) -> torch.Tensor:

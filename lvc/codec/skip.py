@@ -81,18 +81,15 @@ class SkipFlags:
                              mask.ravel().astype(np.int64), _CONTEXTS)
 
     def encode(self, enc, mask: np.ndarray, levels: np.ndarray | None = None) -> float:
-        """Code ``mask`` (each context's level ``levels``, by default the cheapest); returns
-        its information content in bits."""
+        """Code ``mask`` (each context's level ``levels``, by default the cheapest) into
+        ``enc`` (None: only count); returns its information content in bits."""
         choice = self._choose(mask) if levels is None else levels
-        rows = np.full(_CONTEXTS, self._choice_row)
-        self.coder.encode(enc, choice, rows)
-        bits = self.tables.bits(rows, choice)
-        ctx = self._contexts(mask)
-        for r in range(mask.shape[0]):  # row by row, as the decoder must
-            table = choice[ctx[r]]
-            self.coder.encode(enc, mask[r].astype(np.int64), table)
-            bits += self.tables.bits(table, mask[r].astype(np.int64))
-        return bits
+        rows, ctx, flags = np.full(_CONTEXTS, self._choice_row), self._contexts(mask), mask.astype(np.int64)
+        if enc is not None:
+            self.coder.encode(enc, choice, rows)
+            for r in range(mask.shape[0]):  # row by row, as the decoder must
+                self.coder.encode(enc, flags[r], choice[ctx[r]])
+        return self.tables.bits(rows, choice) + self.tables.bits(choice[ctx].ravel(), flags.ravel())
 
     def decode(self, dec, shape: tuple[int, int], with_levels: bool = False) -> np.ndarray | tuple:
         """The mask (and, ``with_levels``, each context's level, as :meth:`encode` takes them)."""
@@ -120,9 +117,12 @@ def moved_picture(previous: np.ndarray, mv: torch.Tensor, block: int, frac: int 
     vectors is interpolated (:func:`_interpolated`; ``sharp``: through 8-tap filters,
     :mod:`lvc.codec.sharp`, everywhere or in the blocks where that (hb, wb) mask is set)."""
     h, w = previous.shape[:2]
-    if isinstance(sharp, np.ndarray):
-        return np.where(block_pixels(sharp, block, h, w), moved_picture(previous, mv, block, frac, True),
-                        moved_picture(previous, mv, block, frac))
+    if isinstance(sharp, np.ndarray):  # (the sharp blocks alone are filtered)
+        picture = moved_picture(previous, mv, block, frac)
+        v = mv.numpy()
+        if frac > 1 and (v[sharp] % frac).any():  # (then some block moves: ``picture`` is a copy)
+            np.copyto(picture, sharp_moved(previous, v, block, frac, sharp), where=block_pixels(sharp, block, h, w))
+        return picture
     v = mv.numpy()
     moving = v.any(-1)
     if not moving.any():
