@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from lvc.codec.partition import QUARTER, QuarterCoder, block_quarters, quarter_field
-from lvc.codec.sharp import PHASES
+from lvc.codec.sharp import PHASES, sharp_moved
 from lvc.codec.skip import SkipFlags, block_pixels, block_sse, moved_picture
 
 BILINEAR, SHARP, PER_BLOCK = 0, 1, 2  # the filter symbol
@@ -151,7 +151,11 @@ class CopyCoder:
         field, per = c.field(block)
         if not sharp_ok or not (field.numpy() % frac).any():
             return c, moved
-        other = moved_picture(previous, field, per, frac, sharp=True)
+        other = moved_picture(previous, mv, block, frac, sharp=True)
+        if c.split is not None:  # (the quartered blocks' quarters alone are copied again)
+            only = np.repeat(np.repeat(c.split, QUARTER, 0), QUARTER, 1)
+            other = np.where(block_pixels(c.split, block, h, w), sharp_moved(previous, field.numpy(), per, frac, only),
+                             other)
         if fine is None:  # one filter for the frame (PM)
             return (Copies(mv, SHARP), other) if _sse(other, frame) < _sse(moved, frame) else (c, moved)
         sse_b, sse_s = block_sse(moved, frame, grid), block_sse(other, frame, grid)

@@ -28,7 +28,17 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from lvc.codec.motion import _block_sad, _blocks, _fetch, _mean_satd, _replicate, _square, _vector_bits, phase_planes
+from lvc.codec.motion import (
+    _block_sad,
+    _blocks,
+    _fetch,
+    _mean_abs,
+    _mean_satd,
+    _replicate,
+    _square,
+    _vector_bits,
+    phase_planes,
+)
 from lvc.codec.skip import SkipFlags, block_sse
 from lvc.entropy.tables import CdfTables
 
@@ -38,6 +48,7 @@ QUARTER = 2  # quarters per block side
 # 0.3% on 8 training clips (docs/models.md, "Session 41").
 SPLIT_COST = 1.0
 QUARTER_RANGE = 4  # whole pixels around the block's vector a quarter's search covers (encoder only)
+_DIAMOND = torch.tensor([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]])
 
 
 def search_quarters(ref: torch.Tensor, cur: torch.Tensor, mv: torch.Tensor, block: int, frac: int,
@@ -76,11 +87,12 @@ def search_quarters(ref: torch.Tensor, cur: torch.Tensor, mv: torch.Tensor, bloc
     rows, cols = torch.arange(hq).view(1, 1, hq, 1) * size + r, torch.arange(wq).view(1, 1, 1, wq) * size + r
     cur_blocks = _blocks(cur, size)
     step = frac // 2
-    while step >= 1:
-        v = best[:, None] + step * _square(1).view(1, -1, 1, 1, 2)
+    while step >= 1:  # the last step by SATD on a diamond, the others by SAD on the square
+        last = step == 1
+        v = best[:, None] + step * (_DIAMOND if last else _square(1)).view(1, -1, 1, 1, 2)
         whole, phase = torch.div(v, frac, rounding_mode="floor"), torch.remainder(v, frac)
         moved = _fetch(planes, phase[..., 1] * frac + phase[..., 0], rows + whole[..., 1], cols + whole[..., 0], size)
-        best = cheapest(v, _mean_satd(moved, cur_blocks))
+        best = cheapest(v, (_mean_satd if last else _mean_abs)(moved, cur_blocks))
         step //= 2
     return best[0]
 

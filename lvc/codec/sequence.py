@@ -255,11 +255,13 @@ class SequenceEncoder:
         searches and analyses on threads of their own): its small operations gained little
         from a second core."""
         if upcoming is not None:
-            self.codec.analyse_ahead(frame)  # this frame's first (no-op if it was started ahead)
             next_intra = self.intra_period > 0 and (self.index + 1) % self.intra_period == 0
+            if self._may_analyse(0):
+                self.codec.analyse_ahead(frame)  # this frame's first (no-op if it was started ahead)
             if self.inter is not None and not next_intra and self._pc_wait < 2:  # (else PC is not tried)
                 self.inter.search_ahead(frame, upcoming, self.quality)
-            self.codec.analyse_ahead(upcoming)  # used by I-frames and the I check (speculative)
+            if next_intra or self._may_analyse(1):
+                self.codec.analyse_ahead(upcoming)  # used by I-frames and the I check (speculative)
         if (planes is not None) != (self.colour_format == COLOUR_YUV420):
             raise ValueError("source planes are given exactly in colour format 1")
         self._planes, self._grey = planes, is_grey(frame)
@@ -380,6 +382,16 @@ class SequenceEncoder:
         self.previous = frame
         self.index += 1
         return CodedFrame(kind, quality, best.payload, pending, best.estimated_bits + extra, residual=section)
+
+    def _may_analyse(self, ahead: int) -> bool:
+        """Whether the frame ``ahead`` frames after the one being coded may need its intra
+        analysis: not while ``PC_TRUST`` would still let PC frames skip it. Only when to
+        start it ahead depends on this (a frame that needs it after all gets it on the spot,
+        with the same result): the lookahead thread bounds the encoder's speed, and an
+        analysis nobody reads took a fifth of its time (docs/models.md, "Session 41")."""
+        if self.inter is None or self._forced_intra() or self._pc_wait or self._i_cost is None or not self._last_pc:
+            return True
+        return self._i_cost[1] + ahead >= PC_TRUST
 
     def _trust_pc(self, bpp: float, frame: np.ndarray) -> bool:
         """Whether PC clearly wins without looking at I (see ``PC_TRUST``)."""
