@@ -310,27 +310,31 @@ def main_deblock() -> None:
     write_digests()
 
 
-def main_quarters() -> None:
-    """The quartered-blocks fixture (needs tiny-inter.lvcm and clip.y4m): every block whose
-    searched quarters differ from it is quartered (``SPLIT_COST`` 0), format 1.6."""
+def _quartered_fixture(stem: str, model: str, quality: float, intra_period: int) -> None:
+    """Code clip.y4m with every block whose searched quarters differ from it quartered
+    (``SPLIT_COST`` 0) into ``stem``.lvc; it must be format 1.6 with two PQ frames or more."""
     from lvc.bitstream.container import FRAME_PQ
     from lvc.codec import partition
 
     partition.SPLIT_COST = 0.0
-    stream = DATA / "golden-quarters.lvc"
-    api.encode(DATA / "clip.y4m", stream, quality=0.5, model=str(DATA / "tiny-inter.lvcm"), intra_period=4,
+    stream = DATA / f"{stem}.lvc"
+    api.encode(DATA / "clip.y4m", stream, quality=quality, model=str(DATA / model), intra_period=intra_period,
                progress=False, residual=64.0, colour="yuv420")
     with LvcReader(stream) as r:
         if r.header.version != (1, 6) or [u.frame_type for u in r.units()].count(FRAME_PQ) < 2:
-            raise SystemExit("the encoder did not quarter blocks in two frames of the fixture")
+            raise SystemExit(f"the encoder quartered blocks in too few frames of {stem}")
     write_digests()
+
+
+def main_quarters() -> None:
+    """The quartered-blocks fixture (needs tiny-inter.lvcm and clip.y4m), format 1.6."""
+    _quartered_fixture("golden-quarters", "tiny-inter.lvcm", 0.5, 4)
 
 
 def main_sharp() -> None:
     """The quarter-pixel fixture (needs tiny-ctx.lvcm and clip.y4m): ``tiny-quarter.lvcm``
-    and a stream of PQ frames with fractional quarters and filters chosen per block."""
-    from lvc.bitstream.container import FRAME_PQ
-    from lvc.codec import partition
+    and a stream of PQ frames with fractional quarters and filters chosen per block (which
+    test_golden checks)."""
     from lvc.models.conditional import ConditionalConfig, ConditionalP
     from lvc.models.frozen import extend, latent_space_id
 
@@ -341,14 +345,7 @@ def main_sharp() -> None:
     torch.nn.init.normal_(inter.g_c[-1].weight, std=0.05)
     ext = extend(base, "lvc-test-tiny-quarter", inter, latent_space_id(base.g_a, base.log_gain), "tiny-ctx.lvcm")
     save_frozen(ext, DATA / "tiny-quarter.lvcm")
-    partition.SPLIT_COST = 0.0
-    stream = DATA / "golden-sharp.lvc"
-    api.encode(DATA / "clip.y4m", stream, quality=0.8, model=str(DATA / "tiny-quarter.lvcm"), intra_period=6,
-               progress=False, residual=64.0, colour="yuv420")
-    with LvcReader(stream) as r:
-        if r.header.version != (1, 6) or [u.frame_type for u in r.units()].count(FRAME_PQ) < 2:
-            raise SystemExit("the fixture has too few PQ frames (test_golden checks the rest)")
-    write_digests()
+    _quartered_fixture("golden-sharp", "tiny-quarter.lvcm", 0.8, 6)
 
 
 def main() -> None:
