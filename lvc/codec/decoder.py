@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lvc.bitstream.container import CONDITIONAL, FRAME_I, FRAME_P, FRAME_PM, FRAME_PQ, FRAME_PS, FrameUnit
+from lvc.bitstream.container import CONDITIONAL, FRAME_I, FRAME_P, FRAME_PQ, FRAME_PS, MOTION_ONLY_SINCE, FrameUnit
 from lvc.bitstream.syntax import COLOUR_RGB, COLOUR_YUV420
 from lvc.codec.colour import Planes, PlanesPicture
 from lvc.codec.frame import FrameCodec
@@ -123,15 +123,15 @@ class SequenceDecoder:
                                  "the file is corrupted or was cut in the middle of a group")
         self._context.set(None)
         self.reference = None
-        skip = unit.frame_type in (FRAME_PS, FRAME_PM, FRAME_PQ)
+        copies = unit.frame_type in MOTION_ONLY_SINCE  # (every block copied)
+        skip = copies or unit.frame_type == FRAME_PS
         previous, self.picture = (self.picture if skip or self.inter.pixel_ref else None), None
         if (skip or self.inter.pixel_ref) and previous is None:
             raise BitstreamError("conditional frame without a previous picture", fwhere, "the file is corrupted")
         try:
             out, next_context = self.inter.decode_async(unit.payload, self.height, self.width, unit.quality,
                                                         context, synthesize, previous, skip,
-                                                        copies=unit.frame_type in (FRAME_PM, FRAME_PQ),
-                                                        per_block=unit.frame_type == FRAME_PQ)
+                                                        copies=copies, per_block=unit.frame_type == FRAME_PQ)
         except Exception as e:  # noqa: BLE001 - any failure inside a CRC-valid payload means a bad stream
             raise BitstreamError(f"payload does not decode ({e.__class__.__name__}: {e})", fwhere,
                                  "the file is corrupted or was written by another encoder") from None

@@ -140,13 +140,16 @@ class QuarterCoder:
         if not split.any():
             return bits
         symbols = quarter_symbols(mv, split, quarters)
-        if row is None:
-            row = int(np.argmin([self.tables.bits(np.full(symbols.size, r), symbols) for r in range(self.rows)]))
+        row = self._cheapest_row(symbols) if row is None else row
         if enc is not None:
             self.coder.encode(enc, np.array([row]), np.array([self.choice_row]))
             self.coder.encode(enc, symbols, np.full(symbols.size, row))
         return bits + self.tables.bits(np.array([self.choice_row]), np.array([row])) + self.tables.bits(
             np.full(symbols.size, row), symbols)
+
+    def _cheapest_row(self, symbols: np.ndarray) -> int:
+        """The motion table that codes ``symbols`` in the fewest bits."""
+        return int(np.argmin([self.tables.bits(np.full(symbols.size, r), symbols) for r in range(self.rows)]))
 
     def decode(self, dec, mv: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray, int | None]:
         """(split, quarters, the flags' levels, the quarters' table row) as :meth:`encode` takes them."""
@@ -174,7 +177,6 @@ class QuarterCoder:
         differs = (symbols != 0).any(-1)
         if not differs.any():
             return np.zeros(grid, dtype=bool)
-        flat = symbols[differs].ravel()
-        row = int(np.argmin([self.tables.bits(np.full(flat.size, r), flat) for r in range(self.rows)]))
+        row = self._cheapest_row(symbols[differs].ravel())
         per = self.tables.element_bits(np.full(symbols.shape, row), symbols).sum(-1) + 1.0  # + about a flag
         return differs & (lmbda * saved > SPLIT_COST * per)

@@ -36,7 +36,9 @@ class Preset:
     # -2.6% on 8 training clips, -0.2% on the benchmark clips, but encoding at 416x240 drops
     # from 13.5 to 8.4-8.8 fps, below medium's 10 (docs/models.md, "Session 40")
     sharp_search: bool = False
-    # motion-only frames may quarter blocks (lvc.codec.partition), with a second search in 8x8 blocks
+    # motion-only frames may quarter blocks and choose filters per block (lvc.codec.copies; the
+    # quarters searched around each block's vector): -5.7% on 8 training clips (docs/models.md,
+    # "Session 41")
     quarters: bool = True
 
     def still_steps(self, pixels: int) -> int:
