@@ -131,8 +131,8 @@ def test_a_quartered_frame_with_a_word_more_or_less_or_in_a_1_5_stream_is_refuse
 
 def test_medium_searches_quarters_and_fast_does_not(quarter_file, twelve, tmp_path, monkeypatch):
     searched = []
-    real = partition.search_quarters
-    monkeypatch.setattr("lvc.codec.lookahead.search_quarters", lambda *a: searched.append(1) or real(*a))
+    real = partition.QuarterSearch.rows
+    monkeypatch.setattr(partition.QuarterSearch, "rows", lambda *a: searched.append(1) or real(*a))
     src = tmp_path / "twelve.y4m"
     write_y4m(src, twelve)
     for preset in ("fast", "medium"):

@@ -41,28 +41,38 @@ def thresholds(strength: int, step: int) -> tuple[int, int]:
     return tc, BETA_RATIO * tc
 
 
-def _vertical_edges(x: np.ndarray, coded: np.ndarray, tc: int, beta: int) -> None:
-    """Filter ``x`` (H, W) int32 in place at the vertical edges of its 8x8 grid where a
-    neighbouring block of ``coded`` (hb, wb) is coded (module docstring)."""
-    h, w = x.shape
-    e = np.arange(GRID, w - 2, GRID)
-    if e.size == 0:
+def _edges(x: np.ndarray, coded: np.ndarray, tc: int, beta: int, axis: int) -> None:
+    """Filter ``x`` (H, W) int32 in place at the edges of its 8x8 grid across ``axis`` (1:
+    the vertical edges, 0: the horizontal ones) where a neighbouring block of ``coded``
+    (hb, wb) is coded (module docstring). Strided views, not gathers: the encoder filters
+    each plane at several strengths per frame."""
+    n = len(range(GRID, x.shape[axis] - 2, GRID))  # edges
+    if n == 0:
         return
-    k = e // GRID
-    on = np.repeat(coded[:, k - 1] | coded[:, k], GRID, axis=0)[:h]  # (H, edges)
-    p2, p1, p0, q0, q1, q2 = (x[:, e + i] for i in range(-3, 3))
+
+    def at(i: int) -> tuple[slice, slice]:  # the samples i from each edge (0: q0, -1: p0)
+        cut = slice(GRID + i, GRID + i + GRID * n, GRID)
+        return (slice(None), cut) if axis == 1 else (cut, slice(None))
+
+    across = coded[:, :n + 1] if axis == 1 else coded[:n + 1]
+    if axis == 1:
+        on = np.repeat(across[:, :-1] | across[:, 1:], GRID, axis=0)[:x.shape[0]]  # (H, edges)
+    else:
+        on = np.repeat(across[:-1] | across[1:], GRID, axis=1)[:, :x.shape[1]]  # (edges, W)
+    p2, p1, p0, q0, q1, q2 = (x[at(i)] for i in range(-3, 3))
     on &= (np.abs(p1 - p0) < beta) & (np.abs(q1 - q0) < beta)
     if P1_FILTER:
         ap, aq = on & (np.abs(p2 - p0) < beta), on & (np.abs(q2 - q0) < beta)
         limit = tc + ap + aq.astype(np.int32)
         mean = (p0 + q0 + 1) >> 1
-        x[:, e - 2] = p1 + np.clip((p2 + mean - 2 * p1) >> 1, -tc, tc) * ap
-        x[:, e + 1] = q1 + np.clip((q2 + mean - 2 * q1) >> 1, -tc, tc) * aq
+        new_p1 = p1 + np.clip((p2 + mean - 2 * p1) >> 1, -tc, tc) * ap
+        new_q1 = q1 + np.clip((q2 + mean - 2 * q1) >> 1, -tc, tc) * aq
     else:
         limit = tc
     d = np.clip(((q0 - p0) * 4 + (p1 - q1) + 4) >> 3, -limit, limit) * on
-    x[:, e - 1] = p0 + d
-    x[:, e] = q0 - d
+    if P1_FILTER:
+        x[at(-2)], x[at(1)] = new_p1, new_q1
+    x[at(-1)], x[at(0)] = p0 + d, q0 - d
 
 
 def deblock(plane: np.ndarray, coded: np.ndarray, tc: int, beta: int) -> np.ndarray:
@@ -71,10 +81,9 @@ def deblock(plane: np.ndarray, coded: np.ndarray, tc: int, beta: int) -> np.ndar
     if tc <= 0 or not coded.any():
         return plane
     x = plane.astype(np.int32, copy=True)
-    _vertical_edges(x, coded, tc, beta)
-    xt = np.ascontiguousarray(x.T)
-    _vertical_edges(xt, np.ascontiguousarray(coded.T), tc, beta)
-    return np.ascontiguousarray(xt.T)
+    _edges(x, coded, tc, beta, 1)
+    _edges(x, coded, tc, beta, 0)
+    return x
 
 
 def apply(planes: list[np.ndarray], coded: tuple[np.ndarray, ...], step_sizes: tuple[int, int],

@@ -29,7 +29,6 @@ import torch
 from torch.nn import functional as F
 
 from lvc.codec.motion import (
-    _block_sad,
     _blocks,
     _fetch,
     _mean_abs,
@@ -53,49 +52,77 @@ QUARTER_RANGE = 4  # whole pixels around the block's vector a quarter's search c
 def search_quarters(ref: torch.Tensor, cur: torch.Tensor, mv: torch.Tensor, block: int, frac: int,
                     rate_weight: float) -> torch.Tensor:
     """The quarters' vectors (2 hb, 2 wb, 2) in ``1/frac`` pixels for the blocks' vectors
-    ``mv`` (hb, wb, 2): each 8x8 quarter of ``cur``'s luma (1, 1, H, W; ``ref`` likewise,
-    padded to whole blocks) searched within about ``QUARTER_RANGE`` whole pixels of its
-    block's vector by SAD (at half resolution, then one pixel around the best and the
-    block's own), then refined by a half-pixel step by SAD and a quarter-pixel one by SATD
-    (SATD in both: 0.2% fewer bits on 8 training clips, SAD in both: 1.0% more; the
-    lookahead thread that runs this bounds the encoder's speed), every candidate charged
-    ``rate_weight`` per bit of its difference from the block's vector (what the payload
-    codes)."""
-    size = block // QUARTER
-    parent = mv.repeat_interleave(QUARTER, 0).repeat_interleave(QUARTER, 1)[None]  # (1, 2hb, 2wb, 2)
+    ``mv`` (hb, wb, 2): :class:`QuarterSearch` over the whole frame."""
+    return QuarterSearch(ref, cur, mv, block, frac, rate_weight).rows(0, mv.shape[0])
 
-    def cheapest(v: torch.Tensor, distortion: torch.Tensor) -> torch.Tensor:
-        """Each quarter's candidate (1, K, 2hb, 2wb, 2) of least distortion plus rate."""
-        cost = distortion.numpy() * size * size + np.float32(rate_weight) * _vector_bits((v - parent[:, None]).numpy())
-        pick = torch.from_numpy(cost.argmin(1))[:, None, ..., None].expand(-1, 1, *v.shape[2:])
-        return v.gather(1, pick).squeeze(1)
 
-    start = torch.div(parent, frac, rounding_mode="floor")  # whole pixels
-    half_start = torch.div(start, 2, rounding_mode="floor")
-    coarse = _square(QUARTER_RANGE // 2)  # at half resolution first, then one pixel around the best
-    half = F.avg_pool2d(ref, 2), F.avg_pool2d(cur, 2)
-    v = (half_start[:, None] + coarse.view(1, -1, 1, 1, 2)) * 2 * frac
-    centre = torch.div(cheapest(v, _block_sad(*half, size // 2, coarse, half_start)), frac, rounding_mode="floor")
-    fine, zero = _square(1), torch.zeros(1, 2, dtype=torch.long)
-    v = torch.cat([centre[:, None] + fine.view(1, -1, 1, 1, 2), start[:, None]], 1) * frac
-    sad = torch.cat([_block_sad(ref, cur, size, fine, centre), _block_sad(ref, cur, size, zero, start)], 1)
-    best = cheapest(v, sad)
-    if frac == 1:
+class QuarterSearch:
+    """Each 8x8 quarter of ``cur``'s luma (1, 1, H, W; ``ref`` likewise, both padded to
+    whole blocks) searched within about ``QUARTER_RANGE`` whole pixels of its block's vector
+    (``mv``, (hb, wb, 2) in ``1/frac`` pixels) by SAD (at half resolution, then one pixel
+    around the best and the block's own), then refined by a half-pixel step by SAD and a
+    quarter-pixel one by SATD (SATD in both: 0.2% fewer bits on 8 training clips, SAD in
+    both: 1.0% more), every candidate charged ``rate_weight`` per bit of its difference from
+    the block's vector (what the payload codes).
+
+    The frame's padded planes are made once here; :meth:`rows` then searches any band of
+    block rows, on any thread: quarters do not depend on each other, and every distortion
+    is exact in float32 (sums of multiples of 1/16), so bands searched apart give the whole
+    search's vectors. The lookahead thread that runs this bounds the encoder's speed, and
+    the coding thread takes the bands it has not reached (:mod:`lvc.codec.lookahead`)."""
+
+    def __init__(self, ref: torch.Tensor, cur: torch.Tensor, mv: torch.Tensor, block: int, frac: int,
+                 rate_weight: float) -> None:
+        self.size, self.frac, self.rate_weight = block // QUARTER, frac, rate_weight
+        self.parent = mv.repeat_interleave(QUARTER, 0).repeat_interleave(QUARTER, 1)[None]  # (1, 2hb, 2wb, 2)
+        self.start = torch.div(self.parent, frac, rounding_mode="floor")  # whole pixels
+        self.half_start = torch.div(self.start, 2, rounding_mode="floor")
+        reach = int(self.start.abs().max())
+        # padding beyond every fetch: the whole-pixel stage stays within QUARTER_RANGE + 2 of
+        # ``start``, the sub-pixel steps within one more pixel (replicated edges: the values do
+        # not depend on how far the planes are padded)
+        self.r, self.r_half = reach + QUARTER_RANGE + 4, reach // 2 + QUARTER_RANGE // 2 + 2
+        half_ref, half_cur = F.avg_pool2d(ref, 2), F.avg_pool2d(cur, 2)
+        self.half_ref = _replicate(half_ref, (self.r_half,) * 4)
+        self.half_blocks = _blocks(half_cur, self.size // 2)
+        self.ref = _replicate(ref, (self.r,) * 4)
+        self.cur_blocks = _blocks(cur, self.size)
+        self.planes = phase_planes(self.ref, frac) if frac > 1 else None
+
+    def rows(self, first: int, last: int) -> torch.Tensor:
+        """The quarters' vectors (2 (last - first), 2 wb, 2) of block rows ``first`` to ``last``."""
+        q0, q1 = first * QUARTER, last * QUARTER
+        parent, start, half_start = self.parent[:, q0:q1], self.start[:, q0:q1], self.half_start[:, q0:q1]
+        frac, size = self.frac, self.size
+
+        def cheapest(v: torch.Tensor, distortion: torch.Tensor) -> torch.Tensor:
+            """Each quarter's candidate (1, K, n, 2wb, 2) of least distortion plus rate."""
+            cost = (distortion.numpy() * size * size
+                    + np.float32(self.rate_weight) * _vector_bits((v - parent[:, None]).numpy()))
+            pick = torch.from_numpy(cost.argmin(1))[:, None, ..., None].expand(-1, 1, *v.shape[2:])
+            return v.gather(1, pick).squeeze(1)
+
+        def fetch(planes: torch.Tensor, plane, r: int, n: int, v: torch.Tensor) -> torch.Tensor:
+            """The blocks of side ``n`` at the band's quarters moved by whole-pixel ``v``."""
+            rows = (torch.arange(q1 - q0).view(1, 1, -1, 1) + q0) * n + r
+            cols = torch.arange(v.shape[3]).view(1, 1, 1, -1) * n + r
+            return _fetch(planes, plane, rows + v[..., 1], cols + v[..., 0], n)
+
+        coarse = _square(QUARTER_RANGE // 2)  # at half resolution first, then one pixel around the best
+        v = half_start[:, None] + coarse.view(1, -1, 1, 1, 2)
+        sad = _mean_abs(fetch(self.half_ref, 0, self.r_half, size // 2, v), self.half_blocks[:, :, q0:q1])
+        centre = torch.div(cheapest(v * 2 * frac, sad), frac, rounding_mode="floor")
+        v = torch.cat([centre[:, None] + _square(1).view(1, -1, 1, 1, 2), start[:, None]], 1)
+        cur_blocks = self.cur_blocks[:, :, q0:q1]
+        best = cheapest(v * frac, _mean_abs(fetch(self.ref, 0, self.r, size, v), cur_blocks))
+        step = frac // 2
+        while step >= 1:  # the last step by SATD, the others by SAD
+            v = best[:, None] + step * _square(1).view(1, -1, 1, 1, 2)
+            whole, phase = torch.div(v, frac, rounding_mode="floor"), torch.remainder(v, frac)
+            moved = fetch(self.planes, phase[..., 1] * frac + phase[..., 0], self.r, size, whole)
+            best = cheapest(v, (_mean_satd if step == 1 else _mean_abs)(moved, cur_blocks))
+            step //= 2
         return best[0]
-    r = int(best.abs().max()) // frac + 2
-    planes = phase_planes(_replicate(ref, (r,) * 4), frac)
-    hq, wq = best.shape[1:3]
-    rows, cols = torch.arange(hq).view(1, 1, hq, 1) * size + r, torch.arange(wq).view(1, 1, 1, wq) * size + r
-    cur_blocks = _blocks(cur, size)
-    step = frac // 2
-    while step >= 1:  # the last step by SATD, the others by SAD
-        last = step == 1
-        v = best[:, None] + step * _square(1).view(1, -1, 1, 1, 2)
-        whole, phase = torch.div(v, frac, rounding_mode="floor"), torch.remainder(v, frac)
-        moved = _fetch(planes, phase[..., 1] * frac + phase[..., 0], rows + whole[..., 1], cols + whole[..., 0], size)
-        best = cheapest(v, (_mean_satd if last else _mean_abs)(moved, cur_blocks))
-        step //= 2
-    return best[0]
 
 
 def quarter_field(mv: torch.Tensor, split: np.ndarray, quarters: np.ndarray) -> torch.Tensor:
@@ -149,7 +176,7 @@ class QuarterCoder:
 
     def _cheapest_row(self, symbols: np.ndarray) -> int:
         """The motion table that codes ``symbols`` in the fewest bits."""
-        return int(np.argmin([self.tables.bits(np.full(symbols.size, r), symbols) for r in range(self.rows)]))
+        return int(np.argmin(self.tables.row_bits(np.arange(self.rows), symbols)))
 
     def decode(self, dec, mv: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray, int | None]:
         """(split, quarters, the flags' levels, the quarters' table row) as :meth:`encode` takes them."""

@@ -108,6 +108,12 @@ class CdfTables:
         """Information content in bits of ``symbols`` under rows ``table`` (escapes: +16 bits)."""
         return float(self.element_bits(table, symbols).sum())
 
+    def row_bits(self, rows: np.ndarray, symbols: np.ndarray) -> np.ndarray:
+        """:meth:`bits` of all of ``symbols`` under each row of ``rows`` (R,): priced once
+        per distinct symbol, as the encoder's table choices ask it many times per frame."""
+        values, counts = np.unique(symbols, return_counts=True)
+        return (self.element_bits(np.asarray(rows)[:, None], values[None, :]) * counts).sum(1)
+
     def element_bits(self, table: np.ndarray, symbols: np.ndarray) -> np.ndarray:
         """:meth:`bits` of each symbol (same shape)."""
         n = self.lengths[table]
@@ -140,7 +146,7 @@ def cheapest_rows(tables: CdfTables, rows: np.ndarray, ctx: np.ndarray, symbols:
     for c in range(contexts):
         s = symbols[ctx == c]
         if s.size:
-            out[c] = int(np.argmin([tables.bits(np.full(s.size, r), s) for r in rows]))
+            out[c] = int(np.argmin(tables.row_bits(rows, s)))
     return out
 
 
