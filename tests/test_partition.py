@@ -215,3 +215,38 @@ def test_filters_chosen_per_block_decode_to_the_encoders_picture(quarter_file, t
     assert np.array_equal(decoder().decode(FrameUnit(1, FRAME_PQ, q, r.payload, 0)), r.recon)
     with pytest.raises(BitstreamError, match="motion filter out of range"):
         decoder().decode(FrameUnit(1, 4, q, r.payload, 0))  # (FRAME_PM: filters 0 and 1 only)
+
+
+def test_polishing_moves_quarters_a_step_onto_their_content():
+    """A frame that is the reference moved by a quarter pixel (bilinearly, as copies are
+    made): quarters and blocks starting at zero take that step, the only one whose copy
+    is exact."""
+    from lvc.codec.motion import phase_planes
+    from lvc.codec.picture_motion import polish
+
+    g = torch.Generator().manual_seed(1)
+    ref = torch.nn.functional.avg_pool2d(torch.rand(1, 1, 64, 64, generator=g) * 255, 3, 1, 1).round()
+    cur = phase_planes(ref, 4)[:, 1:2]  # (x + 1/4, y) everywhere
+    mv = torch.zeros(4, 4, 2, dtype=torch.long)
+    fine = partition.polish_quarters(ref, cur, mv, torch.zeros(8, 8, 2, dtype=torch.long), 16, 4, rate_weight=0.0)
+    assert (fine[..., 0] == 1).all() and (fine[..., 1] == 0).all()
+    picture = ref[0, 0].numpy().astype(np.uint8)[..., None].repeat(3, 2)
+    frame = cur[0, 0].round().clamp(0, 255).numpy().astype(np.uint8)[..., None].repeat(3, 2)
+    new, quarters = polish(picture, frame, mv, torch.zeros(8, 8, 2, dtype=torch.long), 16, 4, rate_weight=0.0)
+    assert (new[..., 0] == 1).all() and (new[..., 1] == 0).all()
+    assert torch.equal(quarters, new.repeat_interleave(2, 0).repeat_interleave(2, 1))
+
+
+def test_medium_polishes_its_copies_on_the_picture_and_fast_does_not(quarter_file, twelve, tmp_path, monkeypatch):
+    from lvc.codec import inter
+
+    polished = []
+    real = inter.polish
+    monkeypatch.setattr(inter, "polish", lambda *a: polished.append(1) or real(*a))
+    src = tmp_path / "twelve.y4m"
+    write_y4m(src, twelve)
+    for preset in ("fast", "medium"):
+        polished.clear()
+        api.encode(src, tmp_path / f"{preset}.lvc", quality=0.5, model=str(quarter_file), progress=False,
+                   preset=preset, ms_ssim=False)
+        assert bool(polished) == (preset == "medium")

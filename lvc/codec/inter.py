@@ -40,6 +40,7 @@ from lvc.codec.copies import CopyCoder
 from lvc.codec.frame import LATENT_LIMIT, STRIDE, SYMBOL_LIMIT, _pad, quality_lambda, quantise, side_index, to_tensor
 from lvc.codec.lookahead import Lookahead, MotionSearch
 from lvc.codec.motion import RATE_WEIGHT, warp
+from lvc.codec.picture_motion import polish
 from lvc.codec.refine import refine_latent
 from lvc.codec.sharp import PHASES
 from lvc.codec.synthesis import Bands, Deferred, Synthesizer, bf16_synthesis
@@ -127,7 +128,8 @@ class InterCodec:
         # then also finds the sharp copy's own field (SHARP_COPIES), on the lookahead thread.
         self.sharp_search = False
         # ... and this (medium and slow): motion-only frames may quarter blocks and choose
-        # filters per block (FRAME_PQ), the quarters' vectors searched on the lookahead thread too.
+        # filters per block (FRAME_PQ), the quarters' vectors searched on the lookahead thread
+        # too, and their copies are polished on the decoder's picture (lvc.codec.picture_motion).
         self.quarter_search = False
 
     def close(self) -> None:
@@ -222,8 +224,10 @@ class InterCodec:
         h, w = frame.shape[:2]
         mv, mv_sharp, fine = self.motion.vectors(previous, frame, self._rate_weight(q), self._sharp_too,
                                                  self._quartering)
-        ctx_w = warp(context, mv[None], self.p.config.block, CONTEXT_SCALE, self.subpel)
         source = shown.pending if shown is not None else picture
+        if copies and motion_only and source is not None and self._quartering and self.subpel > 1:
+            mv, fine = polish(source.result(), frame, mv, fine, self.p.config.block, self.subpel, self._rate_weight(q))
+        ctx_w = warp(context, mv[None], self.p.config.block, CONTEXT_SCALE, self.subpel)
         if copies and source is not None:
             return self._encode_copies(frame, q, mv, ctx_w, source, shown, motion_only, context, mv_sharp, fine)
         x = _pad(to_tensor(frame))

@@ -329,13 +329,13 @@ def phase_planes(x: torch.Tensor, frac: int) -> torch.Tensor:
 
 
 def _subpel_refine(around: torch.Tensor, lc: torch.Tensor, block: int, mv: torch.Tensor, frac: int, search: int,
-                   length_cost: float, rate_weight: float, planes_of=None) -> torch.Tensor:
+                   length_cost: float, rate_weight: float, planes_of=None, first_step: int = 0) -> torch.Tensor:
     """Whole-pixel vectors ``mv`` (in ``1/frac`` units) refined by halving steps (1/2, then
     1/4, ... pixel): the 9 vectors around the current one by block SATD (``SUBPEL_SATD``) on
     the bilinearly interpolated reference, plus the length cost, or with ``rate_weight`` the bits of the
     residual the codec sends (decided row by row, as :func:`_rate_constrained`). ``around``:
     the reference edge-padded by ``search + 1``; ``planes_of``: another interpolation's
-    phase planes."""
+    phase planes; ``first_step``: the first step's length (default half a pixel)."""
     r = search + 1
     planes = (planes_of or phase_planes)(around, frac)
     b, hb, wb = mv.shape[:3]
@@ -343,7 +343,7 @@ def _subpel_refine(around: torch.Tensor, lc: torch.Tensor, block: int, mv: torch
     cols = torch.arange(wb).view(1, 1, 1, wb) * block + r
     cur_blocks = _blocks(lc, block)
     limit = search * frac
-    step = frac // 2
+    step = first_step or frac // 2
     while step >= 1:
         cands = (mv[:, None] + step * _square(1).view(1, -1, 1, 1, 2))  # (B, 9, hb, wb, 2)
         v = cands.clamp(-limit, limit)

@@ -125,6 +125,32 @@ class QuarterSearch:
         return best[0]
 
 
+def polish_quarters(ref: torch.Tensor, cur: torch.Tensor, mv: torch.Tensor, fine: torch.Tensor, block: int,
+                    frac: int, rate_weight: float, padded: tuple[int, torch.Tensor] | None = None) -> torch.Tensor:
+    """The quarters' vectors ``fine`` (2 hb, 2 wb, 2; ``1/frac`` pixels, ``frac`` > 1) moved
+    by at most one step of ``1/frac`` pixel where that copies ``cur``'s quarters from
+    ``ref`` (lumas as :class:`QuarterSearch` takes them) better by SATD plus ``rate_weight``
+    per bit of their difference from their block's vector in ``mv`` (hb, wb, 2).
+    ``padded``: ``ref``'s phase planes already made, edge-padded by that many pixels
+    (:func:`lvc.codec.motion.phase_planes`), used if that padding covers the steps."""
+    size = block // QUARTER
+    parent = mv.repeat_interleave(QUARTER, 0).repeat_interleave(QUARTER, 1)[None]
+    v = fine[None, None] + _square(1).view(1, -1, 1, 1, 2)  # (1, 9, 2hb, 2wb, 2)
+    r = int(v.abs().max()) // frac + 2
+    if padded is not None and padded[0] >= r:
+        r, planes = padded
+    else:
+        planes = phase_planes(_replicate(ref, (r,) * 4), frac)
+    whole, phase = torch.div(v, frac, rounding_mode="floor"), torch.remainder(v, frac)
+    rows = torch.arange(v.shape[2]).view(1, 1, -1, 1) * size + r
+    cols = torch.arange(v.shape[3]).view(1, 1, 1, -1) * size + r
+    moved = _fetch(planes, phase[..., 1] * frac + phase[..., 0], rows + whole[..., 1], cols + whole[..., 0], size)
+    cost = (_mean_satd(moved, _blocks(cur, size)).numpy() * size * size
+            + np.float32(rate_weight) * _vector_bits((v - parent[:, None]).numpy()))
+    pick = torch.from_numpy(cost.argmin(1))[:, None, ..., None].expand(-1, 1, *v.shape[2:])
+    return v.gather(1, pick)[0, 0]
+
+
 def quarter_field(mv: torch.Tensor, split: np.ndarray, quarters: np.ndarray) -> torch.Tensor:
     """(2 hb, 2 wb, 2) vectors of the 8x8 quarters: each block's own, replaced in the
     quartered blocks (``split``, (hb, wb) bool) by ``quarters`` ((n, 2, 2, 2): per quartered
