@@ -250,3 +250,20 @@ def test_medium_polishes_its_copies_on_the_picture_and_fast_does_not(quarter_fil
         api.encode(src, tmp_path / f"{preset}.lvc", quality=0.5, model=str(quarter_file), progress=False,
                    preset=preset, ms_ssim=False)
         assert bool(polished) == (preset == "medium")
+
+
+def test_the_quarters_search_in_bands_gives_the_whole_search(twelve):
+    """Bands of block rows searched apart, in any order, give the whole frame's vectors:
+    the lookahead and the coding thread share a frame's search by bands."""
+    from lvc.codec.frame import _pad
+    from lvc.codec.motion import estimate_motion, frame_luma
+
+    ref, cur = (_pad(frame_luma(f)) for f in (twelve[0], twelve[3]))
+    mv = estimate_motion(ref, cur, 16, rate_weight=20.0, frac=4)[0]
+    search = partition.QuarterSearch(ref, cur, mv, 16, 4, 20.0)
+    hb = mv.shape[0]
+    whole = search.rows(0, hb)
+    for cuts in ([0, 1, hb], [0, hb - 1, hb], list(range(hb + 1))):
+        bands = [search.rows(a, b) for a, b in reversed(list(zip(cuts[:-1], cuts[1:], strict=True)))]
+        assert torch.equal(torch.cat(bands[::-1]), whole)
+    assert whole.shape == (2 * hb, 2 * mv.shape[1], 2)

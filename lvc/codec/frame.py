@@ -202,7 +202,7 @@ class FrameCodec:
         itself from :meth:`analyse_ahead`'s job if one was started for this frame."""
         gain, _ = self._gains(q)
         raw = (self._analysis(frame) if self.lookahead is None
-               else self.lookahead.take(("analysis", id(frame)), frame, self._analysis, frame))
+               else self.lookahead.take(("analysis", id(frame)), self._analysis, frame))
         return raw * gain, to_tensor(frame)
 
     def analyse_ahead(self, frame: np.ndarray) -> None:

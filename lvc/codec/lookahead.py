@@ -14,7 +14,7 @@ job asked for (:meth:`Lookahead.take`) that the helper has not started yet runs 
 asking thread instead of waiting behind the others: on two cores the helper's queue,
 not the coding, bounded the encoder (session 42). (An encoder that refines latents,
 ``slow`` and still images, keeps its analyses on its own thread, with all of its
-intra-op threads; its motion search still runs here.)
+intra-op threads; its motion search is still a job here.)
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -55,7 +55,7 @@ class Lookahead:
         while len(self._pending) > PENDING_LIMIT:
             self._pending.pop(next(iter(self._pending)))[1].cancel()  # (runs on if it has started)
 
-    def take(self, key: Hashable, held: object, fn: Callable, *args):
+    def take(self, key: Hashable, fn: Callable, *args) -> Any:
         """The result of ``fn(*args)``: the job started ahead under ``key`` if the helper has
         begun it, else run here, on one intra-op thread as the helper's are."""
         pending = self._pending.pop(key, None)
@@ -85,7 +85,7 @@ class _Once:
     def __init__(self, fn: Callable, *args) -> None:
         self._fn, self._args, self._lock, self._value = fn, args, threading.Lock(), None
 
-    def get(self):
+    def get(self) -> Any:
         with self._lock:
             if self._fn is not None:
                 self._value, self._fn, self._args = self._fn(*self._args), None, ()
@@ -101,7 +101,8 @@ class MotionSearch:
 
     def __init__(self, block: int, keep: int, frac: int, lookahead: Lookahead) -> None:
         self.block, self.keep, self.frac, self.lookahead = block, keep, frac, lookahead
-        self._luma: tuple[np.ndarray, torch.Tensor] | None = None  # the last frame's (either thread)
+        # the last frame's, from either thread: replaced whole (one tuple), never changed
+        self._luma: tuple[np.ndarray, torch.Tensor] | None = None
         self._plans: dict[tuple, list[tuple[tuple, Callable]]] = {}  # search key -> its jobs
 
     def start(self, previous: np.ndarray, frame: np.ndarray, rate_weight: float, sharp_too: bool = False,
@@ -122,9 +123,11 @@ class MotionSearch:
         key = self._key(previous, frame, rate_weight, sharp_too, quarters)
         self.start(previous, frame, rate_weight, sharp_too, quarters)
         (job, fn), *bands = self._plans.pop(key)
-        _, _, mv, sharp = self.lookahead.take(job, (previous, frame), fn)
-        fine = [self.lookahead.take(band, (previous, frame), f) for band, f in reversed(bands)]
-        return Found(mv, sharp, torch.cat(fine[::-1]) if fine else None)
+        _, _, mv, sharp = self.lookahead.take(job, fn)
+        fine = torch.cat([self.lookahead.take(band, f) for band, f in reversed(bands)][::-1]) if bands else None
+        if fine is not None and fine.shape[0] != 2 * mv.shape[0]:
+            raise RuntimeError("the quarters' bands do not cover the blocks")  # (a bug, not bad input)
+        return Found(mv, sharp, fine)
 
     @staticmethod
     def _key(previous: np.ndarray, frame: np.ndarray, rate_weight: float, sharp_too: bool, quarters: bool) -> tuple:

@@ -19,7 +19,8 @@ context is warped by the 16x16 field, as in a ``FRAME_PM`` frame.
 
 The encoder quarters a block when the copy's squared error falls by more than the
 quarters' bits are worth (:meth:`QuarterCoder.choose`), the quarters' vectors coming from
-a search around each block's own vector (:func:`search_quarters`).
+a search around each block's own vector (:class:`QuarterSearch`), moved by a last
+quarter-pixel step on the decoder's picture (:mod:`lvc.codec.picture_motion`).
 """
 
 from __future__ import annotations
@@ -66,10 +67,10 @@ class QuarterSearch:
     the block's vector (what the payload codes).
 
     The frame's padded planes are made once here; :meth:`rows` then searches any band of
-    block rows, on any thread: quarters do not depend on each other, and every distortion
-    is exact in float32 (sums of multiples of 1/16), so bands searched apart give the whole
-    search's vectors. The lookahead thread that runs this bounds the encoder's speed, and
-    the coding thread takes the bands it has not reached (:mod:`lvc.codec.lookahead`)."""
+    block rows, on any thread: each quarter's costs come from its own pixels by the same
+    operations whatever the band (a test checks that bands give the whole search's
+    vectors). The lookahead thread that runs this bounds the encoder's speed, and the
+    coding thread takes the bands it has not reached (:mod:`lvc.codec.lookahead`)."""
 
     def __init__(self, ref: torch.Tensor, cur: torch.Tensor, mv: torch.Tensor, block: int, frac: int,
                  rate_weight: float) -> None:
@@ -96,13 +97,9 @@ class QuarterSearch:
         frac, size = self.frac, self.size
 
         def cheapest(v: torch.Tensor, distortion: torch.Tensor) -> torch.Tensor:
-            """Each quarter's candidate (1, K, n, 2wb, 2) of least distortion plus rate."""
-            cost = (distortion.numpy() * size * size
-                    + np.float32(self.rate_weight) * _vector_bits((v - parent[:, None]).numpy()))
-            pick = torch.from_numpy(cost.argmin(1))[:, None, ..., None].expand(-1, 1, *v.shape[2:])
-            return v.gather(1, pick).squeeze(1)
+            return _cheapest(v, distortion, parent, size, self.rate_weight)
 
-        def fetch(planes: torch.Tensor, plane, r: int, n: int, v: torch.Tensor) -> torch.Tensor:
+        def fetch(planes: torch.Tensor, plane: torch.Tensor | int, r: int, n: int, v: torch.Tensor) -> torch.Tensor:
             """The blocks of side ``n`` at the band's quarters moved by whole-pixel ``v``."""
             rows = (torch.arange(q1 - q0).view(1, 1, -1, 1) + q0) * n + r
             cols = torch.arange(v.shape[3]).view(1, 1, 1, -1) * n + r
@@ -145,10 +142,17 @@ def polish_quarters(ref: torch.Tensor, cur: torch.Tensor, mv: torch.Tensor, fine
     rows = torch.arange(v.shape[2]).view(1, 1, -1, 1) * size + r
     cols = torch.arange(v.shape[3]).view(1, 1, 1, -1) * size + r
     moved = _fetch(planes, phase[..., 1] * frac + phase[..., 0], rows + whole[..., 1], cols + whole[..., 0], size)
-    cost = (_mean_satd(moved, _blocks(cur, size)).numpy() * size * size
-            + np.float32(rate_weight) * _vector_bits((v - parent[:, None]).numpy()))
+    return _cheapest(v, _mean_satd(moved, _blocks(cur, size)), parent, size, rate_weight)[0]
+
+
+def _cheapest(v: torch.Tensor, distortion: torch.Tensor, parent: torch.Tensor, size: int,
+              rate_weight: float) -> torch.Tensor:
+    """Each quarter's candidate of ``v`` (1, K, n, 2wb, 2) of least mean ``distortion`` (1, K,
+    n, 2wb) over its ``size`` x ``size`` pixels plus ``rate_weight`` per bit of its difference
+    from its block's vector in ``parent`` (1, n, 2wb, 2): (1, n, 2wb, 2)."""
+    cost = distortion.numpy() * size * size + np.float32(rate_weight) * _vector_bits((v - parent[:, None]).numpy())
     pick = torch.from_numpy(cost.argmin(1))[:, None, ..., None].expand(-1, 1, *v.shape[2:])
-    return v.gather(1, pick)[0, 0]
+    return v.gather(1, pick).squeeze(1)
 
 
 def quarter_field(mv: torch.Tensor, split: np.ndarray, quarters: np.ndarray) -> torch.Tensor:

@@ -29,8 +29,10 @@ def polish(picture: np.ndarray, frame: np.ndarray, mv: torch.Tensor, fine: torch
            frac: int, rate_weight: float) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(the blocks' vectors, the quarters' or None) of ``frame`` copied from ``picture``
     (8-bit RGB) for ``block``-pixel blocks: the searched vectors ``mv`` (hb, wb, 2; ``1/frac``
-    pixels, ``frac`` > 1) and quarters ``fine`` (2 hb, 2 wb, 2, or None) each moved by at
-    most a step of ``1/frac`` pixel, charged ``rate_weight`` per bit as the search charges them."""
+    pixels, ``frac`` > 1) each moved by at most a step of ``1/frac`` pixel, and the quarters
+    ``fine`` (2 hb, 2 wb, 2, or None) moved with their block, then by such a step of their
+    own; every step charged ``rate_weight`` per bit as the search charges it. (``slow``'s
+    sharp field is not polished: its copy competes unpolished.)"""
     ref, cur = _pad(frame_luma(picture)), _pad(frame_luma(frame))
     around = _replicate(ref, (SEARCH + 1,) * 4)
     planes = phase_planes(around, frac)  # both steps' (the search's padding)

@@ -109,8 +109,9 @@ class CdfTables:
         return float(self.element_bits(table, symbols).sum())
 
     def row_bits(self, rows: np.ndarray, symbols: np.ndarray) -> np.ndarray:
-        """:meth:`bits` of all of ``symbols`` under each row of ``rows`` (R,): priced once
-        per distinct symbol, as the encoder's table choices ask it many times per frame."""
+        """:meth:`bits` of all of ``symbols`` under each row of ``rows`` (R,), to float
+        rounding: priced once per distinct symbol, as the encoder's table choices ask it
+        many times per frame."""
         values, counts = np.unique(symbols, return_counts=True)
         return (self.element_bits(np.asarray(rows)[:, None], values[None, :]) * counts).sum(1)
 
