@@ -129,17 +129,21 @@ def test_a_quartered_frame_with_a_word_more_or_less_or_in_a_1_5_stream_is_refuse
         list(LvcReader(older).units())
 
 
-def test_medium_searches_quarters_and_fast_does_not(quarter_file, twelve, tmp_path, monkeypatch):
-    searched = []
-    real = partition.QuarterSearch.rows
-    monkeypatch.setattr(partition.QuarterSearch, "rows", lambda *a: searched.append(1) or real(*a))
+def test_medium_searches_quarters_and_polishes_its_copies_and_fast_does_neither(quarter_file, twelve, tmp_path,
+                                                                               monkeypatch):
+    from lvc.codec import inter
+
+    called = []
+    rows, polish = partition.QuarterSearch.rows, inter.polish
+    monkeypatch.setattr(partition.QuarterSearch, "rows", lambda *a: called.append("search") or rows(*a))
+    monkeypatch.setattr(inter, "polish", lambda *a: called.append("polish") or polish(*a))
     src = tmp_path / "twelve.y4m"
     write_y4m(src, twelve)
     for preset in ("fast", "medium"):
-        searched.clear()
+        called.clear()
         api.encode(src, tmp_path / f"{preset}.lvc", quality=0.5, model=str(quarter_file), progress=False,
                    preset=preset, ms_ssim=False)
-        assert bool(searched) == (preset == "medium")
+        assert set(called) == ({"search", "polish"} if preset == "medium" else set())
 
 
 def test_the_quarters_search_finds_a_quarters_own_motion():
@@ -235,21 +239,6 @@ def test_polishing_moves_quarters_a_step_onto_their_content():
     new, quarters = polish(picture, frame, mv, torch.zeros(8, 8, 2, dtype=torch.long), 16, 4, rate_weight=0.0)
     assert (new[..., 0] == 1).all() and (new[..., 1] == 0).all()
     assert torch.equal(quarters, new.repeat_interleave(2, 0).repeat_interleave(2, 1))
-
-
-def test_medium_polishes_its_copies_on_the_picture_and_fast_does_not(quarter_file, twelve, tmp_path, monkeypatch):
-    from lvc.codec import inter
-
-    polished = []
-    real = inter.polish
-    monkeypatch.setattr(inter, "polish", lambda *a: polished.append(1) or real(*a))
-    src = tmp_path / "twelve.y4m"
-    write_y4m(src, twelve)
-    for preset in ("fast", "medium"):
-        polished.clear()
-        api.encode(src, tmp_path / f"{preset}.lvc", quality=0.5, model=str(quarter_file), progress=False,
-                   preset=preset, ms_ssim=False)
-        assert bool(polished) == (preset == "medium")
 
 
 def test_the_quarters_search_in_bands_gives_the_whole_search(twelve):
