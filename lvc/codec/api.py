@@ -79,7 +79,8 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
            fps: Fraction | None = None, progress: bool | None = None, metrics: bool = True,
            refine: int | None = None, preset: str = "medium", bitrate: float | None = None,
            ms_ssim: bool = True, reuse_probe: bool = True, intra_offset: float | None = None,
-           residual: float | None = None, colour: str = "auto", deblock: bool = True) -> EncodeResult:
+           residual: float | None = None, colour: str = "auto", deblock: bool = True,
+           intra_blocks: bool = True) -> EncodeResult:
     """Encode a video/image/PNG folder to an ``.lvc`` file (written atomically).
 
     Without ``model``, a still image (or a single frame) takes the shipped image model and
@@ -98,7 +99,8 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
     ``residual`` (default :data:`lvc.codec.residual_rdo.RESIDUAL_WEIGHT` for video, 0 for a
     still image) weighs the residual layer's rate against the quality's lambda; 0 codes none.
     ``deblock=False`` keeps colour format 1's layers unfiltered (no in-loop deblocking,
-    :mod:`lvc.codec.deblock`).
+    :mod:`lvc.codec.deblock`); ``intra_blocks=False`` codes no intra macroblocks in them
+    (:mod:`lvc.codec.intra`, format 1.7).
     ``colour`` picks the colour format: ``yuv420`` shows yuv420p planes coded against the
     source's own (format 1.4, :mod:`lvc.codec.colour`), ``rgb`` RGB pictures; ``auto`` takes
     ``yuv420`` for a video file and ``rgb`` for images and still pictures.
@@ -149,7 +151,8 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
         frame units while they total at most ``KEEP_PROBE_BYTES`` (then it is cleared and
         stops), so that rate control can write its chosen probe instead of coding it again."""
         enc = SequenceEncoder(fm, q, intra_period, steps, preset, synthesize=acc is not None, intra_offset=offset,
-                              residual=weight, colour_format=fmt, deblock=deblock)
+                              residual=weight, colour_format=fmt, deblock=deblock,
+                              intra_blocks=intra_blocks)
         size, n, est = len(header.pack()), 0, 0.0
         pending: deque = deque()  # reconstructions still being synthesised, scored in order
 
@@ -165,7 +168,7 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
                 while upcoming is not None:
                     (frame, planes), upcoming = upcoming, next(frames, None)  # one ahead: lvc.codec.lookahead
                     coded = enc.encode(frame, upcoming[0] if ahead and upcoming is not None else None, planes)
-                    unit = (coded.frame_type, coded.quality, coded.payload, coded.grey, coded.residual)
+                    unit = (coded.frame_type, coded.quality, coded.payload, coded.grey, coded.residual, coded.intra)
                     size += len(pack_frame(*unit))
                     if writer is not None:
                         writer.write_frame(*unit)

@@ -21,7 +21,9 @@ Each plane is coded in 8x8 blocks of an orthonormal DCT with a uniform step per 
    chosen by the encoder and sent in 1.;
 3. the coefficients of the coded blocks, plane by plane and group by group, each group's
    row moved by the block's context: its count of nonzero coefficients in the plane's lower
-   groups, in classes (``CONTEXTS``, :func:`coefficient_rows`).
+   groups, in classes (``CONTEXTS``, :func:`coefficient_rows`);
+4. with ``syntax.INTRA_FLAG`` (colour format 1, since 1.7): its intra macroblocks and their
+   modes (:mod:`lvc.codec.intra`), whose blocks are predicted from their neighbours.
 
 Nothing here depends on the picture, and the inverse transform is exact integer arithmetic
 (a 13-bit basis, quarter-pixel intermediate), so the residual decodes identically on every
@@ -39,7 +41,7 @@ from functools import cached_property
 import numpy as np
 
 from lvc.bitstream import syntax
-from lvc.codec import colour, deblock
+from lvc.codec import colour, deblock, intra
 from lvc.entropy import coder
 from lvc.entropy.tables import LAPLACE_THETAS, CdfTables, binary_row, cheapest_rows, laplace_tables, uniform_row
 from lvc.errors import BitstreamError
@@ -67,6 +69,7 @@ LEVELS = len(LAPLACE_THETAS)
 # P(coded) of the coded-block flags' rows, in 64ths; the encoder picks one per frame
 FLAG_LEVELS = (1, 2, 4, 8, 12, 16, 24, 32, 40, 48, 52, 56, 60, 62, 63)
 LEVEL_ROW, FLAG_CHOICE_ROW, FLAG_ROW = LEVELS, LEVELS + 1, LEVELS + 2  # rows of residual_tables()
+MODE_ROW = FLAG_ROW + len(FLAG_LEVELS)  # intra modes (since 1.7)
 FLAG_CONTEXTS = 4
 # Coefficient contexts per colour format (coefficient_rows): the classes' upper bounds of a
 # block's nonzero count in the plane's lower groups, and each class's row offset. Format 0:
@@ -92,23 +95,28 @@ def grid(colour_format: int, height: int, width: int) -> list[tuple[int, int, in
     return [(n, -(-height >> s), -(-width >> s)) for n, s in COMPONENTS[colour_format]]
 
 
-def _inverse(coeffs: np.ndarray, coded: np.ndarray, steps: list[int], height: int, width: int) -> np.ndarray:
-    """(planes, height, width) int32 quarter levels of one component's coded blocks. (The
-    products run in float64, where they are exact: with |coefficient| <= COEFF_LIMIT and
-    steps up to STEP_MAX every partial sum is an integer below 2**53.)"""
+def inverse_blocks(coeffs: np.ndarray, step: int) -> np.ndarray:
+    """(n, 8, 8) int32 quarter levels of n blocks of quantised coefficients at step index
+    ``step``. (The products run in float64, where they are exact: with |coefficient| <=
+    COEFF_LIMIT and steps up to STEP_MAX every partial sum is an integer below 2**53.)"""
+    n = coeffs.shape[0]
+    basis = BASIS.astype(np.float64)
+    v = coeffs.astype(np.float64) * step_size(step)
+    a = (v.reshape(n * BLOCK, BLOCK) @ basis).reshape(n, BLOCK, BLOCK)  # rows: u, columns: x
+    r = (a.transpose(0, 2, 1).reshape(n * BLOCK, BLOCK) @ basis).reshape(n, BLOCK, BLOCK)  # (x, y)
+    # scale 2**(2 * 13 + 4) -> quarter pixels, rounded half up
+    return np.floor((r.transpose(0, 2, 1) + (1 << 27)) / (1 << 28)).astype(np.int32)
+
+
+def _inverse(coeffs: np.ndarray, coded: np.ndarray, steps: list[int]) -> np.ndarray:
+    """(planes, hb * 8, wb * 8) int32 quarter levels of one component's coded blocks."""
     hb, wb = coded.shape
     planes = coeffs.shape[0]
     quarter = np.zeros((planes, hb, BLOCK, wb, BLOCK), dtype=np.int32)  # |value| < 2**26
     ys, xs = np.nonzero(coded)
-    n = ys.size
-    basis = BASIS.astype(np.float64)
     for p in range(planes):
-        v = coeffs[p].astype(np.float64) * step_size(steps[p])
-        a = (v.reshape(n * BLOCK, BLOCK) @ basis).reshape(n, BLOCK, BLOCK)  # rows: u, columns: x
-        r = (a.transpose(0, 2, 1).reshape(n * BLOCK, BLOCK) @ basis).reshape(n, BLOCK, BLOCK)  # (x, y)
-        # scale 2**(2 * 13 + 4) -> quarter pixels, rounded half up
-        quarter[p, ys, :, xs, :] = np.floor((r.transpose(0, 2, 1) + (1 << 27)) / (1 << 28)).astype(np.int32)
-    return quarter.reshape(planes, hb * BLOCK, wb * BLOCK)[:, :height, :width]
+        quarter[p, ys, :, xs, :] = inverse_blocks(coeffs[p], steps[p])
+    return quarter.reshape(planes, hb * BLOCK, wb * BLOCK)
 
 
 @dataclass(frozen=True)
@@ -121,17 +129,34 @@ class Residual:
     coeffs: tuple[np.ndarray, ...]  # per component: (planes, n_coded, 8, 8) int64, raster order of ``coded``
     colour_format: int = syntax.COLOUR_RGB
     deblock: tuple[int, int] = (0, 0)  # luma, chroma strengths (lvc.codec.deblock; colour format 1)
+    intra: np.ndarray | None = None  # (mbh, mbw) bool: intra macroblocks (lvc.codec.intra; colour format 1)
+    modes: np.ndarray | None = None  # (intra count, 5): their luma and chroma modes
     # planes() by size, computed once: the encoder's deblocking choice and the picture both
     # need them (dataclasses.replace with other strengths shares it: planes() ignores them)
     _planes: dict = field(default_factory=dict, compare=False, repr=False)
 
-    def quarter(self, height: int, width: int) -> list[np.ndarray]:
-        """Per component, (planes, plane height, plane width) int32: the residual in quarter levels."""
+    def quarter(self, height: int, width: int, crop: bool = True) -> list[np.ndarray]:
+        """Per component, (planes, plane height, plane width) int32: the residual in quarter
+        levels (``crop=False``: whole blocks)."""
         out = []
         for c, (planes, ph, pw) in enumerate(grid(self.colour_format, height, width)):
             steps = [self.steps[min(c + p, 1)] for p in range(planes)]
-            out.append(_inverse(self.coeffs[c], self.coded[c], steps, ph, pw))
+            q = _inverse(self.coeffs[c], self.coded[c], steps)
+            out.append(q[:, :ph, :pw] if crop else q)
         return out
+
+    @property
+    def has_intra(self) -> bool:
+        return self.intra is not None and bool(self.intra.any())
+
+    @property
+    def filtered(self) -> tuple[np.ndarray, ...]:
+        """The blocks whose edges deblocking looks at, per component: the coded ones and
+        those of intra macroblocks."""
+        if not self.has_intra:
+            return self.coded
+        masks = intra.block_masks(self.intra, self.coded[0].shape, self.coded[1].shape)
+        return tuple(c | m for c, m in zip(self.coded, masks, strict=True))
 
     def pixels(self, height: int, width: int) -> np.ndarray:
         """The residual in RGB pixels, (height, width, 3) int16: exact integers."""
@@ -156,13 +181,19 @@ class Residual:
 
     def delta(self, base: colour.Planes, height: int, width: int) -> colour.Planes:
         """What this layer adds to ``base`` (the picture's quarter-level planes) in colour
-        format 1: its residual, and then what the deblocking changes of the sum."""
-        delta = self.planes(height, width)
-        if not any(self.deblock):
-            return delta
-        total = [b + d for b, d in zip(base, delta, strict=True)]
-        filtered = deblock.apply(total, self.coded, self.step_sizes, self.deblock)
-        return tuple(f - b for f, b in zip(filtered, base, strict=True))
+        format 1: its residual (in intra macroblocks, the prediction's difference from the
+        base too), and then what the deblocking changes of the sum."""
+        total = self.unfiltered(base, height, width)
+        if any(self.deblock):
+            total = deblock.apply(list(total), self.filtered, self.step_sizes, self.deblock)
+        return tuple(t - b for t, b in zip(total, base, strict=True))
+
+    def unfiltered(self, base: colour.Planes, height: int, width: int) -> colour.Planes:
+        """``base`` plus this layer before deblocking (colour format 1)."""
+        if not self.has_intra:
+            return tuple(b + d for b, d in zip(base, self.planes(height, width), strict=True))
+        luma, chroma = self.quarter(height, width, crop=False)
+        return intra.compose(base, (luma[0], chroma[0], chroma[1]), self.intra, self.modes)
 
 
 def add_residual(picture: np.ndarray, residual: np.ndarray) -> np.ndarray:
@@ -177,7 +208,8 @@ def residual_tables() -> CdfTables:
     lap = laplace_tables()
     rows = [lap.freqs[i, :n] for i, n in enumerate(lap.lengths)]
     rows += [uniform_row(LEVELS + 1), uniform_row(len(FLAG_LEVELS))] + [binary_row(n) for n in FLAG_LEVELS]
-    return CdfTables.from_rows(rows, [*lap.offsets, 0, 0, *[0] * len(FLAG_LEVELS)])
+    rows += [uniform_row(intra.MODES)]
+    return CdfTables.from_rows(rows, [*lap.offsets, 0, 0, *[0] * len(FLAG_LEVELS), 0])
 
 
 class ResidualCoder:
@@ -206,6 +238,11 @@ class ResidualCoder:
         bits = 0.0
         for coded, coeffs, lv in zip(r.coded, r.coeffs, levels, strict=True):
             bits += self._encode_component(enc, coded, coeffs, lv, r.colour_format)
+        if r.has_intra:  # (the frame type's syntax.INTRA_FLAG says so)
+            bits += self._encode_flags(enc, r.intra)
+            symbols = r.modes.ravel()
+            self._coder.encode(enc, symbols, np.full(symbols.size, MODE_ROW))
+            bits += self.tables.bits(np.full(symbols.size, MODE_ROW), symbols)
         words = coder.finish(enc)
         head = syntax.pack(syntax.RESIDUAL_HEADER, dict(residual_length=len(words), luma_step=r.steps[0],
                                                         chroma_step=r.steps[1], deblock_luma=r.deblock[0],
@@ -215,16 +252,7 @@ class ResidualCoder:
     def _encode_component(self, enc, coded: np.ndarray, coeffs: np.ndarray, levels: np.ndarray,
                           colour_format: int) -> float:
         """One component's levels, flags and coefficients (module docstring, items 1-3)."""
-        choices = self.flag_choices(coded)
-        ctx, anchor = flag_contexts(coded), _anchors(coded.shape)
-        flags = coded.astype(np.int64)
-        parts = [(np.concatenate([levels.ravel(), choices]), _head_rows(levels.shape[0])),
-                 (flags[anchor], FLAG_ROW + choices[ctx[anchor]]),
-                 (flags[~anchor], FLAG_ROW + choices[ctx[~anchor]])]
-        bits = 0.0
-        for symbols, rows in parts:
-            self._coder.encode(enc, symbols, rows)
-            bits += self.tables.bits(rows, symbols)
+        bits = self._encode_flags(enc, coded, levels.ravel(), _head_rows(levels.shape[0]))
         before = np.zeros(coeffs.shape[:2], dtype=np.int64)
         for p, level, take in _runs(levels):
             symbols = coeffs[p][:, take]
@@ -234,14 +262,55 @@ class ResidualCoder:
             before[p] += (symbols != 0).sum(1)
         return bits
 
+    def _encode_flags(self, enc, flags: np.ndarray, head: np.ndarray | None = None,
+                      head_rows: np.ndarray | None = None) -> float:
+        """Block flags (module docstring, item 2) with their contexts' levels, after the
+        symbols ``head`` under ``head_rows`` (a component's levels); their bits."""
+        choices = self.flag_choices(flags)
+        ctx, anchor = flag_contexts(flags), _anchors(flags.shape)
+        f = flags.astype(np.int64)
+        first = choices if head is None else np.concatenate([head, choices])
+        first_rows = np.full(choices.size, FLAG_CHOICE_ROW) if head_rows is None else head_rows
+        bits = 0.0
+        for symbols, rows in ((first, first_rows), (f[anchor], FLAG_ROW + choices[ctx[anchor]]),
+                              (f[~anchor], FLAG_ROW + choices[ctx[~anchor]])):
+            self._coder.encode(enc, symbols, rows)
+            bits += self.tables.bits(rows, symbols)
+        return bits
+
+    def _decode_flags(self, dec, shape: tuple[int, int], choices: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`_encode_flags` once the levels ``choices`` are read."""
+        if choices.min() < 0 or choices.max() >= len(FLAG_LEVELS):
+            raise ValueError("level out of range")
+        flags = np.zeros(shape, dtype=bool)
+        anchor = _anchors(shape)
+        for part in (anchor, ~anchor):  # the second's contexts read the first's flags
+            rows = FLAG_ROW + choices[flag_contexts(flags)[part]]
+            values = self._coder.decode(dec, rows)
+            if ((values != 0) & (values != 1)).any():
+                raise ValueError("block flag out of range")
+            flags[part] = values == 1
+        return flags
+
     def decode(self, section: bytes, height: int, width: int, where: str,
-               colour_format: int = syntax.COLOUR_RGB) -> Residual:
-        """Inverse of :meth:`encode` (``section`` as split off by the container)."""
+               colour_format: int = syntax.COLOUR_RGB, with_intra: bool = False) -> Residual:
+        """Inverse of :meth:`encode` (``section`` as split off by the container;
+        ``with_intra``: the frame type's ``syntax.INTRA_FLAG``)."""
         values, pos = syntax.unpack(syntax.RESIDUAL_HEADER, section, 0, where)
+        if with_intra and colour_format != syntax.COLOUR_YUV420:
+            raise BitstreamError("intra macroblocks in a colour format 0 layer", where, "the file is corrupted")
+        mb, modes = None, None
         try:
             dec = coder.new_decoder(section[pos:])
             parts = [self._decode_component(dec, planes, (-(-ph // BLOCK), -(-pw // BLOCK)), colour_format)
                      for planes, ph, pw in grid(colour_format, height, width)]
+            if with_intra:
+                mb = self._decode_flags(dec, parts[1][0].shape, self._coder.decode(
+                    dec, np.full(FLAG_CONTEXTS, FLAG_CHOICE_ROW)))
+                n = int(mb.sum()) * (intra.LUMA_MODES + 1)
+                modes = self._coder.decode(dec, np.full(n, MODE_ROW)).reshape(-1, intra.LUMA_MODES + 1)
+                if modes.size and (modes.min() < 0 or modes.max() >= intra.MODES):
+                    raise ValueError("intra mode out of range")
             if not dec.maybe_exhausted():
                 raise ValueError("section holds more data than the layer needs")
         except Exception as e:  # noqa: BLE001 - any failure inside a CRC-valid section means a bad stream
@@ -253,22 +322,15 @@ class ResidualCoder:
         if any(strengths) and colour_format != syntax.COLOUR_YUV420:
             raise BitstreamError("residual layer deblocks a colour format 0 picture", where, "the file is corrupted")
         return Residual((values["luma_step"], values["chroma_step"]), tuple(p[0] for p in parts),
-                        tuple(p[1] for p in parts), colour_format, strengths)
+                        tuple(p[1] for p in parts), colour_format, strengths, mb, modes)
 
     def _decode_component(self, dec, planes: int, shape: tuple[int, int],
                           colour_format: int) -> tuple[np.ndarray, np.ndarray]:
         head = self._coder.decode(dec, _head_rows(planes))
         levels, choices = head[:planes * GROUPS].reshape(planes, GROUPS), head[planes * GROUPS:]
-        if levels.min() < 0 or levels.max() > LEVELS or choices.min() < 0 or choices.max() >= len(FLAG_LEVELS):
+        if levels.min() < 0 or levels.max() > LEVELS:
             raise ValueError("level out of range")
-        coded = np.zeros(shape, dtype=bool)
-        anchor = _anchors(shape)
-        for part in (anchor, ~anchor):  # the second's contexts read the first's flags
-            rows = FLAG_ROW + choices[flag_contexts(coded)[part]]
-            flags = self._coder.decode(dec, rows)
-            if ((flags != 0) & (flags != 1)).any():
-                raise ValueError("coded-block flag out of range")
-            coded[part] = flags == 1
+        coded = self._decode_flags(dec, shape, choices)
         n = int(coded.sum())
         coeffs = np.zeros((planes, n, BLOCK, BLOCK), dtype=np.int64)
         before = np.zeros((planes, n), dtype=np.int64)

@@ -17,7 +17,7 @@ from functools import cached_property
 import numpy as np
 
 from lvc.bitstream import syntax
-from lvc.codec import colour, deblock
+from lvc.codec import colour, deblock, intra, intra_rdo
 from lvc.codec.residual import (
     BASIS,
     BASIS_BITS,
@@ -115,8 +115,9 @@ def transform_yuv(planes: colour.Planes, picture: np.ndarray) -> list[np.ndarray
 class ResidualEncoder:
     """Chooses and codes a frame's residual layer."""
 
-    def __init__(self, weight: float = RESIDUAL_WEIGHT, deblocking: bool = DEBLOCKING) -> None:
-        self.weight, self.deblocking = weight, deblocking
+    def __init__(self, weight: float = RESIDUAL_WEIGHT, deblocking: bool = DEBLOCKING,
+                 intra_blocks: bool = True) -> None:
+        self.weight, self.deblocking, self.intra_blocks = weight, deblocking, intra_blocks
         self.coder = ResidualCoder()
 
     @cached_property
@@ -158,13 +159,58 @@ class ResidualEncoder:
         if not any(mask.any() for mask, _, _ in chosen):
             return None
         residual = Residual(steps, tuple(c[0] for c in chosen), tuple(c[1] for c in chosen), fmt)
-        if fmt == syntax.COLOUR_YUV420 and self.deblocking:
+        levels = tuple(c[2] for c in chosen)
+        if fmt == syntax.COLOUR_YUV420:
             quarter = colour.quarter_yuv(picture)
-            shown = [q + d for q, d in zip(quarter, residual.planes(*frame.shape[:2]), strict=True)]
-            residual = replace(residual, deblock=deblock.choose(shown, planes, residual.coded, residual.step_sizes,
-                                                                chroma))
-        section, total = self.coder.encode(residual, tuple(c[2] for c in chosen))
+            if self.intra_blocks and chroma:
+                scale = lmbda_r / 3 * np.array([YUV_LUMA_WEIGHT, YUV_CHROMA_WEIGHT, YUV_CHROMA_WEIGHT])
+                residual, levels = self._with_intra(residual, levels, quarter, planes, scale)
+            if self.deblocking:
+                shown = list(residual.unfiltered(quarter, *frame.shape[:2]))
+                residual = replace(residual, deblock=deblock.choose(shown, planes, residual.filtered,
+                                                                    residual.step_sizes, chroma))
+        section, total = self.coder.encode(residual, levels)
         return section, total, residual
+
+    def _with_intra(self, residual: Residual, levels: tuple[np.ndarray, ...], quarter: colour.Planes,
+                    planes: colour.Planes, scale: np.ndarray) -> tuple[Residual, tuple[np.ndarray, ...]]:
+        """``residual`` with the intra macroblocks worth it (:mod:`lvc.codec.intra_rdo`) and
+        its levels refitted; as it is where there are none."""
+        h, w = planes[0].shape
+        grids = tuple(c.shape for c in residual.coded)
+        mb, modes = intra_rdo.candidates(planes, quarter, residual.unfiltered(quarter, h, w), grids[1],
+                                         step_size(residual.steps[0]) / 16)
+        if not mb.any():
+            return residual, levels
+        masks = intra.block_masks(mb, *grids)
+        full = []
+        for coded, coeffs, m in zip(residual.coded, residual.coeffs, masks, strict=True):
+            f = np.zeros((coeffs.shape[0], *coded.shape, BLOCK, BLOCK), dtype=np.int64)
+            f[:, coded] = coeffs
+            f[:, m] = 0  # the intra macroblocks' blocks are coded again
+            full.append(f)
+        kept = replace(residual, coded=tuple(c & ~m for c, m in zip(residual.coded, masks, strict=True)),
+                       coeffs=tuple(f[:, c & ~m] for f, c, m in zip(full, residual.coded, masks, strict=True)))
+        luma, chroma = kept.quarter(h, w, crop=False)
+        sums = intra.IntraPlanes(quarter, (luma[0], chroma[0], chroma[1]), mb.shape)
+        coded_blocks = intra_rdo.IntraCoder(self._lut_ext(), scale, residual.steps, levels).code(
+            sums, planes, mb, modes, grids)
+        coded = [c.copy() for c in kept.coded]
+        for (p, by, bx), q in coded_blocks.items():
+            full[min(p, 1)][max(p - 1, 0), by, bx] = q
+            coded[min(p, 1)][by, bx] = True
+        coeffs = tuple(f[:, c] for f, c in zip(full, coded, strict=True))
+        out = replace(residual, coded=tuple(coded), coeffs=coeffs, intra=mb, modes=modes)
+        return out, tuple(self._refit(c) for c in coeffs)
+
+    def _refit(self, coeffs: np.ndarray) -> np.ndarray:
+        """The levels of one component's coded blocks' coefficients (planes, n, 8, 8) (colour format 1)."""
+        fmt = syntax.COLOUR_YUV420
+        n = coeffs.shape[1]
+        plane, blk, fu, fv = np.nonzero(coeffs)
+        val, gid = coeffs[plane, blk, fu, fv], GROUP_OF[fu, fv]
+        ctx = _contexts(plane, blk, gid, val, n, coeffs.shape[0], fmt)
+        return self._levels(plane, blk, gid, val, ctx, np.ones(n, dtype=bool), fmt)
 
     def _choose(self, coef: np.ndarray, scale: np.ndarray, d: np.ndarray,
                 fmt: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,0 +1,146 @@
+"""The residual layer's intra macroblocks, encoder side (:mod:`lvc.codec.intra`).
+
+After the layer's usual choices (every block coded against the base picture,
+:class:`lvc.codec.residual_rdo.ResidualEncoder`), a macroblock turns intra where the best
+spatial predictions from that layer's sums (luma per 8x8 block, chroma per macroblock) leave
+less SATD than the base picture does by more than ``INTRA_PENALTY`` steps: x264's fast
+intra/inter analysis, which prices a residual by its Hadamard transform. The intra
+macroblocks are then coded in raster order against the predictions their final neighbours
+give (modes chosen again there), each coefficient and block by ``lambda_r * SSE + bits``
+at the first choices' table rows, and the levels are refitted to the result.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lvc.codec import intra
+from lvc.codec.residual import BASIS, BASIS_BITS, BLOCK, COEFF_LIMIT, GROUP_OF, inverse_blocks, step_size
+
+INTRA_PENALTY = 8.0  # SATD (in steps) an intra macroblock must save: its flag and modes' bits (encoder only)
+DEADZONE = 0.1  # as lvc.codec.residual_rdo.DEADZONE
+FLAG_BITS = 2.0  # about a coded-block flag
+_H = np.array([[1]])
+for _ in range(3):
+    _H = np.block([[_H, _H], [_H, -_H]])
+_H = _H.astype(np.float64)  # 8x8 Hadamard (unnormalised)
+_DCT = BASIS.astype(np.float64) / (1 << BASIS_BITS)
+_QY, _QX = np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])  # a macroblock's luma blocks, in order
+
+
+def satd(d: np.ndarray) -> np.ndarray:
+    """Sum of absolute 8x8 Hadamard coefficients of ``d`` (..., 8, 8), over 8."""
+    return np.abs(_H @ d @ _H).sum((-2, -1)) / BLOCK
+
+
+def _padded(p: np.ndarray, h: int, w: int) -> np.ndarray:
+    return np.pad(p, ((0, h - p.shape[0]), (0, w - p.shape[1])), mode="edge").astype(np.int64)
+
+
+def _block_view(p: np.ndarray) -> np.ndarray:
+    """(rows, cols, 8, 8) view of a plane of whole blocks."""
+    h, w = p.shape
+    return p.reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK).transpose(0, 2, 1, 3)
+
+
+def _neighbours(total: np.ndarray, by: np.ndarray, bx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows above and columns left (k, 8) of blocks (``by``, ``bx``) of a plane, read in
+    ``total`` as it is (the decision's estimate of the final sums)."""
+    h, w = total.shape
+    p = np.full((h + 1, w + 1), intra.OUTSIDE, dtype=np.int64)
+    p[1:, 1:] = total
+    k = np.arange(BLOCK)
+    top = p[(by * BLOCK)[:, None], (bx * BLOCK + 1)[:, None] + k]
+    return top, p[(by * BLOCK + 1)[:, None] + k, (bx * BLOCK)[:, None]]
+
+
+def candidates(source: tuple[np.ndarray, ...], base: tuple[np.ndarray, ...], total: tuple[np.ndarray, ...],
+               mb_shape: tuple[int, int], step: float) -> tuple[np.ndarray, np.ndarray]:
+    """The macroblocks worth coding intra, (mbh, mbw) bool, and their modes (intra count,
+    5) (module docstring). ``source``: uint8 planes; ``base`` and ``total``: the base
+    picture and the first choices' sums in quarter levels; ``step``: the luma step in
+    pixels. Only macroblocks whose copy leaves more SATD than the penalty are looked at."""
+    mbh, mbw = mb_shape
+    src, inter = [], np.zeros(mb_shape)
+    for i in range(3):
+        s = intra.MB >> min(i, 1)
+        blocks = _block_view(_padded(source[i], mbh * s, mbw * s) * 4)
+        cost = satd((blocks - _block_view(_padded(base[i], mbh * s, mbw * s))).astype(np.float64))
+        inter += (cost.reshape(mbh, 2, mbw, 2).sum((1, 3)) if i == 0 else cost) / 4  # (quarter levels)
+        src.append(blocks)
+    limit = INTRA_PENALTY * step
+    ys, xs = np.nonzero(inter > limit)
+    modes = np.zeros((ys.size, intra.LUMA_MODES + 1), dtype=np.int64)
+    by, bx = (2 * ys[:, None] + _QY).ravel(), (2 * xs[:, None] + _QX).ravel()
+    top, left = _neighbours(_padded(total[0], mbh * intra.MB, mbw * intra.MB), by, bx)
+    err = satd((src[0][by, bx][:, None] - intra.predictions(top, left)).astype(np.float64))  # (4 k, MODES)
+    modes[:, :intra.LUMA_MODES] = err.argmin(-1).reshape(-1, intra.LUMA_MODES)
+    cost = err.min(-1).reshape(-1, intra.LUMA_MODES).sum(1)
+    err = sum(satd((src[c][ys, xs][:, None] - intra.predictions(*_neighbours(
+        _padded(total[c], mbh * BLOCK, mbw * BLOCK), ys, xs))).astype(np.float64)) for c in (1, 2))
+    modes[:, intra.LUMA_MODES] = err.argmin(-1)
+    chosen = inter[ys, xs] - (cost + err.min(-1)) / 4 > limit
+    mb = np.zeros(mb_shape, dtype=bool)
+    mb[ys[chosen], xs[chosen]] = True
+    return mb, modes[chosen]
+
+
+class IntraCoder:
+    """The closed loop of the module docstring for one layer: ``bits`` (LEVELS + 1, 258) the
+    residual encoder's coefficient prices by row (the last row: a group not coded),
+    ``scale`` its per-plane weights (luma, Cb, Cr), ``steps`` its step indices (luma, chroma),
+    ``levels`` the first choices' (per component, (planes, GROUPS))."""
+
+    def __init__(self, bits: np.ndarray, scale: np.ndarray, steps: tuple[int, int],
+                 levels: tuple[np.ndarray, ...]) -> None:
+        self.bits, self.scale, self.steps = bits, scale, steps
+        lv = [levels[0][0], levels[1][0], levels[1][1]]
+        # each plane's row per coefficient: its group's row (a group the first choices left
+        # empty priced at the steepest row; the levels are refitted afterwards)
+        self.rows = [np.maximum(v, 1)[GROUP_OF] - 1 for v in lv]
+
+    def _quantise(self, plane: int, coef: np.ndarray) -> np.ndarray | None:
+        """One block's quantised coefficients (8, 8), or None where coding it does not pay."""
+        d = step_size(self.steps[min(plane, 1)]) / 16
+        w = self.scale[plane]
+        val = np.clip(np.sign(coef) * np.floor(np.abs(coef) / d + 0.5 - DEADZONE), -COEFF_LIMIT, COEFF_LIMIT)
+        if not val.any():
+            return None
+        rows = self.rows[plane]
+        lut = self.bits
+        cands = np.stack([val, val - np.sign(val), np.zeros_like(val)])
+        mags = np.minimum(np.abs(cands), lut.shape[1] - 1).astype(np.int64)
+        costs = w * (coef - cands * d) ** 2 + lut[rows[None], mags]
+        val = np.take_along_axis(cands, costs.argmin(0)[None], 0)[0]
+        if not val.any():
+            return None
+        rate = lut[rows, np.minimum(np.abs(val), lut.shape[1] - 1).astype(np.int64)].sum()
+        gain = w * (coef ** 2 - (coef - val * d) ** 2).sum()
+        return val.astype(np.int64) if gain > rate + FLAG_BITS else None
+
+    def code(self, planes: intra.IntraPlanes, source: tuple[np.ndarray, ...], mb: np.ndarray,
+             modes: np.ndarray, grids: tuple[tuple[int, int], ...]) -> dict:
+        """Code the intra macroblocks ``mb`` with their ``modes`` in order into ``planes``
+        (updated in place): each coded block's coefficients, keyed (plane, block row, block
+        column); blocks past a component's ``grids`` are not coded."""
+        src = [_padded(s, *p.shape) * 4 for s, p in zip(source, [q[1:, 1:] for q in planes.planes], strict=True)]
+        coeffs: dict = {}
+        for my, mx, m in zip(*np.nonzero(mb), modes, strict=True):
+            for (y, x), mode in zip(intra.luma_blocks(my, mx), m[:intra.LUMA_MODES], strict=True):
+                self._block(planes, src, 0, y, x, int(mode), coeffs, grids[0])
+            for c in (1, 2):
+                self._block(planes, src, c, my * BLOCK, mx * BLOCK, int(m[intra.LUMA_MODES]), coeffs, grids[1])
+        return coeffs
+
+    def _block(self, planes: intra.IntraPlanes, src: list[np.ndarray], c: int, y: int, x: int, mode: int,
+               coeffs: dict, grid: tuple[int, int]) -> None:
+        """Code one block of plane ``c`` at sample (y, x) against its prediction in ``mode``."""
+        pred = intra.predict(*planes.neighbours(c, y, x), mode)
+        rec = pred
+        if y // BLOCK < grid[0] and x // BLOCK < grid[1]:
+            coef = _DCT @ ((src[c][y:y + BLOCK, x:x + BLOCK] - pred) / 4) @ _DCT.T
+            q = self._quantise(c, coef)
+            if q is not None:
+                coeffs[c, y // BLOCK, x // BLOCK] = q
+                rec = pred + inverse_blocks(q[None], self.steps[min(c, 1)])[0]
+        planes.block(c, y, x)[:] = rec
