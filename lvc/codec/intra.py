@@ -34,11 +34,11 @@ _X = np.arange(BLOCK)
 
 
 def predict(top: np.ndarray, left: np.ndarray, mode: int) -> np.ndarray:
-    """(8, 8) int64 prediction in quarter levels from the 8 samples ``top`` (the row above)
+    """(8, 8) integer prediction in quarter levels from the 8 samples ``top`` (the row above)
     and ``left`` (the column to the left); ``...`` batch dimensions lead. Planar is HEVC's
     with the top row's last sample for the top right and the left column's for the bottom
     left."""
-    top, left = top.astype(np.int64), left.astype(np.int64)
+    top, left = np.asarray(top), np.asarray(left)  # integers: exact in their own type (int32 holds every sum)
     if mode == DC:
         dc = (top.sum(-1) + left.sum(-1) + 8) >> 4
         return np.broadcast_to(dc[..., None, None], (*dc.shape, BLOCK, BLOCK)).copy()

@@ -23,18 +23,19 @@ FLAG_BITS = 2.0  # about a coded-block flag
 _H = np.array([[1]])
 for _ in range(3):
     _H = np.block([[_H, _H], [_H, -_H]])
-_H = _H.astype(np.float64)  # 8x8 Hadamard (unnormalised)
+_H = _H.astype(np.float32)  # 8x8 Hadamard (unnormalised)
 _DCT = BASIS.astype(np.float64) / (1 << BASIS_BITS)
 _QY, _QX = np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])  # a macroblock's luma blocks, in order
 
 
 def satd(d: np.ndarray) -> np.ndarray:
-    """Sum of absolute 8x8 Hadamard coefficients of ``d`` (..., 8, 8), over 8."""
-    return np.abs(_H @ d @ _H).sum((-2, -1)) / BLOCK
+    """Sum of absolute 8x8 Hadamard coefficients of ``d`` (..., 8, 8), over 8 (float32: a
+    decision's estimate)."""
+    return np.abs(_H @ d.astype(np.float32) @ _H).sum((-2, -1)) / BLOCK
 
 
 def _padded(p: np.ndarray, h: int, w: int) -> np.ndarray:
-    return np.pad(p, ((0, h - p.shape[0]), (0, w - p.shape[1])), mode="edge").astype(np.int64)
+    return np.pad(p, ((0, h - p.shape[0]), (0, w - p.shape[1])), mode="edge").astype(np.int32)
 
 
 def _block_view(p: np.ndarray) -> np.ndarray:
@@ -47,7 +48,7 @@ def _neighbours(total: np.ndarray, by: np.ndarray, bx: np.ndarray) -> tuple[np.n
     """The rows above and columns left (k, 8) of blocks (``by``, ``bx``) of a plane, read in
     ``total`` as it is (the decision's estimate of the final sums)."""
     h, w = total.shape
-    p = np.full((h + 1, w + 1), intra.OUTSIDE, dtype=np.int64)
+    p = np.full((h + 1, w + 1), intra.OUTSIDE, dtype=np.int32)
     p[1:, 1:] = total
     k = np.arange(BLOCK)
     top = p[(by * BLOCK)[:, None], (bx * BLOCK + 1)[:, None] + k]
@@ -55,31 +56,40 @@ def _neighbours(total: np.ndarray, by: np.ndarray, bx: np.ndarray) -> tuple[np.n
 
 
 def candidates(source: tuple[np.ndarray, ...], base: tuple[np.ndarray, ...], total: tuple[np.ndarray, ...],
-               mb_shape: tuple[int, int], step: float) -> tuple[np.ndarray, np.ndarray]:
+               coded: tuple[np.ndarray, ...], step: float) -> tuple[np.ndarray, np.ndarray]:
     """The macroblocks worth coding intra, (mbh, mbw) bool, and their modes (intra count,
     5) (module docstring). ``source``: uint8 planes; ``base`` and ``total``: the base
-    picture and the first choices' sums in quarter levels; ``step``: the luma step in
-    pixels. Only macroblocks whose copy leaves more SATD than the penalty are looked at."""
-    mbh, mbw = mb_shape
-    src, inter = [], np.zeros(mb_shape)
-    for i in range(3):
+    picture and the first choices' sums in quarter levels; ``coded``: the first choices'
+    coded blocks (luma, chroma); ``step``: the luma step in pixels. Only macroblocks with
+    a coded block whose copy leaves more SATD than the penalty are looked at (where the
+    first choices code nothing, the copy is near enough at this rate)."""
+    mb_shape = mbh, mbw = coded[1].shape
+    luma = np.zeros((2 * mbh, 2 * mbw), dtype=bool)
+    luma[:coded[0].shape[0], :coded[0].shape[1]] = coded[0]
+    live = coded[1] | luma.reshape(mbh, 2, mbw, 2).any((1, 3))
+    ys, xs = np.nonzero(live)
+    by, bx = (2 * ys[:, None] + _QY).ravel(), (2 * xs[:, None] + _QX).ravel()  # their luma blocks
+    src, inter, at = [], np.zeros(ys.size), [(by, bx), (ys, xs), (ys, xs)]
+    for i, (y, x) in enumerate(at):
         s = intra.MB >> min(i, 1)
-        blocks = _block_view(_padded(source[i], mbh * s, mbw * s) * 4)
-        cost = satd((blocks - _block_view(_padded(base[i], mbh * s, mbw * s))).astype(np.float64))
-        inter += (cost.reshape(mbh, 2, mbw, 2).sum((1, 3)) if i == 0 else cost) / 4  # (quarter levels)
+        blocks = _block_view(_padded(source[i], mbh * s, mbw * s) * 4)[y, x]
+        cost = satd(blocks - _block_view(_padded(base[i], mbh * s, mbw * s))[y, x])
+        inter += (cost.reshape(-1, intra.LUMA_MODES).sum(1) if i == 0 else cost) / 4  # (quarter levels)
         src.append(blocks)
     limit = INTRA_PENALTY * step
-    ys, xs = np.nonzero(inter > limit)
+    keep = inter > limit
+    ys, xs, inter, src[1], src[2] = ys[keep], xs[keep], inter[keep], src[1][keep], src[2][keep]
+    keep4 = np.repeat(keep, intra.LUMA_MODES)
+    by, bx, src[0] = by[keep4], bx[keep4], src[0][keep4]
     modes = np.zeros((ys.size, intra.LUMA_MODES + 1), dtype=np.int64)
-    by, bx = (2 * ys[:, None] + _QY).ravel(), (2 * xs[:, None] + _QX).ravel()
     top, left = _neighbours(_padded(total[0], mbh * intra.MB, mbw * intra.MB), by, bx)
-    err = satd((src[0][by, bx][:, None] - intra.predictions(top, left)).astype(np.float64))  # (4 k, MODES)
+    err = satd(src[0][:, None] - intra.predictions(top, left))  # (4 k, MODES)
     modes[:, :intra.LUMA_MODES] = err.argmin(-1).reshape(-1, intra.LUMA_MODES)
     cost = err.min(-1).reshape(-1, intra.LUMA_MODES).sum(1)
-    err = sum(satd((src[c][ys, xs][:, None] - intra.predictions(*_neighbours(
-        _padded(total[c], mbh * BLOCK, mbw * BLOCK), ys, xs))).astype(np.float64)) for c in (1, 2))
+    err = sum(satd(src[c][:, None] - intra.predictions(*_neighbours(
+        _padded(total[c], mbh * BLOCK, mbw * BLOCK), ys, xs))) for c in (1, 2))
     modes[:, intra.LUMA_MODES] = err.argmin(-1)
-    chosen = inter[ys, xs] - (cost + err.min(-1)) / 4 > limit
+    chosen = inter - (cost + err.min(-1)) / 4 > limit
     mb = np.zeros(mb_shape, dtype=bool)
     mb[ys[chosen], xs[chosen]] = True
     return mb, modes[chosen]
@@ -100,23 +110,25 @@ class IntraCoder:
         self.rows = [np.maximum(v, 1)[GROUP_OF] - 1 for v in lv]
 
     def _quantise(self, plane: int, coef: np.ndarray) -> np.ndarray | None:
-        """One block's quantised coefficients (8, 8), or None where coding it does not pay."""
+        """One block's quantised coefficients (8, 8), or None where coding it does not pay:
+        each magnitude the dead-zone value, one step nearer zero or zero, by ``lambda_r *
+        SSE + bits`` at the block's rows; then the block against its bits and flag."""
         d = step_size(self.steps[min(plane, 1)]) / 16
-        w = self.scale[plane]
-        val = np.clip(np.sign(coef) * np.floor(np.abs(coef) / d + 0.5 - DEADZONE), -COEFF_LIMIT, COEFF_LIMIT)
+        w, mag = self.scale[plane], np.abs(coef)
+        val = np.minimum(np.floor(mag / d + 0.5 - DEADZONE), COEFF_LIMIT)
         if not val.any():
             return None
-        rows = self.rows[plane]
-        lut = self.bits
-        cands = np.stack([val, val - np.sign(val), np.zeros_like(val)])
-        mags = np.minimum(np.abs(cands), lut.shape[1] - 1).astype(np.int64)
-        costs = w * (coef - cands * d) ** 2 + lut[rows[None], mags]
-        val = np.take_along_axis(cands, costs.argmin(0)[None], 0)[0]
+        rows, lut, top = self.rows[plane], self.bits, self.bits.shape[1] - 1
+        lower = np.maximum(val - 1, 0)
+        cost = [w * (mag - v * d) ** 2 + lut[rows, np.minimum(v, top).astype(np.int64)] for v in (val, lower)]
+        val = np.where(cost[1] < cost[0], lower, val)
+        zero = w * mag ** 2 + lut[rows, 0]
+        val = np.where(zero < np.minimum(cost[0], cost[1]), 0, val)
         if not val.any():
             return None
-        rate = lut[rows, np.minimum(np.abs(val), lut.shape[1] - 1).astype(np.int64)].sum()
-        gain = w * (coef ** 2 - (coef - val * d) ** 2).sum()
-        return val.astype(np.int64) if gain > rate + FLAG_BITS else None
+        rate = lut[rows, np.minimum(val, top).astype(np.int64)].sum()
+        gain = w * (mag ** 2 - (mag - val * d) ** 2).sum()
+        return (np.sign(coef) * val).astype(np.int64) if gain > rate + FLAG_BITS else None
 
     def code(self, planes: intra.IntraPlanes, source: tuple[np.ndarray, ...], mb: np.ndarray,
              modes: np.ndarray, grids: tuple[tuple[int, int], ...]) -> dict:

@@ -189,9 +189,13 @@ class Residual:
         return tuple(t - b for t, b in zip(total, base, strict=True))
 
     def unfiltered(self, base: colour.Planes, height: int, width: int) -> colour.Planes:
-        """``base`` plus this layer before deblocking (colour format 1)."""
+        """``base`` plus this layer before deblocking (colour format 1). With intra
+        macroblocks, the encoder leaves the sums its own coding made (the same, on its
+        base) under ``("sums", height, width)``."""
         if not self.has_intra:
             return tuple(b + d for b, d in zip(base, self.planes(height, width), strict=True))
+        if ("sums", height, width) in self._planes:
+            return self._planes["sums", height, width]
         luma, chroma = self.quarter(height, width, crop=False)
         return intra.compose(base, (luma[0], chroma[0], chroma[1]), self.intra, self.modes)
 

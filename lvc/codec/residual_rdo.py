@@ -64,7 +64,8 @@ RESIDUAL_ENCODER = (f"rdoq-blocks/1 w={RESIDUAL_WEIGHT:g}@{RAMP_QUALITY:g} k={ST
 # (docs/models.md, "Session 40").
 DEBLOCKING = True
 YUV_ENCODER = (f"yuv420/2 luma={YUV_LUMA_WEIGHT:g} chroma={YUV_CHROMA_WEIGHT:g} k={YUV_STEP_FACTOR:g}"
-               f" dbk={int(DEBLOCKING)}/{deblock.BETA_RATIO}/{deblock.START}")  # format 1's
+               f" dbk={int(DEBLOCKING)}/{deblock.BETA_RATIO}/{deblock.START}"
+               f" intra={intra_rdo.INTRA_PENALTY:g}/{intra.MODES}")  # format 1's
 LIVE_BITS = 4.0  # blocks whose whole error is worth fewer bits than this are never coded
 PASSES = 2  # coefficient and block choices, each with the tables refitted to the last
 FLAG_SHARE_START, FLAG_SHARE_MIN = 0.1, 0.01  # the coded share the flags' cost assumes (first pass, bounds)
@@ -178,7 +179,7 @@ class ResidualEncoder:
         its levels refitted; as it is where there are none."""
         h, w = planes[0].shape
         grids = tuple(c.shape for c in residual.coded)
-        mb, modes = intra_rdo.candidates(planes, quarter, residual.unfiltered(quarter, h, w), grids[1],
+        mb, modes = intra_rdo.candidates(planes, quarter, residual.unfiltered(quarter, h, w), residual.coded,
                                          step_size(residual.steps[0]) / 16)
         if not mb.any():
             return residual, levels
@@ -190,7 +191,8 @@ class ResidualEncoder:
             f[:, m] = 0  # the intra macroblocks' blocks are coded again
             full.append(f)
         kept = replace(residual, coded=tuple(c & ~m for c, m in zip(residual.coded, masks, strict=True)),
-                       coeffs=tuple(f[:, c & ~m] for f, c, m in zip(full, residual.coded, masks, strict=True)))
+                       coeffs=tuple(f[:, c & ~m] for f, c, m in zip(full, residual.coded, masks, strict=True)),
+                       _planes={})  # (not the first choices' cached planes)
         luma, chroma = kept.quarter(h, w, crop=False)
         sums = intra.IntraPlanes(quarter, (luma[0], chroma[0], chroma[1]), mb.shape)
         coded_blocks = intra_rdo.IntraCoder(self._lut_ext(), scale, residual.steps, levels).code(
@@ -200,7 +202,8 @@ class ResidualEncoder:
             full[min(p, 1)][max(p - 1, 0), by, bx] = q
             coded[min(p, 1)][by, bx] = True
         coeffs = tuple(f[:, c] for f, c in zip(full, coded, strict=True))
-        out = replace(residual, coded=tuple(coded), coeffs=coeffs, intra=mb, modes=modes)
+        out = replace(residual, coded=tuple(coded), coeffs=coeffs, intra=mb, modes=modes, _planes={})
+        out._planes["sums", h, w] = sums.cropped()  # what the decoder's composition gives (tests check)
         return out, tuple(self._refit(c) for c in coeffs)
 
     def _refit(self, coeffs: np.ndarray) -> np.ndarray:
