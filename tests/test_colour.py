@@ -11,7 +11,8 @@ from conftest import DATA, motion_only_version
 from lvc.bitstream.container import LvcReader, LvcWriter, SequenceHeader
 from lvc.bitstream.syntax import COLOUR_RGB, COLOUR_YUV420
 from lvc.codec import api, colour
-from lvc.codec.residual import ResidualCoder, ResidualPicture
+from lvc.codec.residual import ResidualCoder
+from lvc.codec.residual_picture import ResidualPicture
 from lvc.codec.residual_rdo import ResidualEncoder
 from lvc.errors import BitstreamError, InputError
 from lvc.io.convert import frame_planes, rgb_to_planes

@@ -85,7 +85,7 @@ def grey_planes(planes: Planes) -> Planes:
 
 class PlanesPicture:
     """Future-like: the shown planes of a pending RGB picture (``result()``). A pending
-    picture that carries a residual layer (:class:`lvc.codec.residual.ResidualPicture`)
+    picture that carries a residual layer (:class:`lvc.codec.residual_picture.ResidualPicture`)
     gives its own (``planes()``, None for colour format 0's); any other is converted."""
 
     def __init__(self, pending, grey: bool = False) -> None:

@@ -16,7 +16,8 @@ from lvc.codec.grey import GreyPicture
 from lvc.codec.inter import InterCodec
 from lvc.codec.lazycontext import LazyContext
 from lvc.codec.pending import Pending
-from lvc.codec.residual import ResidualCoder, ResidualPicture
+from lvc.codec.residual import ResidualCoder
+from lvc.codec.residual_picture import ResidualPicture
 from lvc.errors import BitstreamError
 from lvc.models.frozen import FrozenModel
 

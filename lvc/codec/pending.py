@@ -7,7 +7,7 @@ from concurrent.futures import Future
 
 from lvc.codec.blend import BlendedPicture
 from lvc.codec.grey import GreyPicture
-from lvc.codec.residual import ResidualPicture
+from lvc.codec.residual_picture import ResidualPicture
 from lvc.codec.skip import SkippedPicture
 from lvc.codec.synthesis import Bands, Deferred
 

@@ -33,8 +33,6 @@ The encoder's side (quantisation and its choices) is :mod:`lvc.codec.residual_rd
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -387,42 +385,3 @@ def _runs(levels: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
     """(plane, level, its bands) of every group with a level, in coding order."""
     return [(p, int(levels[p, g]), GROUP_OF == g)
             for p in range(levels.shape[0]) for g in range(GROUPS) if levels[p, g]]
-
-
-class ResidualPicture:
-    """Future-like: the base picture (pending) plus a residual, composed once on the first
-    ``result()`` (or ``planes()``), whichever thread asks. Later frames' pictures ask it for
-    theirs. The residual may be given as a function that decodes it: nothing the decoding
-    thread needs depends on it, so the decoder leaves that work to the thread composing
-    pictures. In colour format 1, ``planes()`` gives the shown planes (lvc.codec.colour)."""
-
-    def __init__(self, base, residual: Residual | Callable[[], Residual], height: int, width: int) -> None:
-        self._base, self._residual, self._size = base, residual, (height, width)
-        self._picture: np.ndarray | None = None
-        self._planes: colour.Planes | None = None
-        self._lock = threading.Lock()
-        self.depth = getattr(base, "depth", 0)  # pictures chained unresolved (lvc.codec.blend)
-
-    def _compose(self) -> None:
-        if self._picture is None:
-            r = self._residual if isinstance(self._residual, Residual) else self._residual()
-            base = self._base.result()
-            if r.colour_format == syntax.COLOUR_YUV420:
-                quarter = colour.quarter_yuv(base)
-                delta = r.delta(quarter, *self._size)
-                self._picture = add_residual(base, colour.rgb_delta(*delta))
-                self._planes = colour.rounded_planes(tuple(q + d for q, d in zip(quarter, delta, strict=True)))
-            else:
-                self._picture = add_residual(base, r.pixels(*self._size))
-            self._base = self._residual = None
-
-    def result(self) -> np.ndarray:
-        with self._lock:
-            self._compose()
-            return self._picture
-
-    def planes(self) -> colour.Planes | None:
-        """The shown planes of a colour format 1 layer (None for format 0's)."""
-        with self._lock:
-            self._compose()
-            return self._planes

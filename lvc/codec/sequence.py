@@ -47,7 +47,7 @@ from lvc.codec.motion import RATE_WEIGHT, SEARCH_VERSION
 from lvc.codec.partition import SPLIT_COST
 from lvc.codec.pending import Pending
 from lvc.codec.presets import PRESETS
-from lvc.codec.residual import ResidualPicture
+from lvc.codec.residual_picture import ResidualPicture
 from lvc.codec.residual_rdo import DEBLOCKING, RESIDUAL_WEIGHT, ResidualEncoder
 from lvc.codec.skip import ShownPicture
 from lvc.codec.synthesis import ENCODER_BANDS, serial_main_thread
