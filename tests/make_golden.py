@@ -34,6 +34,9 @@
   ``tiny-ctx.lvcm`` with a quarter-pixel, pixel-referencing conditional section, and PQ
   frames of fractional quarters copied through filters chosen per block (``python
   tests/make_golden.py --sharp``): the shown planes pin the 8-tap copies of quarters.
+* ``golden-intra.lvc``, ``golden-intra.json`` — over ``tiny-inter.lvcm``, residual layers with
+  intra macroblocks (format 1.7; ``python tests/make_golden.py --intra``): the shown planes
+  pin the spatial predictions.
 
 The golden stream pins the bitstream: a change that breaks decoding of old files fails
 ``test_golden.py``. Regenerate the stream only together with a format version bump.
@@ -91,8 +94,11 @@ def digests(stream: Path, model: Path) -> dict[str, str]:
             dec.decode(unit)
             lat.update((dec.reference if dec.reference is not None else dec.context).numpy().tobytes())
             if unit.residual is not None:  # exact integers too
-                layer = ResidualCoder().decode(unit.residual, r.header.height, r.header.width, str(stream), fmt)
+                layer = ResidualCoder().decode(unit.residual, r.header.height, r.header.width, str(stream), fmt,
+                                               unit.intra)
                 lat.update(layer.pixels(r.header.height, r.header.width).tobytes())
+                if layer.has_intra:  # (since 1.7: the macroblocks and their modes)
+                    lat.update(layer.intra.tobytes() + layer.modes.tobytes())
                 if fmt:  # colour format 1: the planes' residual too
                     lat.update(b"".join(p.tobytes() for p in layer.planes(r.header.height, r.header.width)))
     with reference_synthesis():
@@ -118,7 +124,7 @@ GOLDEN = {"golden": "tiny.lvcm", "golden-ctx": "tiny-ctx.lvcm", "golden-inter": 
           "golden-skip": "tiny-inter.lvcm", "golden-grey": "tiny-inter.lvcm",
           "golden-residual": "tiny-inter.lvcm", "golden-yuv": "tiny-inter.lvcm",
           "golden-deblock": "tiny-inter.lvcm", "golden-quarters": "tiny-inter.lvcm",
-          "golden-sharp": "tiny-quarter.lvcm"}  # stem -> model
+          "golden-sharp": "tiny-quarter.lvcm", "golden-intra": "tiny-inter.lvcm"}  # stem -> model
 
 
 def write_digests() -> None:
@@ -310,6 +316,22 @@ def main_deblock() -> None:
     write_digests()
 
 
+def main_intra() -> None:
+    """The intra fixture (needs tiny-inter.lvcm and clip.y4m): residual layers with intra
+    macroblocks in every mode (format 1.7)."""
+    from lvc.codec.residual import ResidualCoder
+
+    stream = DATA / "golden-intra.lvc"
+    api.encode(DATA / "clip.y4m", stream, quality=0.5, model=str(DATA / "tiny-inter.lvcm"), intra_period=4,
+               progress=False, residual=64.0, colour="yuv420")
+    with LvcReader(stream) as r:
+        layers = [ResidualCoder().decode(u.residual, 48, 64, "golden", 1, u.intra) for u in r.units() if u.residual]
+        modes = np.concatenate([x.modes.ravel() for x in layers if x.has_intra])
+        if r.header.version != (1, 7) or len(set(modes.tolist())) < 4:
+            raise SystemExit("the encoder did not code intra macroblocks in every mode in the fixture")
+    write_digests()
+
+
 def _quartered_fixture(stem: str, model: str, quality: float, intra_period: int) -> None:
     """Code clip.y4m with every block whose searched quarters differ from it quartered
     (``SPLIT_COST`` 0) into ``stem``.lvc; it must be format 1.6 with two PQ frames or more."""
@@ -366,5 +388,5 @@ def main() -> None:
 if __name__ == "__main__":
     {"--digests-only": write_digests, "--context": main_context, "--inter": main_inter, "--skip": main_skip,
      "--grey": main_grey, "--residual": main_residual, "--yuv": main_yuv, "--deblock": main_deblock,
-     "--quarters": main_quarters, "--sharp": main_sharp}.get(
+     "--quarters": main_quarters, "--sharp": main_sharp, "--intra": main_intra}.get(
         sys.argv[1] if sys.argv[1:] else "", main)()

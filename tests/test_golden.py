@@ -167,3 +167,17 @@ def test_golden_sharp_stream_copies_fractional_quarters_through_filters_per_bloc
     assert any(c.split.any() and (c.quarters % 4).any() for c in copies)
     per_block = [c for c in copies if c.filter == PER_BLOCK]
     assert per_block and all(c.sharp_blocks.any() and not c.sharp_blocks.all() for c in per_block)
+
+
+def test_golden_intra_stream_predicts_macroblocks_in_every_mode():
+    """The intra fixture: format 1.7, layers with intra macroblocks, every mode used (the
+    shown planes its digests pin come from each prediction)."""
+    from lvc.bitstream.container import LvcReader
+    from lvc.codec.intra import MODES
+    from lvc.codec.residual import ResidualCoder
+
+    with LvcReader(DATA / "golden-intra.lvc") as r:
+        assert r.header.version == (1, 7) and r.header.colour_format == 1
+        layers = [ResidualCoder().decode(u.residual, 48, 64, "golden", 1, u.intra) for u in r.units() if u.residual]
+    modes = np.concatenate([x.modes.ravel() for x in layers if x.has_intra])
+    assert set(modes.tolist()) == set(range(MODES))
