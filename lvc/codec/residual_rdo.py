@@ -179,8 +179,10 @@ class ResidualEncoder:
         its levels refitted; as it is where there are none."""
         h, w = planes[0].shape
         grids = tuple(c.shape for c in residual.coded)
-        mb, modes = intra_rdo.candidates(planes, quarter, residual.unfiltered(quarter, h, w), residual.coded,
-                                         step_size(residual.steps[0]) / 16)
+        luma, chroma = residual.quarter(h, w, crop=False)
+        res = [luma[0], chroma[0], chroma[1]]  # whole blocks
+        total = tuple(b + r[:b.shape[0], :b.shape[1]] for b, r in zip(quarter, res, strict=True))
+        mb, modes = intra_rdo.candidates(planes, quarter, total, residual.coded, step_size(residual.steps[0]) / 16)
         if not mb.any():
             return residual, levels
         masks = intra.block_masks(mb, *grids)
@@ -190,14 +192,13 @@ class ResidualEncoder:
             f[:, coded] = coeffs
             f[:, m] = 0  # the intra macroblocks' blocks are coded again
             full.append(f)
-        kept = replace(residual, coded=tuple(c & ~m for c, m in zip(residual.coded, masks, strict=True)),
-                       coeffs=tuple(f[:, c & ~m] for f, c, m in zip(full, residual.coded, masks, strict=True)),
-                       _planes={})  # (not the first choices' cached planes)
-        luma, chroma = kept.quarter(h, w, crop=False)
-        sums = intra.IntraPlanes(quarter, (luma[0], chroma[0], chroma[1]), mb.shape)
+        for i, r in enumerate(res):  # ... and their residual is not the first choices'
+            r[np.repeat(np.repeat(masks[min(i, 1)], BLOCK, 0), BLOCK, 1)] = 0
+        kept = tuple(c & ~m for c, m in zip(residual.coded, masks, strict=True))
+        sums = intra.IntraPlanes(quarter, tuple(res), mb.shape)
         coded_blocks = intra_rdo.IntraCoder(self._lut_ext(), scale, residual.steps, levels).code(
             sums, planes, mb, modes, grids)
-        coded = [c.copy() for c in kept.coded]
+        coded = list(kept)
         for (p, by, bx), q in coded_blocks.items():
             full[min(p, 1)][max(p - 1, 0), by, bx] = q
             coded[min(p, 1)][by, bx] = True
