@@ -20,6 +20,7 @@ from lvc.codec.residual import BASIS, BASIS_BITS, BLOCK, COEFF_LIMIT, GROUP_OF, 
 INTRA_PENALTY = 8.0  # SATD (in steps) an intra macroblock must save: its flag and modes' bits (encoder only)
 DEADZONE = 0.1  # as lvc.codec.residual_rdo.DEADZONE
 FLAG_BITS = 2.0  # about a coded-block flag
+MODE_BITS = 12.0  # an intra macroblock's flag and five modes, about
 _H = np.array([[1]])
 for _ in range(3):
     _H = np.block([[_H, _H], [_H, -_H]])
@@ -131,28 +132,65 @@ class IntraCoder:
         return (np.sign(coef) * val).astype(np.int64) if gain > rate + FLAG_BITS else None
 
     def code(self, planes: intra.IntraPlanes, source: tuple[np.ndarray, ...], mb: np.ndarray,
-             modes: np.ndarray, grids: tuple[tuple[int, int], ...]) -> dict:
-        """Code the intra macroblocks ``mb`` with their ``modes`` in order into ``planes``
-        (updated in place): each coded block's coefficients, keyed (plane, block row, block
-        column); blocks past a component's ``grids`` are not coded."""
+             modes: np.ndarray, grids: tuple[tuple[int, int], ...], inter: tuple[np.ndarray, ...],
+             first: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Code the candidate macroblocks ``mb`` with their ``modes`` in order into ``planes``
+        (updated in place), each kept intra only where it costs less (``lambda_r * SSE +
+        bits``) than the first choices' coding of it: ``inter``, their residual planes
+        (whole blocks), and ``first``, their coefficients (per component, (planes, rows,
+        columns, 8, 8)). Returns the intra macroblocks, their modes and each of their coded
+        blocks' coefficients, keyed (plane, block row, block column); blocks past a
+        component's ``grids`` are not coded."""
         src = [_padded(s, *p.shape) * 4 for s, p in zip(source, [q[1:, 1:] for q in planes.planes], strict=True)]
         coeffs: dict = {}
-        for my, mx, m in zip(*np.nonzero(mb), modes, strict=True):
-            for (y, x), mode in zip(intra.luma_blocks(my, mx), m[:intra.LUMA_MODES], strict=True):
-                self._block(planes, src, 0, y, x, int(mode), coeffs, grids[0])
-            for c in (1, 2):
-                self._block(planes, src, c, my * BLOCK, mx * BLOCK, int(m[intra.LUMA_MODES]), coeffs, grids[1])
-        return coeffs
+        kept = np.zeros(len(modes), dtype=bool)
+        for i, (my, mx, m) in enumerate(zip(*np.nonzero(mb), modes, strict=True)):
+            blocks = [(0, y, x, int(mode)) for (y, x), mode in zip(intra.luma_blocks(my, mx), m[:intra.LUMA_MODES],
+                                                                    strict=True)]
+            blocks += [(c, my * BLOCK, mx * BLOCK, int(m[intra.LUMA_MODES])) for c in (1, 2)]
+            before = [planes.block(c, y, x).copy() for c, y, x, _ in blocks]
+            other = sum(self._inter_cost(b, src, inter, first, c, y, x, grids[min(c, 1)])
+                        for (c, y, x, _), b in zip(blocks, before, strict=True))
+            mine: dict = {}
+            cost = MODE_BITS + sum(self._block(planes, src, c, y, x, mode, mine, grids[min(c, 1)])
+                                   for c, y, x, mode in blocks)
+            if cost < other:
+                kept[i] = True
+                coeffs.update(mine)
+                continue
+            for (c, y, x, _), b in zip(blocks, before, strict=True):  # the first choices' coding instead
+                planes.block(c, y, x)[:] = b + inter[c][y:y + BLOCK, x:x + BLOCK]
+        out = np.zeros_like(mb)
+        ys, xs = np.nonzero(mb)
+        out[ys[kept], xs[kept]] = True
+        return out, modes[kept], coeffs
+
+    def _inter_cost(self, base: np.ndarray, src: list[np.ndarray], inter: tuple[np.ndarray, ...],
+                    first: tuple[np.ndarray, ...], c: int, y: int, x: int, grid: tuple[int, int]) -> float:
+        """``lambda_r * SSE + bits`` of plane ``c``'s block at (y, x), whose ``base`` it is,
+        as the first choices coded it."""
+        rec = base + inter[c][y:y + BLOCK, x:x + BLOCK]
+        cost = self.scale[c] * float((((src[c][y:y + BLOCK, x:x + BLOCK] - rec) / 4) ** 2).sum())
+        if y // BLOCK < grid[0] and x // BLOCK < grid[1]:
+            q = first[min(c, 1)][max(c - 1, 0), y // BLOCK, x // BLOCK]
+            if q.any():
+                cost += self.bits[self.rows[c], np.minimum(np.abs(q), self.bits.shape[1] - 1)].sum() + FLAG_BITS
+        return cost
 
     def _block(self, planes: intra.IntraPlanes, src: list[np.ndarray], c: int, y: int, x: int, mode: int,
-               coeffs: dict, grid: tuple[int, int]) -> None:
-        """Code one block of plane ``c`` at sample (y, x) against its prediction in ``mode``."""
+               coeffs: dict, grid: tuple[int, int]) -> float:
+        """Code one block of plane ``c`` at sample (y, x) against its prediction in
+        ``mode``; its ``lambda_r * SSE + bits``."""
         pred = intra.predict(*planes.neighbours(c, y, x), mode)
         rec = pred
+        target = src[c][y:y + BLOCK, x:x + BLOCK]
+        bits = 0.0
         if y // BLOCK < grid[0] and x // BLOCK < grid[1]:
-            coef = _DCT @ ((src[c][y:y + BLOCK, x:x + BLOCK] - pred) / 4) @ _DCT.T
+            coef = _DCT @ ((target - pred) / 4) @ _DCT.T
             q = self._quantise(c, coef)
             if q is not None:
                 coeffs[c, y // BLOCK, x // BLOCK] = q
                 rec = pred + inverse_blocks(q[None], self.steps[min(c, 1)])[0]
+                bits = self.bits[self.rows[c], np.minimum(np.abs(q), self.bits.shape[1] - 1)].sum() + FLAG_BITS
         planes.block(c, y, x)[:] = rec
+        return self.scale[c] * float((((target - rec) / 4) ** 2).sum()) + bits

@@ -185,19 +185,25 @@ class ResidualEncoder:
         mb, modes = intra_rdo.candidates(planes, quarter, total, residual.coded, step_size(residual.steps[0]) / 16)
         if not mb.any():
             return residual, levels
-        masks = intra.block_masks(mb, *grids)
         full = []
-        for coded, coeffs, m in zip(residual.coded, residual.coeffs, masks, strict=True):
+        for coded, coeffs in zip(residual.coded, residual.coeffs, strict=True):
             f = np.zeros((coeffs.shape[0], *coded.shape, BLOCK, BLOCK), dtype=np.int64)
             f[:, coded] = coeffs
-            f[:, m] = 0  # the intra macroblocks' blocks are coded again
             full.append(f)
-        for i, r in enumerate(res):  # ... and their residual is not the first choices'
+        inter = [r.copy() for r in res]
+        masks = intra.block_masks(mb, *grids)
+        for i, r in enumerate(res):  # the candidates' blocks start from their base
             r[np.repeat(np.repeat(masks[min(i, 1)], BLOCK, 0), BLOCK, 1)] = 0
-        kept = tuple(c & ~m for c, m in zip(residual.coded, masks, strict=True))
         sums = intra.IntraPlanes(quarter, tuple(res), mb.shape)
-        coded_blocks = intra_rdo.IntraCoder(self._lut_ext(), scale, residual.steps, levels).code(
-            sums, planes, mb, modes, grids)
+        mb, modes, coded_blocks = intra_rdo.IntraCoder(self._lut_ext(), scale, residual.steps, levels).code(
+            sums, planes, mb, modes, grids, tuple(_whole(r, p) for r, p in zip(inter, sums.planes, strict=True)),
+            tuple(full))
+        if not mb.any():
+            return residual, levels
+        masks = intra.block_masks(mb, *grids)
+        for f, m in zip(full, masks, strict=True):
+            f[:, m] = 0  # the intra macroblocks' blocks are coded again
+        kept = tuple(c & ~m for c, m in zip(residual.coded, masks, strict=True))
         coded = list(kept)
         for (p, by, bx), q in coded_blocks.items():
             full[min(p, 1)][max(p - 1, 0), by, bx] = q
@@ -296,6 +302,12 @@ class ResidualEncoder:
         ext = np.concatenate([self.lut, np.full((1, LUT_SIZE), 1e9)])
         ext[-1, 0] = 0.0
         return ext
+
+
+def _whole(r: np.ndarray, padded: np.ndarray) -> np.ndarray:
+    """Residual plane ``r`` (whole blocks) zero-padded to an :class:`lvc.codec.intra.IntraPlanes` plane's samples."""
+    h, w = padded.shape[0] - 1, padded.shape[1] - 1
+    return np.pad(r, ((0, h - r.shape[0]), (0, w - r.shape[1])))
 
 
 def _contexts(plane: np.ndarray, blk: np.ndarray, gid: np.ndarray, val: np.ndarray, n: int,
