@@ -1,13 +1,15 @@
 """The residual layer's intra macroblocks, encoder side (:mod:`lvc.codec.intra`).
 
 After the layer's usual choices (every block coded against the base picture,
-:class:`lvc.codec.residual_rdo.ResidualEncoder`), a macroblock turns intra where the best
+:class:`lvc.codec.residual_rdo.ResidualEncoder`), a macroblock is a candidate where the best
 spatial predictions from that layer's sums (luma per 8x8 block, chroma per macroblock) leave
 less SATD than the base picture does by more than ``INTRA_PENALTY`` steps: x264's fast
-intra/inter analysis, which prices a residual by its Hadamard transform. The intra
-macroblocks are then coded in raster order against the predictions their final neighbours
-give (modes chosen again there), each coefficient and block by ``lambda_r * SSE + bits``
-at the first choices' table rows, and the levels are refitted to the result.
+intra/inter analysis, which prices a residual by its Hadamard transform. Only macroblocks
+the first choices code a block of are looked at. The candidates are then coded in raster
+order against the predictions their final neighbours give, each coefficient and block by
+``lambda_r * SSE + bits`` at the first choices' table rows, and a candidate stays intra only
+where that costs less than the first choices' coding of it; the levels are refitted to the
+result.
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ RESIDUAL_ENCODER = (f"rdoq-blocks/1 w={RESIDUAL_WEIGHT:g}@{RAMP_QUALITY:g} k={ST
 DEBLOCKING = True
 YUV_ENCODER = (f"yuv420/2 luma={YUV_LUMA_WEIGHT:g} chroma={YUV_CHROMA_WEIGHT:g} k={YUV_STEP_FACTOR:g}"
                f" dbk={int(DEBLOCKING)}/{deblock.BETA_RATIO}/{deblock.START}"
-               f" intra={intra_rdo.INTRA_PENALTY:g}/{intra.MODES}")  # format 1's
+               f" intra={intra_rdo.INTRA_PENALTY:g}/{intra.MODES}/rd")  # format 1's
 LIVE_BITS = 4.0  # blocks whose whole error is worth fewer bits than this are never coded
 PASSES = 2  # coefficient and block choices, each with the tables refitted to the last
 FLAG_SHARE_START, FLAG_SHARE_MIN = 0.1, 0.01  # the coded share the flags' cost assumes (first pass, bounds)
