@@ -187,15 +187,20 @@ class Residual:
         return tuple(t - b for t, b in zip(total, base, strict=True))
 
     def unfiltered(self, base: colour.Planes, height: int, width: int) -> colour.Planes:
-        """``base`` plus this layer before deblocking (colour format 1). With intra
-        macroblocks, the encoder leaves the sums its own coding made (the same, on its
-        base) under ``("sums", height, width)``."""
+        """``base`` plus this layer before deblocking (colour format 1)."""
         if not self.has_intra:
             return tuple(b + d for b, d in zip(base, self.planes(height, width), strict=True))
-        if ("sums", height, width) in self._planes:
-            return self._planes["sums", height, width]
+        known = self._planes.get(("sums", height, width))
+        if known is not None and all(np.array_equal(a, b) for a, b in zip(known[0], base, strict=True)):
+            return known[1]
         luma, chroma = self.quarter(height, width, crop=False)
         return intra.compose(base, (luma[0], chroma[0], chroma[1]), self.intra, self.modes)
+
+    def keep_sums(self, base: colour.Planes, sums: colour.Planes) -> None:
+        """Remember ``sums``, what :meth:`unfiltered` gives on ``base`` (the encoder's own
+        coding made them: composing again would repeat its work). A ``replace`` that changes
+        the coding must pass ``_planes={}``."""
+        self._planes["sums", sums[0].shape[0], sums[0].shape[1]] = (base, sums)
 
 
 def add_residual(picture: np.ndarray, residual: np.ndarray) -> np.ndarray:
@@ -215,9 +220,10 @@ def residual_tables() -> CdfTables:
 
 
 class ResidualCoder:
-    """Entropy coding of a :class:`Residual` (module docstring, items 1-3): runs of the range
+    """Entropy coding of a :class:`Residual` (module docstring, items 1-4): runs of the range
     coder for the levels with the flags' levels, the anchors' flags, the other flags, and
-    each plane's groups of coefficients."""
+    each plane's groups of coefficients; then the intra flags (their levels, anchors,
+    others) and the modes."""
 
     @cached_property
     def tables(self) -> CdfTables:

@@ -65,7 +65,8 @@ RESIDUAL_ENCODER = (f"rdoq-blocks/1 w={RESIDUAL_WEIGHT:g}@{RAMP_QUALITY:g} k={ST
 DEBLOCKING = True
 YUV_ENCODER = (f"yuv420/2 luma={YUV_LUMA_WEIGHT:g} chroma={YUV_CHROMA_WEIGHT:g} k={YUV_STEP_FACTOR:g}"
                f" dbk={int(DEBLOCKING)}/{deblock.BETA_RATIO}/{deblock.START}"
-               f" intra={intra_rdo.INTRA_PENALTY:g}/{intra.MODES}/rd")  # format 1's
+               f" intra={intra_rdo.INTRA_PENALTY:g}/{intra.MODES}/rd/{intra_rdo.MODE_BITS:g}"
+               f"/{intra_rdo.FLAG_BITS:g}/{intra_rdo.DEADZONE:g}")  # format 1's
 LIVE_BITS = 4.0  # blocks whose whole error is worth fewer bits than this are never coded
 PASSES = 2  # coefficient and block choices, each with the tables refitted to the last
 FLAG_SHARE_START, FLAG_SHARE_MIN = 0.1, 0.01  # the coded share the flags' cost assumes (first pass, bounds)
@@ -210,7 +211,7 @@ class ResidualEncoder:
             coded[min(p, 1)][by, bx] = True
         coeffs = tuple(f[:, c] for f, c in zip(full, coded, strict=True))
         out = replace(residual, coded=tuple(coded), coeffs=coeffs, intra=mb, modes=modes, _planes={})
-        out._planes["sums", h, w] = sums.cropped()  # what the decoder's composition gives (tests check)
+        out.keep_sums(quarter, sums.cropped())  # what the decoder's composition gives (tests check)
         return out, tuple(self._refit(c) for c in coeffs)
 
     def _refit(self, coeffs: np.ndarray) -> np.ndarray:
