@@ -61,7 +61,7 @@ def test_intra_macroblocks_round_trip_through_the_section(size):
     base = colour.quarter_yuv(picture)
     assert all(np.array_equal(a, b) for a, b in zip(back.delta(base, h, w), r.delta(base, h, w), strict=True))
     # the intra layer brings the picture nearer the frame than the layer without intra blocks
-    plain = ResidualEncoder(intra_blocks=False).encode(frame, picture, 0.05, planes=planes)
+    plain = ResidualEncoder(intra_penalty=None).encode(frame, picture, 0.05, planes=planes)
     err = [np.mean((colour.rounded_planes(tuple(b + d for b, d in zip(base, x.delta(base, h, w), strict=True)))[0]
                     .astype(float) - planes[0]) ** 2) for x in (r, plain[2])]
     assert err[0] < err[1] or len(section) < len(plain[0])
@@ -127,3 +127,23 @@ def test_intra_flag_needs_a_residual_layer():
     assert INTRA_FLAG not in (RESIDUAL_FLAG, GREY_FLAG) and INTRA_FLAG > 5  # above every frame type
     with pytest.raises(ValueError, match="without a residual layer"):
         pack_frame(4, 100, b"\0" * 8, intra=True)
+
+
+def test_fast_codes_no_intra_macroblocks_slow_finds_at_least_mediums(tmp_path):
+    """Presets trade encode time for bits: fast looks for no intra macroblocks, slow at a
+    lower penalty than medium (more candidates, each still checked by its coded cost)."""
+    from lvc.codec.intra_rdo import candidates
+    from lvc.codec.presets import PRESETS
+
+    src = _clip(tmp_path)
+    out = tmp_path / "fast.lvc"
+    api.encode(src, out, quality=0.8, model=MODEL, progress=False, ms_ssim=False, preset="fast")
+    with LvcReader(out) as rd:
+        assert not any(u.intra for u in rd.units())
+    assert PRESETS["slow"].intra_penalty < PRESETS["medium"].intra_penalty
+    frame, picture, planes = _pair()
+    r = ResidualEncoder(intra_penalty=None).encode(frame, picture, 0.05, planes=planes)[2]
+    base = colour.quarter_yuv(picture)
+    total = r.unfiltered(base, *frame.shape[:2])
+    found = [candidates(planes, base, total, r.coded, 2.0, PRESETS[p].intra_penalty)[0] for p in ("medium", "slow")]
+    assert found[0].any() and np.all(found[1] >= found[0])

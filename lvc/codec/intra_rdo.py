@@ -3,7 +3,8 @@
 After the layer's usual choices (every block coded against the base picture,
 :class:`lvc.codec.residual_rdo.ResidualEncoder`), a macroblock is a candidate where the best
 spatial predictions from that layer's sums (luma per 8x8 block, chroma per macroblock) leave
-less SATD than the base picture does by more than ``INTRA_PENALTY`` steps: x264's fast
+less SATD than the base picture does by more than a penalty in steps (``INTRA_PENALTY``,
+the preset's: :mod:`lvc.codec.presets`): x264's fast
 intra/inter analysis, which prices a residual by its Hadamard transform. Only macroblocks
 the first choices code a block of are looked at. The candidates are then coded in raster
 order against the predictions their final neighbours give, each coefficient and block by
@@ -19,7 +20,11 @@ import numpy as np
 from lvc.codec import intra
 from lvc.codec.residual import BASIS, BASIS_BITS, BLOCK, COEFF_LIMIT, GROUP_OF, inverse_blocks, step_size
 
-INTRA_PENALTY = 8.0  # SATD (in steps) an intra macroblock must save: its flag and modes' bits (encoder only)
+# SATD (in steps) an intra candidate must save (encoder only). Lower finds more candidates
+# and codes each: on 6 native-resolution clips 4 is -0.42% bits against 8, but about 1.3x
+# the time (docs/models.md, "Session 43"), so medium takes 8 and slow 4.
+INTRA_PENALTY = 8.0
+INTRA_PENALTY_SLOW = 4.0
 DEADZONE = 0.1  # as lvc.codec.residual_rdo.DEADZONE
 FLAG_BITS = 2.0  # about a coded-block flag
 MODE_BITS = 12.0  # an intra macroblock's flag and five modes, about
@@ -59,7 +64,8 @@ def _neighbours(total: np.ndarray, by: np.ndarray, bx: np.ndarray) -> tuple[np.n
 
 
 def candidates(source: tuple[np.ndarray, ...], base: tuple[np.ndarray, ...], total: tuple[np.ndarray, ...],
-               coded: tuple[np.ndarray, ...], step: float) -> tuple[np.ndarray, np.ndarray]:
+               coded: tuple[np.ndarray, ...], step: float,
+               penalty: float = INTRA_PENALTY) -> tuple[np.ndarray, np.ndarray]:
     """The macroblocks worth coding intra, (mbh, mbw) bool, and their modes (intra count,
     5) (module docstring). ``source``: uint8 planes; ``base`` and ``total``: the base
     picture and the first choices' sums in quarter levels; ``coded``: the first choices'
@@ -79,7 +85,7 @@ def candidates(source: tuple[np.ndarray, ...], base: tuple[np.ndarray, ...], tot
         cost = satd(blocks - _block_view(_padded(base[i], mbh * s, mbw * s))[y, x])
         inter += (cost.reshape(-1, intra.LUMA_MODES).sum(1) if i == 0 else cost) / 4  # (quarter levels)
         src.append(blocks)
-    limit = INTRA_PENALTY * step
+    limit = penalty * step
     keep = inter > limit
     ys, xs, inter, src[1], src[2] = ys[keep], xs[keep], inter[keep], src[1][keep], src[2][keep]
     keep4 = np.repeat(keep, intra.LUMA_MODES)
@@ -144,7 +150,7 @@ class IntraCoder:
         blocks' coefficients, keyed (plane, block row, block column); blocks past a
         component's ``grids`` are not coded."""
         src = [_padded(s, *p.shape) * 4 for s, p in zip(source, [q[1:, 1:] for q in planes.planes], strict=True)]
-        coeffs: dict = {}
+        coeffs: dict[tuple[int, int, int], np.ndarray] = {}
         kept = np.zeros(len(modes), dtype=bool)
         for i, (my, mx, m) in enumerate(zip(*np.nonzero(mb), modes, strict=True)):
             blocks = [(0, y, x, int(mode)) for (y, x), mode in zip(intra.luma_blocks(my, mx), m[:intra.LUMA_MODES],
@@ -153,7 +159,7 @@ class IntraCoder:
             before = [planes.block(c, y, x).copy() for c, y, x, _ in blocks]
             other = sum(self._inter_cost(b, src, inter, first, c, y, x, grids[min(c, 1)])
                         for (c, y, x, _), b in zip(blocks, before, strict=True))
-            mine: dict = {}
+            mine: dict[tuple[int, int, int], np.ndarray] = {}
             cost = MODE_BITS + sum(self._block(planes, src, c, y, x, mode, mine, grids[min(c, 1)])
                                    for c, y, x, mode in blocks)
             if cost < other:

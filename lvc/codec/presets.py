@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from lvc.codec.intra_rdo import INTRA_PENALTY, INTRA_PENALTY_SLOW
+
 P_DEADZONE = 0.15  # chosen on a training clip, not the benchmark clips (docs/models.md)
 
 # A still image is coded once and has no frame rate to keep up with, so the default preset
@@ -40,6 +42,10 @@ class Preset:
     # quarters searched around each block's vector): -5.7% on 8 training clips (docs/models.md,
     # "Session 41")
     quarters: bool = True
+    # the residual layers' intra candidates' penalty in steps (lvc.codec.intra_rdo; None: no
+    # intra macroblocks): -3.1% bits on 6 native-resolution clips, -0.6% on 8 training clips
+    # (docs/models.md, "Session 43")
+    intra_penalty: float | None = INTRA_PENALTY
 
     def still_steps(self, pixels: int) -> int:
         """Refinement steps for a still image of ``pixels``: the preset's, scaled down beyond
@@ -57,6 +63,6 @@ class Preset:
         return f"{self.still_refine_steps}@{int(self.still_refine_pixels)}px/fifth"
 
 
-PRESETS = {"fast": Preset("cut", 0, 0, True, P_DEADZONE, False, motion_keep=3, quarters=False),
+PRESETS = {"fast": Preset("cut", 0, 0, True, P_DEADZONE, False, motion_keep=3, quarters=False, intra_penalty=None),
            "medium": Preset("rate", 0, STILL_REFINE_MEDIUM, True, P_DEADZONE, False, STILL_REFINE_PIXELS),
-           "slow": Preset("rd", 200, 200, False, 0.0, True, sharp_search=True)}
+           "slow": Preset("rd", 200, 200, False, 0.0, True, sharp_search=True, intra_penalty=INTRA_PENALTY_SLOW)}

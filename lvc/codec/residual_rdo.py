@@ -65,8 +65,8 @@ RESIDUAL_ENCODER = (f"rdoq-blocks/1 w={RESIDUAL_WEIGHT:g}@{RAMP_QUALITY:g} k={ST
 DEBLOCKING = True
 YUV_ENCODER = (f"yuv420/2 luma={YUV_LUMA_WEIGHT:g} chroma={YUV_CHROMA_WEIGHT:g} k={YUV_STEP_FACTOR:g}"
                f" dbk={int(DEBLOCKING)}/{deblock.BETA_RATIO}/{deblock.START}"
-               f" intra={intra_rdo.INTRA_PENALTY:g}/{intra.MODES}/rd/{intra_rdo.MODE_BITS:g}"
-               f"/{intra_rdo.FLAG_BITS:g}/{intra_rdo.DEADZONE:g}")  # format 1's
+               f" intra={intra_rdo.INTRA_PENALTY:g},{intra_rdo.INTRA_PENALTY_SLOW:g}/{intra.MODES}/rd"
+               f"/{intra_rdo.MODE_BITS:g}/{intra_rdo.FLAG_BITS:g}/{intra_rdo.DEADZONE:g}")  # format 1's
 LIVE_BITS = 4.0  # blocks whose whole error is worth fewer bits than this are never coded
 PASSES = 2  # coefficient and block choices, each with the tables refitted to the last
 FLAG_SHARE_START, FLAG_SHARE_MIN = 0.1, 0.01  # the coded share the flags' cost assumes (first pass, bounds)
@@ -118,8 +118,10 @@ class ResidualEncoder:
     """Chooses and codes a frame's residual layer."""
 
     def __init__(self, weight: float = RESIDUAL_WEIGHT, deblocking: bool = DEBLOCKING,
-                 intra_blocks: bool = True) -> None:
-        self.weight, self.deblocking, self.intra_blocks = weight, deblocking, intra_blocks
+                 intra_penalty: float | None = intra_rdo.INTRA_PENALTY) -> None:
+        """``intra_penalty``: the intra candidates' (:mod:`lvc.codec.intra_rdo`); None codes
+        no intra macroblocks."""
+        self.weight, self.deblocking, self.intra_penalty = weight, deblocking, intra_penalty
         self.coder = ResidualCoder()
 
     @cached_property
@@ -164,7 +166,7 @@ class ResidualEncoder:
         levels = tuple(c[2] for c in chosen)
         if fmt == syntax.COLOUR_YUV420:
             quarter = colour.quarter_yuv(picture)
-            if self.intra_blocks and chroma:
+            if self.intra_penalty is not None and chroma:
                 scale = lmbda_r / 3 * np.array([YUV_LUMA_WEIGHT, YUV_CHROMA_WEIGHT, YUV_CHROMA_WEIGHT])
                 residual, levels = self._with_intra(residual, levels, quarter, planes, scale)
             if self.deblocking:
@@ -183,7 +185,8 @@ class ResidualEncoder:
         luma, chroma = residual.quarter(h, w, crop=False)
         res = [luma[0], chroma[0], chroma[1]]  # whole blocks
         total = tuple(b + r[:b.shape[0], :b.shape[1]] for b, r in zip(quarter, res, strict=True))
-        mb, modes = intra_rdo.candidates(planes, quarter, total, residual.coded, step_size(residual.steps[0]) / 16)
+        mb, modes = intra_rdo.candidates(planes, quarter, total, residual.coded, step_size(residual.steps[0]) / 16,
+                                         self.intra_penalty)
         if not mb.any():
             return residual, levels
         full = []

@@ -142,7 +142,7 @@ class SequenceEncoder:
     image passes :meth:`lvc.codec.presets.Preset.still_steps`). ``residual`` weighs the residual layer's rate
     against ``lambda`` (default :data:`lvc.codec.residual_rdo.RESIDUAL_WEIGHT`); 0 codes none
     (a still image's caller passes 0); ``deblock=False``: its colour format 1 layers unfiltered,
-    ``intra_blocks=False``: without intra macroblocks.
+    ``intra_blocks=False``: without intra macroblocks (else as the preset finds them).
     ``intra_offset`` (integer quality units,
     default ``INTRA_OFFSET``) raises a conditional model's forced I-frames, and the I- and
     residual P-frames that continue their latent chain, by that share of the headroom above
@@ -185,7 +185,8 @@ class SequenceEncoder:
         self.lmbda = quality_lambda(model, quality)
         self._model = model
         weight = RESIDUAL_WEIGHT if residual is None else residual
-        self.residual = ResidualEncoder(weight, deblock and DEBLOCKING, intra_blocks) if weight > 0 else None
+        penalty = self.preset.intra_penalty if intra_blocks else None
+        self.residual = ResidualEncoder(weight, deblock and DEBLOCKING, penalty) if weight > 0 else None
         error_weight = RESIDUAL_ERROR_WEIGHT if self.residual is not None else 1.0
         self.decision_lmbda = error_weight * self.lmbda  # a picture's error in the I/P/PC decisions
         self.copies = COPY_FRAMES and self.residual is not None  # PC frames: every block copied
