@@ -33,30 +33,36 @@ OUTSIDE = 512  # quarter levels (mid grey) of the samples above or left of the p
 _X = np.arange(BLOCK)
 
 
-def predict(top: np.ndarray, left: np.ndarray, mode: int) -> np.ndarray:
+def predict(top: np.ndarray, left: np.ndarray, mode: int, out: np.ndarray | None = None) -> np.ndarray:
     """(8, 8) integer prediction in quarter levels from the 8 samples ``top`` (the row above)
     and ``left`` (the column to the left); ``...`` batch dimensions lead. Planar is HEVC's
     with the top row's last sample for the top right and the left column's for the bottom
-    left."""
+    left. ``out``: where to write it (else a new array)."""
     top, left = np.asarray(top), np.asarray(left)  # integers: exact in their own type (int32 holds every sum)
+    if out is None:
+        out = np.empty((*top.shape[:-1], BLOCK, BLOCK), dtype=np.result_type(top, left))
     if mode == DC:
-        dc = (top.sum(-1) + left.sum(-1) + 8) >> 4
-        return np.broadcast_to(dc[..., None, None], (*dc.shape, BLOCK, BLOCK)).copy()
-    if mode == VERTICAL:
-        return np.broadcast_to(top[..., None, :], (*top.shape[:-1], BLOCK, BLOCK)).copy()
-    if mode == HORIZONTAL:
-        return np.broadcast_to(left[..., :, None], (*left.shape[:-1], BLOCK, BLOCK)).copy()
-    if mode != PLANAR:
+        out[...] = ((top.sum(-1) + left.sum(-1) + 8) >> 4)[..., None, None]
+    elif mode == VERTICAL:
+        out[...] = top[..., None, :]
+    elif mode == HORIZONTAL:
+        out[...] = left[..., :, None]
+    elif mode == PLANAR:
+        x, y = _X[None, :], _X[:, None]
+        t, lf = top[..., None, :], left[..., :, None]
+        right, bottom = top[..., -1, None, None], left[..., -1, None, None]
+        out[...] = ((BLOCK - 1 - x) * lf + (x + 1) * right + (BLOCK - 1 - y) * t + (y + 1) * bottom + BLOCK) >> 4
+    else:
         raise ValueError(f"intra mode {mode} out of range")
-    x, y = _X[None, :], _X[:, None]
-    t, lf = top[..., None, :], left[..., :, None]
-    right, bottom = top[..., -1, None, None], left[..., -1, None, None]
-    return ((BLOCK - 1 - x) * lf + (x + 1) * right + (BLOCK - 1 - y) * t + (y + 1) * bottom + BLOCK) >> 4
+    return out
 
 
 def predictions(top: np.ndarray, left: np.ndarray) -> np.ndarray:
     """Every mode's prediction: (..., MODES, 8, 8)."""
-    return np.stack([predict(top, left, m) for m in range(MODES)], axis=-3)
+    out = np.empty((*top.shape[:-1], MODES, BLOCK, BLOCK), dtype=np.result_type(top, left))
+    for m in range(MODES):
+        predict(top, left, m, out[..., m, :, :])
+    return out
 
 
 class IntraPlanes:
