@@ -108,6 +108,7 @@ def test_stream_with_intra_macroblocks_decodes_to_the_encoders_pictures(tmp_path
         assert any(u.intra for u in rd.units())
     d = api.decode(out, tmp_path / "a.y4m", model=MODEL, reference=src)
     assert d.sha256 == r.recon_sha256
+    assert any(f["intra_blocks"] for f in api.info(out)["frames"])
     # corrupt: the same frames under a header claiming format 1.6
     bad = claiming_minor(out, tmp_path / "old.lvc", 6)
     with LvcReader(bad) as rd, pytest.raises(BitstreamError, match="not valid in a format 1.6 stream"):

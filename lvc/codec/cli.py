@@ -183,8 +183,10 @@ def _info(args: argparse.Namespace) -> int:
           f"{types[:80]}{'...' if len(types) > 80 else ''}")
     layers = [f["residual_bytes"] for f in d["frames"] if f["residual_bytes"]]
     if layers:
+        intra = sum(f["intra_blocks"] for f in d["frames"])
         print(f"  residual layers: {len(layers)} of {len(d['frames'])} frames, {sum(layers)} bytes "
-              f"({100 * sum(layers) / d['bytes']:.0f}% of the file)")
+              f"({100 * sum(layers) / d['bytes']:.0f}% of the file)"
+              + (f", {intra} with intra macroblocks" if intra else ""))
     return 0
 
 
