@@ -3,9 +3,9 @@
 After the layer's usual choices (every block coded against the base picture,
 :class:`lvc.codec.residual_rdo.ResidualEncoder`), a macroblock is a candidate where the best
 spatial predictions from that layer's sums (luma per 8x8 block, chroma per macroblock) leave
-less SATD than the base picture does by more than a penalty in steps (``INTRA_PENALTY``,
-the preset's: :mod:`lvc.codec.presets`): x264's fast
-intra/inter analysis, which prices a residual by its Hadamard transform. Only macroblocks
+less SATD than the base picture does by more than a penalty in steps (the preset's,
+:mod:`lvc.codec.presets`; ``INTRA_PENALTY`` at ``medium``): x264's fast intra/inter
+analysis, which prices a residual by its Hadamard transform. Only macroblocks
 the first choices code a block of are looked at. The candidates are then coded in raster
 order against the predictions their final neighbours give, each coefficient and block by
 ``lambda_r * SSE + bits`` at the first choices' table rows, and a candidate stays intra only
@@ -18,11 +18,11 @@ from __future__ import annotations
 import numpy as np
 
 from lvc.codec import intra
-from lvc.codec.residual import BASIS, BASIS_BITS, BLOCK, COEFF_LIMIT, GROUP_OF, inverse_blocks, step_size
+from lvc.codec.residual import BLOCK, COEFF_LIMIT, DCT, GROUP_OF, inverse_blocks, step_size
 
 # SATD (in steps) an intra candidate must save (encoder only). Lower finds more candidates
-# and codes each: on 6 native-resolution clips 4 is -0.42% bits against 8, but about 1.3x
-# the time (docs/models.md, "Session 43"), so medium takes 8 and slow 4.
+# and codes each: on 6 native-resolution clips 4 is -0.42% bits against 8, for about 1.25x
+# the intra macroblocks' time (docs/models.md, "Session 43"), so medium takes 8 and slow 4.
 INTRA_PENALTY = 8.0
 INTRA_PENALTY_SLOW = 4.0
 DEADZONE = 0.1  # as lvc.codec.residual_rdo.DEADZONE
@@ -32,7 +32,6 @@ _H = np.array([[1]])
 for _ in range(3):
     _H = np.block([[_H, _H], [_H, -_H]])
 _H = _H.astype(np.float32)  # 8x8 Hadamard (unnormalised)
-_DCT = BASIS.astype(np.float64) / (1 << BASIS_BITS)
 _QY, _QX = np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])  # a macroblock's luma blocks, in order
 
 
@@ -194,7 +193,7 @@ class IntraCoder:
         target = src[c][y:y + BLOCK, x:x + BLOCK]
         bits = 0.0
         if y // BLOCK < grid[0] and x // BLOCK < grid[1]:
-            coef = _DCT @ ((target - pred) / 4) @ _DCT.T
+            coef = DCT @ ((target - pred) / 4) @ DCT.T
             q = self._quantise(c, coef)
             if q is not None:
                 coeffs[c, y // BLOCK, x // BLOCK] = q

@@ -59,6 +59,7 @@ BASIS = np.array([
     [1567, -3784, 3784, -1567, -1567, 3784, -3784, 1567],
     [799, -2276, 3406, -4017, 4017, -3406, 2276, -799]], dtype=np.int64)
 BASIS_BITS = 13
+DCT = BASIS.astype(np.float64) / (1 << BASIS_BITS)  # the encoders' float transform (not the format's)
 # Frequency group of each coefficient (u, v), by its diagonal u + v: 0, 1, 2, 3, 4-5, 6-7, 8-10, 11-14.
 _DIAGONAL_GROUP = (0, 1, 2, 3, 4, 4, 5, 5, 6, 6, 6, 7, 7, 7, 7)
 GROUP_OF = np.array([[_DIAGONAL_GROUP[u + v] for v in range(BLOCK)] for u in range(BLOCK)], dtype=np.int64)

@@ -19,11 +19,10 @@ import numpy as np
 from lvc.bitstream import syntax
 from lvc.codec import colour, deblock, intra, intra_rdo
 from lvc.codec.residual import (
-    BASIS,
-    BASIS_BITS,
     BLOCK,
     COEFF_LIMIT,
     CONTEXTS,
+    DCT,
     GROUP_OF,
     GROUPS,
     LEVELS,
@@ -72,7 +71,6 @@ PASSES = 2  # coefficient and block choices, each with the tables refitted to th
 FLAG_SHARE_START, FLAG_SHARE_MIN = 0.1, 0.01  # the coded share the flags' cost assumes (first pass, bounds)
 LUT_SIZE = 258  # magnitudes the choices price exactly (beyond: escapes, priced as the last)
 _GROUP_SIZE = np.bincount(GROUP_OF.ravel(), minlength=GROUPS)
-_C = BASIS.astype(np.float64) / (1 << BASIS_BITS)
 
 
 def step_indices(lmbda_r: float, chroma_weight: float = 1.0, luma_weight: float = 1.0,
@@ -95,7 +93,7 @@ def _blocks(planes: np.ndarray) -> np.ndarray:
     planes = np.pad(planes, ((0, 0), (0, -h % BLOCK), (0, -w % BLOCK)), mode="edge")
     hb, wb = planes.shape[1] // BLOCK, planes.shape[2] // BLOCK
     blocks = planes.reshape(n, hb, BLOCK, wb, BLOCK).transpose(0, 1, 3, 2, 4)
-    return _C @ blocks @ _C.T
+    return DCT @ blocks @ DCT.T
 
 
 def transform(frame: np.ndarray, picture: np.ndarray) -> np.ndarray:
