@@ -90,7 +90,13 @@ class IntraPlanes:
         """The 8x8 block at sample (y, x) (a view)."""
         return self.planes[plane][y + 1:y + 1 + BLOCK, x + 1:x + 1 + BLOCK]
 
+    def whole(self, r: np.ndarray, plane: int) -> np.ndarray:
+        """A residual plane ``r`` (whole blocks) zero-padded to ``plane``'s macroblocks."""
+        h, w = self.planes[plane].shape
+        return np.pad(r, ((0, h - 1 - r.shape[0]), (0, w - 1 - r.shape[1])))
+
     def cropped(self) -> tuple[np.ndarray, ...]:
+        """The planes at the picture's size."""
         return tuple(p[1:1 + h, 1:1 + w] for p, (h, w) in zip(self.planes, self.size, strict=True))
 
 
@@ -106,8 +112,7 @@ def compose(base: tuple[np.ndarray, ...], residual: tuple[np.ndarray, ...], intr
     each block is its prediction (``modes``, (intra count, 5): four luma, one chroma) plus
     its residual. ``residual`` planes are uncropped (whole blocks, zero beyond)."""
     planes = IntraPlanes(base, residual, intra.shape)
-    res = [np.pad(r, ((0, p.shape[0] - 1 - r.shape[0]), (0, p.shape[1] - 1 - r.shape[1])))
-           for r, p in zip(residual, planes.planes, strict=True)]
+    res = [planes.whole(r, i) for i, r in enumerate(residual)]
     for (my, mx), m in zip(zip(*np.nonzero(intra), strict=True), modes, strict=True):
         for (y, x), mode in zip(luma_blocks(my, mx), m[:LUMA_MODES], strict=True):
             pred = predict(*planes.neighbours(0, y, x), int(mode))
@@ -120,7 +125,7 @@ def compose(base: tuple[np.ndarray, ...], residual: tuple[np.ndarray, ...], intr
 
 
 def block_masks(intra: np.ndarray, luma_grid: tuple[int, int], chroma_grid: tuple[int, int]) -> tuple[np.ndarray, ...]:
-    """The 8x8 blocks of intra macroblocks, per component (luma, chroma), on the layer's grids."""
+    """The 8x8 blocks of intra macroblocks, per component (luma, chroma), on the layer's grids
+    (macroblocks cover both: the chroma grid is theirs, the luma grid at most twice it)."""
     luma = np.repeat(np.repeat(intra, 2, 0), 2, 1)[:luma_grid[0], :luma_grid[1]]
-    luma = np.pad(luma, ((0, luma_grid[0] - luma.shape[0]), (0, luma_grid[1] - luma.shape[1])))
     return luma, intra[:chroma_grid[0], :chroma_grid[1]]

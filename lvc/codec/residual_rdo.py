@@ -198,7 +198,7 @@ class ResidualEncoder:
             r[np.repeat(np.repeat(masks[min(i, 1)], BLOCK, 0), BLOCK, 1)] = 0
         sums = intra.IntraPlanes(quarter, tuple(res), mb.shape)
         mb, modes, coded_blocks = intra_rdo.IntraCoder(self._lut_ext(), scale, residual.steps, levels).code(
-            sums, planes, mb, modes, grids, tuple(_whole(r, p) for r, p in zip(inter, sums.planes, strict=True)),
+            sums, planes, mb, modes, grids, tuple(sums.whole(r, i) for i, r in enumerate(inter)),
             tuple(full))
         if not mb.any():
             return residual, levels
@@ -304,12 +304,6 @@ class ResidualEncoder:
         ext = np.concatenate([self.lut, np.full((1, LUT_SIZE), 1e9)])
         ext[-1, 0] = 0.0
         return ext
-
-
-def _whole(r: np.ndarray, padded: np.ndarray) -> np.ndarray:
-    """Residual plane ``r`` (whole blocks) zero-padded to an :class:`lvc.codec.intra.IntraPlanes` plane's samples."""
-    h, w = padded.shape[0] - 1, padded.shape[1] - 1
-    return np.pad(r, ((0, h - r.shape[0]), (0, w - r.shape[1])))
 
 
 def _contexts(plane: np.ndarray, blk: np.ndarray, gid: np.ndarray, val: np.ndarray, n: int,
