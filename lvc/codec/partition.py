@@ -36,10 +36,10 @@ from lvc.codec.motion import (
     _mean_satd,
     _replicate,
     _square,
-    _vector_bits,
     phase_planes,
 )
 from lvc.codec.skip import SkipFlags, block_sse
+from lvc.codec.vector_rate import _vector_bits
 from lvc.entropy.tables import CdfTables
 
 QUARTER = 2  # quarters per block side
