@@ -29,7 +29,8 @@ import torch
 
 from lvc.codec.frame import STRIDE, _pad
 from lvc.codec.motion import estimate_motion, frame_luma
-from lvc.codec.partition import QuarterSearch
+from lvc.codec.partition import QUARTER_PAD, QuarterSearch
+from lvc.codec.phases import PhasePlanes
 from lvc.codec.synthesis import WorkerPool, serial_main_thread
 
 QUARTER_BANDS = 3  # jobs a frame's quarters' search is split into (bands of block rows)
@@ -123,7 +124,7 @@ class MotionSearch:
         key = self._key(previous, frame, rate_weight, sharp_too, quarters)
         self.start(previous, frame, rate_weight, sharp_too, quarters)
         (job, fn), *bands = self._plans.pop(key)
-        _, _, mv, sharp = self.lookahead.take(job, fn)
+        _, _, mv, sharp, _ = self.lookahead.take(job, fn)
         fine = torch.cat([self.lookahead.take(band, f) for band, f in reversed(bands)][::-1]) if bands else None
         if fine is not None and fine.shape[0] != 2 * mv.shape[0]:
             raise RuntimeError("the quarters' bands do not cover the blocks")  # (a bug, not bad input)
@@ -136,12 +137,12 @@ class MotionSearch:
     def _jobs(self, key: tuple, previous: np.ndarray, frame: np.ndarray, rate_weight: float, sharp_too: bool,
               quarters: bool) -> list[tuple[tuple, Callable]]:
         """The search's jobs, keyed: the blocks' search, then the quarters' bands."""
-        found = _Once(self._search, previous, frame, rate_weight, sharp_too)
+        found = _Once(self._search, previous, frame, rate_weight, sharp_too, quarters)
         jobs: list[tuple[tuple, Callable]] = [(key, found.get)]
         if quarters:
             def prepare() -> QuarterSearch:
-                ref, cur, mv, _ = found.get()
-                return QuarterSearch(ref, cur, mv, self.block, self.frac, rate_weight)
+                ref, cur, mv, _, phases = found.get()
+                return QuarterSearch(ref, cur, mv, self.block, self.frac, rate_weight, phases)
 
             search = _Once(prepare)
             height = frame.shape[0] + -frame.shape[0] % STRIDE  # the luma's, padded as coded
@@ -150,14 +151,16 @@ class MotionSearch:
                 jobs.append(((*key, band), lambda a=int(first), b=int(last): search.get().rows(a, b)))
         return jobs
 
-    def _search(self, previous: np.ndarray, frame: np.ndarray, rate_weight: float,
-                sharp_too: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(reference luma, frame luma, vectors, the sharp copy's vectors or None)."""
+    def _search(self, previous: np.ndarray, frame: np.ndarray, rate_weight: float, sharp_too: bool,
+                quarters: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, PhasePlanes]:
+        """(reference luma, frame luma, vectors, the sharp copy's vectors or None, the
+        reference's phase planes: padded for the quarters' search too if ``quarters``)."""
         ref, cur = self._luma_of(previous), self._luma_of(frame)
+        phases = PhasePlanes(ref, self.frac, QUARTER_PAD if quarters else 0)
         found = estimate_motion(ref, cur, self.block, rate_weight=rate_weight, keep=self.keep, frac=self.frac,
-                                sharp_too=sharp_too)
+                                sharp_too=sharp_too, phases=phases)
         mv, sharp = (found[0][0], found[1][0]) if sharp_too else (found[0], None)
-        return ref, cur, mv, sharp
+        return ref, cur, mv, sharp, phases
 
     def _luma_of(self, frame: np.ndarray) -> torch.Tensor:
         """The search's luma of ``frame`` (padded as coded), kept for the next search, whose

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from lvc.codec.phases import PhasePlanes, phase_planes  # noqa: F401 (phase_planes: re-exported)
 from lvc.codec.sharp import sharp_phase_planes
 from lvc.codec.vector_rate import _cheapest, _first_row, _pick_rows
 
@@ -228,8 +229,8 @@ def _quarter_search(half: tuple[torch.Tensor, torch.Tensor], block: int, search:
 
 def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, search: int = SEARCH,
                     length_cost: float = LENGTH_COST, rate_weight: float = 0.0, keep: int = 0,
-                    frac: int = 1, runner_up: bool = RUNNER_UP,
-                    sharp_too: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                    frac: int = 1, runner_up: bool = RUNNER_UP, sharp_too: bool = False,
+                    phases: PhasePlanes | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Vectors (B, hb, wb, 2) as (dx, dy) in ``1/frac`` pixels: ``cur`` block ~ ``ref`` at
     block + mv.
 
@@ -246,6 +247,8 @@ def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, searc
     ``runner_up`` (with ``rate_weight`` and the half-resolution start): see ``RUNNER_UP``.
     ``sharp_too`` (quarter pixels) also refines the whole-pixel vectors on the 8-tap phase
     planes (:mod:`lvc.codec.sharp`) and returns both fields, the bilinear copy's and the sharp one's.
+    ``phases``: the (padded) reference luma's phase planes, to share with later steps
+    (:mod:`lvc.codec.phases`; ``ref`` a luma already in whole blocks).
     """
     if block % 2:
         raise ValueError("block size must be even")
@@ -262,8 +265,6 @@ def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, searc
         best = sad.argmin(1)
         mv = coarse[best] * 2  # (B, hb, wb, 2)
     fine = _square(1)
-    # the reference the later steps fetch from, edge-padded once
-    around = _replicate(lr, (search + 1,) * 4) if rate_weight > 0 or frac > 1 else None
     if rate_weight > 0:
         starts = [mv]
         if runner_up and not keep:  # the second-best half-resolution vector's neighbours too
@@ -272,43 +273,33 @@ def estimate_motion(ref: torch.Tensor, cur: torch.Tensor, block: int = 16, searc
         sad = torch.cat([_block_sad(lr, lc, block, fine, base=m) for m in starts], 1)
         outside = (cands.abs() > search).any(-1)  # beyond the range: never chosen
         sad = sad.masked_fill(outside, float("inf"))
-        mv = _rate_constrained(lr, lc, block, cands.clamp(-search, search), sad, rate_weight, search, around)
+        mv = _rate_constrained(lr, lc, block, cands.clamp(-search, search), sad, rate_weight, search,
+                               _replicate(lr, (search + 1,) * 4))
     else:
         sad = _block_sad(lr, lc, block, fine, base=mv)
         sad = sad + length_cost * (mv[:, None] + fine.view(1, -1, 1, 1, 2)).abs().sum(-1)
         mv = (mv + fine[sad.argmin(1)]).clamp(-search, search)
     if frac == 1:
         return mv
-    out = _subpel_refine(around, lc, block, mv * frac, frac, search, length_cost, rate_weight)
+    if phases is not None and phases.luma.shape != lr.shape:
+        raise ValueError("the phase planes are not the reference's")
+    out = _subpel_refine(phases or PhasePlanes(lr, frac), lc, block, mv * frac, frac, search, length_cost,
+                         rate_weight)
     if sharp_too:
-        return out, _subpel_refine(around, lc, block, mv * frac, frac, search, length_cost, rate_weight,
-                                   sharp_phase_planes)
+        return out, _subpel_refine(PhasePlanes(lr, frac, planes_of=sharp_phase_planes), lc, block, mv * frac, frac,
+                                   search, length_cost, rate_weight)
     return out
 
 
-def phase_planes(x: torch.Tensor, frac: int) -> torch.Tensor:
-    """(B, 1, H, W) -> (B, frac * frac, H, W): plane ``py * frac + px`` holds the bilinear
-    value at (y + py / frac, x + px / frac) for every pixel (edge-replicated past the last row
-    and column): the values :func:`warp` takes, to float rounding (the search's, not the
-    codec's). Phase-major, so a moved block's rows stay contiguous (:func:`_fetch`).
-    Separable: ``frac`` column phases, then ``frac`` row phases of each, one fused pass each."""
-    p = F.pad(x, (0, 1, 0, 1), mode="replicate")[:, 0]  # (B, H + 1, W + 1)
-    t = torch.arange(frac, dtype=torch.float32).view(1, frac, 1, 1) / frac
-    cols = torch.lerp(p[:, None, :, :-1], p[:, None, :, 1:], t)  # (B, px, H + 1, W)
-    rows = torch.lerp(cols[:, None, :, :-1], cols[:, None, :, 1:], t[..., None])  # (B, py, px, H, W)
-    return rows.reshape(x.shape[0], frac * frac, *x.shape[-2:])
-
-
-def _subpel_refine(around: torch.Tensor, lc: torch.Tensor, block: int, mv: torch.Tensor, frac: int, search: int,
-                   length_cost: float, rate_weight: float, planes_of=None, first_step: int = 0) -> torch.Tensor:
+def _subpel_refine(phases: PhasePlanes, lc: torch.Tensor, block: int, mv: torch.Tensor, frac: int, search: int,
+                   length_cost: float, rate_weight: float, first_step: int = 0) -> torch.Tensor:
     """Whole-pixel vectors ``mv`` (in ``1/frac`` units) refined by halving steps (1/2, then
     1/4, ... pixel): the 9 vectors around the current one by block SATD (``SUBPEL_SATD``) on
     the bilinearly interpolated reference, plus the length cost, or with ``rate_weight`` the bits of the
-    residual the codec sends (decided row by row, as :func:`_rate_constrained`). ``around``:
-    the reference edge-padded by ``search + 1``; ``planes_of``: another interpolation's
-    phase planes; ``first_step``: the first step's length (default half a pixel)."""
-    r = search + 1
-    planes = (planes_of or phase_planes)(around, frac)
+    residual the codec sends (decided row by row, as :func:`_rate_constrained`). ``phases``:
+    the reference's phase planes (bilinear, or another interpolation's); ``first_step``: the
+    first step's length (default half a pixel)."""
+    planes, r = phases.padded(search + 1)
     b, hb, wb = mv.shape[:3]
     rows = torch.arange(hb).view(1, 1, hb, 1) * block + r
     cols = torch.arange(wb).view(1, 1, 1, wb) * block + r

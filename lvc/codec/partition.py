@@ -30,14 +30,15 @@ import torch
 from torch.nn import functional as F
 
 from lvc.codec.motion import (
+    SEARCH,
     _blocks,
     _fetch,
     _mean_abs,
     _mean_satd,
     _replicate,
     _square,
-    phase_planes,
 )
+from lvc.codec.phases import PhasePlanes
 from lvc.codec.skip import SkipFlags, block_sse
 from lvc.codec.vector_rate import _vector_bits
 from lvc.entropy.tables import CdfTables
@@ -48,6 +49,7 @@ QUARTER = 2  # quarters per block side
 # 0.3% on 8 training clips (docs/models.md, "Session 41").
 SPLIT_COST = 1.0
 QUARTER_RANGE = 4  # whole pixels around the block's vector a quarter's search covers (encoder only)
+QUARTER_PAD = SEARCH + QUARTER_RANGE + 4  # the most QuarterSearch pads the reference (its ``r``)
 
 
 def search_quarters(ref: torch.Tensor, cur: torch.Tensor, mv: torch.Tensor, block: int, frac: int,
@@ -73,7 +75,8 @@ class QuarterSearch:
     coding thread takes the bands it has not reached (:mod:`lvc.codec.lookahead`)."""
 
     def __init__(self, ref: torch.Tensor, cur: torch.Tensor, mv: torch.Tensor, block: int, frac: int,
-                 rate_weight: float) -> None:
+                 rate_weight: float, phases: PhasePlanes | None = None) -> None:
+        """``phases``: ``ref``'s phase planes if made already (:mod:`lvc.codec.phases`)."""
         self.size, self.frac, self.rate_weight = block // QUARTER, frac, rate_weight
         self.parent = mv.repeat_interleave(QUARTER, 0).repeat_interleave(QUARTER, 1)[None]  # (1, 2hb, 2wb, 2)
         self.start = torch.div(self.parent, frac, rounding_mode="floor")  # whole pixels
@@ -86,9 +89,12 @@ class QuarterSearch:
         half_ref, half_cur = F.avg_pool2d(ref, 2), F.avg_pool2d(cur, 2)
         self.half_ref = _replicate(half_ref, (self.r_half,) * 4)
         self.half_blocks = _blocks(half_cur, self.size // 2)
-        self.ref = _replicate(ref, (self.r,) * 4)
         self.cur_blocks = _blocks(cur, self.size)
-        self.planes = phase_planes(self.ref, frac) if frac > 1 else None
+        if frac > 1:  # (plane 0, phase 0, is the reference itself: the whole-pixel stage's)
+            self.planes, self.r = (phases or PhasePlanes(ref, frac)).padded(self.r)
+            self.ref = self.planes
+        else:
+            self.ref, self.planes = _replicate(ref, (self.r,) * 4), None
 
     def rows(self, first: int, last: int) -> torch.Tensor:
         """The quarters' vectors (2 (last - first), 2 wb, 2) of block rows ``first`` to ``last``."""
@@ -123,26 +129,26 @@ class QuarterSearch:
 
 
 def polish_quarters(ref: torch.Tensor, cur: torch.Tensor, mv: torch.Tensor, fine: torch.Tensor, block: int,
-                    frac: int, rate_weight: float, padded: tuple[int, torch.Tensor] | None = None) -> torch.Tensor:
+                    frac: int, rate_weight: float, phases: PhasePlanes | None = None) -> torch.Tensor:
     """The quarters' vectors ``fine`` (2 hb, 2 wb, 2; ``1/frac`` pixels, ``frac`` > 1) moved
     by at most one step of ``1/frac`` pixel where that copies ``cur``'s quarters from
     ``ref`` (lumas as :class:`QuarterSearch` takes them) better by SATD plus ``rate_weight``
     per bit of their difference from their block's vector in ``mv`` (hb, wb, 2).
-    ``padded``: ``ref``'s phase planes already made, edge-padded by that many pixels
-    (:func:`lvc.codec.motion.phase_planes`), used if that padding covers the steps."""
+    ``phases``: ``ref``'s phase planes if made already (:mod:`lvc.codec.phases`)."""
     size = block // QUARTER
     parent = mv.repeat_interleave(QUARTER, 0).repeat_interleave(QUARTER, 1)[None]
     v = fine[None, None] + _square(1).view(1, -1, 1, 1, 2)  # (1, 9, 2hb, 2wb, 2)
-    r = int(v.abs().max()) // frac + 2
-    if padded is not None and padded[0] >= r:
-        r, planes = padded
-    else:
-        planes = phase_planes(_replicate(ref, (r,) * 4), frac)
+    planes, r = (phases or PhasePlanes(ref, frac)).padded(quarter_reach(v, frac))
     whole, phase = torch.div(v, frac, rounding_mode="floor"), torch.remainder(v, frac)
     rows = torch.arange(v.shape[2]).view(1, 1, -1, 1) * size + r
     cols = torch.arange(v.shape[3]).view(1, 1, 1, -1) * size + r
     moved = _fetch(planes, phase[..., 1] * frac + phase[..., 0], rows + whole[..., 1], cols + whole[..., 0], size)
     return _cheapest(v, _mean_satd(moved, _blocks(cur, size)), parent, size, rate_weight)[0]
+
+
+def quarter_reach(v: torch.Tensor, frac: int) -> int:
+    """The padding that covers fetching the quarters moved by ``v`` (``1/frac`` pixels)."""
+    return int(v.abs().max()) // frac + 2
 
 
 def _cheapest(v: torch.Tensor, distortion: torch.Tensor, parent: torch.Tensor, size: int,

@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from lvc.codec.frame import _pad
-from lvc.codec.motion import LENGTH_COST, SEARCH, _replicate, _subpel_refine, frame_luma, phase_planes
-from lvc.codec.partition import QUARTER, polish_quarters
+from lvc.codec.motion import LENGTH_COST, SEARCH, _subpel_refine, frame_luma
+from lvc.codec.partition import QUARTER, polish_quarters, quarter_reach
+from lvc.codec.phases import PhasePlanes
 
 
 def polish(picture: np.ndarray, frame: np.ndarray, mv: torch.Tensor, fine: torch.Tensor | None, block: int,
@@ -34,11 +35,11 @@ def polish(picture: np.ndarray, frame: np.ndarray, mv: torch.Tensor, fine: torch
     own; every step charged ``rate_weight`` per bit as the search charges it. (``slow``'s
     sharp field is not polished: its copy competes unpolished.)"""
     ref, cur = _pad(frame_luma(picture)), _pad(frame_luma(frame))
-    around = _replicate(ref, (SEARCH + 1,) * 4)
-    planes = phase_planes(around, frac)  # both steps' (the search's padding)
-    new = _subpel_refine(around, cur, block, mv[None], frac, SEARCH, LENGTH_COST, rate_weight,
-                         planes_of=lambda *_: planes, first_step=1)[0]
+    # both steps' planes, padded for the quarters too (moved by at most a step with their block, one of their own)
+    least = 0 if fine is None else quarter_reach(fine.abs() + 2, frac)
+    phases = PhasePlanes(ref, frac, least)
+    new = _subpel_refine(phases, cur, block, mv[None], frac, SEARCH, LENGTH_COST, rate_weight, first_step=1)[0]
     if fine is None:
         return new, None
     fine = fine + (new - mv).repeat_interleave(QUARTER, 0).repeat_interleave(QUARTER, 1)  # with their block
-    return new, polish_quarters(ref, cur, new, fine, block, frac, rate_weight, (SEARCH + 1, planes))
+    return new, polish_quarters(ref, cur, new, fine, block, frac, rate_weight, phases)
