@@ -32,26 +32,41 @@ def sharp_moved(previous: np.ndarray, v: np.ndarray, block: int, frac: int,
     """``previous`` (h, w, 3) uint8 with every ``block`` x ``block`` block taken from itself
     plus its vector ``v`` (hb, wb, 2) in ``1/frac`` pixels (``frac`` 4), through the 8-tap
     filters; coordinates past the picture repeat its edge. With ``only`` (hb, wb) bool, just
-    those blocks (the others are left 0: a caller fills them)."""
+    those blocks (the others are left 0: a caller fills them).
+
+    Filtered in float32, which is exact here: every product and partial sum is an integer
+    of magnitude at most 112 * 112 * 255 < 2**24 (112: the sum of a filter's absolute taps).
+    Each region's rows hold its pixels' channels interleaved, so both passes run over
+    contiguous memory."""
     if frac != PHASES:
         raise ValueError(f"sharp copies need quarter-pixel vectors (got 1/{frac})")
-    h, w = previous.shape[:2]
+    h, w, c = previous.shape
     hb, wb = v.shape[:2]
     whole, part = v // frac, v % frac
     r = int(np.abs(whole).max()) + 4
     pad = np.pad(previous, ((r, r + hb * block - h + 4), (r, r + wb * block - w + 4), (0, 0)), mode="edge")
     n = block + 7
-    squares = np.lib.stride_tricks.sliding_window_view(pad, (n, n), axis=(0, 1))
+    squares = np.lib.stride_tricks.sliding_window_view(pad.reshape(len(pad), -1), (n, n * c))[:, ::c]
     ys, xs = np.nonzero(np.ones((hb, wb), dtype=bool) if only is None else only)  # (k blocks, in raster order)
     top_left = (ys * block + r - 3 + whole[ys, xs, 1], xs * block + r - 3 + whole[ys, xs, 0])
-    reg = squares[top_left].astype(np.int32).transpose(0, 2, 3, 1)  # (k, n rows, n cols, 3)
-    tx = SHARP_TAPS[part[ys, xs, 0]][:, None, None, :, None]  # (k, 1, 1, 8, 1)
-    ty = SHARP_TAPS[part[ys, xs, 1]][:, None, None, :, None]
-    rows = sum(tx[..., k, :] * reg[:, :, k:k + block] for k in range(8))  # (k, n, block, 3)
-    out = sum(ty[..., k, :] * rows[:, k:k + block] for k in range(8))  # (k, block, block, 3)
-    picture = np.zeros((hb, wb, block, block, 3), dtype=np.uint8)
-    picture[ys, xs] = np.clip((out + 2048) >> 12, 0, 255)
-    return np.ascontiguousarray(picture.transpose(0, 2, 1, 3, 4).reshape(hb * block, wb * block, 3)[:h, :w])
+    reg = torch.from_numpy(squares[top_left]).float()  # (k, n rows, n cols * 3)
+    taps = torch.from_numpy(SHARP_TAPS).float()
+    rows = _filter(reg, taps[torch.from_numpy(part[ys, xs, 0])], c, block * c)  # (k, n, block * 3)
+    out = _filter(rows.view(-1, n * block * c), taps[torch.from_numpy(part[ys, xs, 1])], block * c, block * block * c)
+    out = ((out.to(torch.int32) + 2048) >> 12).clamp_(0, 255).to(torch.uint8)
+    picture = np.zeros((hb, wb, block, block, c), dtype=np.uint8)
+    picture[ys, xs] = out.numpy().reshape(-1, block, block, c)
+    return np.ascontiguousarray(picture.transpose(0, 2, 1, 3, 4).reshape(hb * block, wb * block, c)[:h, :w])
+
+
+def _filter(x: torch.Tensor, taps: torch.Tensor, step: int, size: int) -> torch.Tensor:
+    """``x`` (k, ..., L) filtered along its last dimension by each block's 8 ``taps`` (k, 8),
+    ``step`` apart: ``size`` outputs per row."""
+    t = taps.view(len(taps), 8, *[1] * (x.dim() - 1))
+    out = t[:, 0] * x[..., :size]
+    for k in range(1, 8):
+        out.addcmul_(t[:, k], x[..., k * step:k * step + size])
+    return out
 
 
 def sharp_phase_planes(x: torch.Tensor, frac: int) -> torch.Tensor:
