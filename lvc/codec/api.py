@@ -22,7 +22,7 @@ from lvc.bitstream.syntax import COLOUR_RGB, COLOUR_YUV420
 from lvc.codec.playback import DecodeResult, decode, info, iter_decode
 from lvc.codec.ratecontrol import search_quality
 from lvc.codec.residual_rdo import RESIDUAL_WEIGHT
-from lvc.codec.runtime import COLOUR_CHOICES, PathLike, progress_bar, set_threads, source_frames
+from lvc.codec.runtime import COLOUR_CHOICES, PathLike, keep_freed_memory, progress_bar, set_threads, source_frames
 from lvc.codec.sequence import PRESETS, SequenceEncoder, quality_to_int
 from lvc.errors import InputError
 from lvc.io.reader import VideoInfo, open_video
@@ -127,6 +127,7 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
     if bitrate is not None and not (isinstance(bitrate, (int, float)) and math.isfinite(bitrate) and bitrate > 0):
         raise InputError(f"bitrate {bitrate!r} is invalid", None, "pass --bitrate in kbps, > 0")
     set_threads(threads)
+    keep_freed_memory()
     t0 = time.perf_counter()
     with open_video(input, fps) as src:
         info = src.info
