@@ -18,6 +18,7 @@ from conftest import assert_decodes_to_encoder, write_y4m
 
 from lvc.codec.lookahead import Found
 from lvc.codec.motion import estimate_motion, phase_planes, warp
+from lvc.codec.phases import PhasePlanes
 from lvc.errors import ModelError
 from lvc.models.conditional import ConditionalConfig
 from lvc.models.frozen import PIXEL_REF, SUBPEL, from_bytes
@@ -53,6 +54,18 @@ def test_phase_planes_hold_the_warp_at_every_quarter_position():
         for dx in range(4):
             mv = torch.tensor([dx, dy]).expand(1, 2, 3, 2)
             assert torch.allclose(warp(luma, mv, 16, 1, 4), planes[:, 4 * dy + dx:4 * dy + dx + 1], atol=1e-3)
+
+
+def test_phase_planes_padded_further_hold_the_same_values():
+    """Shared planes (lvc.codec.phases) serve steps of smaller padding bit for bit."""
+    luma = _textured(torch.Generator().manual_seed(3), 40, 56)[:, :1]
+    phases = PhasePlanes(luma, 4, least=9)
+    wide, p = phases.padded(5)
+    assert p == 9 and phases.padded(9)[0] is wide  # made once for the largest need
+    for r in (1, 5, 8):
+        own = phase_planes(torch.nn.functional.pad(luma, (r,) * 4, mode="replicate"), 4)
+        assert torch.equal(wide[..., p - r:p + 40 + r, p - r:p + 56 + r], own)
+    assert phases.padded(12)[1] == 12  # made again for a caller needing more
 
 
 @pytest.mark.parametrize("rate_weight", [0.0, 20.0])
@@ -180,6 +193,29 @@ def test_sharp_copies_are_exact_where_the_vector_is_whole_and_follow_a_smooth_ra
         assert np.abs(out - true).max() <= 0.5 + 1e-9
     with pytest.raises(ValueError, match="quarter-pixel"):
         sharp_moved(img, whole, 16, 2)
+
+
+@pytest.mark.parametrize("block", [8, 16])
+def test_sharp_copies_are_the_integer_filters_pixel_by_pixel(block):
+    """The float32 filtering of :func:`sharp_moved` is exact: every block (extreme values
+    too, selected blocks alone) equals the bitstream's integer rule computed directly."""
+    from lvc.codec.sharp import SHARP_TAPS, sharp_moved
+
+    rng = np.random.default_rng(6)
+    img = (rng.integers(0, 2, (37, 45, 3)) * 255).astype(np.uint8)
+    img[::3] = rng.integers(0, 256, img[::3].shape)
+    hb, wb = -(-37 // block), -(-45 // block)
+    v = rng.integers(-30, 31, (hb, wb, 2))
+    only = rng.integers(0, 2, (hb, wb)).astype(bool)
+    out = sharp_moved(img, v, block, 4, only)
+    for by, bx in zip(*np.nonzero(only)):
+        (dx, dy), (fx, fy) = v[by, bx] // 4, v[by, bx] % 4
+        ys = np.clip(np.arange(by * block, (by + 1) * block)[:, None] + dy + np.arange(-3, 5), 0, 36)
+        xs = np.clip(np.arange(bx * block, (bx + 1) * block)[:, None] + dx + np.arange(-3, 5), 0, 44)
+        region = img.astype(np.int64)[ys[:, None, :, None], xs[None, :, None, :]]  # (y, x, ty, tx, 3)
+        total = np.einsum("yxijc,i,j->yxc", region, SHARP_TAPS[fy], SHARP_TAPS[fx])
+        want = np.clip((total + 2048) >> 12, 0, 255)[:37 - by * block, :45 - bx * block]
+        assert np.array_equal(out[by * block:(by + 1) * block, bx * block:(bx + 1) * block], want)
 
 
 def test_a_sharp_motion_only_frame_decodes_to_the_encoders_picture(quarter_file, twelve, monkeypatch):

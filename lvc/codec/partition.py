@@ -68,11 +68,12 @@ class QuarterSearch:
     both: 1.0% more), every candidate charged ``rate_weight`` per bit of its difference from
     the block's vector (what the payload codes).
 
-    The frame's padded planes are made once here; :meth:`rows` then searches any band of
-    block rows, on any thread: each quarter's costs come from its own pixels by the same
-    operations whatever the band (a test checks that bands give the whole search's
-    vectors). The lookahead thread that runs this bounds the encoder's speed, and the
-    coding thread takes the bands it has not reached (:mod:`lvc.codec.lookahead`)."""
+    The frame's padded planes are made once (here, or by the blocks' search:
+    :mod:`lvc.codec.phases`); :meth:`rows` then searches any band of block rows, on any
+    thread: each quarter's costs come from its own pixels by the same operations whatever
+    the band (a test checks that bands give the whole search's vectors). The lookahead
+    thread that runs this bounds the encoder's speed, and the coding thread takes the bands
+    it has not reached (:mod:`lvc.codec.lookahead`)."""
 
     def __init__(self, ref: torch.Tensor, cur: torch.Tensor, mv: torch.Tensor, block: int, frac: int,
                  rate_weight: float, phases: PhasePlanes | None = None) -> None:
