@@ -160,8 +160,12 @@ def _shifted_sad(pad: torch.Tensor, curp: torch.Tensor, block: int, cands: torch
     for dy in cands[:, 1].unique().tolist():
         idx = (cands[:, 1] == dy).nonzero()[:, 0]
         rows = pad[:, 0, r + dy:r + dy + h].unfold(2, w, 1)  # (B, h, 2r+1+extra, w) windows
-        d = rows.index_select(2, cands[idx, 0] + r)  # (B, h, K, w), a copy
-        d -= cur
+        dx = (cands[idx, 0] + r).tolist()
+        if dx == list(range(dx[0], dx[0] + len(dx))):  # a run (a square's row): no copy of the windows first
+            d = torch.sub(rows[:, :, dx[0]:dx[0] + len(dx)], cur, out=torch.empty(b, h, len(dx), w))
+        else:
+            d = rows.index_select(2, cands[idx, 0] + r)  # (B, h, K, w), a copy
+            d -= cur
         sad = d.abs_().view(b, hb, block, -1).sum(2).view(b, hb, len(idx), wb, block).sum(-1)  # (B, hb, K, wb)
         out[:, idx] = sad.transpose(1, 2) / (block * block)
     return out
