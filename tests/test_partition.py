@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import claiming_minor, write_y4m
+from torch.nn import functional as F
 
 from lvc.bitstream.container import FRAME_PQ, FrameUnit, LvcReader
 from lvc.codec import api, partition
 from lvc.codec.partition import QuarterCoder, block_quarters, quarter_field
 from lvc.codec.sharp import sharp_moved
-from lvc.codec.skip import moved_picture
+from lvc.codec.skip import block_sse, moved_picture
 from lvc.entropy import coder
 from lvc.errors import BitstreamError
 from lvc.models.inter_frozen import MV_SCALES, mv_table
@@ -257,3 +258,15 @@ def test_the_quarters_search_in_bands_gives_the_whole_search(twelve):
         bands = [search.rows(a, b) for a, b in reversed(list(zip(cuts[:-1], cuts[1:], strict=True)))]
         assert torch.equal(torch.cat(bands[::-1]), whole)
     assert whole.shape == (2 * hb, 2 * mv.shape[1], 2)
+
+
+def test_block_errors_are_torch_means_pooled():
+    """block_sse's channel mean (the sum over 3) is torch.mean's, bit for bit, for every
+    possible sum of three squared 8-bit differences; then pooled per 16x16 block."""
+    sums = torch.arange(0, 3 * 255 ** 2 + 1, dtype=torch.float32)
+    assert torch.equal(torch.stack([sums, 0 * sums, 0 * sums], 1).mean(1), sums / 3)
+    rng = np.random.default_rng(7)
+    a, b = (rng.integers(0, 256, (37, 50, 3), dtype=np.uint8) for _ in range(2))
+    d = torch.from_numpy((a.astype(np.float32) - b.astype(np.float32)) ** 2).mean(2)
+    want = F.avg_pool2d(F.pad(d[None, None], (0, 14, 0, 11)), 16)[0, 0] * 256
+    assert np.array_equal(block_sse(a, b, (3, 4)), want.numpy())
