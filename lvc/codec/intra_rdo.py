@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from lvc.codec import intra
-from lvc.codec.residual import BLOCK, COEFF_LIMIT, DCT, GROUP_OF, inverse_blocks, step_size
+from lvc.codec.residual import COEFF_LIMIT, GROUP_OF
+from lvc.codec.transform import BLOCK, DCT, inverse_blocks, step_size
 
 # SATD (in steps) an intra candidate must save (encoder only). Lower finds more candidates
 # and codes each: on 6 native-resolution clips 4 is -0.42% bits against 8, for about 1.25x
