@@ -115,6 +115,9 @@ def test_stream_with_small_transforms_decodes_to_the_encoders_pictures(tmp_path,
         assert rd.header.version == (1, 8)
         assert any(u.small for u in rd.units())
     assert api.decode(out, tmp_path / "a.y4m", model=MODEL, reference=src).sha256 == r.recon_sha256
+    assert any(f["small_transforms"] for f in api.info(out)["frames"])
+    shown = run_lvc("info", out)
+    assert shown.returncode == 0 and "with 4x4 transforms" in shown.stdout
     plain = tmp_path / "plain.lvc"  # the CLI's switch, as a user writes a stream older decoders read
     r = run_lvc("encode", src, "-o", plain, "-q", "0.8", "--model", MODEL, "--no-small-transforms")
     assert r.returncode == 0, r.stderr

@@ -188,9 +188,11 @@ def _info(args: argparse.Namespace) -> int:
     layers = [f["residual_bytes"] for f in d["frames"] if f["residual_bytes"]]
     if layers:
         intra = sum(f["intra_blocks"] for f in d["frames"])
+        small = sum(f["small_transforms"] for f in d["frames"])
         print(f"  residual layers: {len(layers)} of {len(d['frames'])} frames, {sum(layers)} bytes "
               f"({100 * sum(layers) / d['bytes']:.0f}% of the file)"
-              + (f", {intra} with intra macroblocks" if intra else ""))
+              + (f", {intra} with intra macroblocks" if intra else "")
+              + (f", {small} with 4x4 transforms" if small else ""))
     return 0
 
 
