@@ -13,7 +13,7 @@ from conftest import DATA, claiming_minor, run_lvc, write_y4m
 from lvc.bitstream import syntax
 from lvc.bitstream.container import LvcReader, pack_frame
 from lvc.bitstream.syntax import INTRA_FLAG, SMALL_FLAG
-from lvc.codec import api, colour, transform
+from lvc.codec import api, colour, intra, transform
 from lvc.codec.residual import ResidualCoder
 from lvc.codec.residual_rdo import ResidualEncoder
 from lvc.errors import BitstreamError
@@ -79,6 +79,41 @@ def test_small_transforms_round_trip_through_the_section(size, search):
         return 0.05 * sum(float(((s.astype(float) - p) ** 2).sum()) for s, p in zip(shown, planes, strict=True)) + b
 
     assert cost(r, bits) < cost(plain, plain_bits)
+
+
+def _intra_pair(h: int, w: int, seed: int) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """4x4 squares over a smooth frame; a picture without them whose copy failed in some
+    macroblocks (their content flipped): intra macroblocks and 4x4 transforms inside and
+    outside them."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    smooth = np.stack([60 + xx * 1.5, 80 + yy * 1.2 + 20 * np.sin(xx / 9), 200 - xx - yy / 2], -1)
+    frame = smooth.copy()
+    for _ in range(h * w // 128):
+        y, x = rng.integers(0, h - 4), rng.integers(0, w - 4)
+        frame[y:y + 4, x:x + 4] += rng.choice([-50, 50])
+    frame = np.clip(frame, 0, 255).astype(np.uint8)
+    picture = np.clip(smooth, 0, 255).astype(np.uint8)
+    picture[16:48, 32:64] = np.flip(frame[16:48, 32:64], axis=(0, 1))
+    picture[0:16, 0:16] = np.flip(frame[0:16, 0:16], axis=0)
+    return frame, picture, colour.shown_planes(frame)
+
+
+@pytest.mark.parametrize("size,seed", [((64, 96), 0), ((64, 96), 1), ((61, 93), 2)])
+def test_intra_macroblocks_with_4x4_transforms_compose_as_the_decoder_does(size, seed):
+    """The encoder's own sums (what its picture shows) equal the decoder's composition of
+    the section it wrote, with 4x4 blocks in intra macroblocks and outside them."""
+    frame, picture, planes = _intra_pair(*size, seed)
+    section, _, r = ResidualEncoder().encode(frame, picture, 0.05, planes=planes)
+    inside = intra.block_masks(r.intra, r.coded[0].shape, r.coded[1].shape)[0]
+    assert (r.small & inside).any() and (r.small & ~inside).any()
+    h, w = size
+    back = ResidualCoder().decode(section, h, w, "test", r.colour_format, with_intra=True, with_small=True)
+    assert np.array_equal(back.small, r.small) and np.array_equal(back.intra, r.intra)
+    base = colour.quarter_yuv(picture)
+    mine, theirs = r.unfiltered(base, h, w), back.unfiltered(base, h, w)
+    assert all(np.array_equal(a, b) for a, b in zip(mine, theirs, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(r.delta(base, h, w), back.delta(base, h, w), strict=True))
 
 
 def test_a_section_read_with_or_without_its_transform_sizes_fails_cleanly():

@@ -231,21 +231,24 @@ class ResidualEncoder:
         for i, r in enumerate(res):  # the candidates' blocks start from their base
             r[np.repeat(np.repeat(masks[min(i, 1)], BLOCK, 0), BLOCK, 1)] = 0
         sums = intra.IntraPlanes(quarter, tuple(res), mb.shape)
-        mb, modes, coded_blocks = intra_rdo.IntraCoder(self._lut_ext(), scale, residual.steps, levels).code(
-            sums, planes, mb, modes, grids, tuple(sums.whole(r, i) for i, r in enumerate(inter)),
-            tuple(full))
+        coder = intra_rdo.IntraCoder(self._lut_ext(), scale, residual.steps, levels,
+                                     SMALL_FLAG_BITS if self.transform_search else None)
+        mb, modes, coded_blocks = coder.code(sums, planes, mb, modes, grids,
+                                             tuple(sums.whole(r, i) for i, r in enumerate(inter)), tuple(full))
         if not mb.any():
             return residual, levels
         masks = intra.block_masks(mb, *grids)
         for f, m in zip(full, masks, strict=True):
             f[:, m] = 0  # the intra macroblocks' blocks are coded again
         kept = tuple(c & ~m for c, m in zip(residual.coded, masks, strict=True))
-        small = None if residual.small is None else residual.small & kept[0]
-        small = small if small is not None and small.any() else None
+        small = np.zeros(grids[0], dtype=bool) if residual.small is None else residual.small & kept[0]
         coded = list(kept)
         for (p, by, bx), q in coded_blocks.items():
             full[min(p, 1)][max(p - 1, 0), by, bx] = q
             coded[min(p, 1)][by, bx] = True
+        for by, bx in coder.small:
+            small[by, bx] |= masks[0][by, bx]  # (blocks of the macroblocks kept intra)
+        small = small if small.any() else None
         coeffs = tuple(f[:, c] for f, c in zip(full, coded, strict=True))
         out = replace(residual, coded=tuple(coded), coeffs=coeffs, intra=mb, modes=modes, small=small, _planes={})
         out.keep_sums(quarter, sums.cropped())  # what the decoder's composition gives (tests check)
