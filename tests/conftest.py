@@ -118,12 +118,15 @@ def assert_decodes_to_encoder(model_file, frames, tmp_path, quality: float = 0.5
 
 
 def motion_only_version(path, otherwise: tuple[int, int]) -> tuple[int, int]:
-    """The format a stream's frames of copies and residual layers need: 1.7 where a layer
-    has intra macroblocks, 1.6 where a block is quartered (PQ), else ``otherwise``."""
+    """The format a stream's frames of copies and residual layers need: 1.8 where a layer
+    has 4x4 transforms, 1.7 where one has intra macroblocks, 1.6 where a block is quartered
+    (PQ), else ``otherwise``."""
     from lvc.bitstream.container import FRAME_PQ, LvcReader
 
     with LvcReader(path) as r:
         units = list(r.units())
+    if any(u.small for u in units):
+        return (1, 8)
     if any(u.intra for u in units):
         return (1, 7)
     return (1, 6) if any(u.frame_type == FRAME_PQ for u in units) else otherwise
@@ -150,7 +153,7 @@ def claiming_minor(src, dst, minor: int):
         header, units = rd.header, list(rd.units())
     with LvcWriter(dst, header) as w:
         for u in units:
-            w.write_frame(u.frame_type, u.quality, u.payload, u.grey, u.residual, u.intra)
+            w.write_frame(u.frame_type, u.quality, u.payload, u.grey, u.residual, u.intra, u.small)
         w.minor = minor
         w.commit()
     return dst

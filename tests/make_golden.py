@@ -37,6 +37,9 @@
 * ``golden-intra.lvc``, ``golden-intra.json`` — over ``tiny-inter.lvcm``, residual layers with
   intra macroblocks (format 1.7; ``python tests/make_golden.py --intra``): the shown planes
   pin the spatial predictions.
+* ``golden-small.lvc``, ``golden-small.json`` — over ``tiny-inter.lvcm``, residual layers with
+  luma blocks coded as four 4x4 transforms (format 1.8; ``python tests/make_golden.py
+  --small``): the shown planes pin the 4x4 inverse.
 
 The golden stream pins the bitstream: a change that breaks decoding of old files fails
 ``test_golden.py``. Regenerate the stream only together with a format version bump.
@@ -95,10 +98,12 @@ def digests(stream: Path, model: Path) -> dict[str, str]:
             lat.update((dec.reference if dec.reference is not None else dec.context).numpy().tobytes())
             if unit.residual is not None:  # exact integers too
                 layer = ResidualCoder().decode(unit.residual, r.header.height, r.header.width, str(stream), fmt,
-                                               unit.intra)
+                                               unit.intra, unit.small)
                 lat.update(layer.pixels(r.header.height, r.header.width).tobytes())
                 if layer.has_intra:  # (since 1.7: the macroblocks and their modes)
                     lat.update(layer.intra.tobytes() + layer.modes.tobytes())
+                if layer.has_small:  # (since 1.8: which luma blocks are four 4x4 transforms)
+                    lat.update(layer.small.tobytes())
                 if fmt:  # colour format 1: the planes' residual too
                     lat.update(b"".join(p.tobytes() for p in layer.planes(r.header.height, r.header.width)))
     with reference_synthesis():
@@ -124,7 +129,8 @@ GOLDEN = {"golden": "tiny.lvcm", "golden-ctx": "tiny-ctx.lvcm", "golden-inter": 
           "golden-skip": "tiny-inter.lvcm", "golden-grey": "tiny-inter.lvcm",
           "golden-residual": "tiny-inter.lvcm", "golden-yuv": "tiny-inter.lvcm",
           "golden-deblock": "tiny-inter.lvcm", "golden-quarters": "tiny-inter.lvcm",
-          "golden-sharp": "tiny-quarter.lvcm", "golden-intra": "tiny-inter.lvcm"}  # stem -> model
+          "golden-sharp": "tiny-quarter.lvcm", "golden-intra": "tiny-inter.lvcm",
+          "golden-small": "tiny-inter.lvcm"}  # stem -> model
 
 
 def write_digests() -> None:
@@ -332,6 +338,22 @@ def main_intra() -> None:
     write_digests()
 
 
+def main_small() -> None:
+    """The 4x4 transforms fixture (needs tiny-inter.lvcm and clip.y4m): residual layers with
+    luma blocks coded as four 4x4 transforms (format 1.8)."""
+    from lvc.codec.residual import ResidualCoder
+
+    stream = DATA / "golden-small.lvc"
+    api.encode(DATA / "clip.y4m", stream, quality=0.5, model=str(DATA / "tiny-inter.lvcm"), intra_period=4,
+               progress=False, residual=64.0, colour="yuv420")
+    with LvcReader(stream) as r:
+        layers = [ResidualCoder().decode(u.residual, 48, 64, "golden", 1, u.intra, u.small)
+                  for u in r.units() if u.residual]
+        if r.header.version != (1, 8) or sum(x.has_small for x in layers) < 2:
+            raise SystemExit("the encoder did not code 4x4 transforms in two layers of the fixture")
+    write_digests()
+
+
 def _quartered_fixture(stem: str, model: str, quality: float, intra_period: int) -> None:
     """Code clip.y4m with every block whose searched quarters differ from it quartered
     (``SPLIT_COST`` 0) into ``stem``.lvc; it must be format 1.6 with two PQ frames or more."""
@@ -388,5 +410,6 @@ def main() -> None:
 if __name__ == "__main__":
     {"--digests-only": write_digests, "--context": main_context, "--inter": main_inter, "--skip": main_skip,
      "--grey": main_grey, "--residual": main_residual, "--yuv": main_yuv, "--deblock": main_deblock,
-     "--quarters": main_quarters, "--sharp": main_sharp, "--intra": main_intra}.get(
+     "--quarters": main_quarters, "--sharp": main_sharp, "--intra": main_intra,
+     "--small": main_small}.get(
         sys.argv[1] if sys.argv[1:] else "", main)()

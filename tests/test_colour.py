@@ -57,7 +57,7 @@ def test_yuv_layer_round_trip_is_exact_and_helps(lmbda):
     picture = np.clip(rgb + rng.normal(0, 6, rgb.shape), 0, 255).astype(np.uint8)
     section, bits, r = ResidualEncoder().encode(rgb, picture, lmbda, planes=planes)
     h, w = rgb.shape[:2]
-    back = ResidualCoder().decode(section, h, w, "test", COLOUR_YUV420, with_intra=r.has_intra)
+    back = ResidualCoder().decode(section, h, w, "test", COLOUR_YUV420, with_intra=r.has_intra, with_small=r.has_small)
     assert len(back.coded) == 2 and back.coded[1].shape == (3, 4)  # chroma 24x32: 3x4 blocks
 
     class Ready:

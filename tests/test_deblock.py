@@ -210,7 +210,7 @@ def test_a_motion_only_frame_in_a_1_4_stream_is_refused_as_corrupt(tmp_path, mon
     monkeypatch.setattr(partition, "SPLIT_COST", math.inf)  # no quartered blocks: PM frames (1.5)
     src = tmp_path / "p.lvc"
     api.encode(DATA / "clip.y4m", src, quality=0.5, model=MODEL, intra_period=4, progress=False, ms_ssim=False,
-               deblock=False, intra_blocks=False)
+               deblock=False, intra_blocks=False, small_transforms=False)
     with LvcReader(src) as rd:
         assert FRAME_PM in [u.frame_type for u in rd.units()]
     bad = claiming_minor(src, tmp_path / "bad.lvc", 4)
@@ -221,7 +221,7 @@ def test_a_motion_only_frame_in_a_1_4_stream_is_refused_as_corrupt(tmp_path, mon
 def test_deblocking_in_a_1_4_stream_is_refused_as_corrupt(tmp_path):
     src = tmp_path / "d.lvc"
     api.encode(DATA / "clip.y4m", src, quality=0.5, model=MODEL, intra_period=4, progress=False, ms_ssim=False,
-               intra_blocks=False)
+               intra_blocks=False, small_transforms=False)
     bad = claiming_minor(src, tmp_path / "bad.lvc", 4)
     with LvcReader(bad) as rd, pytest.raises(BitstreamError, match="format 1.4 stream cannot"):
         list(rd.units())

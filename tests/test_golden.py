@@ -181,3 +181,17 @@ def test_golden_intra_stream_predicts_macroblocks_in_every_mode():
         layers = [ResidualCoder().decode(u.residual, 48, 64, "golden", 1, u.intra) for u in r.units() if u.residual]
     modes = np.concatenate([x.modes.ravel() for x in layers if x.has_intra])
     assert set(modes.tolist()) == set(range(MODES))
+
+
+def test_golden_small_stream_codes_luma_blocks_as_4x4_transforms():
+    """The 4x4 transforms fixture: format 1.8, layers with some coded luma blocks as four 4x4
+    transforms and others as one 8x8 (the shown planes its digests pin come from both)."""
+    from lvc.bitstream.container import LvcReader
+    from lvc.codec.residual import ResidualCoder
+
+    with LvcReader(DATA / "golden-small.lvc") as r:
+        assert r.header.version == (1, 8) and r.header.colour_format == 1
+        layers = [ResidualCoder().decode(u.residual, 48, 64, "golden", 1, u.intra, u.small)
+                  for u in r.units() if u.residual]
+    small = [x for x in layers if x.has_small]
+    assert len(small) >= 2 and all((x.coded[0] & ~x.small).any() for x in small)

@@ -99,7 +99,7 @@ def _coded(quarter_file, twelve, tmp_path, monkeypatch):
     src, out = tmp_path / "twelve.y4m", tmp_path / "twelve.lvc"
     write_y4m(src, twelve)
     r = api.encode(src, out, quality=0.5, model=str(quarter_file), progress=False, ms_ssim=False,
-                   intra_blocks=False)  # (format 1.6: the quartered blocks' own)
+                   intra_blocks=False, small_transforms=False)  # (format 1.6: the quartered blocks' own)
     return src, out, r
 
 

@@ -10,8 +10,9 @@ from conftest import DATA, claiming_minor
 from lvc.bitstream.container import LvcReader, SequenceHeader, pack_frame
 from lvc.bitstream.syntax import RESIDUAL_FLAG
 from lvc.codec import api
-from lvc.codec.residual import BASIS, BLOCK, Residual, ResidualCoder, add_residual
+from lvc.codec.residual import Residual, ResidualCoder, add_residual
 from lvc.codec.residual_rdo import ResidualEncoder, step_indices
+from lvc.codec.transform import BASIS, BLOCK
 from lvc.entropy.tables import LAPLACE_THETAS, laplace_tables
 from lvc.errors import BitstreamError
 

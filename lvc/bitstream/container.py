@@ -26,6 +26,7 @@ from lvc.bitstream.syntax import (
     RESIDUAL_FLAG,
     RESIDUAL_HEADER,
     SEQUENCE_HEADER,
+    SMALL_FLAG,
     VERSION_MAJOR,
     VERSION_MINOR,
 )
@@ -72,20 +73,23 @@ class FrameUnit:
     grey: bool = False  # shown with R = G = B (syntax.GREY_FLAG)
     residual: bytes | None = None  # the residual layer (header and section; lvc.codec.residual)
     intra: bool = False  # the layer has intra macroblocks (syntax.INTRA_FLAG)
+    small: bool = False  # its coded luma blocks say their transform size (syntax.SMALL_FLAG)
 
 
 def pack_frame(frame_type: int, quality: int, payload: bytes, grey: bool = False,
-               residual: bytes | None = None, intra: bool = False) -> bytes:
+               residual: bytes | None = None, intra: bool = False, small: bool = False) -> bytes:
     """A frame unit; ``payload`` is the frame type's own, ``residual`` a residual layer to
     put before it (syntax.RESIDUAL_FLAG), ``intra`` whether that has intra macroblocks
-    (syntax.INTRA_FLAG)."""
-    if not 0 <= frame_type < INTRA_FLAG:
-        raise ValueError(f"frame type {frame_type} is outside [0, {INTRA_FLAG})")
-    if intra and not residual:
-        raise ValueError("intra macroblocks without a residual layer")
+    (syntax.INTRA_FLAG), ``small`` whether its luma blocks say their transform size
+    (syntax.SMALL_FLAG)."""
+    if not 0 <= frame_type < SMALL_FLAG:
+        raise ValueError(f"frame type {frame_type} is outside [0, {SMALL_FLAG})")
+    if (intra or small) and not residual:
+        raise ValueError("intra macroblocks or transform sizes without a residual layer")
     if residual:
         payload = residual + payload
     flags = (GREY_FLAG if grey else 0) | (RESIDUAL_FLAG if residual else 0) | (INTRA_FLAG if intra else 0)
+    flags |= SMALL_FLAG if small else 0
     head = syntax.pack(FRAME_HEADER, dict(frame_type=frame_type | flags, quality=quality,
                                           payload_length=len(payload), payload_crc=zlib.crc32(payload)))
     return head + payload
@@ -136,12 +140,14 @@ class LvcWriter:
         self.bytes_written += len(data)
 
     def write_frame(self, frame_type: int, quality: int, payload: bytes, grey: bool = False,
-                    residual: bytes | None = None, intra: bool = False) -> int:
-        unit = pack_frame(frame_type, quality, payload, grey, residual, intra)
+                    residual: bytes | None = None, intra: bool = False, small: bool = False) -> int:
+        unit = pack_frame(frame_type, quality, payload, grey, residual, intra, small)
         if grey:
             self.minor = max(self.minor, 1)
         if intra:
             self.minor = max(self.minor, 7)
+        if small:
+            self.minor = max(self.minor, 8)
         if frame_type in MOTION_ONLY_SINCE:
             self.minor = max(self.minor, MOTION_ONLY_SINCE[frame_type][1])
         if residual:  # (bytes 6-7 of the layer's header: its deblocking strengths, since 1.5)
@@ -251,13 +257,15 @@ class LvcReader:
             if values["payload_length"] % 4:
                 raise BitstreamError("payload length is not a multiple of 4", fwhere, "the file is corrupted")
             ft = values["frame_type"]
-            for flag, since in ((GREY_FLAG, (1, 1)), (RESIDUAL_FLAG, (1, 3)), (INTRA_FLAG, (1, 7))):
+            for flag, since in ((GREY_FLAG, (1, 1)), (RESIDUAL_FLAG, (1, 3)), (INTRA_FLAG, (1, 7)),
+                                (SMALL_FLAG, (1, 8))):
                 if ft & flag:
                     self._require(since, f"frame type {ft} is not valid in a format {{}} stream", fwhere)
-            if ft & INTRA_FLAG and not (ft & RESIDUAL_FLAG and self.header.colour_format == COLOUR_YUV420):
-                raise BitstreamError("intra macroblocks without a colour format 1 residual layer", fwhere,
-                                     "the file is corrupted")
-            kind = ft & ~(GREY_FLAG | RESIDUAL_FLAG | INTRA_FLAG)
+            layered = ft & RESIDUAL_FLAG and self.header.colour_format == COLOUR_YUV420
+            if ft & (INTRA_FLAG | SMALL_FLAG) and not layered:
+                raise BitstreamError("intra macroblocks or transform sizes without a colour format 1 residual layer",
+                                     fwhere, "the file is corrupted")
+            kind = ft & ~(GREY_FLAG | RESIDUAL_FLAG | INTRA_FLAG | SMALL_FLAG)
             if kind in MOTION_ONLY_SINCE:
                 self._require(MOTION_ONLY_SINCE[kind], f"frame type {kind} is not valid in a format {{}} stream",
                               fwhere)
@@ -278,7 +286,7 @@ class LvcReader:
                 self._require((1, 2), "conditional P-frame quality differs from its I- or P-frame's, which a "
                               "format {} stream cannot have", fwhere)
             yield FrameUnit(i, kind, values["quality"], payload, pos + values["payload_length"], bool(ft & GREY_FLAG),
-                            residual, bool(ft & INTRA_FLAG))
+                            residual, bool(ft & INTRA_FLAG), bool(ft & SMALL_FLAG))
         if self._f.read(1):
             raise BitstreamError("trailing bytes after the last frame", where, "the file is corrupted")
 

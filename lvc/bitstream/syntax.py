@@ -14,16 +14,18 @@ from lvc.errors import BitstreamError
 
 MAGIC = b"LVC\x1a"
 VERSION_MAJOR = 1
-VERSION_MINOR = 7  # the newest minor version this lvc writes; a stream carries the lowest it needs
+VERSION_MINOR = 8  # the newest minor version this lvc writes; a stream carries the lowest it needs
 # Minor versions: 1.0 the first; 1.1 adds the grey flag of frame units (GREY_FLAG); 1.2 lets a
 # conditional P-frame have another quality than the I- or P-frame that started its context;
 # 1.3 adds the residual layer (RESIDUAL_FLAG); 1.4 the colour format COLOUR_YUV420; 1.5 the
 # residual layer's deblocking strengths (RESIDUAL_HEADER, lvc.codec.deblock) and frame type 4 (PM);
 # 1.6 frame type 5 (PQ: quartered blocks and filters per block, lvc.codec.copies); 1.7 intra
-# macroblocks in colour format 1's residual layers (INTRA_FLAG, lvc.codec.intra).
+# macroblocks in colour format 1's residual layers (INTRA_FLAG, lvc.codec.intra); 1.8 luma blocks
+# coded as four 4x4 transforms in those layers (SMALL_FLAG, lvc.codec.transform).
 GREY_FLAG = 0x80  # frame_type bit 7: the frame is shown grey
 RESIDUAL_FLAG = 0x40  # frame_type bit 6: the payload starts with a residual layer (RESIDUAL_HEADER)
 INTRA_FLAG = 0x20  # frame_type bit 5 (since 1.7, with RESIDUAL_FLAG, colour format 1): the layer has intra macroblocks
+SMALL_FLAG = 0x10  # frame_type bit 4 (since 1.8, likewise): the layer's coded luma blocks say their transform size
 COLOUR_RGB = 0  # colour_format: the picture is 8-bit RGB (shown as yuv420p through swscale)
 COLOUR_YUV420 = 1  # colour_format (since 1.4): shown as 8-bit YUV 4:2:0 planes (lvc.codec.colour)
 
@@ -75,10 +77,12 @@ SEQUENCE_HEADER: tuple[Field, ...] = (
 
 FRAME_HEADER: tuple[Field, ...] = (
     Field("frame_type", "u8", 0, 255,
-          "bits 0-4: 0 I, 1 P (latent residual), 2 PC (conditional P), 3 PS (PC with skipped blocks), 4 (since "
+          "bits 0-3: 0 I, 1 P (latent residual), 2 PC (conditional P), 3 PS (PC with skipped blocks), 4 (since "
           "1.5) PM (motion only: every block copied), 5 (since 1.6) PQ (PM with choices per block: quartered blocks, "
           "filters), others "
-          "reserved; bit 5 (since 1.7, only with bit 6 in colour format 1): the residual layer has intra "
+          "reserved; bit 4 (since 1.8, only with bit 6 in colour format 1): the residual layer says which coded luma "
+          "blocks are four 4x4 transforms (`lvc.codec.transform`); bit 5 (since 1.7, likewise): the residual layer "
+          "has intra "
           "macroblocks (`lvc.codec.intra`); bit 6 (since 1.3): the payload starts with a residual layer "
           "(`RESIDUAL_HEADER`, then "
           "its section, then the frame type's own payload); bit 7 (since 1.1): grey, the picture is "

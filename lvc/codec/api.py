@@ -80,7 +80,7 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
            refine: int | None = None, preset: str = "medium", bitrate: float | None = None,
            ms_ssim: bool = True, reuse_probe: bool = True, intra_offset: float | None = None,
            residual: float | None = None, colour: str = "auto", deblock: bool = True,
-           intra_blocks: bool = True) -> EncodeResult:
+           intra_blocks: bool = True, small_transforms: bool = True) -> EncodeResult:
     """Encode a video/image/PNG folder to an ``.lvc`` file (written atomically).
 
     Without ``model``, a still image (or a single frame) takes the shipped image model and
@@ -100,7 +100,8 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
     still image) weighs the residual layer's rate against the quality's lambda; 0 codes none.
     ``deblock=False`` keeps colour format 1's layers unfiltered (no in-loop deblocking,
     :mod:`lvc.codec.deblock`); ``intra_blocks=False`` codes no intra macroblocks in them
-    (:mod:`lvc.codec.intra`, format 1.7).
+    (:mod:`lvc.codec.intra`, format 1.7), ``small_transforms=False`` no luma block as 4x4
+    transforms (:mod:`lvc.codec.transform`, format 1.8).
     ``colour`` picks the colour format: ``yuv420`` shows yuv420p planes coded against the
     source's own (format 1.4, :mod:`lvc.codec.colour`), ``rgb`` RGB pictures; ``auto`` takes
     ``yuv420`` for a video file and ``rgb`` for images and still pictures.
@@ -153,7 +154,7 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
         stops), so that rate control can write its chosen probe instead of coding it again."""
         enc = SequenceEncoder(fm, q, intra_period, steps, preset, synthesize=acc is not None, intra_offset=offset,
                               residual=weight, colour_format=fmt, deblock=deblock,
-                              intra_blocks=intra_blocks)
+                              intra_blocks=intra_blocks, small_transforms=small_transforms)
         size, n, est = len(header.pack()), 0, 0.0
         pending: deque = deque()  # reconstructions still being synthesised, scored in order
 
@@ -169,7 +170,8 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
                 while upcoming is not None:
                     (frame, planes), upcoming = upcoming, next(frames, None)  # one ahead: lvc.codec.lookahead
                     coded = enc.encode(frame, upcoming[0] if ahead and upcoming is not None else None, planes)
-                    unit = (coded.frame_type, coded.quality, coded.payload, coded.grey, coded.residual, coded.intra)
+                    unit = (coded.frame_type, coded.quality, coded.payload, coded.grey, coded.residual, coded.intra,
+                            coded.small)
                     size += len(pack_frame(*unit))
                     if writer is not None:
                         writer.write_frame(*unit)

@@ -121,6 +121,9 @@ def _encode_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-intra-blocks", action="store_true",
                    help="colour format 1: no intra macroblocks in the residual layers (a stream lvc before "
                         "format 1.7 reads, if nothing else needs it)")
+    p.add_argument("--no-small-transforms", action="store_true",
+                   help="colour format 1: every luma block of the residual layers as one 8x8 transform, none "
+                        "as four 4x4 ones (a stream lvc before format 1.8 reads, if nothing else needs it)")
     p.add_argument("--bitrate", type=_kbps, help="target bitrate in kbps (replaces --quality; multi-pass)")
     p.add_argument("--refine", type=int,
                    help="encoder-side latent refinement steps per frame (default: the preset's; a still image "
@@ -139,7 +142,8 @@ def _do_encode(args: argparse.Namespace, input: str, output: str, ms_ssim: bool,
                       threads=args.threads, max_frames=args.frames, fps=args.fps, refine=args.refine,
                       preset=args.preset, bitrate=args.bitrate, ms_ssim=ms_ssim, reuse_probe=reuse_probe,
                       intra_offset=args.intra_offset, residual=args.residual, colour=args.colour,
-                      deblock=not args.no_deblock, intra_blocks=not args.no_intra_blocks)
+                      deblock=not args.no_deblock, intra_blocks=not args.no_intra_blocks,
+                      small_transforms=not args.no_small_transforms)
 
 
 def _encode(args: argparse.Namespace) -> int:
@@ -184,9 +188,11 @@ def _info(args: argparse.Namespace) -> int:
     layers = [f["residual_bytes"] for f in d["frames"] if f["residual_bytes"]]
     if layers:
         intra = sum(f["intra_blocks"] for f in d["frames"])
+        small = sum(f["small_transforms"] for f in d["frames"])
         print(f"  residual layers: {len(layers)} of {len(d['frames'])} frames, {sum(layers)} bytes "
               f"({100 * sum(layers) / d['bytes']:.0f}% of the file)"
-              + (f", {intra} with intra macroblocks" if intra else ""))
+              + (f", {intra} with intra macroblocks" if intra else "")
+              + (f", {small} with 4x4 transforms" if small else ""))
     return 0
 
 

@@ -41,26 +41,25 @@ def thresholds(strength: int, step: int) -> tuple[int, int]:
     return tc, BETA_RATIO * tc
 
 
-def _edges(x: np.ndarray, coded: np.ndarray, tc: int, beta: int, axis: int) -> None:
-    """Filter ``x`` (H, W) int32 in place at the edges of its 8x8 grid across ``axis`` (1:
-    the vertical edges, 0: the horizontal ones) where a neighbouring block of ``coded``
-    (hb, wb) is coded (module docstring). Strided views, not gathers: the encoder filters
-    each plane at several strengths per frame."""
-    n = len(range(GRID, x.shape[axis] - 2, GRID))  # edges
+def _edges(x: np.ndarray, on: np.ndarray, tc: int, beta: int, axis: int, first: int = GRID) -> None:
+    """Filter ``x`` (H, W) int32 in place at the edges ``first``, ``first + 8``, ... across
+    ``axis`` (1: the vertical edges, 0: the horizontal ones) where ``on`` says, per edge and
+    8-sample stretch along it ((hb, edges) or (edges, wb); module docstring). Strided views,
+    not gathers: the encoder filters each plane at several strengths per frame."""
+    n = len(range(first, x.shape[axis] - 2, GRID))  # edges
     if n == 0:
         return
 
     def at(i: int) -> tuple[slice, slice]:  # the samples i from each edge (0: q0, -1: p0)
-        cut = slice(GRID + i, GRID + i + GRID * n, GRID)
+        cut = slice(first + i, first + i + GRID * n, GRID)
         return (slice(None), cut) if axis == 1 else (cut, slice(None))
 
-    across = coded[:, :n + 1] if axis == 1 else coded[:n + 1]
     if axis == 1:
-        on = np.repeat(across[:, :-1] | across[:, 1:], GRID, axis=0)[:x.shape[0]]  # (H, edges)
+        on = np.repeat(on[:, :n], GRID, axis=0)[:x.shape[0]]  # (H, edges)
     else:
-        on = np.repeat(across[:-1] | across[1:], GRID, axis=1)[:, :x.shape[1]]  # (edges, W)
+        on = np.repeat(on[:n], GRID, axis=1)[:, :x.shape[1]]  # (edges, W)
     p2, p1, p0, q0, q1, q2 = (x[at(i)] for i in range(-3, 3))
-    on &= (np.abs(p1 - p0) < beta) & (np.abs(q1 - q0) < beta)
+    on = on & (np.abs(p1 - p0) < beta) & (np.abs(q1 - q0) < beta)
     if P1_FILTER:
         ap, aq = on & (np.abs(p2 - p0) < beta), on & (np.abs(q2 - q0) < beta)
         limit = tc + ap + aq.astype(np.int32)
@@ -75,36 +74,47 @@ def _edges(x: np.ndarray, coded: np.ndarray, tc: int, beta: int, axis: int) -> N
     x[at(-1)], x[at(0)] = p0 + d, q0 - d
 
 
-def deblock(plane: np.ndarray, coded: np.ndarray, tc: int, beta: int) -> np.ndarray:
+def _grid(coded: np.ndarray, axis: int) -> np.ndarray:
+    """Which stretches of the 8x8 grid's edges across ``axis`` are filtered: where either
+    neighbouring block is coded."""
+    return coded[:, :-1] | coded[:, 1:] if axis == 1 else coded[:-1] | coded[1:]
+
+
+def deblock(plane: np.ndarray, coded: np.ndarray, tc: int, beta: int, small: np.ndarray | None = None) -> np.ndarray:
     """``plane`` (H, W) in quarter levels filtered (a new int32 array; ``plane`` itself at
-    ``tc`` 0 or where no block is coded)."""
+    ``tc`` 0 or where no block is coded). ``small`` (luma, since 1.8): the blocks coded as
+    four 4x4 transforms, whose inner edges (4 samples in) are filtered after each direction's
+    grid edges."""
     if tc <= 0 or not coded.any():
         return plane
     x = plane.astype(np.int32, copy=True)
-    _edges(x, coded, tc, beta, 1)
-    _edges(x, coded, tc, beta, 0)
+    for axis in (1, 0):
+        _edges(x, _grid(coded, axis), tc, beta, axis)
+        if small is not None:
+            _edges(x, small, tc, beta, axis, GRID // 2)
     return x
 
 
 def apply(planes: list[np.ndarray], coded: tuple[np.ndarray, ...], step_sizes: tuple[int, int],
-          strengths: tuple[int, int]) -> list[np.ndarray]:
+          strengths: tuple[int, int], small: np.ndarray | None = None) -> list[np.ndarray]:
     """Y, Cb, Cr quarter levels filtered with the layer's luma and chroma strengths at its
-    luma and chroma steps (in 1/16); ``coded``: the layer's coded blocks, luma's and chroma's."""
+    luma and chroma steps (in 1/16); ``coded``: the layer's coded blocks, luma's and chroma's;
+    ``small``: its luma blocks coded as 4x4 transforms."""
     out = []
     for i, p in enumerate(planes):
         c = min(i, 1)
-        out.append(deblock(p, coded[c], *thresholds(strengths[c], step_sizes[c])))
+        out.append(deblock(p, coded[c], *thresholds(strengths[c], step_sizes[c]), small if i == 0 else None))
     return out
 
 
 def choose(planes: list[np.ndarray], target: tuple[np.ndarray, ...], coded: tuple[np.ndarray, ...],
-           step_sizes: tuple[int, int], chroma: bool = True) -> tuple[int, int]:
+           step_sizes: tuple[int, int], chroma: bool = True, small: np.ndarray | None = None) -> tuple[int, int]:
     """The luma and chroma strengths whose filtered ``planes`` (Y, Cb, Cr in quarter levels,
     unfiltered) come nearest the source ``target`` (uint8 planes) in squared error: the
     frame's own distortion, at no cost in bits. A climb from ``START`` one strength at a time
     while the error falls (it is about convex in the strength): 3-5 filterings instead of 16;
     0 unless the result beats no filtering.
-    ``chroma=False``: no chroma filtering (a layer without chroma)."""
+    ``chroma=False``: no chroma filtering (a layer without chroma); ``small`` as :func:`apply`."""
     best = []
     for c, idx in ((0, (0,)), (1, (1, 2))):
         if c == 1 and not chroma or not coded[c].any():
@@ -116,7 +126,8 @@ def choose(planes: list[np.ndarray], target: tuple[np.ndarray, ...], coded: tupl
         def error(s: int, c: int = c, idx: tuple[int, ...] = idx, goal: list = goal, cache: dict = cache) -> float:
             if s not in cache:
                 tc, beta = thresholds(s, step_sizes[c])
-                cache[s] = sum(float(np.square(deblock(planes[i], coded[c], tc, beta) - g, dtype=np.int64).sum())
+                inner = small if c == 0 else None
+                cache[s] = sum(float(np.square(deblock(planes[i], coded[c], tc, beta, inner) - g, dtype=np.int64).sum())
                                for i, g in zip(idx, goal, strict=True))
             return cache[s]
 

@@ -112,8 +112,8 @@ class SequenceDecoder:
         if unit.residual is None:
             return out
         section, h, w, coder, fmt = unit.residual, self.height, self.width, self._residual, self.colour_format
-        with_intra = unit.intra
-        return ResidualPicture(out, lambda: coder.decode(section, h, w, fwhere, fmt, with_intra), h, w)
+        tools = dict(with_intra=unit.intra, with_small=unit.small)
+        return ResidualPicture(out, lambda: coder.decode(section, h, w, fwhere, fmt, **tools), h, w)
 
     def _decode_conditional(self, unit: FrameUnit, fwhere: str, synthesize: bool) -> Pending:
         if self.inter is None:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from lvc.codec import intra
-from lvc.codec.residual import BLOCK, COEFF_LIMIT, DCT, GROUP_OF, inverse_blocks, step_size
+from lvc.codec.residual import COEFF_LIMIT, GROUP_OF
+from lvc.codec.transform import BLOCK, DCT, forward4, inverse_blocks, step_size
 
 # SATD (in steps) an intra candidate must save (encoder only). Lower finds more candidates
 # and codes each: on 6 native-resolution clips 4 is -0.42% bits against 8, for about 1.25x
@@ -107,11 +108,13 @@ class IntraCoder:
     """The closed loop of the module docstring for one layer: ``bits`` (LEVELS + 1, 258) the
     residual encoder's coefficient prices by row (the last row: a group not coded),
     ``scale`` its per-plane weights (luma, Cb, Cr), ``steps`` its step indices (luma, chroma),
-    ``levels`` the first choices' (per component, (planes, GROUPS))."""
+    ``levels`` the first choices' (per component, (planes, GROUPS)); ``small_flag``: the
+    bits a luma block coded as four 4x4 transforms is priced at more (None: 8x8 only)."""
 
     def __init__(self, bits: np.ndarray, scale: np.ndarray, steps: tuple[int, int],
-                 levels: tuple[np.ndarray, ...]) -> None:
-        self.bits, self.scale, self.steps = bits, scale, steps
+                 levels: tuple[np.ndarray, ...], small_flag: float | None = None) -> None:
+        self.bits, self.scale, self.steps, self.small_flag = bits, scale, steps, small_flag
+        self.small: set[tuple[int, int]] = set()  # the luma blocks (row, column) coded 4x4
         lv = [levels[0][0], levels[1][0], levels[1][1]]
         # each plane's row per coefficient: its group's row (a group the first choices left
         # empty priced at the steepest row; the levels are refitted afterwards)
@@ -191,13 +194,24 @@ class IntraCoder:
         pred = intra.predict(*planes.neighbours(c, y, x), mode)
         rec = pred
         target = src[c][y:y + BLOCK, x:x + BLOCK]
-        bits = 0.0
+        cost = self.scale[c] * float((((target - rec) / 4) ** 2).sum())
         if y // BLOCK < grid[0] and x // BLOCK < grid[1]:
-            coef = DCT @ ((target - pred) / 4) @ DCT.T
-            q = self._quantise(c, coef)
-            if q is not None:
-                coeffs[c, y // BLOCK, x // BLOCK] = q
-                rec = pred + inverse_blocks(q[None], self.steps[min(c, 1)])[0]
-                bits = self.bits[self.rows[c], np.minimum(np.abs(q), self.bits.shape[1] - 1)].sum() + FLAG_BITS
+            if c == 0:
+                self.small.discard((y // BLOCK, x // BLOCK))
+            error = (target - pred) / 4
+            sizes = [False] + ([True] if c == 0 and self.small_flag is not None else [])
+            for four in sizes:  # an 8x8 block whenever it pays its bits, 4x4 where cheaper still
+                q = self._quantise(c, forward4(error) if four else DCT @ error @ DCT.T)
+                if q is None:
+                    continue
+                r = pred + inverse_blocks(q[None], self.steps[min(c, 1)], np.array([four]))[0]
+                b = self.bits[self.rows[c], np.minimum(np.abs(q), self.bits.shape[1] - 1)].sum() + FLAG_BITS
+                b += self.small_flag if four else 0.0
+                this = self.scale[c] * float((((target - r) / 4) ** 2).sum()) + b
+                if not four or this < cost:
+                    cost, rec = this, r
+                    coeffs[c, y // BLOCK, x // BLOCK] = q
+                    if four:
+                        self.small.add((y // BLOCK, x // BLOCK))
         planes.block(c, y, x)[:] = rec
-        return self.scale[c] * float((((target - rec) / 4) ** 2).sum()) + bits
+        return cost

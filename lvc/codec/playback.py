@@ -154,7 +154,8 @@ def info(input: PathLike) -> dict:
         h = r.header
         units = [{"index": u.index, "type": FRAME_NAMES.get(u.frame_type, str(u.frame_type)), "grey": u.grey,
                   "quality": round(u.quality / 65535, 5), "bytes": u.size, "payload_bytes": len(u.payload),
-                  "residual_bytes": len(u.residual or b""), "intra_blocks": u.intra}
+                  "residual_bytes": len(u.residual or b""), "intra_blocks": u.intra,
+                  "small_transforms": u.small}
                  for u in r.units()]
         header_bytes = r.header_size
     total = header_bytes + sum(u["bytes"] for u in units)

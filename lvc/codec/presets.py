@@ -46,6 +46,10 @@ class Preset:
     # intra macroblocks): -3.1% bits on 6 native-resolution clips, -0.6% on 8 training clips
     # (docs/models.md, "Session 43")
     intra_penalty: float | None = INTRA_PENALTY
+    # how the residual layers choose their luma blocks' transform sizes (lvc.codec.residual_rdo's
+    # TRANSFORM_SEARCHES; None: 8x8 only): on 6 native-resolution clips "estimate" -1.7% bits,
+    # "search" -2.1% at 2-3x the added time (docs/models.md, "Session 44")
+    transform_search: str | None = "estimate"
 
     def still_steps(self, pixels: int) -> int:
         """Refinement steps for a still image of ``pixels``: the preset's, scaled down beyond
@@ -63,6 +67,8 @@ class Preset:
         return f"{self.still_refine_steps}@{int(self.still_refine_pixels)}px/fifth"
 
 
-PRESETS = {"fast": Preset("cut", 0, 0, True, P_DEADZONE, False, motion_keep=3, quarters=False, intra_penalty=None),
+PRESETS = {"fast": Preset("cut", 0, 0, True, P_DEADZONE, False, motion_keep=3, quarters=False, intra_penalty=None,
+                          transform_search=None),
            "medium": Preset("rate", 0, STILL_REFINE_MEDIUM, True, P_DEADZONE, False, STILL_REFINE_PIXELS),
-           "slow": Preset("rd", 200, 200, False, 0.0, True, sharp_search=True, intra_penalty=INTRA_PENALTY_SLOW)}
+           "slow": Preset("rd", 200, 200, False, 0.0, True, sharp_search=True, intra_penalty=INTRA_PENALTY_SLOW,
+                          transform_search="search")}

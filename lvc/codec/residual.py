@@ -40,26 +40,11 @@ import numpy as np
 
 from lvc.bitstream import syntax
 from lvc.codec import colour, deblock, intra
+from lvc.codec.transform import BLOCK, inverse_blocks, step_size
 from lvc.entropy import coder
 from lvc.entropy.tables import LAPLACE_THETAS, CdfTables, binary_row, cheapest_rows, laplace_tables, uniform_row
 from lvc.errors import BitstreamError
 
-BLOCK = 8
-STEP_BASE = (10, 11, 13, 14, 16, 18)  # in 1/16 pixel: step i is STEP_BASE[i % 6] << (i // 6)
-STEP_MAX = 51
-# DCT-II basis, rows are frequencies, round(2**13 * c(u) * cos((2x + 1) u pi / 16)): part of
-# the bitstream (the decoder's exact inverse).
-BASIS = np.array([
-    [2896, 2896, 2896, 2896, 2896, 2896, 2896, 2896],
-    [4017, 3406, 2276, 799, -799, -2276, -3406, -4017],
-    [3784, 1567, -1567, -3784, -3784, -1567, 1567, 3784],
-    [3406, -799, -4017, -2276, 2276, 4017, 799, -3406],
-    [2896, -2896, -2896, 2896, 2896, -2896, -2896, 2896],
-    [2276, -4017, 799, 3406, -3406, -799, 4017, -2276],
-    [1567, -3784, 3784, -1567, -1567, 3784, -3784, 1567],
-    [799, -2276, 3406, -4017, 4017, -3406, 2276, -799]], dtype=np.int64)
-BASIS_BITS = 13
-DCT = BASIS.astype(np.float64) / (1 << BASIS_BITS)  # the encoders' float transform (not the format's)
 # Frequency group of each coefficient (u, v), by its diagonal u + v: 0, 1, 2, 3, 4-5, 6-7, 8-10, 11-14.
 _DIAGONAL_GROUP = (0, 1, 2, 3, 4, 4, 5, 5, 6, 6, 6, 7, 7, 7, 7)
 GROUP_OF = np.array([[_DIAGONAL_GROUP[u + v] for v in range(BLOCK)] for u in range(BLOCK)], dtype=np.int64)
@@ -78,11 +63,6 @@ CONTEXTS = {syntax.COLOUR_RGB: ((0, 2), (-1, 0, 1)), syntax.COLOUR_YUV420: ((1, 
 COEFF_LIMIT = 2047  # |quantised coefficient| at most this (the encoder clamps; more is corrupt)
 
 
-def step_size(index: int) -> int:
-    """Quantisation step of index 0..STEP_MAX, in 1/16 pixel."""
-    return STEP_BASE[index % 6] << (index // 6)
-
-
 # The components of each colour format's residual: (planes, log2 subsampling). Planes of one
 # component share its coded-block flags; the first plane of the first is luma.
 COMPONENTS = {syntax.COLOUR_RGB: ((3, 0),),  # Y, Co, Cg
@@ -94,27 +74,16 @@ def grid(colour_format: int, height: int, width: int) -> list[tuple[int, int, in
     return [(n, -(-height >> s), -(-width >> s)) for n, s in COMPONENTS[colour_format]]
 
 
-def inverse_blocks(coeffs: np.ndarray, step: int) -> np.ndarray:
-    """(n, 8, 8) int32 quarter levels of n blocks of quantised coefficients at step index
-    ``step``. (The products run in float64, where they are exact: with |coefficient| <=
-    COEFF_LIMIT and steps up to STEP_MAX every partial sum is an integer below 2**53.)"""
-    n = coeffs.shape[0]
-    basis = BASIS.astype(np.float64)
-    v = coeffs.astype(np.float64) * step_size(step)
-    a = (v.reshape(n * BLOCK, BLOCK) @ basis).reshape(n, BLOCK, BLOCK)  # rows: u, columns: x
-    r = (a.transpose(0, 2, 1).reshape(n * BLOCK, BLOCK) @ basis).reshape(n, BLOCK, BLOCK)  # (x, y)
-    # scale 2**(2 * 13 + 4) -> quarter pixels, rounded half up
-    return np.floor((r.transpose(0, 2, 1) + (1 << 27)) / (1 << 28)).astype(np.int32)
-
-
-def _inverse(coeffs: np.ndarray, coded: np.ndarray, steps: list[int]) -> np.ndarray:
-    """(planes, hb * 8, wb * 8) int32 quarter levels of one component's coded blocks."""
+def _inverse(coeffs: np.ndarray, coded: np.ndarray, steps: list[int], small: np.ndarray | None = None) -> np.ndarray:
+    """(planes, hb * 8, wb * 8) int32 quarter levels of one component's coded blocks
+    (``small``: those of them coded as 4x4 transforms)."""
     hb, wb = coded.shape
     planes = coeffs.shape[0]
     quarter = np.zeros((planes, hb, BLOCK, wb, BLOCK), dtype=np.int32)  # |value| < 2**26
     ys, xs = np.nonzero(coded)
+    four = small[ys, xs] if small is not None else None
     for p in range(planes):
-        quarter[p, ys, :, xs, :] = inverse_blocks(coeffs[p], steps[p])
+        quarter[p, ys, :, xs, :] = inverse_blocks(coeffs[p], steps[p], four)
     return quarter.reshape(planes, hb * BLOCK, wb * BLOCK)
 
 
@@ -130,6 +99,7 @@ class Residual:
     deblock: tuple[int, int] = (0, 0)  # luma, chroma strengths (lvc.codec.deblock; colour format 1)
     intra: np.ndarray | None = None  # (mbh, mbw) bool: intra macroblocks (lvc.codec.intra; colour format 1)
     modes: np.ndarray | None = None  # (intra count, 5): their luma and chroma modes
+    small: np.ndarray | None = None  # (hb, wb) bool: luma blocks coded as four 4x4 transforms (since 1.8)
     # planes() by size, computed once: the encoder's deblocking choice and the picture both
     # need them (dataclasses.replace with other strengths shares it: planes() ignores them)
     _planes: dict = field(default_factory=dict, compare=False, repr=False)
@@ -140,9 +110,14 @@ class Residual:
         out = []
         for c, (planes, ph, pw) in enumerate(grid(self.colour_format, height, width)):
             steps = [self.steps[min(c + p, 1)] for p in range(planes)]
-            q = _inverse(self.coeffs[c], self.coded[c], steps)
+            q = _inverse(self.coeffs[c], self.coded[c], steps, self.small if c == 0 else None)
             out.append(q[:, :ph, :pw] if crop else q)
         return out
+
+    @property
+    def has_small(self) -> bool:
+        """Whether the layer says its coded luma blocks' transform sizes (syntax.SMALL_FLAG)."""
+        return self.small is not None
 
     @property
     def has_intra(self) -> bool:
@@ -184,7 +159,7 @@ class Residual:
         base too), and then what the deblocking changes of the sum."""
         total = self.unfiltered(base, height, width)
         if any(self.deblock):
-            total = deblock.apply(list(total), self.filtered, self.step_sizes, self.deblock)
+            total = deblock.apply(list(total), self.filtered, self.step_sizes, self.deblock, self.small)
         return tuple(t - b for t, b in zip(total, base, strict=True))
 
     def unfiltered(self, base: colour.Planes, height: int, width: int) -> colour.Planes:
@@ -245,8 +220,9 @@ class ResidualCoder:
         at 0 must be zero."""
         enc = coder.new_encoder()
         bits = 0.0
-        for coded, coeffs, lv in zip(r.coded, r.coeffs, levels, strict=True):
-            bits += self._encode_component(enc, coded, coeffs, lv, r.colour_format)
+        for c, (coded, coeffs, lv) in enumerate(zip(r.coded, r.coeffs, levels, strict=True)):
+            small = r.small[coded] if c == 0 and r.has_small else None
+            bits += self._encode_component(enc, coded, coeffs, lv, r.colour_format, small)
         if r.has_intra:  # (the frame type's syntax.INTRA_FLAG says so)
             bits += self._encode_flags(enc, r.intra)
             symbols = r.modes.ravel()
@@ -259,9 +235,11 @@ class ResidualCoder:
         return head + words, bits + 8 * len(head)
 
     def _encode_component(self, enc, coded: np.ndarray, coeffs: np.ndarray, levels: np.ndarray,
-                          colour_format: int) -> float:
+                          colour_format: int, small: np.ndarray | None = None) -> float:
         """One component's levels, flags and coefficients (module docstring, items 1-3)."""
         bits = self._encode_flags(enc, coded, levels.ravel(), _head_rows(levels.shape[0]))
+        if small is not None:
+            bits += self._encode_small(enc, small)
         before = np.zeros(coeffs.shape[:2], dtype=np.int64)
         for p, level, take in _runs(levels):
             symbols = coeffs[p][:, take]
@@ -287,6 +265,27 @@ class ResidualCoder:
             bits += self.tables.bits(rows, symbols)
         return bits
 
+    def _encode_small(self, enc, small: np.ndarray) -> float:
+        """The coded blocks' transform flags: the level of their binary row, then the flags."""
+        s = small.astype(np.int64)
+        choice = int(cheapest_rows(self.tables, FLAG_ROW + np.arange(len(FLAG_LEVELS)), np.zeros(s.size, np.int64),
+                                   s, 1)[0]) if s.size else 0
+        bits = 0.0
+        for symbols, rows in ((np.array([choice]), np.array([FLAG_CHOICE_ROW])),
+                              (s, np.full(s.size, FLAG_ROW + choice))):
+            self._coder.encode(enc, symbols, rows)
+            bits += self.tables.bits(rows, symbols)
+        return bits
+
+    def _decode_small(self, dec, n: int) -> np.ndarray:
+        choice = int(self._coder.decode(dec, np.array([FLAG_CHOICE_ROW]))[0])
+        if not 0 <= choice < len(FLAG_LEVELS):
+            raise ValueError("level out of range")
+        values = self._coder.decode(dec, np.full(n, FLAG_ROW + choice))
+        if ((values != 0) & (values != 1)).any():
+            raise ValueError("transform flag out of range")
+        return values == 1
+
     def _decode_flags(self, dec, shape: tuple[int, int], choices: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`_encode_flags` once the levels ``choices`` are read."""
         if choices.min() < 0 or choices.max() >= len(FLAG_LEVELS):
@@ -302,17 +301,19 @@ class ResidualCoder:
         return flags
 
     def decode(self, section: bytes, height: int, width: int, where: str,
-               colour_format: int = syntax.COLOUR_RGB, with_intra: bool = False) -> Residual:
+               colour_format: int = syntax.COLOUR_RGB, with_intra: bool = False, with_small: bool = False) -> Residual:
         """Inverse of :meth:`encode` (``section`` as split off by the container;
-        ``with_intra``: the frame type's ``syntax.INTRA_FLAG``)."""
+        ``with_intra``, ``with_small``: the frame type's ``syntax.INTRA_FLAG`` and ``SMALL_FLAG``)."""
         values, pos = syntax.unpack(syntax.RESIDUAL_HEADER, section, 0, where)
-        if with_intra and colour_format != syntax.COLOUR_YUV420:
-            raise BitstreamError("intra macroblocks in a colour format 0 layer", where, "the file is corrupted")
+        if (with_intra or with_small) and colour_format != syntax.COLOUR_YUV420:
+            raise BitstreamError("intra macroblocks or transform sizes in a colour format 0 layer", where,
+                                 "the file is corrupted")
         mb, modes = None, None
         try:
             dec = coder.new_decoder(section[pos:])
-            parts = [self._decode_component(dec, planes, (-(-ph // BLOCK), -(-pw // BLOCK)), colour_format)
-                     for planes, ph, pw in grid(colour_format, height, width)]
+            parts = [self._decode_component(dec, planes, (-(-ph // BLOCK), -(-pw // BLOCK)), colour_format,
+                                            c == 0 and with_small)
+                     for c, (planes, ph, pw) in enumerate(grid(colour_format, height, width))]
             if with_intra:
                 mb = self._decode_flags(dec, parts[1][0].shape, self._coder.decode(
                     dec, np.full(FLAG_CONTEXTS, FLAG_CHOICE_ROW)))
@@ -325,22 +326,27 @@ class ResidualCoder:
         except Exception as e:  # noqa: BLE001 - any failure inside a CRC-valid section means a bad stream
             raise BitstreamError(f"residual layer does not decode ({e.__class__.__name__}: {e})", where,
                                  "the file is corrupted") from None
-        if max(np.abs(c).max(initial=0) for _, c in parts) > COEFF_LIMIT:
+        if max(np.abs(p[1]).max(initial=0) for p in parts) > COEFF_LIMIT:
             raise BitstreamError("residual coefficient out of range", where, "the file is corrupted")
         strengths = (values["deblock_luma"], values["deblock_chroma"])
         if any(strengths) and colour_format != syntax.COLOUR_YUV420:
             raise BitstreamError("residual layer deblocks a colour format 0 picture", where, "the file is corrupted")
+        small = parts[0][2]
         return Residual((values["luma_step"], values["chroma_step"]), tuple(p[0] for p in parts),
-                        tuple(p[1] for p in parts), colour_format, strengths, mb, modes)
+                        tuple(p[1] for p in parts), colour_format, strengths, mb, modes, small)
 
     def _decode_component(self, dec, planes: int, shape: tuple[int, int],
-                          colour_format: int) -> tuple[np.ndarray, np.ndarray]:
+                          colour_format: int, with_small: bool = False) -> tuple:
         head = self._coder.decode(dec, _head_rows(planes))
         levels, choices = head[:planes * GROUPS].reshape(planes, GROUPS), head[planes * GROUPS:]
         if levels.min() < 0 or levels.max() > LEVELS:
             raise ValueError("level out of range")
         coded = self._decode_flags(dec, shape, choices)
         n = int(coded.sum())
+        small = None
+        if with_small:
+            small = np.zeros(shape, dtype=bool)
+            small[coded] = self._decode_small(dec, n)
         coeffs = np.zeros((planes, n, BLOCK, BLOCK), dtype=np.int64)
         before = np.zeros((planes, n), dtype=np.int64)
         for p, level, take in _runs(levels):
@@ -348,7 +354,7 @@ class ResidualCoder:
             symbols = self._coder.decode(dec, rows.ravel()).reshape(rows.shape)
             coeffs[p][:, take] = symbols
             before[p] += (symbols != 0).sum(1)
-        return coded, coeffs
+        return coded, coeffs, small
 
 
 def _head_rows(planes: int) -> np.ndarray:

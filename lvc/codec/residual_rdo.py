@@ -18,21 +18,8 @@ import numpy as np
 
 from lvc.bitstream import syntax
 from lvc.codec import colour, deblock, intra, intra_rdo
-from lvc.codec.residual import (
-    BLOCK,
-    COEFF_LIMIT,
-    CONTEXTS,
-    DCT,
-    GROUP_OF,
-    GROUPS,
-    LEVELS,
-    STEP_BASE,
-    STEP_MAX,
-    Residual,
-    ResidualCoder,
-    context_class,
-    step_size,
-)
+from lvc.codec.residual import COEFF_LIMIT, CONTEXTS, GROUP_OF, GROUPS, LEVELS, Residual, ResidualCoder, context_class
+from lvc.codec.transform import BLOCK, STEP_BASE, STEP_MAX, forward, forward4, pixel_blocks, step_size
 from lvc.models.frozen import QUALITY_MAX
 
 RESIDUAL_WEIGHT = 8.0  # lambda_r / lambda (module docstring), from RAMP_QUALITY up
@@ -62,10 +49,20 @@ RESIDUAL_ENCODER = (f"rdoq-blocks/1 w={RESIDUAL_WEIGHT:g}@{RAMP_QUALITY:g} k={ST
 # strengths nearest its source: -3.4% PSNR-YUV on 8 training clips, every clip better
 # (docs/models.md, "Session 40").
 DEBLOCKING = True
+# Luma blocks as four 4x4 transforms (format 1.8, lvc.codec.transform), chosen per block by
+# ``lambda_r / 3 * SSE + bits`` with a 4x4 block's flag at SMALL_FLAG_BITS: "search" codes
+# each size on its own (two more choices of the luma coefficients per layer), "estimate"
+# prices both after a plain dead-zone quantiser, a nonzero value of magnitude m at
+# ESTIMATE_BITS + 2 log2 m bits: on 3 clips' layers 85-95% of the search's gain in that cost
+# (docs/models.md, "Session 44").
+TRANSFORM_SEARCHES = ("estimate", "search")
+SMALL_FLAG_BITS = 1.0
+ESTIMATE_BITS = 3.0
 YUV_ENCODER = (f"yuv420/2 luma={YUV_LUMA_WEIGHT:g} chroma={YUV_CHROMA_WEIGHT:g} k={YUV_STEP_FACTOR:g}"
                f" dbk={int(DEBLOCKING)}/{deblock.BETA_RATIO}/{deblock.START}"
                f" intra={intra_rdo.INTRA_PENALTY:g},{intra_rdo.INTRA_PENALTY_SLOW:g}/{intra.MODES}/rd"
-               f"/{intra_rdo.MODE_BITS:g}/{intra_rdo.FLAG_BITS:g}/{intra_rdo.DEADZONE:g}")  # format 1's
+               f"/{intra_rdo.MODE_BITS:g}/{intra_rdo.FLAG_BITS:g}/{intra_rdo.DEADZONE:g}"
+               f" t4={SMALL_FLAG_BITS:g}/{ESTIMATE_BITS:g}")  # format 1's
 LIVE_BITS = 4.0  # blocks whose whole error is worth fewer bits than this are never coded
 PASSES = 2  # coefficient and block choices, each with the tables refitted to the last
 FLAG_SHARE_START, FLAG_SHARE_MIN = 0.1, 0.01  # the coded share the flags' cost assumes (first pass, bounds)
@@ -87,20 +84,11 @@ def step_indices(lmbda_r: float, chroma_weight: float = 1.0, luma_weight: float 
     return luma, min(chroma + CHROMA_OFFSET, STEP_MAX)
 
 
-def _blocks(planes: np.ndarray) -> np.ndarray:
-    """DCT coefficients (planes, hb, wb, 8, 8) of float planes (edges replicated up to whole blocks)."""
-    n, h, w = planes.shape
-    planes = np.pad(planes, ((0, 0), (0, -h % BLOCK), (0, -w % BLOCK)), mode="edge")
-    hb, wb = planes.shape[1] // BLOCK, planes.shape[2] // BLOCK
-    blocks = planes.reshape(n, hb, BLOCK, wb, BLOCK).transpose(0, 1, 3, 2, 4)
-    return DCT @ blocks @ DCT.T
-
-
 def transform(frame: np.ndarray, picture: np.ndarray) -> np.ndarray:
     """DCT coefficients (3, hb, wb, 8, 8) of ``frame - picture`` in YCoCg."""
     res = frame.astype(np.float64) - picture
     r, g, b = res[..., 0], res[..., 1], res[..., 2]
-    return _blocks(np.stack([(r + 2 * g + b) / 4, (r - b) / 2, (2 * g - r - b) / 4]))
+    return forward(np.stack([(r + 2 * g + b) / 4, (r - b) / 2, (2 * g - r - b) / 4]))
 
 
 def transform_yuv(planes: colour.Planes, picture: np.ndarray) -> list[np.ndarray]:
@@ -109,17 +97,22 @@ def transform_yuv(planes: colour.Planes, picture: np.ndarray) -> list[np.ndarray
     y, cb, cr = colour.quarter_yuv(picture)
     luma = planes[0].astype(np.float64) - y / 4
     chroma = np.stack([planes[1].astype(np.float64) - cb / 4, planes[2].astype(np.float64) - cr / 4])
-    return [_blocks(luma[None]), _blocks(chroma)]
+    return [forward(luma[None]), forward(chroma), luma[None]]
 
 
 class ResidualEncoder:
     """Chooses and codes a frame's residual layer."""
 
     def __init__(self, weight: float = RESIDUAL_WEIGHT, deblocking: bool = DEBLOCKING,
-                 intra_penalty: float | None = intra_rdo.INTRA_PENALTY) -> None:
+                 intra_penalty: float | None = intra_rdo.INTRA_PENALTY,
+                 transform_search: str | None = "estimate") -> None:
         """``intra_penalty``: the intra candidates' (:mod:`lvc.codec.intra_rdo`); None codes
-        no intra macroblocks."""
+        no intra macroblocks. ``transform_search``: how luma blocks' transform sizes are
+        chosen (``TRANSFORM_SEARCHES``); None codes every block as one 8x8 transform."""
+        if transform_search not in (None, *TRANSFORM_SEARCHES):
+            raise ValueError(f"transform_search must be one of {TRANSFORM_SEARCHES} or None")
         self.weight, self.deblocking, self.intra_penalty = weight, deblocking, intra_penalty
+        self.transform_search = transform_search
         self.coder = ResidualCoder()
 
     @cached_property
@@ -151,16 +144,22 @@ class ResidualEncoder:
         else:
             fmt = syntax.COLOUR_YUV420
             steps = step_indices(lmbda_r, YUV_CHROMA_WEIGHT / 3, YUV_LUMA_WEIGHT / 3, YUV_STEP_FACTOR)
-            luma, cbcr = transform_yuv(planes, picture)
+            luma, cbcr, pixels = transform_yuv(planes, picture)
             comps = [(luma, np.array([YUV_LUMA_WEIGHT])), (cbcr, np.array([YUV_CHROMA_WEIGHT] * 2))]
-        chosen = []
+        chosen, small = [], None
         for component, (coef, weights) in enumerate(comps):
             d = np.array([step_size(steps[min(component + p, 1)]) / 16 for p in range(coef.shape[0])])
             skip = component > 0 and not chroma  # a component of chroma planes only (format 1's second)
-            chosen.append(self._choose(coef, lmbda_r / 3 * weights * (0 if skip else 1), d, fmt))
+            scale = lmbda_r / 3 * weights * (0 if skip else 1)
+            if component == 0 and fmt == syntax.COLOUR_YUV420 and self.transform_search:
+                coef, small = self._transform_sizes(coef, pixels, scale, d)
+            chosen.append(self._choose(coef, scale, d, fmt))
         if not any(mask.any() for mask, _, _ in chosen):
             return None
-        residual = Residual(steps, tuple(c[0] for c in chosen), tuple(c[1] for c in chosen), fmt)
+        if small is not None:
+            small &= chosen[0][0]
+        residual = Residual(steps, tuple(c[0] for c in chosen), tuple(c[1] for c in chosen), fmt,
+                            small=small if small is not None and small.any() else None)
         levels = tuple(c[2] for c in chosen)
         if fmt == syntax.COLOUR_YUV420:
             quarter = colour.quarter_yuv(picture)
@@ -170,9 +169,44 @@ class ResidualEncoder:
             if self.deblocking:
                 shown = list(residual.unfiltered(quarter, *frame.shape[:2]))
                 residual = replace(residual, deblock=deblock.choose(shown, planes, residual.filtered,
-                                                                    residual.step_sizes, chroma))
+                                                                    residual.step_sizes, chroma, residual.small))
         section, total = self.coder.encode(residual, levels)
         return section, total, residual
+
+    def _transform_sizes(self, coef8: np.ndarray, pixels: np.ndarray, scale: np.ndarray,
+                         d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Luma coefficients ``coef8`` (1, hb, wb, 8, 8) of the error ``pixels`` (1, H, W) with
+        each block in the transform size of least cost (module constants), and the 4x4 blocks.
+        Blocks never coded (``LIVE_BITS``) keep their 8x8 coefficients."""
+        live = scale[0] * (coef8[0] ** 2).sum((-2, -1)) > LIVE_BITS
+        coef4 = coef8.copy()
+        coef4[0, live] = forward4(pixel_blocks(pixels)[0][live])
+        if self.transform_search == "search":
+            cost8, cost4 = (self._block_costs(c, scale, d, self._choose(c, scale, d, syntax.COLOUR_YUV420))
+                            for c in (coef8, coef4))
+        else:
+            cost8, cost4 = (_estimated_costs(c[0], scale[0], d[0]) for c in (coef8, coef4))
+        small = cost4 + SMALL_FLAG_BITS < cost8
+        return np.where(small[None, :, :, None, None], coef4, coef8), small
+
+    def _block_costs(self, coef: np.ndarray, scale: np.ndarray, d: np.ndarray, chosen) -> np.ndarray:
+        """(hb, wb) ``lambda_r / 3 * SSE + bits`` of one plane's blocks as ``chosen`` codes them."""
+        mask, q, levels = chosen
+        cost = scale[0] * (coef[0] ** 2).sum((-2, -1))
+        if not mask.any():
+            return cost
+        c = coef[0][mask]
+        n = c.shape[0]
+        plane, blk, fu, fv = np.nonzero(q)
+        val, gid = q[plane, blk, fu, fv], GROUP_OF[fu, fv]
+        rows = _rows(levels, _contexts(plane, blk, gid, val, n, 1, syntax.COLOUR_YUV420), syntax.COLOUR_YUV420)[0]
+        ext = self._lut_ext()
+        bits = (ext[rows, 0] * _GROUP_SIZE).sum(1)
+        r = rows[blk, gid]
+        mags = np.minimum(np.abs(val), LUT_SIZE - 1).astype(np.int64)
+        bits += np.bincount(blk, ext[r, mags] - ext[r, 0], minlength=n)
+        cost[mask] = scale[0] * ((c - q[0] * d[0]) ** 2).sum((-2, -1)) + bits
+        return cost
 
     def _with_intra(self, residual: Residual, levels: tuple[np.ndarray, ...], quarter: colour.Planes,
                     planes: colour.Planes, scale: np.ndarray) -> tuple[Residual, tuple[np.ndarray, ...]]:
@@ -197,21 +231,26 @@ class ResidualEncoder:
         for i, r in enumerate(res):  # the candidates' blocks start from their base
             r[np.repeat(np.repeat(masks[min(i, 1)], BLOCK, 0), BLOCK, 1)] = 0
         sums = intra.IntraPlanes(quarter, tuple(res), mb.shape)
-        mb, modes, coded_blocks = intra_rdo.IntraCoder(self._lut_ext(), scale, residual.steps, levels).code(
-            sums, planes, mb, modes, grids, tuple(sums.whole(r, i) for i, r in enumerate(inter)),
-            tuple(full))
+        coder = intra_rdo.IntraCoder(self._lut_ext(), scale, residual.steps, levels,
+                                     SMALL_FLAG_BITS if self.transform_search else None)
+        mb, modes, coded_blocks = coder.code(sums, planes, mb, modes, grids,
+                                             tuple(sums.whole(r, i) for i, r in enumerate(inter)), tuple(full))
         if not mb.any():
             return residual, levels
         masks = intra.block_masks(mb, *grids)
         for f, m in zip(full, masks, strict=True):
             f[:, m] = 0  # the intra macroblocks' blocks are coded again
         kept = tuple(c & ~m for c, m in zip(residual.coded, masks, strict=True))
+        small = np.zeros(grids[0], dtype=bool) if residual.small is None else residual.small & kept[0]
         coded = list(kept)
         for (p, by, bx), q in coded_blocks.items():
             full[min(p, 1)][max(p - 1, 0), by, bx] = q
             coded[min(p, 1)][by, bx] = True
+        for by, bx in coder.small:
+            small[by, bx] |= masks[0][by, bx]  # (blocks of the macroblocks kept intra)
+        small = small if small.any() else None
         coeffs = tuple(f[:, c] for f, c in zip(full, coded, strict=True))
-        out = replace(residual, coded=tuple(coded), coeffs=coeffs, intra=mb, modes=modes, _planes={})
+        out = replace(residual, coded=tuple(coded), coeffs=coeffs, intra=mb, modes=modes, small=small, _planes={})
         out.keep_sums(quarter, sums.cropped())  # what the decoder's composition gives (tests check)
         return out, tuple(self._refit(c) for c in coeffs)
 
@@ -304,6 +343,19 @@ class ResidualEncoder:
         ext = np.concatenate([self.lut, np.full((1, LUT_SIZE), 1e9)])
         ext[-1, 0] = 0.0
         return ext
+
+
+def _estimated_costs(coef: np.ndarray, scale: float, d: float) -> np.ndarray:
+    """(hb, wb) estimated ``lambda_r / 3 * SSE + bits`` of one plane's blocks of
+    coefficients (hb, wb, 8, 8) at step ``d`` (module constants), or of not coding them."""
+    flat = coef.reshape(-1, BLOCK * BLOCK)
+    cost = scale * (flat ** 2).sum(1)
+    live = cost > LIVE_BITS  # (the others are never coded)
+    mag = np.abs(flat[live])
+    q = np.maximum(np.floor(mag / d + (0.5 - DEADZONE)), 0)
+    rate = np.where(q > 0, ESTIMATE_BITS + 2 * np.log2(np.maximum(q, 1)), 0).sum(1)
+    cost[live] = np.minimum(cost[live], scale * ((mag - q * d) ** 2).sum(1) + rate)
+    return cost.reshape(coef.shape[:2])
 
 
 def _contexts(plane: np.ndarray, blk: np.ndarray, gid: np.ndarray, val: np.ndarray, n: int,

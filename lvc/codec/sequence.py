@@ -128,6 +128,7 @@ class CodedFrame:
     grey: bool = False  # shown grey (lvc.codec.grey); ``pending`` then gives the grey picture
     residual: bytes | None = None  # the frame's residual layer (lvc.codec.residual), if any
     intra: bool = False  # the layer has intra macroblocks (syntax.INTRA_FLAG)
+    small: bool = False  # and luma blocks saying their transform size (syntax.SMALL_FLAG)
 
     @property
     def recon(self) -> np.ndarray | Planes:
@@ -142,7 +143,8 @@ class SequenceEncoder:
     image passes :meth:`lvc.codec.presets.Preset.still_steps`). ``residual`` weighs the residual layer's rate
     against ``lambda`` (default :data:`lvc.codec.residual_rdo.RESIDUAL_WEIGHT`); 0 codes none
     (a still image's caller passes 0); ``deblock=False``: its colour format 1 layers unfiltered,
-    ``intra_blocks=False``: without intra macroblocks (else as the preset finds them).
+    ``intra_blocks=False``: without intra macroblocks (else as the preset finds them),
+    ``small_transforms=False``: without 4x4 transforms.
     ``intra_offset`` (integer quality units,
     default ``INTRA_OFFSET``) raises a conditional model's forced I-frames, and the I- and
     residual P-frames that continue their latent chain, by that share of the headroom above
@@ -155,7 +157,7 @@ class SequenceEncoder:
     def __init__(self, model: FrozenModel, quality: int, intra_period: int, refine_steps: int | None = None,
                  preset: str = "medium", synthesize: bool = True, intra_offset: int | None = None,
                  residual: float | None = None, colour_format: int = COLOUR_RGB, deblock: bool = True,
-                 intra_blocks: bool = True) -> None:
+                 intra_blocks: bool = True, small_transforms: bool = True) -> None:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
         self.preset = PRESETS[preset]
@@ -186,7 +188,8 @@ class SequenceEncoder:
         self._model = model
         weight = RESIDUAL_WEIGHT if residual is None else residual
         penalty = self.preset.intra_penalty if intra_blocks else None
-        self.residual = ResidualEncoder(weight, deblock and DEBLOCKING, penalty) if weight > 0 else None
+        search = self.preset.transform_search if small_transforms else None
+        self.residual = ResidualEncoder(weight, deblock and DEBLOCKING, penalty, search) if weight > 0 else None
         error_weight = RESIDUAL_ERROR_WEIGHT if self.residual is not None else 1.0
         self.decision_lmbda = error_weight * self.lmbda  # a picture's error in the I/P/PC decisions
         self.copies = COPY_FRAMES and self.residual is not None  # PC frames: every block copied
@@ -279,19 +282,20 @@ class SequenceEncoder:
         return coded
 
     def _add_residual(self, frame: np.ndarray, pending: Pending, quality: int,
-                      scale: float = 1.0) -> tuple[Pending, bytes | None, float, bool]:
+                      scale: float = 1.0) -> tuple[Pending, bytes | None, float, dict]:
         """The frame's picture with its residual layer (waits for the base picture), the
-        layer's section, bits and whether it has intra macroblocks; the base picture, None, 0
-        and False where none is coded.
+        layer's section, bits and its tools (``CodedFrame.intra``, ``small``); the base
+        picture, None, 0 and none where none is coded.
         ``scale``: of the layer's lambda (``RESIDUAL_CYCLE``)."""
         if self.residual is None:
-            return pending, None, 0.0, False
+            return pending, None, 0.0, {}
         coded = self.residual.encode(frame, pending.result(), scale * quality_lambda(self._model, quality), quality,
                                      self._planes, chroma=not self._grey)  # (grey: shown without chroma)
         if coded is None:
-            return pending, None, 0.0, False
+            return pending, None, 0.0, {}
         section, bits, r = coded
-        return ResidualPicture(pending, r, *frame.shape[:2]), section, bits, r.has_intra
+        tools = dict(intra=r.has_intra, small=r.has_small)
+        return ResidualPicture(pending, r, *frame.shape[:2]), section, bits, tools
 
     def _encode(self, frame: np.ndarray) -> CodedFrame:
         y, _ = self.codec.analyse(frame, self.quality)
@@ -311,9 +315,9 @@ class SequenceEncoder:
                 best, kind = self.codec.encode(frame, self.quality, reference=self.reference, y=y, plan=plan), FRAME_P
         self.reference = best.latent
         self.index += 1
-        pending, section, bits, intra = self._add_residual(frame, best.pending, self.quality)
+        pending, section, bits, tools = self._add_residual(frame, best.pending, self.quality)
         return CodedFrame(kind, self.quality, best.payload, pending, best.estimated_bits + bits, residual=section,
-                          intra=intra)
+                          **tools)
 
     def _encode_conditional(self, frame: np.ndarray) -> CodedFrame:
         """I, P or FRAME_PC, by ``lambda * MSE + bpp``.
@@ -369,7 +373,7 @@ class SequenceEncoder:
             best = self.codec.encode(frame, quality, reference=reference, y=y, plan=plans.get(kind), eager=eager)
             self.reference, self.reference_quality, self._last_pc = best.latent, quality, None
             self.context.from_intra(best.latent, quality)
-            pending, section, extra, intra = self._add_residual(frame, best.pending, quality)
+            pending, section, extra, tools = self._add_residual(frame, best.pending, quality)
             self._pc_run = 0  # PC frames since this one (RESIDUAL_CYCLE)
             # (pixel_ref models: coding a block from here shows about the I-frame's own picture)
             started = None if self.inter.pixel_ref else self.inter.show(self.context.get(), *frame.shape[:2])
@@ -388,7 +392,7 @@ class SequenceEncoder:
         self.previous = frame
         self.index += 1
         return CodedFrame(kind, quality, best.payload, pending, best.estimated_bits + extra, residual=section,
-                          intra=intra)
+                          **tools)
 
     def _may_analyse(self, ahead: int) -> bool:
         """Whether the frame ``ahead`` frames after the one being coded may need its intra
@@ -420,14 +424,14 @@ class SequenceEncoder:
         self._last_pc = (frame, pc)
         self._pc_run += 1
         scale = RESIDUAL_CYCLE[(self._pc_run - 1) % len(RESIDUAL_CYCLE)]
-        pending, section, bits, intra = self._add_residual(frame, pc.pending, self.quality, scale)
+        pending, section, bits, tools = self._add_residual(frame, pc.pending, self.quality, scale)
         self._shown = (self._shown.after(pending, frame, pc.skipped) if self._shown is not None
                        else ShownPicture(pending, frame))
         self.context.set(pc.context)
         self.reference, self.previous, self._picture = None, frame, pending
         self.index += 1
         return CodedFrame(pc.frame_type, self.quality, pc.payload, pending, pc.estimated_bits + bits, residual=section,
-                          intra=intra)
+                          **tools)
 
     def _latent_mse(self) -> float | None:
         """MSE of the last I-frame, which stands for I and P."""
