@@ -8,7 +8,9 @@ from, is the filtered one.
 
 Where: the edges of the 8x8 grid of each plane (luma's 8-pixel grid, the chroma planes'
 8-sample grid, which holds the 16x16 motion blocks' edges too) where either neighbouring
-block is coded in the layer; vertical edges first, then horizontal ones on the result. What
+block is coded in the layer, and (since 1.8) the inner edges, 4 samples in, of luma blocks
+coded as four 4x4 transforms; vertical edges first (the grid's, then the inner ones), then
+horizontal ones on the result. What
 (H.264's normal filter): for samples ``p2 p1 p0 | q0 q1 q2`` across an edge, in quarter
 levels (before the shown picture's rounding), if ``|p1 - p0| < beta`` and ``|q1 - q0| <
 beta`` (no texture next to the edge): where ``|p2 - p0| < beta``, ``p1`` moves by

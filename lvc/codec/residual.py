@@ -9,7 +9,8 @@ decodes to) plus this residual, and later frames predict from, and copy blocks o
 In colour format 0 the residual is coded in YCoCg (``Y = (R + 2G + B) / 4``, ``Co = (R -
 B) / 2``, ``Cg = (-R + 2G - B) / 4``), one component of three planes; in colour format 1
 (:mod:`lvc.codec.colour`) in Y, then Cb and Cr at half size, two components (``COMPONENTS``).
-Each plane is coded in 8x8 blocks of an orthonormal DCT with a uniform step per plane
+Each plane is coded in 8x8 blocks of an orthonormal DCT (colour format 1's luma blocks may
+be four 4x4 DCTs, since 1.8: :mod:`lvc.codec.transform`) with a uniform step per plane
 (``step_size``, H.264's geometric steps). In the stream, after the declared
 ``syntax.RESIDUAL_HEADER``, one range-coded section holds, component after component:
 
@@ -18,7 +19,8 @@ Each plane is coded in 8x8 blocks of an orthonormal DCT with a uniform step per 
 2. which blocks are coded, one flag per block in two vectorised passes: the anchors (even
    ``row + column``) without context, then the others with a context from how many of
    their four neighbours are coded (:func:`flag_contexts`); each context's binary row is
-   chosen by the encoder and sent in 1.;
+   chosen by the encoder and sent in 1.; then, with ``syntax.SMALL_FLAG`` (the luma
+   component, since 1.8), the coded blocks' transform flags: their level, then the flags;
 3. the coefficients of the coded blocks, plane by plane and group by group, each group's
    row moved by the block's context: its count of nonzero coefficients in the plane's lower
    groups, in classes (``CONTEXTS``, :func:`coefficient_rows`);

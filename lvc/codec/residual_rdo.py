@@ -93,7 +93,8 @@ def transform(frame: np.ndarray, picture: np.ndarray) -> np.ndarray:
 
 def transform_yuv(planes: colour.Planes, picture: np.ndarray) -> list[np.ndarray]:
     """DCT coefficients of the source ``planes`` minus ``picture``'s exact conversion
-    (:func:`lvc.codec.colour.quarter_yuv`): luma (1, hb, wb, 8, 8), chroma (2, ...)."""
+    (:func:`lvc.codec.colour.quarter_yuv`): luma (1, hb, wb, 8, 8), chroma (2, ...); and
+    the luma error itself (1, H, W), which the 4x4 transforms start from."""
     y, cb, cr = colour.quarter_yuv(picture)
     luma = planes[0].astype(np.float64) - y / 4
     chroma = np.stack([planes[1].astype(np.float64) - cb / 4, planes[2].astype(np.float64) - cr / 4])
