@@ -47,7 +47,7 @@ class Preset:
     # (docs/models.md, "Session 43")
     intra_penalty: float | None = INTRA_PENALTY
     # how the residual layers choose their luma blocks' transform sizes (lvc.codec.residual_rdo's
-    # TRANSFORM_SEARCHES; None: 8x8 only): on 6 native-resolution clips "estimate" -1.7% bits,
+    # TRANSFORM_SEARCHES; None: 8x8 only): on 6 native-resolution clips "estimate" -1.8% bits,
     # "search" -2.1% at 2-3x the added time (docs/models.md, "Session 44")
     transform_search: str | None = "estimate"
 
