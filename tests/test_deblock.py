@@ -12,8 +12,9 @@ from conftest import DATA, claiming_minor, motion_only_version, write_y4m
 from lvc.bitstream import syntax
 from lvc.bitstream.container import FRAME_PM, MOTION_ONLY_SINCE, LvcReader
 from lvc.codec import api, colour, deblock, partition, sequence
-from lvc.codec.residual import BLOCK, Residual, ResidualCoder
+from lvc.codec.residual import Residual, ResidualCoder
 from lvc.codec.residual_picture import ResidualPicture
+from lvc.codec.transform import BLOCK
 from lvc.errors import BitstreamError
 
 MODEL = str(DATA / "tiny-inter.lvcm")

@@ -101,7 +101,8 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
     ``deblock=False`` keeps colour format 1's layers unfiltered (no in-loop deblocking,
     :mod:`lvc.codec.deblock`); ``intra_blocks=False`` codes no intra macroblocks in them
     (:mod:`lvc.codec.intra`, format 1.7), ``small_transforms=False`` no luma block as 4x4
-    transforms (:mod:`lvc.codec.transform`, format 1.8).
+    transforms (:mod:`lvc.codec.transform`, format 1.8). Encoding tells glibc's malloc, for
+    the whole process, to keep freed memory (:func:`lvc.codec.runtime.keep_freed_memory`).
     ``colour`` picks the colour format: ``yuv420`` shows yuv420p planes coded against the
     source's own (format 1.4, :mod:`lvc.codec.colour`), ``rgb`` RGB pictures; ``auto`` takes
     ``yuv420`` for a video file and ``rgb`` for images and still pictures.

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-GRID = 8  # the residual layer's transform block (lvc.codec.residual.BLOCK; a test checks)
+GRID = 8  # the residual layer's transform block (lvc.codec.transform.BLOCK; a test checks)
 STRENGTH_MAX = 15  # 4 bits of the header field
 BETA_RATIO = 6  # beta / tc (0.6 and 1.0 steps with 0.1 and 0.15: both about 6, docs/models.md)
 # H.264's normal filter: p1 and q1 move too where the side is smooth (|p2 - p0| < beta), and

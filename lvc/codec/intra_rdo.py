@@ -114,7 +114,6 @@ class IntraCoder:
     def __init__(self, bits: np.ndarray, scale: np.ndarray, steps: tuple[int, int],
                  levels: tuple[np.ndarray, ...], small_flag: float | None = None) -> None:
         self.bits, self.scale, self.steps, self.small_flag = bits, scale, steps, small_flag
-        self.small: set[tuple[int, int]] = set()  # the luma blocks (row, column) coded 4x4
         lv = [levels[0][0], levels[1][0], levels[1][1]]
         # each plane's row per coefficient: its group's row (a group the first choices left
         # empty priced at the steepest row; the levels are refitted afterwards)
@@ -143,16 +142,18 @@ class IntraCoder:
 
     def code(self, planes: intra.IntraPlanes, source: tuple[np.ndarray, ...], mb: np.ndarray,
              modes: np.ndarray, grids: tuple[tuple[int, int], ...], inter: tuple[np.ndarray, ...],
-             first: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, dict]:
+             first: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, dict, set]:
         """Code the candidate macroblocks ``mb`` with their ``modes`` in order into ``planes``
         (updated in place), each kept intra only where it costs less (``lambda_r * SSE +
         bits``) than the first choices' coding of it: ``inter``, their residual planes
         (whole blocks), and ``first``, their coefficients (per component, (planes, rows,
         columns, 8, 8)). Returns the intra macroblocks, their modes and each of their coded
-        blocks' coefficients, keyed (plane, block row, block column); blocks past a
-        component's ``grids`` are not coded."""
+        blocks' coefficients, keyed (plane, block row, block column), and the luma blocks
+        (block row, block column) of them coded as 4x4 transforms; blocks past a component's
+        ``grids`` are not coded."""
         src = [_padded(s, *p.shape) * 4 for s, p in zip(source, [q[1:, 1:] for q in planes.planes], strict=True)]
         coeffs: dict[tuple[int, int, int], np.ndarray] = {}
+        small: set[tuple[int, int]] = set()
         kept = np.zeros(len(modes), dtype=bool)
         for i, (my, mx, m) in enumerate(zip(*np.nonzero(mb), modes, strict=True)):
             blocks = [(0, y, x, int(mode)) for (y, x), mode in zip(intra.luma_blocks(my, mx), m[:intra.LUMA_MODES],
@@ -162,18 +163,20 @@ class IntraCoder:
             other = sum(self._inter_cost(b, src, inter, first, c, y, x, grids[min(c, 1)])
                         for (c, y, x, _), b in zip(blocks, before, strict=True))
             mine: dict[tuple[int, int, int], np.ndarray] = {}
-            cost = MODE_BITS + sum(self._block(planes, src, c, y, x, mode, mine, grids[min(c, 1)])
+            mine_small: set[tuple[int, int]] = set()
+            cost = MODE_BITS + sum(self._block(planes, src, c, y, x, mode, mine, grids[min(c, 1)], mine_small)
                                    for c, y, x, mode in blocks)
             if cost < other:
                 kept[i] = True
                 coeffs.update(mine)
+                small |= mine_small
                 continue
             for (c, y, x, _), b in zip(blocks, before, strict=True):  # the first choices' coding instead
                 planes.block(c, y, x)[:] = b + inter[c][y:y + BLOCK, x:x + BLOCK]
         out = np.zeros_like(mb)
         ys, xs = np.nonzero(mb)
         out[ys[kept], xs[kept]] = True
-        return out, modes[kept], coeffs
+        return out, modes[kept], coeffs, small
 
     def _inter_cost(self, base: np.ndarray, src: list[np.ndarray], inter: tuple[np.ndarray, ...],
                     first: tuple[np.ndarray, ...], c: int, y: int, x: int, grid: tuple[int, int]) -> float:
@@ -188,16 +191,15 @@ class IntraCoder:
         return cost
 
     def _block(self, planes: intra.IntraPlanes, src: list[np.ndarray], c: int, y: int, x: int, mode: int,
-               coeffs: dict, grid: tuple[int, int]) -> float:
+               coeffs: dict, grid: tuple[int, int], small: set) -> float:
         """Code one block of plane ``c`` at sample (y, x) against its prediction in
-        ``mode``; its ``lambda_r * SSE + bits``."""
+        ``mode`` (its coefficients into ``coeffs``; a luma block coded as 4x4 transforms
+        into ``small``); its ``lambda_r * SSE + bits``."""
         pred = intra.predict(*planes.neighbours(c, y, x), mode)
         rec = pred
         target = src[c][y:y + BLOCK, x:x + BLOCK]
         cost = self.scale[c] * float((((target - rec) / 4) ** 2).sum())
         if y // BLOCK < grid[0] and x // BLOCK < grid[1]:
-            if c == 0:
-                self.small.discard((y // BLOCK, x // BLOCK))
             error = (target - pred) / 4
             sizes = [False] + ([True] if c == 0 and self.small_flag is not None else [])
             for four in sizes:  # an 8x8 block whenever it pays its bits, 4x4 where cheaper still
@@ -212,6 +214,6 @@ class IntraCoder:
                     cost, rec = this, r
                     coeffs[c, y // BLOCK, x // BLOCK] = q
                     if four:
-                        self.small.add((y // BLOCK, x // BLOCK))
+                        small.add((y // BLOCK, x // BLOCK))
         planes.block(c, y, x)[:] = rec
         return cost

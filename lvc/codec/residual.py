@@ -118,7 +118,8 @@ class Residual:
 
     @property
     def has_small(self) -> bool:
-        """Whether the layer says its coded luma blocks' transform sizes (syntax.SMALL_FLAG)."""
+        """Whether the layer says its coded luma blocks' transform sizes (syntax.SMALL_FLAG;
+        a decoded layer may say all 8x8, the encoder then writes none)."""
         return self.small is not None
 
     @property
@@ -280,6 +281,7 @@ class ResidualCoder:
         return bits
 
     def _decode_small(self, dec, n: int) -> np.ndarray:
+        """Inverse of :meth:`_encode_small` for ``n`` coded blocks."""
         choice = int(self._coder.decode(dec, np.array([FLAG_CHOICE_ROW]))[0])
         if not 0 <= choice < len(FLAG_LEVELS):
             raise ValueError("level out of range")
@@ -338,7 +340,8 @@ class ResidualCoder:
                         tuple(p[1] for p in parts), colour_format, strengths, mb, modes, small)
 
     def _decode_component(self, dec, planes: int, shape: tuple[int, int],
-                          colour_format: int, with_small: bool = False) -> tuple:
+                          colour_format: int, with_small: bool = False
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         head = self._coder.decode(dec, _head_rows(planes))
         levels, choices = head[:planes * GROUPS].reshape(planes, GROUPS), head[planes * GROUPS:]
         if levels.min() < 0 or levels.max() > LEVELS:

@@ -190,7 +190,8 @@ class ResidualEncoder:
         small = cost4 + SMALL_FLAG_BITS < cost8
         return np.where(small[None, :, :, None, None], coef4, coef8), small
 
-    def _block_costs(self, coef: np.ndarray, scale: np.ndarray, d: np.ndarray, chosen) -> np.ndarray:
+    def _block_costs(self, coef: np.ndarray, scale: np.ndarray, d: np.ndarray,
+                     chosen: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
         """(hb, wb) ``lambda_r / 3 * SSE + bits`` of one plane's blocks as ``chosen`` codes them."""
         mask, q, levels = chosen
         cost = scale[0] * (coef[0] ** 2).sum((-2, -1))
@@ -234,8 +235,8 @@ class ResidualEncoder:
         sums = intra.IntraPlanes(quarter, tuple(res), mb.shape)
         coder = intra_rdo.IntraCoder(self._lut_ext(), scale, residual.steps, levels,
                                      SMALL_FLAG_BITS if self.transform_search else None)
-        mb, modes, coded_blocks = coder.code(sums, planes, mb, modes, grids,
-                                             tuple(sums.whole(r, i) for i, r in enumerate(inter)), tuple(full))
+        whole = tuple(sums.whole(r, i) for i, r in enumerate(inter))
+        mb, modes, coded_blocks, small_blocks = coder.code(sums, planes, mb, modes, grids, whole, tuple(full))
         if not mb.any():
             return residual, levels
         masks = intra.block_masks(mb, *grids)
@@ -247,8 +248,8 @@ class ResidualEncoder:
         for (p, by, bx), q in coded_blocks.items():
             full[min(p, 1)][max(p - 1, 0), by, bx] = q
             coded[min(p, 1)][by, bx] = True
-        for by, bx in coder.small:
-            small[by, bx] |= masks[0][by, bx]  # (blocks of the macroblocks kept intra)
+        for by, bx in small_blocks:
+            small[by, bx] = True
         small = small if small.any() else None
         coeffs = tuple(f[:, c] for f, c in zip(full, coded, strict=True))
         out = replace(residual, coded=tuple(coded), coeffs=coeffs, intra=mb, modes=modes, small=small, _planes={})
