@@ -282,7 +282,7 @@ class SequenceEncoder:
         return coded
 
     def _add_residual(self, frame: np.ndarray, pending: Pending, quality: int,
-                      scale: float = 1.0) -> tuple[Pending, bytes | None, float, dict]:
+                      scale: float = 1.0) -> tuple[Pending, bytes | None, float, dict[str, bool]]:
         """The frame's picture with its residual layer (waits for the base picture), the
         layer's section, bits and its tools (``CodedFrame.intra``, ``small``); the base
         picture, None, 0 and none where none is coded.

@@ -54,22 +54,29 @@ def _quarter_levels(r: np.ndarray) -> np.ndarray:
     return np.floor((r + (1 << 27)) / (1 << 28)).astype(np.int32)
 
 
+def _inverse8(v: np.ndarray) -> np.ndarray:
+    """(n, 8, 8) quarter levels of n blocks of coefficients times their step, as 8x8 transforms."""
+    n = v.shape[0]
+    basis = BASIS.astype(np.float64)
+    a = (v.reshape(n * BLOCK, BLOCK) @ basis).reshape(n, BLOCK, BLOCK)  # rows: u, columns: x
+    r = (a.transpose(0, 2, 1).reshape(n * BLOCK, BLOCK) @ basis).reshape(n, BLOCK, BLOCK)  # (x, y)
+    return _quarter_levels(r.transpose(0, 2, 1))
+
+
 def inverse_blocks(coeffs: np.ndarray, step: int, small: np.ndarray | None = None) -> np.ndarray:
     """(n, 8, 8) int32 quarter levels of n blocks of quantised coefficients at step index
     ``step``; ``small`` (n,) marks the blocks coded as four 4x4 transforms. (The products run
     in float64, where they are exact: with |coefficient| <= 2047 and steps up to STEP_MAX
     every partial sum is an integer below 2**53.)"""
-    n = coeffs.shape[0]
     v = coeffs.astype(np.float64) * step_size(step)
-    basis = BASIS.astype(np.float64)
-    a = (v.reshape(n * BLOCK, BLOCK) @ basis).reshape(n, BLOCK, BLOCK)  # rows: u, columns: x
-    r = (a.transpose(0, 2, 1).reshape(n * BLOCK, BLOCK) @ basis).reshape(n, BLOCK, BLOCK)  # (x, y)
-    out = _quarter_levels(r.transpose(0, 2, 1))
-    if small is not None and small.any():
-        b4 = BASIS4.astype(np.float64)
-        stored = v[small].reshape(-1, 4, 2, 4, 2).transpose(0, 2, 4, 1, 3)  # (m, i, j, u, v)
-        r = _separable4(stored, b4.T, b4)  # (m, i, j, a, b): rows i * 4 + a, columns j * 4 + b
-        out[small] = _quarter_levels(r.transpose(0, 1, 3, 2, 4).reshape(-1, BLOCK, BLOCK))
+    if small is None or not small.any():
+        return _inverse8(v)
+    out = np.empty(coeffs.shape, dtype=np.int32)
+    out[~small] = _inverse8(v[~small])
+    b4 = BASIS4.astype(np.float64)
+    stored = v[small].reshape(-1, 4, 2, 4, 2).transpose(0, 2, 4, 1, 3)  # (m, i, j, u, v)
+    r = _separable4(stored, b4.T, b4)  # (m, i, j, a, b): rows i * 4 + a, columns j * 4 + b
+    out[small] = _quarter_levels(r.transpose(0, 1, 3, 2, 4).reshape(-1, BLOCK, BLOCK))
     return out
 
 
