@@ -118,13 +118,15 @@ def assert_decodes_to_encoder(model_file, frames, tmp_path, quality: float = 0.5
 
 
 def motion_only_version(path, otherwise: tuple[int, int]) -> tuple[int, int]:
-    """The format a stream's frames of copies and residual layers need: 1.8 where a layer
-    has 4x4 transforms, 1.7 where one has intra macroblocks, 1.6 where a block is quartered
-    (PQ), else ``otherwise``."""
-    from lvc.bitstream.container import FRAME_PQ, LvcReader
+    """The format a stream's frames of copies and residual layers need: 1.9 where an I-frame
+    is the layer alone (IL), 1.8 where a layer has 4x4 transforms, 1.7 where one has intra
+    macroblocks, 1.6 where a block is quartered (PQ), else ``otherwise``."""
+    from lvc.bitstream.container import FRAME_IL, FRAME_PQ, LvcReader
 
     with LvcReader(path) as r:
         units = list(r.units())
+    if any(u.frame_type == FRAME_IL for u in units):
+        return (1, 9)
     if any(u.small for u in units):
         return (1, 8)
     if any(u.intra for u in units):
@@ -166,7 +168,8 @@ def run_lvc(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def encoder_recons(model, src, quality: float, intra_period: int = 32,
-                   intra_offset: float | None = None, residual: float | None = None) -> list[np.ndarray]:
+                   intra_offset: float | None = None, residual: float | None = None,
+                   layer_intra: bool = True) -> list[np.ndarray]:
     """The encoder's own reconstructions of ``src`` (frames as read back from the file, as
     ``api.encode`` sees them): what a decoder must reproduce bit for bit. Video is coded
     in colour format 1, as ``api.encode`` does by default: its pictures are planes."""
@@ -182,7 +185,7 @@ def encoder_recons(model, src, quality: float, intra_period: int = 32,
     offset = 0 if len(frames) == 1 else None if intra_offset is None else round(intra_offset * 65535)
     enc = SequenceEncoder(model, round(quality * 65535), intra_period, still, intra_offset=offset,
                           residual=0.0 if len(frames) == 1 else RESIDUAL_WEIGHT if residual is None else residual,
-                          colour_format=COLOUR_YUV420 if yuv else COLOUR_RGB)
+                          colour_format=COLOUR_YUV420 if yuv else COLOUR_RGB, layer_intra=layer_intra)
     try:
         return [enc.encode(f, planes=p if yuv else None).recon for f, p in frames]
     finally:

@@ -40,6 +40,9 @@
 * ``golden-small.lvc``, ``golden-small.json`` — over ``tiny-inter.lvcm``, residual layers with
   luma blocks coded as four 4x4 transforms (format 1.8; ``python tests/make_golden.py
   --small``): the shown planes pin the 4x4 inverse.
+* ``golden-il.lvc``, ``golden-il.json`` — over ``tiny-inter.lvcm``, I-frames coded by the
+  residual layer alone (frame type IL, format 1.9; ``python tests/make_golden.py
+  --layer-intra``): the shown planes pin the flat base and the context a zero latent starts.
 
 The golden stream pins the bitstream: a change that breaks decoding of old files fails
 ``test_golden.py``. Regenerate the stream only together with a format version bump.
@@ -130,7 +133,7 @@ GOLDEN = {"golden": "tiny.lvcm", "golden-ctx": "tiny-ctx.lvcm", "golden-inter": 
           "golden-residual": "tiny-inter.lvcm", "golden-yuv": "tiny-inter.lvcm",
           "golden-deblock": "tiny-inter.lvcm", "golden-quarters": "tiny-inter.lvcm",
           "golden-sharp": "tiny-quarter.lvcm", "golden-intra": "tiny-inter.lvcm",
-          "golden-small": "tiny-inter.lvcm"}  # stem -> model
+          "golden-small": "tiny-inter.lvcm", "golden-il": "tiny-inter.lvcm"}  # stem -> model
 
 
 def write_digests() -> None:
@@ -329,7 +332,8 @@ def main_intra() -> None:
 
     stream = DATA / "golden-intra.lvc"
     api.encode(DATA / "clip.y4m", stream, quality=0.5, model=str(DATA / "tiny-inter.lvcm"), intra_period=4,
-               progress=False, residual=64.0, colour="yuv420")
+               progress=False, residual=64.0, colour="yuv420", small_transforms=False,
+               layer_intra=False)
     with LvcReader(stream) as r:
         layers = [ResidualCoder().decode(u.residual, 48, 64, "golden", 1, u.intra) for u in r.units() if u.residual]
         modes = np.concatenate([x.modes.ravel() for x in layers if x.has_intra])
@@ -345,12 +349,26 @@ def main_small() -> None:
 
     stream = DATA / "golden-small.lvc"
     api.encode(DATA / "clip.y4m", stream, quality=0.5, model=str(DATA / "tiny-inter.lvcm"), intra_period=4,
-               progress=False, residual=64.0, colour="yuv420")
+               progress=False, residual=64.0, colour="yuv420", layer_intra=False)
     with LvcReader(stream) as r:
         layers = [ResidualCoder().decode(u.residual, 48, 64, "golden", 1, u.intra, u.small)
                   for u in r.units() if u.residual]
         if r.header.version != (1, 8) or sum(x.has_small for x in layers) < 2:
             raise SystemExit("the encoder did not code 4x4 transforms in two layers of the fixture")
+    write_digests()
+
+
+def main_layer_intra() -> None:
+    """The IL fixture (needs tiny-inter.lvcm and clip.y4m): I-frames coded by the residual
+    layer alone (format 1.9) and the frames of copies after them."""
+    from lvc.bitstream.container import FRAME_IL
+
+    stream = DATA / "golden-il.lvc"
+    api.encode(DATA / "clip.y4m", stream, quality=0.5, model=str(DATA / "tiny-inter.lvcm"), intra_period=3,
+               progress=False, residual=64.0, colour="yuv420")
+    with LvcReader(stream) as r:
+        if r.header.version != (1, 9) or [u.frame_type for u in r.units()].count(FRAME_IL) < 2:
+            raise SystemExit("the encoder did not code two IL frames in the fixture")
     write_digests()
 
 
@@ -411,5 +429,5 @@ if __name__ == "__main__":
     {"--digests-only": write_digests, "--context": main_context, "--inter": main_inter, "--skip": main_skip,
      "--grey": main_grey, "--residual": main_residual, "--yuv": main_yuv, "--deblock": main_deblock,
      "--quarters": main_quarters, "--sharp": main_sharp, "--intra": main_intra,
-     "--small": main_small}.get(
+     "--small": main_small, "--layer-intra": main_layer_intra}.get(
         sys.argv[1] if sys.argv[1:] else "", main)()

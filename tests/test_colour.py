@@ -141,7 +141,9 @@ def test_writer_starts_colour_format_1_at_1_4(tmp_path):
 
 def test_an_unknown_colour_format_of_a_newer_stream_asks_for_a_newer_lvc(tmp_path):
     """colour_format 2 is corrupt in a 1.4 stream, but a later minor version may define it."""
-    for minor, hint in ((4, "corrupted"), (9, "newer lvc")):
+    from lvc.bitstream.syntax import VERSION_MINOR
+
+    for minor, hint in ((4, "corrupted"), (VERSION_MINOR + 1, "newer lvc")):
         h = SequenceHeader("m", bytes(8), 64, 48, 25, 1, 4, (1, minor), COLOUR_YUV420)
         raw = bytearray(h.pack())
         raw[_colour_offset(h)] = 2

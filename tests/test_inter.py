@@ -33,6 +33,7 @@ def _types(path) -> list[str]:
     return [f["type"] for f in api.info(path)["frames"]]
 
 
+INTRA = {"I", "IL"}  # learned I-frames, and I-frames of the residual layer alone
 PREDICTED = {"P", "PC", "PS", "PM", "PQ"}  # latent-residual or conditional P-frames (the shipped model has both)
 
 
@@ -41,7 +42,7 @@ def test_no_drift_over_a_40_frame_group(tmp_path, forty):
     out = tmp_path / "a.lvc"
     api.encode(src, out, quality=0.6, intra_period=-1, progress=False)
     types = _types(out)
-    assert types[0] == "I" and PREDICTED & set(types) and len(types) == 40
+    assert types[0] in INTRA and PREDICTED & set(types) and len(types) == 40
     expected = encoder_recons(load_model(), src, 0.6, intra_period=-1)  # colour format 1: planes
     decoded = list(api.iter_decode(out, planes=None))
     assert len(decoded) == 40 and all(same_picture(a, b) for a, b in zip(decoded, expected))
@@ -50,14 +51,15 @@ def test_no_drift_over_a_40_frame_group(tmp_path, forty):
 def test_intra_period_one_codes_only_intra(tmp_path, forty):
     src, _ = forty
     api.encode(src, tmp_path / "a.lvc", intra_period=1, max_frames=6, progress=False)
-    assert _types(tmp_path / "a.lvc") == ["I"] * 6
+    types = _types(tmp_path / "a.lvc")
+    assert len(types) == 6 and set(types) <= INTRA
 
 
 def test_intra_period_forces_random_access_points(tmp_path, forty):
     src, _ = forty
     api.encode(src, tmp_path / "a.lvc", intra_period=4, max_frames=12, progress=False)
     types = _types(tmp_path / "a.lvc")
-    assert types[0] == types[4] == types[8] == "I"
+    assert {types[0], types[4], types[8]} <= INTRA
     assert api.info(tmp_path / "a.lvc")["intra_period"] == 4
 
 
@@ -72,7 +74,7 @@ def test_scene_cut_in_the_middle_of_a_group_becomes_intra(tmp_path):
     out = tmp_path / "cut.lvc"
     api.encode(src, out, quality=0.5, intra_period=-1, progress=False)
     types = _types(out)
-    assert types[5] == "I", types
+    assert types[5] in INTRA, types
     decoded = list(api.iter_decode(out, planes=None))
     expected = encoder_recons(load_model(), src, 0.5, intra_period=-1)
     assert len(decoded) == 10 and all(same_picture(d, e) for d, e in zip(decoded, expected))

@@ -102,7 +102,8 @@ def test_stream_with_intra_macroblocks_decodes_to_the_encoders_pictures(tmp_path
     assert api.decode(odd, tmp_path / "odd.y4m", model=MODEL, reference=tmp_path / "appear-58x90.y4m").sha256 \
         == r.recon_sha256
     out = tmp_path / "a.lvc"
-    r = api.encode(src, out, quality=0.8, model=MODEL, progress=False, ms_ssim=False, small_transforms=False)
+    r = api.encode(src, out, quality=0.8, model=MODEL, progress=False, ms_ssim=False, small_transforms=False,
+                   layer_intra=False)
     with LvcReader(out) as rd:
         assert rd.header.version == (1, 7)
         assert any(u.intra for u in rd.units())

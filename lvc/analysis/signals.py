@@ -88,9 +88,10 @@ def _pixel_signals(frames, fps: float, model: FrozenModel, where: str, progress,
 
 def _lvc_signals(path: Path, model: FrozenModel, progress, batch: int) -> Signals:
     """Decoded latents as they are; streams in another latent space than ``model``'s, or with
-    conditional P-frames (which carry only a context, in another feature space), are decoded
+    conditional P-frames (which carry only a context, in another feature space) or IL frames
+    (no latent), are decoded
     to pixels and analysed as a video."""
-    from lvc.bitstream.container import CONDITIONAL, FRAME_NAMES, LvcReader
+    from lvc.bitstream.container import FRAME_NAMES, LATENT_FREE, LvcReader
     from lvc.codec.decoder import SequenceDecoder
     from lvc.entropy.tables import LOG_FRAC_BITS
     from lvc.models.registry import model_for_stream
@@ -102,7 +103,7 @@ def _lvc_signals(path: Path, model: FrozenModel, progress, batch: int) -> Signal
               else model_for_stream(h.model_name, h.weights_hash, None, str(path)))
         from lvc.codec.api import info, iter_decode
 
-        conditional = {FRAME_NAMES[t] for t in CONDITIONAL}
+        conditional = {FRAME_NAMES[t] for t in LATENT_FREE}
         if (latent_space_id(fm.g_a, fm.log_gain) != latent_space_id(model.g_a, model.log_gain)
                 or (fm.inter is not None and any(f["type"] in conditional for f in info(path)["frames"]))):
             return _pixel_signals(iter_decode(path, fm), float(h.fps), model, str(path), progress, batch)

@@ -34,10 +34,14 @@ from lvc.errors import BitstreamError, InputError, OutputError
 from lvc.io.writer import default_mode
 
 # PC: conditional P (models with an inter section); PS: PC with skipped blocks
-FRAME_I, FRAME_P, FRAME_PC, FRAME_PS, FRAME_PM, FRAME_PQ = 0, 1, 2, 3, 4, 5  # PM since 1.5, PQ since 1.6
+# IL: an I-frame of the residual layer alone (since 1.9; lvc.codec.layer_intra)
+FRAME_I, FRAME_P, FRAME_PC, FRAME_PS, FRAME_PM, FRAME_PQ, FRAME_IL = 0, 1, 2, 3, 4, 5, 6  # PM 1.5, PQ 1.6
 CONDITIONAL = (FRAME_PC, FRAME_PS, FRAME_PM, FRAME_PQ)  # the frame types coded against the context
 MOTION_ONLY_SINCE = {FRAME_PM: (1, 5), FRAME_PQ: (1, 6)}  # the motion-only frame types and their formats
-FRAME_NAMES = {FRAME_I: "I", FRAME_P: "P", FRAME_PC: "PC", FRAME_PS: "PS", FRAME_PM: "PM", FRAME_PQ: "PQ"}
+LAYER_INTRA_SINCE = (1, 9)
+LATENT_FREE = (*CONDITIONAL, FRAME_IL)  # the frame types that carry no intra latent
+FRAME_NAMES = {FRAME_I: "I", FRAME_P: "P", FRAME_PC: "PC", FRAME_PS: "PS", FRAME_PM: "PM", FRAME_PQ: "PQ",
+               FRAME_IL: "IL"}
 MAX_HEADER_BYTES = 4 + 2 + 65 + 8 + 4 * 5 + 1 + 2 + 2 + 4096 + 4
 
 
@@ -84,8 +88,10 @@ def pack_frame(frame_type: int, quality: int, payload: bytes, grey: bool = False
     (syntax.SMALL_FLAG)."""
     if not 0 <= frame_type < SMALL_FLAG:
         raise ValueError(f"frame type {frame_type} is outside [0, {SMALL_FLAG})")
-    if (intra or small) and not residual:
-        raise ValueError("intra macroblocks or transform sizes without a residual layer")
+    if (intra or small or frame_type == FRAME_IL) and not residual:
+        raise ValueError("intra macroblocks, transform sizes or an IL frame without a residual layer")
+    if frame_type == FRAME_IL and payload:
+        raise ValueError("an IL frame has no payload of its own")
     if residual:
         payload = residual + payload
     flags = (GREY_FLAG if grey else 0) | (RESIDUAL_FLAG if residual else 0) | (INTRA_FLAG if intra else 0)
@@ -99,7 +105,7 @@ def chain_step(kind: int, quality: int, chain: int | None) -> tuple[int | None, 
     """The quality of the open latent chain after a frame of ``kind`` (an I- or P-frame
     starts or continues it), and whether the frame is a conditional one at another quality
     than the chain's: what format 1.2 allows (the writer's minor version, the reader's check)."""
-    if kind in (FRAME_I, FRAME_P):
+    if kind in (FRAME_I, FRAME_P, FRAME_IL):
         return quality, False
     return chain, kind in CONDITIONAL and chain is not None and quality != chain
 
@@ -150,6 +156,8 @@ class LvcWriter:
             self.minor = max(self.minor, 8)
         if frame_type in MOTION_ONLY_SINCE:
             self.minor = max(self.minor, MOTION_ONLY_SINCE[frame_type][1])
+        if frame_type == FRAME_IL:
+            self.minor = max(self.minor, LAYER_INTRA_SINCE[1])
         if residual:  # (bytes 6-7 of the layer's header: its deblocking strengths, since 1.5)
             self.minor = max(self.minor, 5 if any(residual[6:8]) else 3)
         self._chain_quality, mixed = chain_step(frame_type, quality, self._chain_quality)
@@ -269,11 +277,17 @@ class LvcReader:
             if kind in MOTION_ONLY_SINCE:
                 self._require(MOTION_ONLY_SINCE[kind], f"frame type {kind} is not valid in a format {{}} stream",
                               fwhere)
+            if kind == FRAME_IL:
+                self._require(LAYER_INTRA_SINCE, f"frame type {kind} is not valid in a format {{}} stream", fwhere)
+                if not layered:
+                    raise BitstreamError("IL frame without a colour format 1 residual layer", fwhere,
+                                         "the file is corrupted")
             residual = None
             if ft & RESIDUAL_FLAG:
                 head, start = syntax.unpack(RESIDUAL_HEADER, payload, 0, fwhere)
                 end = start + head["residual_length"]
-                if head["residual_length"] % 4 or end + 4 > len(payload):  # (the frame type's own: >= 4)
+                own = len(payload) - end  # the frame type's own payload: none for IL, else at least a word
+                if head["residual_length"] % 4 or (own != 0 if kind == FRAME_IL else own < 4):
                     raise BitstreamError("residual layer length is invalid", fwhere, "the file is corrupted")
                 if head["deblock_luma"] or head["deblock_chroma"]:
                     self._require((1, 5), "residual layer deblocks, which a format {} stream cannot", fwhere)

@@ -14,7 +14,7 @@ from lvc.errors import BitstreamError
 
 MAGIC = b"LVC\x1a"
 VERSION_MAJOR = 1
-VERSION_MINOR = 8  # the newest minor version this lvc writes; a stream carries the lowest it needs
+VERSION_MINOR = 9  # the newest minor version this lvc writes; a stream carries the lowest it needs
 # Minor versions: 1.0 the first; 1.1 adds the grey flag of frame units (GREY_FLAG); 1.2 lets a
 # conditional P-frame have another quality than the I- or P-frame that started its context;
 # 1.3 adds the residual layer (RESIDUAL_FLAG); 1.4 the colour format COLOUR_YUV420; 1.5 the
@@ -77,18 +77,16 @@ SEQUENCE_HEADER: tuple[Field, ...] = (
 
 FRAME_HEADER: tuple[Field, ...] = (
     Field("frame_type", "u8", 0, 255,
-          "bits 0-3: 0 I, 1 P (latent residual), 2 PC (conditional P), 3 PS (PC with skipped blocks), 4 (since "
-          "1.5) PM (motion only: every block copied), 5 (since 1.6) PQ (PM with choices per block: quartered blocks, "
-          "filters), others "
-          "reserved; bit 4 (since 1.8, only with bit 6 in colour format 1): the residual layer says which coded luma "
-          "blocks are four 4x4 transforms (`lvc.codec.transform`); bit 5 (since 1.7, likewise): the residual layer "
-          "has intra "
-          "macroblocks (`lvc.codec.intra`); bit 6 (since 1.3): the payload starts with a residual layer "
-          "(`RESIDUAL_HEADER`, then "
-          "its section, then the frame type's own payload); bit 7 (since 1.1): grey, the picture is "
-          "shown with R = G = B = (R + G + B + 1) // 3 of "
-          "the decoded one (colour format 1: Cb = Cr = 128) (the next frames still predict from the "
-          "decoded one). A bit set in a stream of an older minor version is refused as corrupt"),
+          "bits 0-3: 0 I, 1 P (latent residual), 2 PC (conditional P), 3 PS (PC with skipped blocks), 4 (since 1.5)"
+          " PM (motion only: every block copied), 5 (since 1.6) PQ (PM with choices per block: quartered blocks, "
+          "filters), 6 (since 1.9, only with bit 6 in colour format 1) IL (an I-frame of the residual layer alone),"
+          " others reserved; bit 4 (since 1.8, only with bit 6 in colour format 1): the residual layer says which "
+          "coded luma blocks are four 4x4 transforms (`lvc.codec.transform`); bit 5 (since 1.7, likewise): the "
+          "residual layer has intra macroblocks (`lvc.codec.intra`); bit 6 (since 1.3): the payload starts with a "
+          "residual layer (`RESIDUAL_HEADER`, then its section, then the frame type's own payload); bit 7 (since "
+          "1.1): grey, the picture is shown with R = G = B = (R + G + B + 1) // 3 of the decoded one (colour format"
+          " 1: Cb = Cr = 128) (the next frames still predict from the decoded one). A bit set in a stream of an "
+          "older minor version is refused as corrupt"),
     Field("quality", "u16", 0, 65535, "quality q = value / 65535"),
     Field("payload_length", "varint", 4, (1 << 28) - 4, "bytes of payload, a multiple of 4"),
     Field("payload_crc", "u32", doc="CRC-32 of the payload"),

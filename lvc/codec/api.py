@@ -80,7 +80,7 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
            refine: int | None = None, preset: str = "medium", bitrate: float | None = None,
            ms_ssim: bool = True, reuse_probe: bool = True, intra_offset: float | None = None,
            residual: float | None = None, colour: str = "auto", deblock: bool = True,
-           intra_blocks: bool = True, small_transforms: bool = True) -> EncodeResult:
+           intra_blocks: bool = True, small_transforms: bool = True, layer_intra: bool = True) -> EncodeResult:
     """Encode a video/image/PNG folder to an ``.lvc`` file (written atomically).
 
     Without ``model``, a still image (or a single frame) takes the shipped image model and
@@ -101,8 +101,10 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
     ``deblock=False`` keeps colour format 1's layers unfiltered (no in-loop deblocking,
     :mod:`lvc.codec.deblock`); ``intra_blocks=False`` codes no intra macroblocks in them
     (:mod:`lvc.codec.intra`, format 1.7), ``small_transforms=False`` no luma block as 4x4
-    transforms (:mod:`lvc.codec.transform`, format 1.8). Encoding tells glibc's malloc, for
-    the whole process, to keep freed memory (:func:`lvc.codec.runtime.keep_freed_memory`).
+    transforms (:mod:`lvc.codec.transform`, format 1.8), ``layer_intra=False`` every I-frame
+    learned, none coded by the layer alone (:mod:`lvc.codec.layer_intra`, format 1.9).
+    Encoding tells glibc's malloc, for the whole process, to keep freed memory
+    (:func:`lvc.codec.runtime.keep_freed_memory`).
     ``colour`` picks the colour format: ``yuv420`` shows yuv420p planes coded against the
     source's own (format 1.4, :mod:`lvc.codec.colour`), ``rgb`` RGB pictures; ``auto`` takes
     ``yuv420`` for a video file and ``rgb`` for images and still pictures.
@@ -155,7 +157,8 @@ def encode(input: PathLike, output: PathLike, quality: float = 0.5, model: str |
         stops), so that rate control can write its chosen probe instead of coding it again."""
         enc = SequenceEncoder(fm, q, intra_period, steps, preset, synthesize=acc is not None, intra_offset=offset,
                               residual=weight, colour_format=fmt, deblock=deblock,
-                              intra_blocks=intra_blocks, small_transforms=small_transforms)
+                              intra_blocks=intra_blocks, small_transforms=small_transforms,
+                              layer_intra=layer_intra)
         size, n, est = len(header.pack()), 0, 0.0
         pending: deque = deque()  # reconstructions still being synthesised, scored in order
 

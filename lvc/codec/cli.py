@@ -124,6 +124,9 @@ def _encode_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-small-transforms", action="store_true",
                    help="colour format 1: every luma block of the residual layers as one 8x8 transform, none "
                         "as four 4x4 ones (a stream lvc before format 1.8 reads, if nothing else needs it)")
+    p.add_argument("--learned-intra", action="store_true",
+                   help="colour format 1: every I-frame by the learned model, none by the residual layer alone "
+                        "(a stream lvc before format 1.9 reads, if nothing else needs it)")
     p.add_argument("--bitrate", type=_kbps, help="target bitrate in kbps (replaces --quality; multi-pass)")
     p.add_argument("--refine", type=int,
                    help="encoder-side latent refinement steps per frame (default: the preset's; a still image "
@@ -143,7 +146,7 @@ def _do_encode(args: argparse.Namespace, input: str, output: str, ms_ssim: bool,
                       preset=args.preset, bitrate=args.bitrate, ms_ssim=ms_ssim, reuse_probe=reuse_probe,
                       intra_offset=args.intra_offset, residual=args.residual, colour=args.colour,
                       deblock=not args.no_deblock, intra_blocks=not args.no_intra_blocks,
-                      small_transforms=not args.no_small_transforms)
+                      small_transforms=not args.no_small_transforms, layer_intra=not args.learned_intra)
 
 
 def _encode(args: argparse.Namespace) -> int:
@@ -176,13 +179,13 @@ def _info(args: argparse.Namespace) -> int:
         return 0
     # One letter per frame (PC frames as "C", PS as "S", PM as "M", PQ as "Q", so the string stays one column
     # per frame; lower case for frames shown grey).
-    letters = [{"PC": "C", "PS": "S", "PM": "M", "PQ": "Q"}.get(f["type"], f["type"]) for f in d["frames"]]
+    letters = [{"PC": "C", "PS": "S", "PM": "M", "PQ": "Q", "IL": "L"}.get(f["type"], f["type"]) for f in d["frames"]]
     types = "".join(c.lower() if f["grey"] else c for c, f in zip(letters, d["frames"], strict=True))
     grey = ", lower case = shown grey" if any(f["grey"] for f in d["frames"]) else ""
     print(f"{args.input}: lvc {d['version']}, model {d['model']} ({d['weights_hash']}), colour {d['colour_format']}\n"
           f"  {d['width']}x{d['height']} @ {d['fps']} fps, {d['frame_count']} frames, intra period "
           f"{d['intra_period']}\n  {d['bytes']} bytes, {d['bpp']:.4f} bpp, {d['kbps']:.1f} kbps\n"
-          f"  frame types (I, P, C = conditional P, S = C with skipped blocks, "
+          f"  frame types (I, L = I by the residual layer alone, P, C = conditional P, S = C with skipped blocks, "
           f"M = motion only, Q = M with choices per block{grey}): "
           f"{types[:80]}{'...' if len(types) > 80 else ''}")
     layers = [f["residual_bytes"] for f in d["frames"] if f["residual_bytes"]]

@@ -8,12 +8,23 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lvc.bitstream.container import CONDITIONAL, FRAME_I, FRAME_P, FRAME_PQ, FRAME_PS, MOTION_ONLY_SINCE, FrameUnit
+from lvc.bitstream.container import (
+    CONDITIONAL,
+    FRAME_I,
+    FRAME_IL,
+    FRAME_P,
+    FRAME_PQ,
+    FRAME_PS,
+    LATENT_FREE,
+    MOTION_ONLY_SINCE,
+    FrameUnit,
+)
 from lvc.bitstream.syntax import COLOUR_RGB, COLOUR_YUV420
 from lvc.codec.colour import Planes, PlanesPicture
 from lvc.codec.frame import FrameCodec
 from lvc.codec.grey import GreyPicture
 from lvc.codec.inter import InterCodec
+from lvc.codec.layer_intra import flat_picture
 from lvc.codec.lazycontext import LazyContext
 from lvc.codec.pending import Pending
 from lvc.codec.residual import ResidualCoder
@@ -59,8 +70,8 @@ class SequenceDecoder:
 
     def decode_latent(self, unit: FrameUnit) -> torch.Tensor:
         """Entropy-decode ``unit`` without synthesising it: its fixed-point latent."""
-        if unit.frame_type in CONDITIONAL:
-            raise BitstreamError("conditional P-frames carry no intra latent to analyse",
+        if unit.frame_type in LATENT_FREE:
+            raise BitstreamError("conditional P-frames and IL frames carry no intra latent to analyse",
                                  f"{self.where}: frame {unit.index}", "decode the file to a video and analyse that")
         self._decode(unit, synthesize=False)
         return self.reference
@@ -78,6 +89,8 @@ class SequenceDecoder:
         fwhere = f"{self.where}: frame {unit.index}"
         if unit.frame_type in CONDITIONAL:
             return self._decode_conditional(unit, fwhere, synthesize)
+        if unit.frame_type == FRAME_IL:
+            return self._decode_layer_intra(unit, fwhere)
         if unit.frame_type not in (FRAME_I, FRAME_P):
             raise BitstreamError(f"frame type {unit.frame_type} is not supported by this decoder", fwhere,
                                  "upgrade lvc")
@@ -103,6 +116,17 @@ class SequenceDecoder:
         self.reference, self.reference_quality, self.picture = latent, unit.quality, out
         if self._context is not None:
             self._context.from_intra(latent, unit.quality)
+        return out
+
+    def _decode_layer_intra(self, unit: FrameUnit, fwhere: str) -> Pending:
+        """An IL frame (lvc.codec.layer_intra): its layer over a flat picture; the context a
+        zero latent starts, and no latent to predict a P-frame from."""
+        if self.colour_format != COLOUR_YUV420 or unit.residual is None:  # (the reader refuses these)
+            raise BitstreamError("IL frame without a colour format 1 residual layer", fwhere, "the file is corrupted")
+        self.picture = out = self._with_residual(unit, flat_picture(self.height, self.width), fwhere)
+        self.reference, self.reference_quality = None, unit.quality
+        if self._context is not None:
+            self._context.from_intra(self.inter.zero_latent(self.height, self.width), unit.quality)
         return out
 
     def _with_residual(self, unit: FrameUnit, out: Pending, fwhere: str) -> Pending:

@@ -174,6 +174,12 @@ class InterCodec:
         """The context an I-frame (or latent-residual P-frame) with this decoded latent starts."""
         return self.p.intra_context(latent_fx, q, QUALITY_MAX)
 
+    def zero_latent(self, h: int, w: int) -> torch.Tensor:
+        """The fixed-point latent of a ``w`` x ``h`` frame that stands for an IL frame's
+        (lvc.codec.layer_intra), which has none: zero."""
+        _, _, hl, wl = self._shapes(h, w)[0]  # (the intra latent's grid; its channels are the intra model's)
+        return torch.zeros((1, self.p.intra_inv_gain_fx.shape[1], hl, wl), dtype=torch.int64)
+
     def _shapes(self, h: int, w: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         """Latent, side-information and motion-field shapes of a ``w`` x ``h`` frame (padded)."""
         hp, wp = h + (-h % STRIDE), w + (-w % STRIDE)

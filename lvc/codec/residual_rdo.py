@@ -132,12 +132,15 @@ class ResidualEncoder:
         return 1 + (self.weight - 1) * min(1.0, quality / (RAMP_QUALITY * QUALITY_MAX))
 
     def encode(self, frame: np.ndarray, picture: np.ndarray, lmbda: float, quality: int = QUALITY_MAX,
-               planes: colour.Planes | None = None, chroma: bool = True) -> tuple[bytes, float, Residual] | None:
+               planes: colour.Planes | None = None, chroma: bool = True,
+               intra_penalty: float | None = None) -> tuple[bytes, float, Residual] | None:
         """(section, bits, residual) for ``frame`` shown as ``picture`` at rate weight
         ``lmbda`` and integer ``quality``, or None where no block is worth coding. With the
         source's yuv420p ``planes`` the layer is colour format 1's (coded against them);
         there, ``chroma=False`` codes none of its chroma (a grey frame shows none; colour
-        format 0's YCoCg planes are one component and ignore it)."""
+        format 0's YCoCg planes are one component and ignore it). ``intra_penalty``: the intra
+        candidates' for this frame instead of the encoder's (-inf: every macroblock; with
+        intra macroblocks on only)."""
         lmbda_r = self.weight_at(quality) * lmbda
         if planes is None:
             fmt, steps = syntax.COLOUR_RGB, step_indices(lmbda_r)
@@ -166,7 +169,8 @@ class ResidualEncoder:
             quarter = colour.quarter_yuv(picture)
             if self.intra_penalty is not None and chroma:
                 scale = lmbda_r / 3 * np.array([YUV_LUMA_WEIGHT, YUV_CHROMA_WEIGHT, YUV_CHROMA_WEIGHT])
-                residual, levels = self._with_intra(residual, levels, quarter, planes, scale)
+                penalty = self.intra_penalty if intra_penalty is None else intra_penalty
+                residual, levels = self._with_intra(residual, levels, quarter, planes, scale, penalty)
             if self.deblocking:
                 shown = list(residual.unfiltered(quarter, *frame.shape[:2]))
                 residual = replace(residual, deblock=deblock.choose(shown, planes, residual.filtered,
@@ -211,7 +215,8 @@ class ResidualEncoder:
         return cost
 
     def _with_intra(self, residual: Residual, levels: tuple[np.ndarray, ...], quarter: colour.Planes,
-                    planes: colour.Planes, scale: np.ndarray) -> tuple[Residual, tuple[np.ndarray, ...]]:
+                    planes: colour.Planes, scale: np.ndarray,
+                    penalty: float) -> tuple[Residual, tuple[np.ndarray, ...]]:
         """``residual`` with the intra macroblocks worth it (:mod:`lvc.codec.intra_rdo`) and
         its levels refitted; as it is where there are none."""
         h, w = planes[0].shape
@@ -220,7 +225,7 @@ class ResidualEncoder:
         res = [luma[0], chroma[0], chroma[1]]  # whole blocks
         total = tuple(b + r[:b.shape[0], :b.shape[1]] for b, r in zip(quarter, res, strict=True))
         mb, modes = intra_rdo.candidates(planes, quarter, total, residual.coded, step_size(residual.steps[0]) / 16,
-                                         self.intra_penalty)
+                                         penalty)
         if not mb.any():
             return residual, levels
         full = []

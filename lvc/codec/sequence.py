@@ -35,8 +35,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from lvc.bitstream.container import FRAME_I, FRAME_P, FRAME_PC
+from lvc.bitstream.container import FRAME_I, FRAME_IL, FRAME_P, FRAME_PC
 from lvc.bitstream.syntax import COLOUR_RGB, COLOUR_YUV420
+from lvc.codec import layer_intra
 from lvc.codec.colour import Planes, PlanesPicture
 from lvc.codec.frame import FrameCodec, FrameResult, quality_lambda
 from lvc.codec.grey import GreyPicture, is_grey
@@ -112,7 +113,8 @@ INTER_ENCODER = (f"ippc-rd/6 skip=rd2 copies={int(COPY_FRAMES)}{'m' * MOTION_ONL
                  f"cycle={'/'.join(f'{c:g}' for c in RESIDUAL_CYCLE)} "
                  f"trust={PC_TRUST}@{PC_TRUST_MARGIN:g}x{PC_TRUST_JUMP:g} "
                  f"backoff={PC_BACKOFF_MAX}@{PC_MARGIN:g} mv-rate={RATE_WEIGHT:g} pc-dz={PC_DEADZONE:g} "
-                 f"me={SEARCH_VERSION} pc-an={ANALYSIS_VERSION} quarters={SPLIT_COST:g} on-picture/1")
+                 f"me={SEARCH_VERSION} pc-an={ANALYSIS_VERSION} quarters={SPLIT_COST:g} on-picture/1 "
+                 f"il={layer_intra.LAMBDA_SCALE:g}")
 
 
 CUT_JUMP = 1.8  # a P estimate this many times the recent mean triggers the I check (fast)
@@ -144,7 +146,8 @@ class SequenceEncoder:
     against ``lambda`` (default :data:`lvc.codec.residual_rdo.RESIDUAL_WEIGHT`); 0 codes none
     (a still image's caller passes 0); ``deblock=False``: its colour format 1 layers unfiltered,
     ``intra_blocks=False``: without intra macroblocks (else as the preset finds them),
-    ``small_transforms=False``: without 4x4 transforms.
+    ``small_transforms=False``: without 4x4 transforms, ``layer_intra=False``: every I-frame
+    learned (else each may be coded by the layer alone, :mod:`lvc.codec.layer_intra`).
     ``intra_offset`` (integer quality units,
     default ``INTRA_OFFSET``) raises a conditional model's forced I-frames, and the I- and
     residual P-frames that continue their latent chain, by that share of the headroom above
@@ -157,7 +160,7 @@ class SequenceEncoder:
     def __init__(self, model: FrozenModel, quality: int, intra_period: int, refine_steps: int | None = None,
                  preset: str = "medium", synthesize: bool = True, intra_offset: int | None = None,
                  residual: float | None = None, colour_format: int = COLOUR_RGB, deblock: bool = True,
-                 intra_blocks: bool = True, small_transforms: bool = True) -> None:
+                 intra_blocks: bool = True, small_transforms: bool = True, layer_intra: bool = True) -> None:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
         self.preset = PRESETS[preset]
@@ -190,6 +193,10 @@ class SequenceEncoder:
         penalty = self.preset.intra_penalty if intra_blocks else None
         search = self.preset.transform_search if small_transforms else None
         self.residual = ResidualEncoder(weight, deblock and DEBLOCKING, penalty, search) if weight > 0 else None
+        # I-frames may be coded by the layer alone (FRAME_IL): conditional models, colour format 1,
+        # where the preset looks for intra macroblocks
+        self.layer_intra = (layer_intra and self.residual is not None and penalty is not None
+                            and colour_format == COLOUR_YUV420 and model.inter is not None)
         error_weight = RESIDUAL_ERROR_WEIGHT if self.residual is not None else 1.0
         self.decision_lmbda = error_weight * self.lmbda  # a picture's error in the I/P/PC decisions
         self.copies = COPY_FRAMES and self.residual is not None  # PC frames: every block copied
@@ -374,6 +381,15 @@ class SequenceEncoder:
             self.reference, self.reference_quality, self._last_pc = best.latent, quality, None
             self.context.from_intra(best.latent, quality)
             pending, section, extra, tools = self._add_residual(frame, best.pending, quality)
+            payload, payload_bits = best.payload, best.estimated_bits
+            if kind == FRAME_I and self.layer_intra:
+                flat = layer_intra.choose(self.residual, frame, self._planes, quality_lambda(self._model, quality),
+                                          quality, pending, 8 * (len(best.payload) + len(section or b"")),
+                                          chroma=not self._grey)
+                if flat is not None:  # (the decisions keep weighing the learned I-frame: _last_latent)
+                    kind, payload, payload_bits, self.reference = FRAME_IL, b"", 0.0, None
+                    pending, section, extra, tools = flat.pending, flat.section, flat.bits, flat.tools
+                    self.context.from_intra(self.inter.zero_latent(*frame.shape[:2]), quality)
             self._pc_run = 0  # PC frames since this one (RESIDUAL_CYCLE)
             # (pixel_ref models: coding a block from here shows about the I-frame's own picture)
             started = None if self.inter.pixel_ref else self.inter.show(self.context.get(), *frame.shape[:2])
@@ -387,12 +403,11 @@ class SequenceEncoder:
             # favours restarting the chain, which pays: judging such an I-frame by its own
             # picture cost +1.3% on 8 training clips (the one-frame decision does not see what
             # a restart saves the PC frames after it; docs/models.md, "Session 32").
-            if kind == FRAME_I:
+            if kind in (FRAME_I, FRAME_IL):  # (an IL frame: the learned I-frame it beat)
                 self._last_latent = (frame, best)
         self.previous = frame
         self.index += 1
-        return CodedFrame(kind, quality, best.payload, pending, best.estimated_bits + extra, residual=section,
-                          **tools)
+        return CodedFrame(kind, quality, payload, pending, payload_bits + extra, residual=section, **tools)
 
     def _may_analyse(self, ahead: int) -> bool:
         """Whether the frame ``ahead`` frames after the one being coded may need its intra
