@@ -79,7 +79,8 @@ def test_the_encoder_keeps_the_cheaper_i_frame_by_the_layers_cost(tmp_path, monk
 
     def dear(*args, **kwargs):
         f = real(*args, **kwargs)
-        return f if f is None else layer_intra.LayerFrame(f.pending, f.section, f.bits, f.tools, float("inf"))
+        return f if f is None else layer_intra.LayerFrame(f.pending, f.layer, f.section, f.bits, f.tools,
+                                                          float("inf"))
 
     monkeypatch.setattr(layer_intra, "code", dear)
     out = tmp_path / "dear.lvc"
@@ -161,3 +162,29 @@ def test_code_returns_none_where_the_layer_codes_nothing():
     frame = np.full((32, 48, 3), layer_intra.FLAT, dtype=np.uint8)
     enc = ResidualEncoder()
     assert layer_intra.code(enc, frame, colour.shown_planes(frame), 0.05, 1000) is None
+
+
+@pytest.mark.parametrize("size,seed", [((64, 96), 0), ((61, 93), 1), ((35, 50), 2)])
+def test_wavefront_coding_gives_the_decoders_composition(size, seed):
+    """Every macroblock coded intra a diagonal of blocks at a time (lvc.codec.intra_wavefront)
+    shows what the decoder composes in raster order from the section, bit for bit: modes of
+    every kind, 4x4 blocks, and frames ending inside blocks."""
+    from lvc.codec.residual import ResidualCoder
+
+    rng = np.random.default_rng(seed)
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    frame = np.stack([60 + xx * 1.5, 80 + yy * 1.2 + 20 * np.sin(xx / 9), 200 - xx - yy / 2], -1)
+    for _ in range(h * w // 96):
+        y, x = rng.integers(0, h - 4), rng.integers(0, w - 4)
+        frame[y:y + 4, x:x + 4] += rng.choice([-60, 60])
+    frame = np.clip(frame, 0, 255).astype(np.uint8)
+    planes = colour.shown_planes(frame)
+    f = layer_intra.code(ResidualEncoder(), frame, planes, 0.05, 1000)
+    back = ResidualCoder().decode(f.section, h, w, "test", 1, with_intra=True, with_small=f.tools["small"])
+    assert back.intra.all() and f.tools["small"] and back.small.any() and len(set(back.modes.ravel())) >= 3
+    base = colour.quarter_yuv(layer_intra.flat_picture(h, w).result())
+    mine = f.layer.unfiltered(base, h, w)  # the encoder's own sums
+    assert all(np.array_equal(a, b) for a, b in zip(mine, back.unfiltered(base, h, w), strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(f.pending.planes(), colour.rounded_planes(
+        tuple(q + d for q, d in zip(base, back.delta(base, h, w), strict=True))), strict=True))

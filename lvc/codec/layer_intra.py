@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lvc.codec import colour
+from lvc.codec.residual import Residual
 from lvc.codec.residual_picture import ResidualPicture
 from lvc.codec.residual_rdo import YUV_CHROMA_WEIGHT, YUV_LUMA_WEIGHT, ResidualEncoder
 
@@ -51,6 +52,7 @@ class LayerFrame:
     """An I-frame as the layer alone codes it."""
 
     pending: ResidualPicture
+    layer: Residual  # as coded (its unfiltered sums are the encoder's own)
     section: bytes
     bits: float
     tools: dict[str, bool]
@@ -60,8 +62,8 @@ class LayerFrame:
 def code(encoder: ResidualEncoder, frame: np.ndarray, planes: colour.Planes, lmbda: float, quality: int,
          chroma: bool = True) -> LayerFrame | None:
     """``frame`` coded as an IL frame at the layer's ``lmbda`` and ``quality`` (as
-    :meth:`ResidualEncoder.encode` takes them), every macroblock a candidate for intra
-    prediction; None where the layer codes nothing."""
+    :meth:`ResidualEncoder.encode` takes them), every macroblock intra
+    (:mod:`lvc.codec.intra_wavefront`); None where the layer codes nothing."""
     h, w = frame.shape[:2]
     base = flat_picture(h, w)
     coded = encoder.encode(frame, base.result(), lmbda, quality, planes, chroma=chroma, intra_penalty=-math.inf)
@@ -71,7 +73,7 @@ def code(encoder: ResidualEncoder, frame: np.ndarray, planes: colour.Planes, lmb
     pending = ResidualPicture(base, r, h, w)
     lmbda_r = encoder.weight_at(quality) * lmbda
     cost = layer_cost(planes, pending.planes(), lmbda_r, len(section) * 8)
-    return LayerFrame(pending, section, bits, dict(intra=r.has_intra, small=r.has_small), cost)
+    return LayerFrame(pending, r, section, bits, dict(intra=r.has_intra, small=r.has_small), cost)
 
 
 def choose(encoder: ResidualEncoder, frame: np.ndarray, planes: colour.Planes, lmbda: float, quality: int,

@@ -17,7 +17,7 @@ from functools import cached_property
 import numpy as np
 
 from lvc.bitstream import syntax
-from lvc.codec import colour, deblock, intra, intra_rdo
+from lvc.codec import colour, deblock, intra, intra_rdo, intra_wavefront
 from lvc.codec.residual import COEFF_LIMIT, CONTEXTS, GROUP_OF, GROUPS, LEVELS, Residual, ResidualCoder, context_class
 from lvc.codec.transform import BLOCK, STEP_BASE, STEP_MAX, forward, forward4, pixel_blocks, step_size
 from lvc.models.frozen import QUALITY_MAX
@@ -139,8 +139,8 @@ class ResidualEncoder:
         source's yuv420p ``planes`` the layer is colour format 1's (coded against them);
         there, ``chroma=False`` codes none of its chroma (a grey frame shows none; colour
         format 0's YCoCg planes are one component and ignore it). ``intra_penalty``: the intra
-        candidates' for this frame instead of the encoder's (-inf: every macroblock; with
-        intra macroblocks on only)."""
+        candidates' for this frame instead of the encoder's (-inf: every macroblock intra, coded
+        by :mod:`lvc.codec.intra_wavefront`; with intra macroblocks on only)."""
         lmbda_r = self.weight_at(quality) * lmbda
         if planes is None:
             fmt, steps = syntax.COLOUR_RGB, step_indices(lmbda_r)
@@ -224,8 +224,12 @@ class ResidualEncoder:
         luma, chroma = residual.quarter(h, w, crop=False)
         res = [luma[0], chroma[0], chroma[1]]  # whole blocks
         total = tuple(b + r[:b.shape[0], :b.shape[1]] for b, r in zip(quarter, res, strict=True))
-        mb, modes = intra_rdo.candidates(planes, quarter, total, residual.coded, step_size(residual.steps[0]) / 16,
-                                         penalty)
+        everywhere = penalty == -math.inf  # (an IL frame's layer: lvc.codec.intra_wavefront)
+        if everywhere:
+            mb, modes = np.ones(residual.coded[1].shape, dtype=bool), None
+        else:
+            mb, modes = intra_rdo.candidates(planes, quarter, total, residual.coded,
+                                             step_size(residual.steps[0]) / 16, penalty)
         if not mb.any():
             return residual, levels
         full = []
@@ -240,8 +244,11 @@ class ResidualEncoder:
         sums = intra.IntraPlanes(quarter, tuple(res), mb.shape)
         coder = intra_rdo.IntraCoder(self._lut_ext(), scale, residual.steps, levels,
                                      SMALL_FLAG_BITS if self.transform_search else None)
-        whole = tuple(sums.whole(r, i) for i, r in enumerate(inter))
-        mb, modes, coded_blocks, small_blocks = coder.code(sums, planes, mb, modes, grids, whole, tuple(full))
+        if everywhere:
+            mb, modes, coded_blocks, small_blocks = intra_wavefront.code_everywhere(coder, sums, planes, grids)
+        else:
+            whole = tuple(sums.whole(r, i) for i, r in enumerate(inter))
+            mb, modes, coded_blocks, small_blocks = coder.code(sums, planes, mb, modes, grids, whole, tuple(full))
         if not mb.any():
             return residual, levels
         masks = intra.block_masks(mb, *grids)

@@ -114,7 +114,7 @@ INTER_ENCODER = (f"ippc-rd/6 skip=rd2 copies={int(COPY_FRAMES)}{'m' * MOTION_ONL
                  f"trust={PC_TRUST}@{PC_TRUST_MARGIN:g}x{PC_TRUST_JUMP:g} "
                  f"backoff={PC_BACKOFF_MAX}@{PC_MARGIN:g} mv-rate={RATE_WEIGHT:g} pc-dz={PC_DEADZONE:g} "
                  f"me={SEARCH_VERSION} pc-an={ANALYSIS_VERSION} quarters={SPLIT_COST:g} on-picture/1 "
-                 f"il={layer_intra.LAMBDA_SCALE:g}")
+                 f"il={layer_intra.LAMBDA_SCALE:g}/wavefront")
 
 
 CUT_JUMP = 1.8  # a P estimate this many times the recent mean triggers the I check (fast)
