@@ -15,6 +15,7 @@ from lvc.bitstream.container import FRAME_IL, FRAME_P, FrameUnit, LvcReader, pac
 from lvc.bitstream.syntax import INTRA_FLAG, RESIDUAL_FLAG
 from lvc.codec import api, colour, layer_intra
 from lvc.codec.decoder import SequenceDecoder
+from lvc.codec.residual_picture import FLAT, flat_picture
 from lvc.codec.residual_rdo import ResidualEncoder
 from lvc.errors import BitstreamError
 from lvc.models.registry import load_model
@@ -22,7 +23,7 @@ from lvc.models.registry import load_model
 MODEL = str(DATA / "tiny-inter.lvcm")
 
 
-def _clip(tmp_path, h: int = 64, w: int = 96, n: int = 6):
+def _frames(h: int = 64, w: int = 96, n: int = 6) -> list[np.ndarray]:
     """Textured frames moving slowly: the learned I-frame of a tiny model predicts them
     poorly, the layer's spatial prediction well."""
     yy, xx = np.mgrid[0:h, 0:w]
@@ -31,8 +32,12 @@ def _clip(tmp_path, h: int = 64, w: int = 96, n: int = 6):
         x = xx + 2 * t
         g = 128 + 60 * np.sin(x / 5) * np.cos(yy / 7) + 30 * ((x // 12 + yy // 12) % 2)
         frames.append(np.clip(np.stack([g, 0.8 * g + 30, 200 - 0.5 * g], -1), 0, 255).astype(np.uint8))
+    return frames
+
+
+def _clip(tmp_path, h: int = 64, w: int = 96, n: int = 6):
     src = tmp_path / f"texture-{h}x{w}.y4m"
-    write_y4m(src, frames)
+    write_y4m(src, _frames(h, w, n))
     return src
 
 
@@ -159,7 +164,7 @@ def test_an_il_stream_is_analysed_from_its_decoded_pictures(tmp_path):
 
 def test_code_returns_none_where_the_layer_codes_nothing():
     """A flat grey frame is its own IL picture: nothing to code."""
-    frame = np.full((32, 48, 3), layer_intra.FLAT, dtype=np.uint8)
+    frame = np.full((32, 48, 3), FLAT, dtype=np.uint8)
     enc = ResidualEncoder()
     assert layer_intra.code(enc, frame, colour.shown_planes(frame), 0.05, 1000) is None
 
@@ -183,8 +188,19 @@ def test_wavefront_coding_gives_the_decoders_composition(size, seed):
     f = layer_intra.code(ResidualEncoder(), frame, planes, 0.05, 1000)
     back = ResidualCoder().decode(f.section, h, w, "test", 1, with_intra=True, with_small=f.tools["small"])
     assert back.intra.all() and f.tools["small"] and back.small.any() and len(set(back.modes.ravel())) >= 3
-    base = colour.quarter_yuv(layer_intra.flat_picture(h, w).result())
+    base = colour.quarter_yuv(flat_picture(h, w).result())
     mine = f.layer.unfiltered(base, h, w)  # the encoder's own sums
     assert all(np.array_equal(a, b) for a, b in zip(mine, back.unfiltered(base, h, w), strict=True))
     assert all(np.array_equal(a, b) for a, b in zip(f.pending.planes(), colour.rounded_planes(
         tuple(q + d for q, d in zip(base, back.delta(base, h, w), strict=True))), strict=True))
+
+
+def test_grey_frames_keep_learned_i_frames(tmp_path):
+    """A grey frame's layer codes no chroma, so no intra macroblocks: its I-frames stay
+    learned; the stream decodes to the encoder's pictures."""
+    frames = [np.repeat(f.mean(-1, keepdims=True), 3, -1).astype(np.uint8) for f in _frames()]
+    src, out = tmp_path / "grey.y4m", tmp_path / "grey.lvc"
+    write_y4m(src, frames)
+    r = api.encode(src, out, quality=0.8, model=MODEL, intra_period=3, progress=False, ms_ssim=False)
+    assert FRAME_IL not in _types(out)
+    assert api.decode(out, tmp_path / "grey-out.y4m", model=MODEL, reference=src).sha256 == r.recon_sha256

@@ -24,11 +24,10 @@ from lvc.codec.colour import Planes, PlanesPicture
 from lvc.codec.frame import FrameCodec
 from lvc.codec.grey import GreyPicture
 from lvc.codec.inter import InterCodec
-from lvc.codec.layer_intra import flat_picture
 from lvc.codec.lazycontext import LazyContext
 from lvc.codec.pending import Pending
 from lvc.codec.residual import ResidualCoder
-from lvc.codec.residual_picture import ResidualPicture
+from lvc.codec.residual_picture import ResidualPicture, flat_picture
 from lvc.errors import BitstreamError
 from lvc.models.frozen import FrozenModel
 

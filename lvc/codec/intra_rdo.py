@@ -119,26 +119,36 @@ class IntraCoder:
         # empty priced at the steepest row; the levels are refitted afterwards)
         self.rows = [np.maximum(v, 1)[GROUP_OF] - 1 for v in lv]
 
-    def _quantise(self, plane: int, coef: np.ndarray) -> np.ndarray | None:
-        """One block's quantised coefficients (8, 8), or None where coding it does not pay:
-        each magnitude the dead-zone value, one step nearer zero or zero, by ``lambda_r *
-        SSE + bits`` at the block's rows; then the block against its bits and flag."""
+    def values(self, plane: int, coef: np.ndarray) -> np.ndarray:
+        """Each coefficient's magnitude (..., 8, 8): the dead-zone value, one step nearer zero
+        or zero, by ``lambda_r * SSE + bits`` at its row."""
         d = step_size(self.steps[min(plane, 1)]) / 16
         w, mag = self.scale[plane], np.abs(coef)
-        val = np.minimum(np.floor(mag / d + 0.5 - DEADZONE), COEFF_LIMIT)
-        if not val.any():
-            return None
         rows, lut, top = self.rows[plane], self.bits, self.bits.shape[1] - 1
+        val = np.minimum(np.floor(mag / d + 0.5 - DEADZONE), COEFF_LIMIT)
         lower = np.maximum(val - 1, 0)
         cost = [w * (mag - v * d) ** 2 + lut[rows, np.minimum(v, top).astype(np.int64)] for v in (val, lower)]
         val = np.where(cost[1] < cost[0], lower, val)
-        zero = w * mag ** 2 + lut[rows, 0]
-        val = np.where(zero < np.minimum(cost[0], cost[1]), 0, val)
-        if not val.any():
-            return None
-        rate = lut[rows, np.minimum(val, top).astype(np.int64)].sum()
-        gain = w * (mag ** 2 - (mag - val * d) ** 2).sum()
-        return (np.sign(coef) * val).astype(np.int64) if gain > rate + FLAG_BITS else None
+        return np.where(w * mag ** 2 + lut[rows, 0] < np.minimum(cost[0], cost[1]), 0, val)
+
+    def rate(self, plane: int, val: np.ndarray) -> np.ndarray:
+        """Bits of blocks of values ``val`` (..., 8, 8), their coded-block flag included."""
+        top = self.bits.shape[1] - 1
+        return self.bits[self.rows[plane], np.minimum(np.abs(val), top).astype(np.int64)].sum((-2, -1)) + FLAG_BITS
+
+    def quantise(self, plane: int, coef: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Blocks' coefficients (..., 8, 8) quantised (:meth:`values`, signed, int64), whether
+        coding each pays (its gain in ``lambda_r * SSE`` above its bits), and their bits."""
+        d = step_size(self.steps[min(plane, 1)]) / 16
+        mag, val = np.abs(coef), self.values(plane, coef)
+        rate = self.rate(plane, val)
+        gain = self.scale[plane] * (mag ** 2 - (mag - val * d) ** 2).sum((-2, -1))
+        return (np.sign(coef) * val).astype(np.int64), val.any((-2, -1)) & (gain > rate), rate
+
+    def _quantise(self, plane: int, coef: np.ndarray) -> np.ndarray | None:
+        """One block's quantised coefficients (8, 8), or None where coding it does not pay."""
+        q, coded, _ = self.quantise(plane, coef)
+        return q if coded else None
 
     def code(self, planes: intra.IntraPlanes, source: tuple[np.ndarray, ...], mb: np.ndarray,
              modes: np.ndarray, grids: tuple[tuple[int, int], ...], inter: tuple[np.ndarray, ...],

@@ -15,9 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from lvc.codec import intra
-from lvc.codec.intra_rdo import DEADZONE, FLAG_BITS, IntraCoder, satd
-from lvc.codec.residual import COEFF_LIMIT
-from lvc.codec.transform import BLOCK, DCT, forward4, inverse_blocks, step_size
+from lvc.codec.intra_rdo import IntraCoder, satd
+from lvc.codec.transform import BLOCK, DCT, forward4, inverse_blocks
 
 
 def _views(planes: intra.IntraPlanes, plane: int) -> tuple[np.ndarray, np.ndarray]:
@@ -34,23 +33,6 @@ def _neighbours(p: np.ndarray, by: np.ndarray, bx: np.ndarray) -> tuple[np.ndarr
     return top, p[(by * BLOCK + 1)[:, None] + k, (bx * BLOCK)[:, None]]
 
 
-def _quantise(coder: IntraCoder, plane: int, coef: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Batched :meth:`IntraCoder._quantise`: the values (n, 8, 8) int64, whether each block
-    is coded, and its bits (flag included)."""
-    d = step_size(coder.steps[min(plane, 1)]) / 16
-    w, mag = coder.scale[plane], np.abs(coef)
-    rows, lut, top = coder.rows[plane], coder.bits, coder.bits.shape[1] - 1
-    val = np.minimum(np.floor(mag / d + 0.5 - DEADZONE), COEFF_LIMIT)
-    lower = np.maximum(val - 1, 0)
-    cost = [w * (mag - v * d) ** 2 + lut[rows, np.minimum(v, top).astype(np.int64)] for v in (val, lower)]
-    val = np.where(cost[1] < cost[0], lower, val)
-    val = np.where(w * mag ** 2 + lut[rows, 0] < np.minimum(cost[0], cost[1]), 0, val)
-    rate = lut[rows, np.minimum(val, top).astype(np.int64)].sum((-2, -1)) + FLAG_BITS
-    gain = w * (mag ** 2 - (mag - val * d) ** 2).sum((-2, -1))
-    coded = val.any((-2, -1)) & (gain > rate)
-    return (np.sign(coef) * val).astype(np.int64), coded, rate
-
-
 def _code_blocks(coder: IntraCoder, plane: int, pred: np.ndarray, target: np.ndarray, live: np.ndarray,
                  small: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Blocks (n, 8, 8) predicted as ``pred`` for ``target`` (quarter levels): their
@@ -64,7 +46,7 @@ def _code_blocks(coder: IntraCoder, plane: int, pred: np.ndarray, target: np.nda
     coded = np.zeros(len(pred), dtype=bool)
     four = np.zeros(len(pred), dtype=bool)
     for size in (False, True) if small else (False,):  # 8x8 whenever it pays, 4x4 where cheaper still
-        v, ok, rate = _quantise(coder, plane, forward4(error) if size else DCT @ error @ DCT.T)
+        v, ok, rate = coder.quantise(plane, forward4(error) if size else DCT @ error @ DCT.T)
         ok &= live
         if not ok.any():
             continue

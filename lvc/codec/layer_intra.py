@@ -3,40 +3,36 @@
 On native-resolution video the layer of a learned I-frame codes nearly every block again
 (1,669 of 1,792 luma blocks on one 448x256 clip): the learned picture is a costly
 prediction that the layer then mostly replaces. Coding the same frame against a flat grey
-picture, every macroblock a candidate for spatial prediction (:mod:`lvc.codec.intra`), cost
+picture, every macroblock predicted from its neighbours (:mod:`lvc.codec.intra`), cost
 3-30% fewer bits at equal PSNR-YUV on four clips (docs/models.md, "Session 45"). An IL
-frame's picture is therefore the layer over ``FLAT`` grey, without a latent: the context it
+frame's picture is therefore the layer over ``FLAT`` grey
+(:func:`lvc.codec.residual_picture.flat_picture`), without a latent: the context it
 leaves is the one a zero latent starts (:meth:`lvc.codec.inter.InterCodec.zero_latent`), and
 no latent-residual P-frame may follow it. The encoder codes each I-frame both ways and keeps
-the cheaper by the layer's own cost, ``lambda_r / 3 * weighted SSE + bits``.
+the cheaper by the layer's own cost, ``lambda_r / 3 * weighted SSE + bits`` (not grey
+frames: their layers have no chroma, so no intra macroblocks).
 """
 
 from __future__ import annotations
 
-import math
-from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lvc.codec import colour
 from lvc.codec.residual import Residual
-from lvc.codec.residual_picture import ResidualPicture
+from lvc.codec.residual_picture import ResidualPicture, flat_picture
 from lvc.codec.residual_rdo import YUV_CHROMA_WEIGHT, YUV_LUMA_WEIGHT, ResidualEncoder
 
-FLAT = 128  # the base picture's R = G = B: mid grey (Y 126, Cb = Cr = 128)
+if TYPE_CHECKING:
+    from lvc.codec.pending import Pending
+
 # The IL frame's layer lambda against the learned I-frame's (and the lambda both are weighed
 # at): a finer I-frame pays for the frames that copy it. On 5 native-resolution clips, BD-rate
 # PSNR-YUV against learned I-frames: 1: -3.2%, 1.5: -4.5%, 2: -4.4% (docs/models.md, "Session 45").
 LAMBDA_SCALE = 1.5
 _WEIGHTS = (YUV_LUMA_WEIGHT, YUV_CHROMA_WEIGHT, YUV_CHROMA_WEIGHT)
-
-
-def flat_picture(height: int, width: int) -> Future:
-    """The base picture of an IL frame, as a finished pending picture."""
-    done: Future = Future()
-    done.set_result(np.full((height, width, 3), FLAT, dtype=np.uint8))
-    return done
 
 
 def layer_cost(planes: colour.Planes, shown: colour.Planes, lmbda_r: float, bits: float) -> float:
@@ -59,14 +55,15 @@ class LayerFrame:
     cost: float  # layer_cost of it
 
 
-def code(encoder: ResidualEncoder, frame: np.ndarray, planes: colour.Planes, lmbda: float, quality: int,
-         chroma: bool = True) -> LayerFrame | None:
-    """``frame`` coded as an IL frame at the layer's ``lmbda`` and ``quality`` (as
-    :meth:`ResidualEncoder.encode` takes them), every macroblock intra
-    (:mod:`lvc.codec.intra_wavefront`); None where the layer codes nothing."""
+def code(encoder: ResidualEncoder, frame: np.ndarray, planes: colour.Planes, lmbda: float,
+         quality: int) -> LayerFrame | None:
+    """``frame`` (with chroma: a grey frame's layer has no chroma to predict) coded as an IL
+    frame at the layer's ``lmbda`` and ``quality`` (as :meth:`ResidualEncoder.encode` takes
+    them), every macroblock intra (:mod:`lvc.codec.intra_wavefront`); None where the layer
+    codes nothing."""
     h, w = frame.shape[:2]
     base = flat_picture(h, w)
-    coded = encoder.encode(frame, base.result(), lmbda, quality, planes, chroma=chroma, intra_penalty=-math.inf)
+    coded = encoder.encode(frame, base.result(), lmbda, quality, planes, intra_everywhere=True)
     if coded is None:
         return None
     section, bits, r = coded
@@ -77,12 +74,12 @@ def code(encoder: ResidualEncoder, frame: np.ndarray, planes: colour.Planes, lmb
 
 
 def choose(encoder: ResidualEncoder, frame: np.ndarray, planes: colour.Planes, lmbda: float, quality: int,
-           learned, learned_bits: float, chroma: bool = True) -> LayerFrame | None:
+           learned: Pending, learned_bits: float) -> LayerFrame | None:
     """``frame`` as an IL frame where that costs less than the learned I-frame shown as the
     pending picture ``learned`` for ``learned_bits`` (its payload and layer), else None;
     both at ``LAMBDA_SCALE`` times the layer's ``lmbda``."""
     lmbda = LAMBDA_SCALE * lmbda
-    flat = code(encoder, frame, planes, lmbda, quality, chroma)
+    flat = code(encoder, frame, planes, lmbda, quality)
     if flat is None:
         return None
     shown = learned.planes() if isinstance(learned, ResidualPicture) else colour.shown_planes(learned.result())

@@ -6,12 +6,22 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 
 import numpy as np
 
 from lvc.bitstream import syntax
 from lvc.codec import colour
 from lvc.codec.residual import Residual, add_residual
+
+FLAT = 128  # an IL frame's base picture: R = G = B = FLAT (lvc.codec.layer_intra)
+
+
+def flat_picture(height: int, width: int) -> Future:
+    """The base picture of an IL frame, as a finished pending picture."""
+    done: Future = Future()
+    done.set_result(np.full((height, width, 3), FLAT, dtype=np.uint8))
+    return done
 
 
 class ResidualPicture:

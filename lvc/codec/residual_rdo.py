@@ -133,14 +133,14 @@ class ResidualEncoder:
 
     def encode(self, frame: np.ndarray, picture: np.ndarray, lmbda: float, quality: int = QUALITY_MAX,
                planes: colour.Planes | None = None, chroma: bool = True,
-               intra_penalty: float | None = None) -> tuple[bytes, float, Residual] | None:
+               intra_everywhere: bool = False) -> tuple[bytes, float, Residual] | None:
         """(section, bits, residual) for ``frame`` shown as ``picture`` at rate weight
         ``lmbda`` and integer ``quality``, or None where no block is worth coding. With the
         source's yuv420p ``planes`` the layer is colour format 1's (coded against them);
         there, ``chroma=False`` codes none of its chroma (a grey frame shows none; colour
-        format 0's YCoCg planes are one component and ignore it). ``intra_penalty``: the intra
-        candidates' for this frame instead of the encoder's (-inf: every macroblock intra, coded
-        by :mod:`lvc.codec.intra_wavefront`; with intra macroblocks on only)."""
+        format 0's YCoCg planes are one component and ignore it). ``intra_everywhere``: every
+        macroblock intra, coded by :mod:`lvc.codec.intra_wavefront` (an IL frame's layer; with
+        intra macroblocks on and chroma only)."""
         lmbda_r = self.weight_at(quality) * lmbda
         if planes is None:
             fmt, steps = syntax.COLOUR_RGB, step_indices(lmbda_r)
@@ -169,8 +169,7 @@ class ResidualEncoder:
             quarter = colour.quarter_yuv(picture)
             if self.intra_penalty is not None and chroma:
                 scale = lmbda_r / 3 * np.array([YUV_LUMA_WEIGHT, YUV_CHROMA_WEIGHT, YUV_CHROMA_WEIGHT])
-                penalty = self.intra_penalty if intra_penalty is None else intra_penalty
-                residual, levels = self._with_intra(residual, levels, quarter, planes, scale, penalty)
+                residual, levels = self._with_intra(residual, levels, quarter, planes, scale, intra_everywhere)
             if self.deblocking:
                 shown = list(residual.unfiltered(quarter, *frame.shape[:2]))
                 residual = replace(residual, deblock=deblock.choose(shown, planes, residual.filtered,
@@ -216,20 +215,20 @@ class ResidualEncoder:
 
     def _with_intra(self, residual: Residual, levels: tuple[np.ndarray, ...], quarter: colour.Planes,
                     planes: colour.Planes, scale: np.ndarray,
-                    penalty: float) -> tuple[Residual, tuple[np.ndarray, ...]]:
-        """``residual`` with the intra macroblocks worth it (:mod:`lvc.codec.intra_rdo`) and
-        its levels refitted; as it is where there are none."""
+                    everywhere: bool = False) -> tuple[Residual, tuple[np.ndarray, ...]]:
+        """``residual`` with the intra macroblocks worth it (:mod:`lvc.codec.intra_rdo`), or
+        every macroblock intra (``everywhere``), and its levels refitted; as it is where there
+        are none."""
         h, w = planes[0].shape
         grids = tuple(c.shape for c in residual.coded)
         luma, chroma = residual.quarter(h, w, crop=False)
         res = [luma[0], chroma[0], chroma[1]]  # whole blocks
-        total = tuple(b + r[:b.shape[0], :b.shape[1]] for b, r in zip(quarter, res, strict=True))
-        everywhere = penalty == -math.inf  # (an IL frame's layer: lvc.codec.intra_wavefront)
-        if everywhere:
+        if everywhere:  # (an IL frame's layer: lvc.codec.intra_wavefront)
             mb, modes = np.ones(residual.coded[1].shape, dtype=bool), None
         else:
+            total = tuple(b + r[:b.shape[0], :b.shape[1]] for b, r in zip(quarter, res, strict=True))
             mb, modes = intra_rdo.candidates(planes, quarter, total, residual.coded,
-                                             step_size(residual.steps[0]) / 16, penalty)
+                                             step_size(residual.steps[0]) / 16, self.intra_penalty)
         if not mb.any():
             return residual, levels
         full = []
@@ -237,7 +236,7 @@ class ResidualEncoder:
             f = np.zeros((coeffs.shape[0], *coded.shape, BLOCK, BLOCK), dtype=np.int64)
             f[:, coded] = coeffs
             full.append(f)
-        inter = [r.copy() for r in res]
+        inter = None if everywhere else [r.copy() for r in res]
         masks = intra.block_masks(mb, *grids)
         for i, r in enumerate(res):  # the candidates' blocks start from their base
             r[np.repeat(np.repeat(masks[min(i, 1)], BLOCK, 0), BLOCK, 1)] = 0

@@ -114,7 +114,7 @@ INTER_ENCODER = (f"ippc-rd/6 skip=rd2 copies={int(COPY_FRAMES)}{'m' * MOTION_ONL
                  f"trust={PC_TRUST}@{PC_TRUST_MARGIN:g}x{PC_TRUST_JUMP:g} "
                  f"backoff={PC_BACKOFF_MAX}@{PC_MARGIN:g} mv-rate={RATE_WEIGHT:g} pc-dz={PC_DEADZONE:g} "
                  f"me={SEARCH_VERSION} pc-an={ANALYSIS_VERSION} quarters={SPLIT_COST:g} on-picture/1 "
-                 f"il={layer_intra.LAMBDA_SCALE:g}/wavefront")
+                 f"il={layer_intra.LAMBDA_SCALE:g}/wavefront ramp-all")
 
 
 CUT_JUMP = 1.8  # a P estimate this many times the recent mean triggers the I check (fast)
@@ -296,8 +296,11 @@ class SequenceEncoder:
         ``scale``: of the layer's lambda (``RESIDUAL_CYCLE``)."""
         if self.residual is None:
             return pending, None, 0.0, {}
-        coded = self.residual.encode(frame, pending.result(), scale * quality_lambda(self._model, quality), quality,
-                                     self._planes, chroma=not self._grey)  # (grey: shown without chroma)
+        # (the layer's weight ramp follows the sequence's quality, so that at low qualities
+        # raised I-frames are not coded far finer than the frames that copy them)
+        lmbda = scale * quality_lambda(self._model, quality)
+        coded = self.residual.encode(frame, pending.result(), lmbda, self.quality, self._planes,
+                                     chroma=not self._grey)  # (grey: shown without chroma)
         if coded is None:
             return pending, None, 0.0, {}
         section, bits, r = coded
@@ -382,10 +385,9 @@ class SequenceEncoder:
             self.context.from_intra(best.latent, quality)
             pending, section, extra, tools = self._add_residual(frame, best.pending, quality)
             payload, payload_bits = best.payload, best.estimated_bits
-            if kind == FRAME_I and self.layer_intra:
+            if kind == FRAME_I and self.layer_intra and not self._grey:  # (a grey frame has no chroma to predict)
                 flat = layer_intra.choose(self.residual, frame, self._planes, quality_lambda(self._model, quality),
-                                          quality, pending, 8 * (len(best.payload) + len(section or b"")),
-                                          chroma=not self._grey)
+                                          self.quality, pending, 8 * (len(best.payload) + len(section or b"")))
                 if flat is not None:  # (the decisions keep weighing the learned I-frame: _last_latent)
                     kind, payload, payload_bits, self.reference = FRAME_IL, b"", 0.0, None
                     pending, section, extra, tools = flat.pending, flat.section, flat.bits, flat.tools
