@@ -102,7 +102,7 @@ def pack_frame(frame_type: int, quality: int, payload: bytes, grey: bool = False
 
 
 def chain_step(kind: int, quality: int, chain: int | None) -> tuple[int | None, bool]:
-    """The quality of the open latent chain after a frame of ``kind`` (an I- or P-frame
+    """The quality of the open latent chain after a frame of ``kind`` (an I-, IL or P-frame
     starts or continues it), and whether the frame is a conditional one at another quality
     than the chain's: what format 1.2 allows (the writer's minor version, the reader's check)."""
     if kind in (FRAME_I, FRAME_P, FRAME_IL):
@@ -248,7 +248,7 @@ class LvcReader:
 
     def units(self) -> Iterator[FrameUnit]:
         where = str(self.path)
-        chain = None  # the last I- or P-frame's quality
+        chain = None  # the last I-, IL or P-frame's quality
         for i in range(self.header.frame_count):
             fwhere = f"{where}: frame {i}"
             head = self._f.read(1 + 2 + 4 + 4)

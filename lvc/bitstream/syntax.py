@@ -21,7 +21,8 @@ VERSION_MINOR = 9  # the newest minor version this lvc writes; a stream carries 
 # residual layer's deblocking strengths (RESIDUAL_HEADER, lvc.codec.deblock) and frame type 4 (PM);
 # 1.6 frame type 5 (PQ: quartered blocks and filters per block, lvc.codec.copies); 1.7 intra
 # macroblocks in colour format 1's residual layers (INTRA_FLAG, lvc.codec.intra); 1.8 luma blocks
-# coded as four 4x4 transforms in those layers (SMALL_FLAG, lvc.codec.transform).
+# coded as four 4x4 transforms in those layers (SMALL_FLAG, lvc.codec.transform); 1.9 frame
+# type 6 (IL: an I-frame of the residual layer alone, lvc.codec.layer_intra).
 GREY_FLAG = 0x80  # frame_type bit 7: the frame is shown grey
 RESIDUAL_FLAG = 0x40  # frame_type bit 6: the payload starts with a residual layer (RESIDUAL_HEADER)
 INTRA_FLAG = 0x20  # frame_type bit 5 (since 1.7, with RESIDUAL_FLAG, colour format 1): the layer has intra macroblocks

@@ -126,7 +126,8 @@ def _encode_options(p: argparse.ArgumentParser) -> None:
                         "as four 4x4 ones (a stream lvc before format 1.8 reads, if nothing else needs it)")
     p.add_argument("--learned-intra", action="store_true",
                    help="colour format 1: every I-frame by the learned model, none by the residual layer alone "
-                        "(a stream lvc before format 1.9 reads, if nothing else needs it)")
+                        "(a stream lvc before format 1.9 reads, if nothing else needs it; --no-intra-blocks and "
+                        "--residual 0 imply it)")
     p.add_argument("--bitrate", type=_kbps, help="target bitrate in kbps (replaces --quality; multi-pass)")
     p.add_argument("--refine", type=int,
                    help="encoder-side latent refinement steps per frame (default: the preset's; a still image "

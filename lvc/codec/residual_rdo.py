@@ -124,9 +124,10 @@ class ResidualEncoder:
         return np.stack([t.element_bits(np.full(LUT_SIZE, row), mags) for row in range(LEVELS)])
 
     def weight_at(self, quality: int) -> float:
-        """``lambda_r / lambda`` at integer quality ``quality``: ``weight`` from
-        ``RAMP_QUALITY`` up, falling linearly to 1 at quality 0, so that the lowest qualities
-        keep about the base layer's rates (the layer does not move the bottom of the range)."""
+        """``lambda_r / lambda`` at integer quality ``quality`` (the sequence's: every frame of
+        it, raised I-frames included, so that those are not coded far finer than the frames
+        copying them): ``weight`` from ``RAMP_QUALITY`` up, falling linearly to 1 at quality
+        0, so that the lowest qualities keep about the base layer's rates."""
         if self.weight <= 1:
             return self.weight
         return 1 + (self.weight - 1) * min(1.0, quality / (RAMP_QUALITY * QUALITY_MAX))
