@@ -161,6 +161,21 @@ def claiming_minor(src, dst, minor: int):
     return dst
 
 
+def refused_under_minor(stream, tmp_path, minor: int) -> tuple[bytes, object]:
+    """Check that ``stream``'s frames under a header claiming format 1.``minor`` are refused
+    as not valid there; its header bytes and the rewritten file (for more hand-made units)."""
+    import pytest
+
+    from lvc.bitstream.container import LvcReader
+    from lvc.errors import BitstreamError
+
+    bad = claiming_minor(stream, tmp_path / "old.lvc", minor)
+    with LvcReader(bad) as rd, pytest.raises(BitstreamError, match=f"not valid in a format 1.{minor} stream"):
+        list(rd.units())
+    with LvcReader(stream) as rd:
+        return stream.read_bytes()[:rd.header_size], bad
+
+
 def run_lvc(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the CLI in a fresh process, as a user would."""
     return subprocess.run([sys.executable, "-m", "lvc.cli", *map(str, args)], capture_output=True, text=True,
