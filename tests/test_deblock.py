@@ -10,7 +10,7 @@ import pytest
 from conftest import DATA, claiming_minor, motion_only_version, write_y4m
 
 from lvc.bitstream import syntax
-from lvc.bitstream.container import FRAME_PM, MOTION_ONLY_SINCE, LvcReader
+from lvc.bitstream.container import FRAME_I, FRAME_IL, FRAME_PM, MOTION_ONLY_SINCE, LvcReader
 from lvc.codec import api, colour, deblock, partition, sequence
 from lvc.codec.residual import Residual, ResidualCoder
 from lvc.codec.residual_picture import ResidualPicture
@@ -178,7 +178,8 @@ def test_odd_sizes_and_grey_frames_deblock_and_decode_to_the_encoders_planes(tmp
 
 def test_the_residual_cycle_restarts_after_each_intra_frame(monkeypatch):
     """Conditional frames' layers take RESIDUAL_CYCLE's scales of lambda in turn, from each
-    I-frame on (I-frames, at their raised quality, take none)."""
+    I-frame on (I-frames, at their raised quality, take none); every layer's weight follows
+    the sequence's quality (IL candidates' layers aside)."""
     from lvc.codec.frame import quality_lambda
     from lvc.codec.residual_rdo import ResidualEncoder
     from lvc.io.reader import open_video
@@ -188,7 +189,8 @@ def test_the_residual_cycle_restarts_after_each_intra_frame(monkeypatch):
     real = ResidualEncoder.encode
 
     def spy(self, frame, picture, lmbda, quality, *a, **k):
-        calls.append((lmbda, quality))
+        if not k.get("intra_everywhere"):  # (an I-frame's IL candidate: lvc.codec.layer_intra)
+            calls.append((lmbda, quality))
         return real(self, frame, picture, lmbda, quality, *a, **k)
 
     monkeypatch.setattr(ResidualEncoder, "encode", spy)
@@ -201,10 +203,12 @@ def test_the_residual_cycle_restarts_after_each_intra_frame(monkeypatch):
         kinds = [enc.encode(f).frame_type for f in frames]
     finally:
         enc.close()
-    assert [k in MOTION_ONLY_SINCE for k in kinds] == [False, True, True, False, True, True] and kinds[3] == 0
+    assert [k in MOTION_ONLY_SINCE for k in kinds] == [False, True, True, False, True, True]
+    assert kinds[3] in (FRAME_I, FRAME_IL)
     base = quality_lambda(model, q)
-    assert [round(lm / base, 9) for lm, qq in calls if qq == q] == [0.5, 0.25, 0.5, 0.25]
-    assert all(qq > q for _, qq in (calls[0], calls[3]))
+    assert len(calls) == 6 and all(qq == q for _, qq in calls)
+    assert [round(lm / base, 9) for i, (lm, _) in enumerate(calls) if i % 3] == [0.5, 0.25, 0.5, 0.25]
+    assert all(lm > base for lm, _ in (calls[0], calls[3]))  # (at their raised quality's lambda)
 
 
 def test_a_motion_only_frame_in_a_1_4_stream_is_refused_as_corrupt(tmp_path, monkeypatch):
