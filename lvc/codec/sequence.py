@@ -384,12 +384,12 @@ class SequenceEncoder:
             self.reference, self.reference_quality, self._last_pc = best.latent, quality, None
             self.context.from_intra(best.latent, quality)
             pending, section, extra, tools = self._add_residual(frame, best.pending, quality)
-            payload, payload_bits = best.payload, best.estimated_bits
+            payload, estimated = best.payload, best.estimated_bits
             if kind == FRAME_I and self.layer_intra and not self._grey:  # (a grey frame has no chroma to predict)
                 flat = layer_intra.choose(self.residual, frame, self._planes, quality_lambda(self._model, quality),
                                           self.quality, pending, 8 * (len(best.payload) + len(section or b"")))
                 if flat is not None:  # (the decisions keep weighing the learned I-frame: _last_latent)
-                    kind, payload, payload_bits, self.reference = FRAME_IL, b"", 0.0, None
+                    kind, payload, estimated, self.reference = FRAME_IL, b"", 0.0, None
                     pending, section, extra, tools = flat.pending, flat.section, flat.bits, flat.tools
                     self.context.from_intra(self.inter.zero_latent(*frame.shape[:2]), quality)
             self._pc_run = 0  # PC frames since this one (RESIDUAL_CYCLE)
@@ -409,7 +409,7 @@ class SequenceEncoder:
                 self._last_latent = (frame, best)
         self.previous = frame
         self.index += 1
-        return CodedFrame(kind, quality, payload, pending, payload_bits + extra, residual=section, **tools)
+        return CodedFrame(kind, quality, payload, pending, estimated + extra, residual=section, **tools)
 
     def _may_analyse(self, ahead: int) -> bool:
         """Whether the frame ``ahead`` frames after the one being coded may need its intra
