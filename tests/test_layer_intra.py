@@ -4,6 +4,7 @@ bad input is refused cleanly."""
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from conftest import DATA, refused_under_minor, run_lvc, write_y4m
 
 from lvc.bitstream import syntax
-from lvc.bitstream.container import FRAME_IL, FRAME_P, FrameUnit, LvcReader, pack_frame
+from lvc.bitstream.container import FRAME_IL, FRAME_P, FrameUnit, LvcReader, LvcWriter, pack_frame
 from lvc.bitstream.syntax import INTRA_FLAG, RESIDUAL_FLAG
 from lvc.codec import api, colour, layer_intra
 from lvc.codec.decoder import SequenceDecoder
@@ -117,6 +118,11 @@ def test_il_frames_need_format_1_9_a_layer_and_no_payload(tmp_path):
         pack_frame(FRAME_IL, 100, b"")
     with pytest.raises(ValueError, match="no payload of its own"):
         pack_frame(FRAME_IL, 100, b"\0" * 4, residual=first.residual)
+    with LvcReader(out) as rd:  # the writer refuses what the reader would: IL in colour format 0
+        rgb = dataclasses.replace(rd.header, colour_format=0, version=(1, 0))
+    with LvcWriter(tmp_path / "rgb.lvc", rgb) as w, pytest.raises(ValueError, match="only in colour format 1"):
+        w.write_frame(FRAME_IL, 100, b"", residual=first.residual)
+    assert not (tmp_path / "rgb.lvc").exists()
 
     def refused(frame_type: int, payload: bytes, match: str) -> None:
         unit = syntax.pack(syntax.FRAME_HEADER, dict(frame_type=frame_type, quality=100,

@@ -147,6 +147,8 @@ class LvcWriter:
 
     def write_frame(self, frame_type: int, quality: int, payload: bytes, grey: bool = False,
                     residual: bytes | None = None, intra: bool = False, small: bool = False) -> int:
+        if (intra or small or frame_type == FRAME_IL) and self.header.colour_format != COLOUR_YUV420:
+            raise ValueError("intra macroblocks, transform sizes and IL frames exist only in colour format 1")
         unit = pack_frame(frame_type, quality, payload, grey, residual, intra, small)
         if grey:
             self.minor = max(self.minor, 1)
