@@ -103,9 +103,9 @@ def _lvc_signals(path: Path, model: FrozenModel, progress, batch: int) -> Signal
               else model_for_stream(h.model_name, h.weights_hash, None, str(path)))
         from lvc.codec.api import info, iter_decode
 
-        conditional = {FRAME_NAMES[t] for t in LATENT_FREE}
+        latent_free = {FRAME_NAMES[t] for t in LATENT_FREE}
         if (latent_space_id(fm.g_a, fm.log_gain) != latent_space_id(model.g_a, model.log_gain)
-                or (fm.inter is not None and any(f["type"] in conditional for f in info(path)["frames"]))):
+                or (fm.inter is not None and any(f["type"] in latent_free for f in info(path)["frames"]))):
             return _pixel_signals(iter_decode(path, fm), float(h.fps), model, str(path), progress, batch)
         dec = SequenceDecoder(fm, h.width, h.height, str(path), colour_format=h.colour_format)
         try:

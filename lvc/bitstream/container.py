@@ -38,7 +38,7 @@ from lvc.io.writer import default_mode
 FRAME_I, FRAME_P, FRAME_PC, FRAME_PS, FRAME_PM, FRAME_PQ, FRAME_IL = 0, 1, 2, 3, 4, 5, 6  # PM 1.5, PQ 1.6
 CONDITIONAL = (FRAME_PC, FRAME_PS, FRAME_PM, FRAME_PQ)  # the frame types coded against the context
 MOTION_ONLY_SINCE = {FRAME_PM: (1, 5), FRAME_PQ: (1, 6)}  # the motion-only frame types and their formats
-LAYER_INTRA_SINCE = (1, 9)
+KIND_SINCE = {**MOTION_ONLY_SINCE, FRAME_IL: (1, 9)}  # the frame types later formats added, and their formats
 LATENT_FREE = (*CONDITIONAL, FRAME_IL)  # the frame types that carry no intra latent
 FRAME_NAMES = {FRAME_I: "I", FRAME_P: "P", FRAME_PC: "PC", FRAME_PS: "PS", FRAME_PM: "PM", FRAME_PQ: "PQ",
                FRAME_IL: "IL"}
@@ -156,10 +156,8 @@ class LvcWriter:
             self.minor = max(self.minor, 7)
         if small:
             self.minor = max(self.minor, 8)
-        if frame_type in MOTION_ONLY_SINCE:
-            self.minor = max(self.minor, MOTION_ONLY_SINCE[frame_type][1])
-        if frame_type == FRAME_IL:
-            self.minor = max(self.minor, LAYER_INTRA_SINCE[1])
+        if frame_type in KIND_SINCE:
+            self.minor = max(self.minor, KIND_SINCE[frame_type][1])
         if residual:  # (bytes 6-7 of the layer's header: its deblocking strengths, since 1.5)
             self.minor = max(self.minor, 5 if any(residual[6:8]) else 3)
         self._chain_quality, mixed = chain_step(frame_type, quality, self._chain_quality)
@@ -276,14 +274,11 @@ class LvcReader:
                 raise BitstreamError("intra macroblocks or transform sizes without a colour format 1 residual layer",
                                      fwhere, "the file is corrupted")
             kind = ft & ~(GREY_FLAG | RESIDUAL_FLAG | INTRA_FLAG | SMALL_FLAG)
-            if kind in MOTION_ONLY_SINCE:
-                self._require(MOTION_ONLY_SINCE[kind], f"frame type {kind} is not valid in a format {{}} stream",
-                              fwhere)
-            if kind == FRAME_IL:
-                self._require(LAYER_INTRA_SINCE, f"frame type {kind} is not valid in a format {{}} stream", fwhere)
-                if not layered:
-                    raise BitstreamError("IL frame without a colour format 1 residual layer", fwhere,
-                                         "the file is corrupted")
+            if kind in KIND_SINCE:
+                self._require(KIND_SINCE[kind], f"frame type {kind} is not valid in a format {{}} stream", fwhere)
+            if kind == FRAME_IL and not layered:
+                raise BitstreamError("IL frame without a colour format 1 residual layer", fwhere,
+                                     "the file is corrupted")
             residual = None
             if ft & RESIDUAL_FLAG:
                 head, start = syntax.unpack(RESIDUAL_HEADER, payload, 0, fwhere)
